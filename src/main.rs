@@ -1,1 +1,194 @@
-fn main() {}
+//! The `activator` command line: parses arguments and calls the library's commands.
+
+use activator::identity::{self, Kind, Profile};
+use activator::job::Job;
+use activator::{Error, run, validate};
+use chrono::NaiveDate;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "activator",
+    version,
+    about = "Push SQL-defined segments, hashed, to ad platforms"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a job for a date: read the segment, normalize and hash, deliver.
+    Run {
+        /// The job file, e.g. jobs/demo.toml.
+        job: PathBuf,
+        /// The run date (YYYY-MM-DD); default: today in UTC.
+        #[arg(long, value_parser = parse_date)]
+        date: Option<NaiveDate>,
+        /// Also write the run report as JSON to this file.
+        #[arg(long)]
+        report_json: Option<PathBuf>,
+        /// No progress bar or progress log lines.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Parse jobs and plan their SQL against the tables, without running them.
+    Validate {
+        /// Job files; default: every jobs/*.toml.
+        jobs: Vec<PathBuf>,
+        /// The date to render the SQL for; default: today in UTC.
+        #[arg(long, value_parser = parse_date)]
+        date: Option<NaiveDate>,
+    },
+    /// Show how values normalize and hash, one JSON object per line.
+    Hash {
+        /// meta, google or uid2.
+        #[arg(long, value_parser = parse_profile)]
+        profile: Profile,
+        /// email, phone, first_name, last_name, city, state, zip, country, date_of_birth,
+        /// gender, mobile_ad_id or external_id.
+        #[arg(long, value_parser = parse_kind)]
+        kind: Kind,
+        /// The row's country: the default region for phone numbers, states and zips.
+        #[arg(long)]
+        country: Option<String>,
+        #[arg(required = true)]
+        values: Vec<String>,
+    },
+}
+
+fn parse_date(s: &str) -> Result<NaiveDate, String> {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|_| format!("`{s}` is not a date: write YYYY-MM-DD"))
+}
+
+fn parse_profile(s: &str) -> Result<Profile, String> {
+    Profile::parse(s).ok_or_else(|| format!("unknown profile `{s}`: use meta, google or uid2"))
+}
+
+fn parse_kind(s: &str) -> Result<Kind, String> {
+    Kind::parse(s).ok_or_else(|| {
+        let all: Vec<_> = Kind::ALL.iter().map(|k| k.name()).collect();
+        format!("unknown kind `{s}`: use one of {}", all.join(", "))
+    })
+}
+
+fn today() -> NaiveDate {
+    chrono::Utc::now().date_naive()
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ACTIVATOR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run { job, date, report_json, quiet } => {
+                let job = Job::load(&job)?;
+                let options = run::RunOptions { progress: !quiet };
+                let report = run::run(&job, date.unwrap_or_else(today), &options).await?;
+                print!("{}", report.summary());
+                if let Some(path) = report_json {
+                    let json = serde_json::to_string_pretty(&report).expect("report serializes");
+                    std::fs::write(&path, json).map_err(|e| {
+                        Error::config(format!("cannot write the report to {}: {e}", path.display()))
+                    })?;
+                }
+                Ok(())
+            }
+            Command::Validate { jobs, date } => validate_all(jobs, date.unwrap_or_else(today)).await,
+            Command::Hash { profile, kind, country, values } => {
+                for v in values {
+                    let n = identity::normalize_one(profile, kind, &v, country.as_deref());
+                    let line = match n.result {
+                        Ok((normalized, fields)) => {
+                            let mut obj = serde_json::json!({
+                                "kind": kind.name(), "profile": profile.name(), "normalized": normalized,
+                            });
+                            if fields.len() == 1 {
+                                obj["hash"] = fields[0].1.clone().into();
+                                obj["field"] = fields[0].0.clone().into();
+                            } else {
+                                obj["fields"] = fields.into_iter().map(|(k, v)| (k, serde_json::Value::from(v))).collect::<serde_json::Map<_, _>>().into();
+                            }
+                            obj
+                        }
+                        Err(reason) => serde_json::json!({
+                            "kind": kind.name(), "profile": profile.name(), "invalid": reason,
+                        }),
+                    };
+                    println!("{line}");
+                }
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.class.exit_code() as u8)
+        }
+    }
+}
+
+async fn validate_all(jobs: Vec<PathBuf>, date: NaiveDate) -> Result<(), Error> {
+    let jobs = if jobs.is_empty() {
+        let mut found: Vec<PathBuf> = std::fs::read_dir("jobs")
+            .map_err(|e| Error::config(format!("no job files given and cannot read jobs/: {e}")))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        found.sort();
+        found
+    } else {
+        jobs
+    };
+    let mut first_error = None;
+    for path in jobs {
+        match validate::validate(&path, date).await {
+            Ok(v) => {
+                let cols: Vec<String> = v.columns.iter().map(|(n, t)| format!("{n} {t}")).collect();
+                println!(
+                    "ok {}: {} returns {}",
+                    path.display(),
+                    v.job.segment_path.display(),
+                    cols.join(", ")
+                );
+            }
+            Err(e) => {
+                println!("FAILED {e}");
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(Error {
+            class: e.class,
+            message: "some jobs are not valid (see above)".into(),
+        }),
+        None => Ok(()),
+    }
+}

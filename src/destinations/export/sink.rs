@@ -1,0 +1,115 @@
+//! The export pipeline: members, cut into batches, written to files, committed at the end.
+//!
+//! `per_run` writes one file, `{job}-{date}.{ext}`, as a single upload that completes only when
+//! the run does. `per_batch` writes `part-NNNNN.{ext}` files into a staging folder and moves them
+//! into `{job}-{date}/` when every batch is written, replacing what an earlier run of the same
+//! date left there. Either way a rerun for the same date overwrites, never duplicates.
+
+use super::writer::FileWriter;
+use crate::batch;
+use crate::destinations::{RunInfo, SinkReport};
+use crate::error::Result;
+use crate::job::{Export, ExportLayout};
+use crate::storage;
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use futures::stream::{BoxStream, StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use std::sync::Arc;
+
+pub async fn run(
+    config: &Export,
+    run: &RunInfo,
+    schema: SchemaRef,
+    members: BoxStream<'static, Result<RecordBatch>>,
+) -> Result<SinkReport> {
+    let (store, folder) = storage::store_for(&config.url)?;
+    let mut report = SinkReport {
+        destination: config.name.clone(),
+        ..SinkReport::default()
+    };
+    let mut batches = batch::batched(members, config.batch);
+    let ext = config.format.extension();
+    let stem = format!("{}-{}", run.job, run.run_date);
+    match config.layout {
+        ExportLayout::PerRun => {
+            let path = folder.clone().join(format!("{stem}.{ext}"));
+            let mut file = FileWriter::create(store.clone(), path.clone(), config.format, schema)?;
+            while let Some(batch) = batches.next().await {
+                // On an error the writer is dropped un-committed: no file appears.
+                let batch = batch?;
+                file.write(&batch)
+                    .await
+                    .map_err(|e| e.context(format!("export to {}", config.url)))?;
+                report.batches += 1;
+                report.rows += batch.num_rows() as u64;
+            }
+            file.commit()
+                .await
+                .map_err(|e| e.context(format!("export to {}", config.url)))?;
+            report.outputs.push(display(&config.url, &folder, &path));
+        }
+        ExportLayout::PerBatch => {
+            let staging = folder
+                .clone()
+                .join(format!("_staging-{stem}-{}", run.run_id));
+            let result =
+                write_parts(&store, &staging, config, schema, &mut batches, &mut report).await;
+            if let Err(e) = result {
+                remove_prefix(&store, &staging).await.ok();
+                return Err(e.context(format!("export to {}", config.url)));
+            }
+            let target = folder.clone().join(stem.as_str());
+            remove_prefix(&store, &target).await?;
+            for i in 0..report.batches {
+                let name = format!("part-{i:05}.{ext}");
+                let from = staging.clone().join(name.as_str());
+                let to = target.clone().join(name.as_str());
+                store.rename(&from, &to).await?;
+                report.outputs.push(display(&config.url, &folder, &to));
+            }
+            remove_prefix(&store, &staging).await.ok();
+        }
+    }
+    Ok(report)
+}
+
+async fn write_parts(
+    store: &Arc<dyn ObjectStore>,
+    staging: &Path,
+    config: &Export,
+    schema: SchemaRef,
+    batches: &mut BoxStream<'static, Result<RecordBatch>>,
+    report: &mut SinkReport,
+) -> Result<()> {
+    let ext = config.format.extension();
+    while let Some(batch) = batches.next().await {
+        let batch = batch?;
+        let path = staging
+            .clone()
+            .join(format!("part-{:05}.{ext}", report.batches));
+        let mut file = FileWriter::create(store.clone(), path, config.format, schema.clone())?;
+        file.write(&batch).await?;
+        file.commit().await?;
+        report.batches += 1;
+        report.rows += batch.num_rows() as u64;
+    }
+    Ok(())
+}
+
+async fn remove_prefix(store: &Arc<dyn ObjectStore>, prefix: &Path) -> Result<()> {
+    let objects: Vec<_> = store.list(Some(prefix)).try_collect().await?;
+    for o in objects {
+        store.delete(&o.location).await?;
+    }
+    Ok(())
+}
+
+fn display(url: &url::Url, folder: &Path, path: &Path) -> String {
+    let rel = path
+        .as_ref()
+        .strip_prefix(folder.as_ref())
+        .unwrap_or(path.as_ref());
+    format!("{}{}", url, rel.trim_start_matches('/'))
+}

@@ -1,0 +1,494 @@
+//! Whole Arrow batches in, member batches out: clean, normalize, hash, and keep the members.
+//!
+//! Per input column, the normalized values of a batch are packed into one buffer; hashes are
+//! written straight into the output column's buffer. Rows without a valid strong identifier are
+//! counted and dropped here; duplicates are dropped later (`members.rs`), across batches, by the
+//! 128-bit member key computed here.
+
+use super::geo::Region;
+use super::hash;
+use super::profile::{Encoding, Kind, OutputField, Profile, Treatment, output_fields};
+use super::rules::{Outcome, RowContext, Scratch, normalize};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray};
+use arrow::buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+
+/// One identifier column of the segment's result.
+#[derive(Clone, Debug)]
+pub struct InputColumn {
+    pub kind: Kind,
+    /// Column name in the segment's result.
+    pub column: String,
+    /// The job says the column holds SHA-256 hashes already.
+    pub hashed: bool,
+}
+
+/// What to do with a segment's result, worked out once per run.
+#[derive(Clone, Debug)]
+pub struct IdentityPlan {
+    pub profile: Profile,
+    pub inputs: Vec<InputColumn>,
+    /// Region for rows without a country column or with an unknown country.
+    pub default_region: Option<Region>,
+    /// Non-identifier columns passed through unchanged (consent flags).
+    pub passthrough: Vec<String>,
+    fields: Vec<(usize, OutputField)>,
+    schema: SchemaRef,
+}
+
+impl IdentityPlan {
+    pub fn new(
+        profile: Profile,
+        inputs: Vec<InputColumn>,
+        default_region: Option<Region>,
+        passthrough: Vec<(String, DataType)>,
+    ) -> IdentityPlan {
+        let mut fields = vec![];
+        for (i, input) in inputs.iter().enumerate() {
+            for f in output_fields(profile, input.kind) {
+                fields.push((i, f));
+            }
+        }
+        let mut schema_fields: Vec<Field> = fields
+            .iter()
+            .map(|(_, f)| Field::new(&f.name, DataType::Utf8, true))
+            .collect();
+        for (name, dt) in &passthrough {
+            schema_fields.push(Field::new(name, dt.clone(), true));
+        }
+        IdentityPlan {
+            profile,
+            inputs,
+            default_region,
+            passthrough: passthrough.into_iter().map(|(n, _)| n).collect(),
+            fields,
+            schema: Arc::new(Schema::new(schema_fields)),
+        }
+    }
+
+    /// Schema of the member batches: `<kind>_sha256` / `<kind>` columns, then passthrough ones.
+    pub fn output_schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    pub fn output_fields(&self) -> impl Iterator<Item = &OutputField> {
+        self.fields.iter().map(|(_, f)| f)
+    }
+}
+
+/// Counts for one batch or a whole run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Tally {
+    pub rows: u64,
+    pub members: u64,
+    /// Rows with no valid strong identifier (email, phone, mobile_ad_id, external_id).
+    pub without_strong_identifier: u64,
+    /// Values already hashed, passed through.
+    pub pre_hashed: u64,
+    /// Invalid values by `<kind>:<reason>`.
+    pub invalid: BTreeMap<String, u64>,
+}
+
+impl Tally {
+    pub fn add(&mut self, other: &Tally) {
+        self.rows += other.rows;
+        self.members += other.members;
+        self.without_strong_identifier += other.without_strong_identifier;
+        self.pre_hashed += other.pre_hashed;
+        for (k, v) in &other.invalid {
+            *self.invalid.entry(k.clone()).or_default() += v;
+        }
+    }
+}
+
+/// The members of one input batch.
+pub struct MemberBatch {
+    pub batch: RecordBatch,
+    /// One 128-bit key per row of `batch`, for deduplication.
+    pub keys: Vec<u128>,
+    pub tally: Tally,
+}
+
+/// The normalized values of one input column, packed.
+struct Normalized {
+    data: Vec<u8>,
+    ends: Vec<u32>,
+    outcome: Vec<Outcome>,
+}
+
+impl Normalized {
+    fn value(&self, row: usize) -> &[u8] {
+        let start = if row == 0 {
+            0
+        } else {
+            self.ends[row - 1] as usize
+        };
+        &self.data[start..self.ends[row] as usize]
+    }
+
+    fn present(&self, row: usize) -> bool {
+        matches!(self.outcome[row], Outcome::Valid | Outcome::PreHashed)
+    }
+}
+
+/// Calls `f(row, value)` for each row of a string column of any Arrow string type.
+fn for_each_str(array: &dyn Array, mut f: impl FnMut(usize, Option<&str>)) {
+    match array.data_type() {
+        DataType::Utf8 => {
+            let a = array.as_string::<i32>();
+            (0..a.len()).for_each(|i| f(i, a.is_valid(i).then(|| a.value(i))));
+        }
+        DataType::LargeUtf8 => {
+            let a = array.as_string::<i64>();
+            (0..a.len()).for_each(|i| f(i, a.is_valid(i).then(|| a.value(i))));
+        }
+        DataType::Utf8View => {
+            let a = array.as_string_view();
+            (0..a.len()).for_each(|i| f(i, a.is_valid(i).then(|| a.value(i))));
+        }
+        other => unreachable!("column of type {other} reached the string kernel"),
+    }
+}
+
+fn as_strings(array: &ArrayRef) -> Result<ArrayRef, arrow::error::ArrowError> {
+    match array.data_type() {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Ok(array.clone()),
+        // Dates, timestamps and integer ids: their text form is what the rules read.
+        _ => arrow::compute::cast(array, &DataType::Utf8),
+    }
+}
+
+fn normalize_column(
+    plan: &IdentityPlan,
+    input: &InputColumn,
+    array: &dyn Array,
+    regions: &[Option<Region>],
+    scratch: &mut Scratch,
+    tally: &mut Tally,
+) -> Normalized {
+    let n = array.len();
+    let mut out = Normalized {
+        data: Vec::with_capacity(n * 24),
+        ends: Vec::with_capacity(n),
+        outcome: Vec::with_capacity(n),
+    };
+    let mut value = String::new();
+    let mut invalid: BTreeMap<&'static str, u64> = BTreeMap::new();
+    for_each_str(array, |row, raw| {
+        let outcome = match raw {
+            None => Outcome::Missing,
+            Some(raw) => {
+                let ctx = RowContext {
+                    region: regions.get(row).copied().flatten(),
+                };
+                normalize(
+                    plan.profile,
+                    input.kind,
+                    raw,
+                    input.hashed,
+                    ctx,
+                    scratch,
+                    &mut value,
+                )
+            }
+        };
+        match outcome {
+            Outcome::Valid => out.data.extend_from_slice(value.as_bytes()),
+            Outcome::PreHashed => {
+                tally.pre_hashed += 1;
+                out.data.extend_from_slice(value.as_bytes());
+            }
+            Outcome::Invalid(reason) => *invalid.entry(reason).or_default() += 1,
+            Outcome::Missing => {}
+        }
+        out.ends.push(out.data.len() as u32);
+        out.outcome.push(outcome);
+    });
+    for (reason, n) in invalid {
+        *tally
+            .invalid
+            .entry(format!("{}:{reason}", input.kind))
+            .or_default() += n;
+    }
+    out
+}
+
+/// Builds one output column over the member rows.
+fn output_column(
+    field: &OutputField,
+    values: &Normalized,
+    members: &[usize],
+    encoding: Encoding,
+) -> ArrayRef {
+    let width = hash::encoded_len(encoding);
+    let mut data: Vec<u8> = Vec::with_capacity(match field.treatment {
+        Treatment::Hashed => members.len() * width,
+        Treatment::Raw => members.len() * 16,
+    });
+    let mut offsets: Vec<i32> = Vec::with_capacity(members.len() + 1);
+    offsets.push(0);
+    let mut validity = Vec::with_capacity(members.len());
+    for &row in members {
+        let present = values.present(row);
+        if present {
+            let v = values.value(row);
+            let part = match field.part {
+                Some((a, b)) => &v[a..b],
+                None => v,
+            };
+            match field.treatment {
+                Treatment::Raw => data.extend_from_slice(part),
+                Treatment::Hashed => {
+                    let start = data.len();
+                    data.resize(start + width, 0);
+                    let slot = &mut data[start..];
+                    if values.outcome[row] == Outcome::PreHashed && field.part.is_none() {
+                        hash::reencode_hex(part, encoding, slot);
+                    } else {
+                        hash::hash_into(part, encoding, slot);
+                    }
+                }
+            }
+        }
+        validity.push(present);
+        offsets.push(data.len() as i32);
+    }
+    let nulls = NullBuffer::from(validity);
+    let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
+    // SAFETY: every value is normalized text (valid UTF-8, as it came from a &str) or ASCII
+    // hex/Base64, and offsets grow monotonically within `data`.
+    let array = unsafe { StringArray::new_unchecked(offsets, Buffer::from_vec(data), Some(nulls)) };
+    Arc::new(array)
+}
+
+fn member_key(columns: &[ArrayRef], rows: usize) -> Vec<u128> {
+    let a = foldhash::quality::FixedState::with_seed(0x5eed_0001);
+    let b = foldhash::quality::FixedState::with_seed(0x5eed_0002);
+    let strings: Vec<&StringArray> = columns.iter().map(|c| c.as_string::<i32>()).collect();
+    (0..rows)
+        .map(|row| {
+            let mut ha = a.build_hasher();
+            let mut hb = b.build_hasher();
+            for s in &strings {
+                if s.is_valid(row) {
+                    let v = s.value(row).as_bytes();
+                    ha.write_usize(v.len());
+                    ha.write(v);
+                    hb.write_usize(v.len());
+                    hb.write(v);
+                } else {
+                    ha.write_u8(0xff);
+                    hb.write_u8(0xff);
+                }
+            }
+            ((ha.finish() as u128) << 64) | hb.finish() as u128
+        })
+        .collect()
+}
+
+/// Turns one batch of the segment's result into its members.
+pub fn transform(
+    plan: &IdentityPlan,
+    batch: &RecordBatch,
+) -> Result<MemberBatch, arrow::error::ArrowError> {
+    let n = batch.num_rows();
+    let mut tally = Tally {
+        rows: n as u64,
+        ..Tally::default()
+    };
+    let mut scratch = Scratch::default();
+    let column = |name: &str| -> Result<ArrayRef, arrow::error::ArrowError> {
+        let c = batch.column_by_name(name).ok_or_else(|| {
+            arrow::error::ArrowError::SchemaError(format!("segment result has no column `{name}`"))
+        })?;
+        as_strings(c)
+    };
+
+    // The country goes first: its normalized value is the region of the row's phone, state
+    // and zip.
+    let mut normalized: Vec<Option<Normalized>> = (0..plan.inputs.len()).map(|_| None).collect();
+    let mut regions = vec![plan.default_region; n];
+    if let Some(ci) = plan.inputs.iter().position(|i| i.kind == Kind::Country) {
+        let input = &plan.inputs[ci];
+        let array = column(&input.column)?;
+        // Read the region with the meta rule: it always yields the alpha-2 code.
+        let region_plan = IdentityPlan {
+            profile: Profile::Meta,
+            ..plan.clone()
+        };
+        let mut region_tally = Tally::default();
+        let countries = normalize_column(
+            &region_plan,
+            input,
+            array.as_ref(),
+            &[],
+            &mut scratch,
+            &mut region_tally,
+        );
+        for (row, region) in regions.iter_mut().enumerate() {
+            if countries.outcome[row] == Outcome::Valid {
+                *region =
+                    Region::from_code(std::str::from_utf8(countries.value(row)).unwrap_or(""));
+            }
+        }
+        tally.add(&region_tally);
+        let mut countries = countries;
+        if plan.profile == Profile::Google {
+            // Google sends the code raw, in upper case.
+            countries.data.make_ascii_uppercase();
+        }
+        normalized[ci] = Some(countries);
+    }
+    for (i, input) in plan.inputs.iter().enumerate() {
+        if normalized[i].is_none() {
+            let array = column(&input.column)?;
+            normalized[i] = Some(normalize_column(
+                plan,
+                input,
+                array.as_ref(),
+                &regions,
+                &mut scratch,
+                &mut tally,
+            ));
+        }
+    }
+    let normalized: Vec<Normalized> = normalized.into_iter().map(|n| n.expect("set")).collect();
+
+    let mut is_member = vec![false; n];
+    for (input, values) in plan.inputs.iter().zip(&normalized) {
+        if input.kind.is_strong() {
+            for (row, m) in is_member.iter_mut().enumerate() {
+                *m |= values.present(row);
+            }
+        }
+    }
+    let members: Vec<usize> = (0..n).filter(|&r| is_member[r]).collect();
+    tally.members = members.len() as u64;
+    tally.without_strong_identifier = (n - members.len()) as u64;
+
+    let encoding = plan.profile.encoding();
+    let mut columns: Vec<ArrayRef> = plan
+        .fields
+        .iter()
+        .map(|(i, f)| output_column(f, &normalized[*i], &members, encoding))
+        .collect();
+    let keys = member_key(&columns, members.len());
+    if !plan.passthrough.is_empty() {
+        let mask = BooleanArray::from(is_member);
+        for name in &plan.passthrough {
+            let c = batch.column_by_name(name).ok_or_else(|| {
+                arrow::error::ArrowError::SchemaError(format!(
+                    "segment result has no column `{name}`"
+                ))
+            })?;
+            columns.push(arrow::compute::filter(c, &mask)?);
+        }
+    }
+    let batch = RecordBatch::try_new(plan.output_schema(), columns)?;
+    Ok(MemberBatch { batch, keys, tally })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{StringArray, StringViewArray};
+
+    fn plan(profile: Profile) -> IdentityPlan {
+        let input = |kind, column: &str| InputColumn {
+            kind,
+            column: column.into(),
+            hashed: false,
+        };
+        IdentityPlan::new(
+            profile,
+            vec![
+                input(Kind::Email, "email"),
+                input(Kind::Phone, "phone"),
+                input(Kind::Country, "country"),
+            ],
+            None,
+            vec![],
+        )
+    }
+
+    fn batch() -> RecordBatch {
+        RecordBatch::try_from_iter([
+            (
+                "email",
+                Arc::new(StringViewArray::from(vec![
+                    Some(" Ann@Example.com"),
+                    Some("n/a"),
+                    None,
+                    Some("ann@example.com"),
+                    Some("bo@example.com"),
+                ])) as ArrayRef,
+            ),
+            (
+                "phone",
+                Arc::new(StringArray::from(vec![
+                    Some("(212) 555-0123"),
+                    Some("020 7946 0958"),
+                    Some("123"),
+                    Some("212-555-0123"),
+                    None,
+                ])) as ArrayRef,
+            ),
+            (
+                "country",
+                Arc::new(StringArray::from(vec![
+                    Some("US"),
+                    Some("GB"),
+                    Some("US"),
+                    Some("usa"),
+                    Some("Narnia"),
+                ])) as ArrayRef,
+            ),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn members_have_a_valid_strong_identifier_and_invalid_values_are_counted() {
+        let out = transform(&plan(Profile::Meta), &batch()).unwrap();
+        // Row 2 has a null e-mail and an impossible phone: not a member.
+        assert_eq!(out.batch.num_rows(), 4);
+        assert_eq!(out.tally.members, 4);
+        assert_eq!(out.tally.without_strong_identifier, 1);
+        assert_eq!(out.tally.invalid["email:shape"], 1);
+        assert_eq!(out.tally.invalid["phone:not_possible"], 1);
+        assert_eq!(out.tally.invalid["country:unknown"], 1);
+        let email = out.batch.column(0).as_string::<i32>();
+        assert_eq!(
+            email.value(0),
+            hash::hash_to_string("ann@example.com", Encoding::Hex)
+        );
+        assert!(email.is_null(1));
+        let phone = out.batch.column(1).as_string::<i32>();
+        assert_eq!(
+            phone.value(1),
+            hash::hash_to_string("442079460958", Encoding::Hex)
+        );
+        // Rows 0 and 3 are the same person written differently: the same key.
+        assert_eq!(out.keys[0], out.keys[2]);
+        assert_ne!(out.keys[0], out.keys[3]);
+    }
+
+    #[test]
+    fn google_sends_the_country_raw_in_upper_case() {
+        let out = transform(&plan(Profile::Google), &batch()).unwrap();
+        let names: Vec<_> = out
+            .batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        assert_eq!(names, ["email_sha256", "phone_sha256", "country"]);
+        let country = out.batch.column(2).as_string::<i32>();
+        assert_eq!(country.value(0), "US");
+        assert_eq!(country.value(2), "US");
+    }
+}

@@ -1,0 +1,345 @@
+//! The normalization rules of `shared/spec/identifiers.md`, one small function per kind.
+//!
+//! Every function takes a value after the common cleaning and writes the normalized form into a
+//! reused `String`, so normalizing a column allocates nothing per row. The column code in
+//! `column.rs` calls `normalize` for each row and hashes what it wrote.
+
+use super::geo::{self, Region};
+use super::phone;
+use super::profile::{Kind, Profile};
+use unicode_normalization::UnicodeNormalization;
+use unicode_normalization::char::is_combining_mark;
+use unicode_properties::{GeneralCategoryGroup, UnicodeGeneralCategory};
+
+/// What became of one value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Normalized into the output buffer.
+    Valid,
+    /// Already a SHA-256 (64 hex characters): written lowercase into the output buffer.
+    PreHashed,
+    /// Null, empty after cleaning, or a value the rules treat as absent (an unknown gender).
+    Missing,
+    /// Not usable; the reason is counted as `<kind>:<reason>`.
+    Invalid(&'static str),
+}
+
+/// Per-row facts some rules need.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RowContext {
+    /// The row's country, else the job's default region.
+    pub region: Option<Region>,
+}
+
+/// Reused buffers, one set per worker thread.
+#[derive(Default)]
+pub struct Scratch {
+    nfc: String,
+    tmp: String,
+}
+
+/// Common cleaning: NFC, then trim Unicode white space (no-break space included) and the
+/// zero-width characters U+200B and U+FEFF. Returns the cleaned slice.
+pub fn clean<'a>(raw: &'a str, nfc: &'a mut String) -> &'a str {
+    let s = if raw.is_ascii()
+        || unicode_normalization::is_nfc_quick(raw.chars())
+            == unicode_normalization::IsNormalized::Yes
+    {
+        raw
+    } else {
+        nfc.clear();
+        nfc.extend(raw.nfc());
+        nfc.as_str()
+    };
+    s.trim_matches(|c: char| c.is_whitespace() || c == '\u{200B}' || c == '\u{FEFF}')
+}
+
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Normalizes one raw value of `kind` for `profile`. `declared_hashed` marks a column the job
+/// says holds SHA-256 hashes already.
+pub fn normalize(
+    profile: Profile,
+    kind: Kind,
+    raw: &str,
+    declared_hashed: bool,
+    ctx: RowContext,
+    scratch: &mut Scratch,
+    out: &mut String,
+) -> Outcome {
+    out.clear();
+    let cleaned = clean(raw, &mut scratch.nfc);
+    if cleaned.is_empty() {
+        return Outcome::Missing;
+    }
+    // A date of birth is hashed in parts, so a whole-value hash cannot stand for it.
+    let hashed_kind = profile.treatment(kind) == Some(super::profile::Treatment::Hashed)
+        && kind != Kind::DateOfBirth;
+    if declared_hashed || (hashed_kind && is_sha256_hex(cleaned)) {
+        if !is_sha256_hex(cleaned) {
+            return Outcome::Invalid("hash_shape");
+        }
+        out.push_str(cleaned);
+        out.make_ascii_lowercase();
+        return Outcome::PreHashed;
+    }
+    let tmp = &mut scratch.tmp;
+    let result = match kind {
+        Kind::Email => email(profile, cleaned, out),
+        Kind::Phone => phone::to_e164(cleaned, ctx.region, profile != Profile::Meta, out)
+            .map_err(|e| e.reason()),
+        Kind::FirstName | Kind::LastName => name(profile, cleaned, out),
+        Kind::City => city(cleaned, out),
+        Kind::State => state(cleaned, ctx.region, tmp, out),
+        Kind::Zip => zip(profile, cleaned, ctx.region, out),
+        Kind::Country => match geo::country(cleaned, tmp) {
+            Some(r) => {
+                out.push_str(r.as_str());
+                if profile == Profile::Meta {
+                    out.make_ascii_lowercase();
+                }
+                Ok(())
+            }
+            None => Err("unknown"),
+        },
+        Kind::DateOfBirth => date_of_birth(cleaned, out),
+        Kind::Gender => return gender(cleaned, out),
+        Kind::MobileAdId => mobile_ad_id(cleaned, out),
+        Kind::ExternalId => {
+            out.push_str(cleaned);
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => Outcome::Valid,
+        Err(reason) => {
+            out.clear();
+            Outcome::Invalid(reason)
+        }
+    }
+}
+
+fn push_lowercase(s: &str, out: &mut String) {
+    if s.is_ascii() {
+        let start = out.len();
+        out.push_str(s);
+        out[start..].make_ascii_lowercase();
+    } else {
+        for c in s.chars() {
+            out.extend(c.to_lowercase());
+        }
+    }
+}
+
+/// Lowercase; exactly one `@`, no white space, a local part, a domain with an inner `.`.
+/// Google (gmail.com, googlemail.com) and UID2 (gmail.com) drop dots and `+tags` locally.
+fn email(profile: Profile, s: &str, out: &mut String) -> Result<(), &'static str> {
+    push_lowercase(s, out);
+    let Some((local, domain)) = out.split_once('@') else {
+        return Err("shape");
+    };
+    let domain_ok = domain
+        .char_indices()
+        .any(|(i, c)| c == '.' && i > 0 && i + 1 < domain.len());
+    if local.is_empty()
+        || domain.contains('@')
+        || !domain_ok
+        || out.chars().any(char::is_whitespace)
+    {
+        return Err("shape");
+    }
+    let canonical_gmail = match profile {
+        Profile::Google => domain == "gmail.com" || domain == "googlemail.com",
+        Profile::Uid2 => domain == "gmail.com",
+        Profile::Meta => false,
+    };
+    if canonical_gmail {
+        // In place: dots go from the local part, and so does a `+tag` up to the `@`.
+        let at = local.len();
+        let tag = local.find('+').unwrap_or(at);
+        let mut i = 0;
+        out.retain(|c| {
+            let keep = if i < tag { c != '.' } else { i >= at };
+            i += c.len_utf8();
+            keep
+        });
+        if out.starts_with('@') {
+            return Err("shape");
+        }
+    }
+    Ok(())
+}
+
+/// Meta: lowercase letters and combining marks only (`O'Brien` -> `obrien`, accents kept).
+/// Google: lowercase only, as Google's Data Manager library does.
+fn name(profile: Profile, s: &str, out: &mut String) -> Result<(), &'static str> {
+    match profile {
+        Profile::Google => push_lowercase(s, out),
+        _ => {
+            for c in s.chars() {
+                if matches!(
+                    c.general_category_group(),
+                    GeneralCategoryGroup::Letter | GeneralCategoryGroup::Mark
+                ) {
+                    out.extend(c.to_lowercase());
+                }
+            }
+        }
+    }
+    if out.is_empty() {
+        Err("no_letters")
+    } else {
+        Ok(())
+    }
+}
+
+/// Lowercase a-z only, diacritics removed: `Saint-Étienne` -> `saintetienne`.
+fn city(s: &str, out: &mut String) -> Result<(), &'static str> {
+    for c in s.nfd() {
+        if is_combining_mark(c) {
+            continue;
+        }
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_lowercase() {
+            out.push(c);
+        }
+    }
+    if out.is_empty() {
+        Err("no_letters")
+    } else {
+        Ok(())
+    }
+}
+
+/// US: the two-letter code in lowercase; elsewhere lowercase letters only.
+fn state(
+    s: &str,
+    region: Option<Region>,
+    tmp: &mut String,
+    out: &mut String,
+) -> Result<(), &'static str> {
+    if region.is_some_and(|r| r.is_us()) {
+        let code = geo::us_state(s, tmp).ok_or("unknown")?;
+        out.push_str(code);
+        return Ok(());
+    }
+    for c in s.chars() {
+        if c.is_alphabetic() {
+            out.extend(c.to_lowercase());
+        }
+    }
+    if out.is_empty() {
+        Err("no_letters")
+    } else {
+        Ok(())
+    }
+}
+
+/// Meta: lowercase, spaces and dashes removed; US: the first five digits, a 3-4 digit zip padded
+/// with the zeros it lost. Google (sent raw): trimmed; US: five digits.
+fn zip(
+    profile: Profile,
+    s: &str,
+    region: Option<Region>,
+    out: &mut String,
+) -> Result<(), &'static str> {
+    if region.is_some_and(|r| r.is_us()) {
+        // The ZIP+4 extension, if any, follows a dash; only the base counts.
+        let base = s.split('-').next().unwrap_or("");
+        let digits = base.bytes().filter(|b| *b != b' ');
+        let mut n = 0;
+        let mut buf = [0u8; 5];
+        for b in digits {
+            if !b.is_ascii_digit() {
+                return Err("shape");
+            }
+            if n < 5 {
+                buf[n] = b;
+            }
+            n += 1;
+        }
+        if n < 3 {
+            return Err("shape");
+        }
+        let kept = n.min(5);
+        for _ in kept..5 {
+            out.push('0');
+        }
+        out.push_str(std::str::from_utf8(&buf[..kept]).unwrap_or_default());
+        return Ok(());
+    }
+    match profile {
+        Profile::Google => out.push_str(s),
+        _ => {
+            for c in s.chars() {
+                if c != ' ' && c != '-' && !c.is_whitespace() {
+                    out.extend(c.to_lowercase());
+                }
+            }
+        }
+    }
+    if out.is_empty() { Err("shape") } else { Ok(()) }
+}
+
+/// `YYYY-MM-DD` (also `/` or `.` separated, or `YYYYMMDD`) to `YYYYMMDD`, years 1900 to now.
+fn date_of_birth(s: &str, out: &mut String) -> Result<(), &'static str> {
+    let digits: String = s.chars().filter(|c| c.is_ascii_digit()).collect();
+    let separators_ok = s
+        .chars()
+        .all(|c| c.is_ascii_digit() || matches!(c, '-' | '/' | '.'));
+    // Anything after the date (a time of day) is ignored: `1985-03-07 00:00:00`.
+    let date_part = s.split([' ', 'T']).next().unwrap_or("");
+    let (y, m, d) = if separators_ok && digits.len() == 8 && date_part.len() == 8 {
+        (&digits[0..4], &digits[4..6], &digits[6..8])
+    } else {
+        let parts: Vec<&str> = date_part.split(['-', '/', '.']).collect();
+        if parts.len() != 3 || parts[0].len() != 4 {
+            return Err("shape");
+        }
+        (parts[0], parts[1], parts[2])
+    };
+    let (Ok(year), Ok(month), Ok(day)) = (y.parse::<i32>(), m.parse::<u32>(), d.parse::<u32>())
+    else {
+        return Err("shape");
+    };
+    let this_year = chrono::Datelike::year(&chrono::Utc::now().date_naive());
+    if !(1900..=this_year).contains(&year)
+        || chrono::NaiveDate::from_ymd_opt(year, month, day).is_none()
+    {
+        return Err("out_of_range");
+    }
+    use std::fmt::Write;
+    let _ = write!(out, "{year:04}{month:02}{day:02}");
+    Ok(())
+}
+
+/// `m` or `f` from m/male/f/female in any case; anything else is missing.
+fn gender(s: &str, out: &mut String) -> Outcome {
+    let g = if s.eq_ignore_ascii_case("m") || s.eq_ignore_ascii_case("male") {
+        "m"
+    } else if s.eq_ignore_ascii_case("f") || s.eq_ignore_ascii_case("female") {
+        "f"
+    } else {
+        return Outcome::Missing;
+    };
+    out.push_str(g);
+    Outcome::Valid
+}
+
+/// Lowercase, hyphens kept, and it must be a UUID (8-4-4-4-12 hex digits).
+fn mobile_ad_id(s: &str, out: &mut String) -> Result<(), &'static str> {
+    let b = s.as_bytes();
+    let uuid = b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        });
+    if !uuid {
+        return Err("shape");
+    }
+    out.push_str(s);
+    out.make_ascii_lowercase();
+    Ok(())
+}

@@ -1,0 +1,559 @@
+//! Job files (`jobs/*.toml`): parsing, `${VAR}` interpolation, and checks that name the file,
+//! the key and what is expected.
+//!
+//! Parsing is strict (unknown keys and wrong types are errors with a line and column, courtesy
+//! of the `toml` crate); strings are kept as written and interpolated afterwards, so an unset
+//! variable is reported against the key that uses it. Relative paths are relative to the job
+//! file's folder. Secrets never live here: destinations name them by reference.
+
+use crate::error::{Error, Result};
+use crate::identity::{InputColumn, Kind, Profile, Region};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use url::Url;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobFile {
+    /// Defaults to the file's stem.
+    name: Option<String>,
+    #[allow(dead_code)]
+    description: Option<String>,
+    /// Path of the segment's SQL file.
+    segment: String,
+    profile: Profile,
+    /// ISO alpha-2 region for rows without a (known) country.
+    default_region: Option<String>,
+    #[serde(default)]
+    vars: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    tables: Vec<TableFile>,
+    identifiers: BTreeMap<Kind, IdentifierFile>,
+    #[serde(default)]
+    consent: BTreeMap<ConsentRole, String>,
+    #[serde(default)]
+    destinations: Vec<DestinationFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TableFile {
+    name: String,
+    url: String,
+    #[serde(default)]
+    format: TableFormat,
+    #[serde(default)]
+    partitions: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TableFormat {
+    #[default]
+    Parquet,
+    Csv,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum IdentifierFile {
+    Column(String),
+    Detailed(IdentifierDetail),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdentifierDetail {
+    column: String,
+    #[serde(default)]
+    hashed: bool,
+}
+
+/// Consent signals a platform takes per member (Google's `adUserData`, `adPersonalization`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsentRole {
+    AdUserData,
+    AdPersonalization,
+}
+
+impl ConsentRole {
+    pub fn name(self) -> &'static str {
+        match self {
+            ConsentRole::AdUserData => "ad_user_data",
+            ConsentRole::AdPersonalization => "ad_personalization",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum DestinationFile {
+    Export(ExportFile),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportFile {
+    name: Option<String>,
+    url: String,
+    #[serde(default)]
+    format: ExportFormat,
+    #[serde(default)]
+    layout: ExportLayout,
+    #[serde(default)]
+    batch: BatchFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchFile {
+    max_rows: Option<usize>,
+    max_bytes: Option<usize>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportFormat {
+    #[default]
+    Parquet,
+    Csv,
+    Ndjson,
+}
+
+impl ExportFormat {
+    pub fn extension(self) -> &'static str {
+        match self {
+            ExportFormat::Parquet => "parquet",
+            ExportFormat::Csv => "csv",
+            ExportFormat::Ndjson => "ndjson",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportLayout {
+    /// One file for the whole run.
+    #[default]
+    PerRun,
+    /// One file per batch.
+    PerBatch,
+}
+
+/// A table the segment reads.
+#[derive(Clone, Debug)]
+pub struct Table {
+    pub name: String,
+    pub url: Url,
+    pub format: TableFormat,
+    pub partitions: Vec<String>,
+}
+
+/// Size limits of a destination's batches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchLimits {
+    pub max_rows: usize,
+    /// Estimated encoded size of a batch's identifiers.
+    pub max_bytes: usize,
+}
+
+/// Where members go.
+#[derive(Clone, Debug)]
+pub enum Destination {
+    Export(Export),
+}
+
+impl Destination {
+    pub fn name(&self) -> &str {
+        match self {
+            Destination::Export(e) => &e.name,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Export {
+    pub name: String,
+    /// A folder: files are written below it.
+    pub url: Url,
+    pub format: ExportFormat,
+    pub layout: ExportLayout,
+    pub batch: BatchLimits,
+}
+
+/// A parsed and checked job.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub path: PathBuf,
+    pub name: String,
+    pub segment_path: PathBuf,
+    pub profile: Profile,
+    pub default_region: Option<Region>,
+    pub vars: BTreeMap<String, toml::Value>,
+    pub tables: Vec<Table>,
+    pub identifiers: Vec<InputColumn>,
+    pub consent: Vec<(ConsentRole, String)>,
+    pub destinations: Vec<Destination>,
+}
+
+impl Job {
+    /// Reads, parses and checks a job file.
+    pub fn load(path: &Path) -> Result<Job> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::config(format!(
+                "cannot read job file {}: {e}; pass the path of a job file such as jobs/demo.toml",
+                path.display()
+            ))
+        })?;
+        Job::parse(path, &text, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses job text; `env` looks up variables (the process environment in `load`).
+    pub fn parse(path: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Job> {
+        let at = path.display().to_string();
+        let file: JobFile =
+            toml::from_str(text).map_err(|e| Error::config(format!("{at}: {e}")))?;
+        let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let ctx = Resolver {
+            at: &at,
+            dir: &dir,
+            env,
+        };
+
+        let name = match &file.name {
+            Some(n) => ctx.interpolate(n, "name")?,
+            None => path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "job".into()),
+        };
+
+        let segment_path = dir.join(ctx.interpolate(&file.segment, "segment")?);
+        if !segment_path.is_file() {
+            return Err(Error::config(format!(
+                "{at}: segment: SQL file {} does not exist (paths are relative to the job file's folder)",
+                segment_path.display()
+            )));
+        }
+
+        let default_region = match &file.default_region {
+            None => None,
+            Some(r) => Some(Region::from_code(r).ok_or_else(|| {
+                Error::config(format!(
+                    "{at}: default_region: `{r}` is not an ISO 3166-1 alpha-2 code such as \"US\""
+                ))
+            })?),
+        };
+
+        let mut tables = vec![];
+        for (i, t) in file.tables.iter().enumerate() {
+            let key = format!("tables[{i}] ({})", t.name);
+            if !is_identifier(&t.name) {
+                return Err(Error::config(format!(
+                    "{at}: {key}: name must be a SQL identifier (letters, digits, _)"
+                )));
+            }
+            let url = ctx.location(&t.url, &format!("{key}.url"), true)?;
+            if url.scheme() == "file" {
+                let p = url.to_file_path().unwrap_or_default();
+                if !p.exists() {
+                    return Err(Error::config(format!(
+                        "{at}: {key}.url: {} does not exist",
+                        p.display()
+                    )));
+                }
+            }
+            tables.push(Table {
+                name: t.name.clone(),
+                url,
+                format: t.format,
+                partitions: t.partitions.clone(),
+            });
+        }
+        if tables.is_empty() {
+            return Err(Error::config(format!(
+                "{at}: no tables: add a [[tables]] entry with a name and a url for each table the segment reads"
+            )));
+        }
+
+        let mut identifiers = vec![];
+        for (kind, spec) in &file.identifiers {
+            let (column, hashed) = match spec {
+                IdentifierFile::Column(c) => (c.clone(), false),
+                IdentifierFile::Detailed(d) => (d.column.clone(), d.hashed),
+            };
+            // The country is read as the region of phones, states and zips even where a
+            // profile does not send it.
+            if file.profile.treatment(*kind).is_none() && *kind != Kind::Country {
+                return Err(Error::config(format!(
+                    "{at}: identifiers.{kind}: the {} profile does not use {kind}; it takes {}",
+                    file.profile,
+                    list(file.profile.kinds())
+                )));
+            }
+            if hashed && file.profile.treatment(*kind) != Some(crate::identity::Treatment::Hashed)
+                || hashed && *kind == Kind::DateOfBirth
+            {
+                return Err(Error::config(format!(
+                    "{at}: identifiers.{kind}: `hashed = true` is for kinds the {} profile hashes whole ({})",
+                    file.profile,
+                    list(
+                        file.profile
+                            .kinds()
+                            .into_iter()
+                            .filter(|k| *k != Kind::DateOfBirth
+                                && file.profile.treatment(*k)
+                                    == Some(crate::identity::Treatment::Hashed))
+                    )
+                )));
+            }
+            identifiers.push(InputColumn {
+                kind: *kind,
+                column,
+                hashed,
+            });
+        }
+        if !identifiers.iter().any(|i| i.kind.is_strong()) {
+            return Err(Error::config(format!(
+                "{at}: identifiers: map at least one of email, phone, mobile_ad_id, external_id to a column"
+            )));
+        }
+
+        let consent = file.consent.iter().map(|(r, c)| (*r, c.clone())).collect();
+
+        let mut destinations = vec![];
+        for (i, d) in file.destinations.iter().enumerate() {
+            match d {
+                DestinationFile::Export(e) => {
+                    let key = format!("destinations[{i}]");
+                    let url = ctx.location(&e.url, &format!("{key}.url"), true)?;
+                    let batch = BatchLimits {
+                        max_rows: e.batch.max_rows.unwrap_or(1_000_000),
+                        max_bytes: e.batch.max_bytes.unwrap_or(usize::MAX),
+                    };
+                    if batch.max_rows == 0 || batch.max_bytes == 0 {
+                        return Err(Error::config(format!(
+                            "{at}: {key}.batch: max_rows and max_bytes must be positive"
+                        )));
+                    }
+                    destinations.push(Destination::Export(Export {
+                        name: match &e.name {
+                            Some(n) => ctx.interpolate(n, &format!("{key}.name"))?,
+                            None => format!(
+                                "export{}",
+                                if i == 0 { String::new() } else { i.to_string() }
+                            ),
+                        },
+                        url,
+                        format: e.format,
+                        layout: e.layout,
+                        batch,
+                    }));
+                }
+            }
+        }
+        if destinations.is_empty() {
+            return Err(Error::config(format!(
+                "{at}: no destinations: add a [[destinations]] entry (type = \"export\" with a url)"
+            )));
+        }
+
+        Ok(Job {
+            path: path.to_path_buf(),
+            name,
+            segment_path,
+            profile: file.profile,
+            default_region,
+            vars: file.vars,
+            tables,
+            identifiers,
+            consent,
+            destinations,
+        })
+    }
+}
+
+fn list(kinds: impl IntoIterator<Item = Kind>) -> String {
+    kinds
+        .into_iter()
+        .map(|k| k.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+}
+
+struct Resolver<'a> {
+    at: &'a str,
+    dir: &'a Path,
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Resolver<'_> {
+    /// Replaces `${VAR}` and `${VAR:-default}`; `$${` is a literal `${`.
+    fn interpolate(&self, s: &str, key: &str) -> Result<String> {
+        interpolate(s, self.env).map_err(|m| Error::config(format!("{}: {key}: {m}", self.at)))
+    }
+
+    /// A URL (`s3://bucket/prefix`, `file:///abs`) or a path, relative to the job's folder.
+    fn location(&self, s: &str, key: &str, folder: bool) -> Result<Url> {
+        let s = self.interpolate(s, key)?;
+        resolve_location(&s, self.dir, folder)
+            .map_err(|m| Error::config(format!("{}: {key}: {m}", self.at)))
+    }
+}
+
+/// Expands `${VAR}` and `${VAR:-default}` with `env`.
+pub fn interpolate(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos..];
+        if let Some(tail) = after.strip_prefix("$${") {
+            out.push_str("${");
+            rest = tail;
+        } else if let Some(tail) = after.strip_prefix("${") {
+            let end = tail
+                .find('}')
+                .ok_or_else(|| format!("`{s}` has a `${{` without its closing `}}`"))?;
+            let expr = &tail[..end];
+            let (var, default) = match expr.split_once(":-") {
+                Some((v, d)) => (v, Some(d)),
+                None => (expr, None),
+            };
+            if !is_identifier(var) {
+                return Err(format!("`${{{expr}}}` is not a variable name"));
+            }
+            match ((env)(var).filter(|v| !v.is_empty()), default) {
+                (Some(v), _) => out.push_str(&v),
+                (None, Some(d)) => out.push_str(d),
+                (None, None) => {
+                    return Err(format!(
+                        "uses ${{{var}}}, which is not set; set {var} in the environment or write ${{{var}:-default}}"
+                    ));
+                }
+            }
+            rest = &tail[end + 1..];
+        } else {
+            out.push('$');
+            rest = &after[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Turns a URL or a path into a URL; folders get a trailing `/`.
+pub fn resolve_location(s: &str, dir: &Path, folder: bool) -> Result<Url, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("is empty; give an s3:// URL or a path".into());
+    }
+    let mut url = if s.contains("://") {
+        let url = Url::parse(s).map_err(|e| format!("`{s}` is not a valid URL: {e}"))?;
+        match url.scheme() {
+            "s3" | "file" => {}
+            other => {
+                return Err(format!(
+                    "scheme `{other}://` is not supported; use s3:// or file:// or a plain path"
+                ));
+            }
+        }
+        if url.scheme() == "s3" && url.host_str().unwrap_or("").is_empty() {
+            return Err(format!("`{s}` names no bucket: write s3://BUCKET/prefix"));
+        }
+        url
+    } else {
+        let p = Path::new(s);
+        let abs = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            std::env::current_dir()
+                .map_err(|e| e.to_string())?
+                .join(dir)
+                .join(p)
+        };
+        let abs = normalize_path(&abs);
+        Url::from_file_path(&abs).map_err(|_| format!("`{s}` is not a usable path"))?
+    };
+    let looks_like_file = [".parquet", ".csv", ".json", ".ndjson"]
+        .iter()
+        .any(|e| url.path().ends_with(e));
+    if folder && !looks_like_file && !url.path().ends_with('/') {
+        let p = format!("{}/", url.path());
+        url.set_path(&p);
+    }
+    Ok(url)
+}
+
+/// Removes `.` and `..` components without touching the file system.
+fn normalize_path(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "B1_DATA" => Some("/data/b1".into()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn interpolation() {
+        assert_eq!(
+            interpolate("${B1_DATA}/customers", &env).unwrap(),
+            "/data/b1/customers"
+        );
+        assert_eq!(interpolate("${NOPE:-/tmp/x}", &env).unwrap(), "/tmp/x");
+        assert_eq!(interpolate("${EMPTY:-d}", &env).unwrap(), "d");
+        assert_eq!(
+            interpolate("cost $5 $${HOME}", &env).unwrap(),
+            "cost $5 ${HOME}"
+        );
+        let err = interpolate("${NOPE}/x", &env).unwrap_err();
+        assert!(err.contains("NOPE") && err.contains("not set"), "{err}");
+        assert!(interpolate("${B1_DATA", &env).is_err());
+    }
+
+    #[test]
+    fn locations() {
+        let dir = Path::new("/repo/jobs");
+        assert_eq!(
+            resolve_location("../testdata/demo", dir, true)
+                .unwrap()
+                .as_str(),
+            "file:///repo/testdata/demo/"
+        );
+        assert_eq!(
+            resolve_location("s3://bucket/prefix", dir, true)
+                .unwrap()
+                .as_str(),
+            "s3://bucket/prefix/"
+        );
+        assert!(resolve_location("s3:///prefix", dir, true).is_err());
+        assert!(resolve_location("gs://b/p", dir, true).is_err());
+    }
+}

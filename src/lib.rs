@@ -1,0 +1,20 @@
+//! activator: pushes customer segments, as hashed identifiers, to advertising platforms.
+//!
+//! A run reads tables with DataFusion (`segment`), normalizes and hashes identifiers over Arrow
+//! arrays (`identity`), drops duplicates (`members`), cuts platform-sized batches (`batch`) and
+//! hands them to destinations (`destinations`), then reports (`report`). `job` parses job files,
+//! `storage` maps URLs to object stores, `run` and `validate` are the commands.
+
+pub mod batch;
+pub mod destinations;
+pub mod error;
+pub mod identity;
+pub mod job;
+pub mod members;
+pub mod report;
+pub mod run;
+pub mod segment;
+pub mod storage;
+pub mod validate;
+
+pub use error::{Error, ErrorClass, Result};

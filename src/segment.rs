@@ -1,0 +1,264 @@
+//! Segments: SQL files rendered for a run date, planned against the job's tables, run as a
+//! stream of RecordBatches.
+//!
+//! Templates are minijinja with strict undefined values, so a misspelt variable is an error
+//! with its line rather than an empty string in the SQL. Available: `run_date` (`YYYY-MM-DD`),
+//! `run_date_nodash`, `vars.NAME` (the job's `[vars]`, also as plain `NAME`), and the filters
+//! `add_days(n)` and `add_months(n)` on dates: `{{ run_date | add_days(-30) }}`.
+
+use crate::error::{Error, ErrorClass, Result};
+use crate::identity::Kind;
+use crate::job::{Job, TableFormat};
+use crate::storage;
+use chrono::{Months, NaiveDate};
+use datafusion::arrow::datatypes::{DataType, Schema};
+use datafusion::datasource::file_format::csv::CsvFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::ListingOptions;
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+/// Renders the segment's SQL for `run_date`.
+pub fn render(job: &Job, run_date: NaiveDate) -> Result<String> {
+    let at = job.segment_path.display().to_string();
+    let source = std::fs::read_to_string(&job.segment_path)
+        .map_err(|e| Error::config(format!("{at}: cannot read: {e}")))?;
+    render_text(&at, &source, run_date, &job.vars)
+}
+
+pub fn render_text(
+    at: &str,
+    source: &str,
+    run_date: NaiveDate,
+    vars: &BTreeMap<String, toml::Value>,
+) -> Result<String> {
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env.add_filter(
+        "add_days",
+        |date: String, days: i64| -> Result<String, minijinja::Error> {
+            let d = parse_date(&date)?;
+            let shifted = d
+                .checked_add_signed(chrono::Duration::days(days))
+                .ok_or_else(|| template_error("date out of range"))?;
+            Ok(shifted.to_string())
+        },
+    );
+    env.add_filter(
+        "add_months",
+        |date: String, months: i32| -> Result<String, minijinja::Error> {
+            let d = parse_date(&date)?;
+            let shifted = if months >= 0 {
+                d.checked_add_months(Months::new(months as u32))
+            } else {
+                d.checked_sub_months(Months::new(months.unsigned_abs()))
+            };
+            Ok(shifted
+                .ok_or_else(|| template_error("date out of range"))?
+                .to_string())
+        },
+    );
+    env.add_template("segment", source)
+        .map_err(|e| template_failure(at, &e))?;
+    let mut ctx: BTreeMap<String, minijinja::Value> = BTreeMap::new();
+    let vars_value = minijinja::Value::from_serialize(vars);
+    for (k, v) in vars {
+        ctx.insert(k.clone(), minijinja::Value::from_serialize(v));
+    }
+    ctx.insert("vars".into(), vars_value);
+    ctx.insert("run_date".into(), run_date.to_string().into());
+    ctx.insert(
+        "run_date_nodash".into(),
+        run_date.format("%Y%m%d").to_string().into(),
+    );
+    let tmpl = env
+        .get_template("segment")
+        .map_err(|e| template_failure(at, &e))?;
+    tmpl.render(ctx).map_err(|e| template_failure(at, &e))
+}
+
+fn parse_date(s: &str) -> Result<NaiveDate, minijinja::Error> {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|_| template_error(&format!("`{s}` is not a date (YYYY-MM-DD)")))
+}
+
+fn template_error(msg: &str) -> minijinja::Error {
+    minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg.to_string())
+}
+
+fn template_failure(at: &str, e: &minijinja::Error) -> Error {
+    let line = e.line().map(|l| format!(":{l}")).unwrap_or_default();
+    let detail = e.detail().map(|d| format!(": {d}")).unwrap_or_default();
+    Error::config(format!(
+        "{at}{line}: template error: {}{detail} (available: run_date, run_date_nodash, vars.NAME; filters add_days, add_months)",
+        e.kind()
+    ))
+}
+
+/// A DataFusion session with the job's tables registered.
+pub async fn context(job: &Job) -> Result<SessionContext> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let mut config = SessionConfig::new()
+        .with_target_partitions(threads)
+        .with_batch_size(8192)
+        .with_information_schema(false);
+    // Evaluate the segment's filters while decoding Parquet, so PII columns of rows the
+    // segment drops are never decoded.
+    config.options_mut().execution.parquet.pushdown_filters = true;
+    config.options_mut().execution.parquet.reorder_filters = true;
+    let ctx = SessionContext::new_with_config(config);
+    let mut registered = HashSet::new();
+    let at = job.path.display().to_string();
+    for table in &job.tables {
+        let root = storage::store_root(&table.url);
+        if registered.insert(root.clone()) {
+            let (store, _) = storage::store_for(&table.url)?;
+            ctx.register_object_store(&root, store);
+        }
+        let options = match table.format {
+            TableFormat::Parquet => ListingOptions::new(Arc::new(ParquetFormat::default()))
+                .with_file_extension(".parquet"),
+            TableFormat::Csv => {
+                ListingOptions::new(Arc::new(CsvFormat::default().with_has_header(true)))
+                    .with_file_extension(".csv")
+            }
+        }
+        .with_table_partition_cols(
+            table
+                .partitions
+                .iter()
+                .map(|p| (p.clone(), DataType::Utf8))
+                .collect(),
+        );
+        ctx.register_listing_table(&table.name, table.url.as_str(), options, None, None)
+            .await
+            .map_err(|e| {
+                let e = Error::from_datafusion(e);
+                let hint = if e.class == ErrorClass::Transient {
+                    "; check the endpoint (AWS_ENDPOINT_URL), the network and the credentials"
+                } else {
+                    "; check the url and that the folder holds files of the table's format"
+                };
+                Error {
+                    class: e.class,
+                    message: format!(
+                        "{at}: table `{}` at {}: {}{hint}",
+                        table.name, table.url, e.message
+                    ),
+                }
+            })?;
+    }
+    Ok(ctx)
+}
+
+/// Plans the rendered SQL and checks that the job's columns are in its result with usable types.
+pub async fn plan(ctx: &SessionContext, job: &Job, sql: &str) -> Result<DataFrame> {
+    let at = job.segment_path.display().to_string();
+    let df = ctx.sql(sql).await.map_err(|e| {
+        let e = Error::from_datafusion(e);
+        Error {
+            class: e.class,
+            message: format!("{at}: {}", e.message),
+        }
+    })?;
+    check_columns(job, df.schema().as_arrow())?;
+    Ok(df)
+}
+
+fn check_columns(job: &Job, schema: &Schema) -> Result<()> {
+    let at = job.path.display();
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    let find = |key: String, column: &str| {
+        schema.field_with_name(column).map_err(|_| {
+            Error::config(format!(
+                "{at}: {key}: the segment {} returns no column `{column}`; it returns {}",
+                job.segment_path.display(),
+                names.join(", ")
+            ))
+        })
+    };
+    for input in &job.identifiers {
+        let field = find(format!("identifiers.{}", input.kind), &input.column)?;
+        let dt = field.data_type();
+        let is_string = matches!(
+            dt,
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+        );
+        let ok = is_string
+            || match input.kind {
+                Kind::DateOfBirth => matches!(
+                    dt,
+                    DataType::Date32 | DataType::Date64 | DataType::Timestamp(_, _)
+                ),
+                Kind::ExternalId => dt.is_integer(),
+                _ => false,
+            };
+        if !ok {
+            return Err(Error::config(format!(
+                "{at}: identifiers.{}: column `{}` is {dt}, expected a string{}; cast it in {} (CAST({} AS VARCHAR))",
+                input.kind,
+                input.column,
+                match input.kind {
+                    Kind::DateOfBirth => " or a date",
+                    Kind::ExternalId => " or an integer",
+                    _ => "",
+                },
+                job.segment_path.display(),
+                input.column
+            )));
+        }
+    }
+    for (role, column) in &job.consent {
+        let field = find(format!("consent.{}", role.name()), column)?;
+        if field.data_type() != &DataType::Boolean {
+            return Err(Error::config(format!(
+                "{at}: consent.{}: column `{column}` is {}, expected a boolean",
+                role.name(),
+                field.data_type()
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn date(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+    }
+
+    #[test]
+    fn renders_run_date_windows_and_vars() {
+        let mut vars = BTreeMap::new();
+        vars.insert("min_value".to_string(), toml::Value::Integer(100));
+        let sql = render_text(
+            "s.sql",
+            "dt = '{{ run_date }}' AND d >= '{{ run_date | add_days(-30) }}' AND m >= '{{ run_date | add_months(-1) }}' AND v >= {{ vars.min_value }} AND w >= {{ min_value }} -- {{ run_date_nodash }}",
+            date("2026-03-31"),
+            &vars,
+        )
+        .unwrap();
+        assert_eq!(
+            sql,
+            "dt = '2026-03-31' AND d >= '2026-03-01' AND m >= '2026-02-28' AND v >= 100 AND w >= 100 -- 20260331"
+        );
+    }
+
+    #[test]
+    fn undefined_variable_names_the_file_and_line() {
+        let err = render_text(
+            "sql/x.sql",
+            "SELECT 1\nWHERE dt = '{{ run_dat }}'",
+            date("2026-01-01"),
+            &BTreeMap::new(),
+        )
+        .unwrap_err();
+        assert!(err.message.starts_with("sql/x.sql:2: "), "{}", err.message);
+        assert_eq!(err.class, ErrorClass::Config);
+    }
+}

@@ -1,0 +1,283 @@
+//! Shared test fixtures: the Python tools (a virtual environment made on first use from
+//! tests/requirements.txt), generated data, the S3 server (moto in server mode on loopback) and
+//! the activator binary.
+
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `shared/bench`, beside the repository (CI lays `shared/` next to the clone).
+pub fn bench_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("ACTIVATOR_SHARED_BENCH") {
+        return PathBuf::from(dir);
+    }
+    let dir = repo().join("../shared/bench");
+    assert!(
+        dir.join("gen_data.py").is_file(),
+        "shared/bench not found at {}; set ACTIVATOR_SHARED_BENCH",
+        dir.display()
+    );
+    dir
+}
+
+/// The virtual environment's python, made on first use (one process at a time, by file lock).
+pub fn python() -> PathBuf {
+    static PY: OnceLock<PathBuf> = OnceLock::new();
+    PY.get_or_init(|| {
+        let venv = repo().join(".venv");
+        let py = venv.join("bin/python");
+        let stamp = venv.join(".requirements-installed");
+        let requirements = repo().join("tests/requirements.txt");
+        std::fs::create_dir_all(repo().join("target")).unwrap();
+        let lock = File::create(repo().join("target/.venv.lock")).unwrap();
+        lock.lock().unwrap();
+        let wanted = std::fs::read_to_string(&requirements).unwrap();
+        if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
+            let ok = Command::new("python3")
+                .args(["-m", "venv"])
+                .arg(&venv)
+                .status()
+                .expect("python3 -m venv")
+                .success();
+            assert!(ok, "could not create {}", venv.display());
+            let ok = Command::new(&py)
+                .args(["-m", "pip", "install", "-q", "-r"])
+                .arg(&requirements)
+                .status()
+                .expect("pip install")
+                .success();
+            assert!(ok, "pip install -r tests/requirements.txt failed");
+            std::fs::write(&stamp, wanted).unwrap();
+        }
+        lock.unlock().unwrap();
+        py
+    })
+    .clone()
+}
+
+/// Generated CRM data (shared/bench/gen_data.py), cached under target/ by size.
+pub fn generated_data(customers: usize, days: usize) -> PathBuf {
+    let dir = repo().join(format!("target/testdata/gen-{customers}-{days}"));
+    let lock = File::create(repo().join("target/.gen.lock")).unwrap();
+    lock.lock().unwrap();
+    if !dir.join(".done").exists() {
+        let _ = std::fs::remove_dir_all(&dir);
+        let out = Command::new(python())
+            .arg(bench_dir().join("gen_data.py"))
+            .arg(&dir)
+            .args([
+                "--customers",
+                &customers.to_string(),
+                "--days",
+                &days.to_string(),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "gen_data.py: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::write(dir.join(".done"), "").unwrap();
+    }
+    lock.unlock().unwrap();
+    dir
+}
+
+/// The activator binary with a clean environment for AWS.
+pub fn activator() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_activator"));
+    c.current_dir(repo())
+        .env("ACTIVATOR_LOG", "info")
+        .env_remove("AWS_ENDPOINT_URL")
+        .env_remove("AWS_PROFILE");
+    c
+}
+
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("run activator");
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A moto server (S3, Secrets Manager) on loopback; stopped when dropped, and by its watchdog
+/// if the test process dies.
+pub struct Moto {
+    pub endpoint: String,
+    child: Child,
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        let port = free_port();
+        let script = r#"
+import os, sys, threading, time
+from moto.server import ThreadedMotoServer
+parent = os.getppid()
+server = ThreadedMotoServer(ip_address="127.0.0.1", port=int(sys.argv[1]), verbose=False)
+server.start()
+print("ready", flush=True)
+while os.getppid() == parent:
+    time.sleep(0.5)
+server.stop()
+"#;
+        let child = Command::new(python())
+            .args(["-c", script, &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "moto did not start on {endpoint}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Moto { endpoint, child }
+    }
+
+    /// Environment for an S3 client of this server.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
+            ("AWS_ALLOW_HTTP", "true".into()),
+            ("AWS_ACCESS_KEY_ID", "test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "test".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        ]
+    }
+
+    pub fn store(&self, bucket: &str) -> std::sync::Arc<dyn object_store::ObjectStore> {
+        let mut b = object_store::aws::AmazonS3Builder::new().with_bucket_name(bucket);
+        for (k, v) in self.env() {
+            if let Ok(key) = k.to_ascii_lowercase().parse() {
+                b = b.with_config(key, v);
+            }
+        }
+        std::sync::Arc::new(b.with_allow_http(true).build().unwrap())
+    }
+
+    pub fn create_bucket(&self, bucket: &str) {
+        let status = Command::new(python())
+            .args([
+                "-c",
+                "import sys, boto3; boto3.client('s3', endpoint_url=sys.argv[1], aws_access_key_id='test', aws_secret_access_key='test', region_name='us-east-1').create_bucket(Bucket=sys.argv[2])",
+                &self.endpoint,
+                bucket,
+            ])
+            .status()
+            .unwrap();
+        assert!(status.success(), "create bucket {bucket}");
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Copies a local folder into a bucket under `prefix`.
+pub async fn upload_dir(store: &dyn object_store::ObjectStore, local: &Path, prefix: &str) {
+    use object_store::ObjectStoreExt;
+    for entry in walk(local) {
+        let rel = entry
+            .strip_prefix(local)
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/");
+        if rel.starts_with('.') {
+            continue;
+        }
+        let bytes = std::fs::read(&entry).unwrap();
+        let path = object_store::path::Path::from(format!("{prefix}/{rel}"));
+        store.put(&path, bytes.into()).await.unwrap();
+    }
+}
+
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![];
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Every file below `dir` (relative names), for "nothing half-done" checks.
+pub fn files_below(dir: &Path) -> Vec<String> {
+    if !dir.exists() {
+        return vec![];
+    }
+    walk(dir)
+        .into_iter()
+        .map(|p| p.strip_prefix(dir).unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Reads every row of a Parquet file's column as strings (None for null).
+pub fn parquet_column(path: &Path, column: &str) -> Vec<Option<String>> {
+    use arrow::array::{Array, AsArray};
+    let file = File::open(path).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut out = vec![];
+    for batch in reader {
+        let batch = batch.unwrap();
+        let col = batch
+            .column_by_name(column)
+            .unwrap_or_else(|| panic!("no column {column}"));
+        let col = arrow::compute::cast(col, &arrow::datatypes::DataType::Utf8).unwrap();
+        let s = col.as_string::<i32>();
+        for i in 0..s.len() {
+            out.push(s.is_valid(i).then(|| s.value(i).to_string()));
+        }
+    }
+    out
+}

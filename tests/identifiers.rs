@@ -1,0 +1,351 @@
+//! The identifier table of shared/spec/identifiers.md, row by row, for each profile.
+//!
+//! `n(profile, kind, raw, country)` is what a run sends for one value (before hashing);
+//! `invalid(...)` is the reason a value is dropped.
+
+use activator::identity::{Encoding, Kind::*, Profile::*};
+use activator::identity::{Kind, Profile, hash, normalize_one};
+
+fn n(profile: Profile, kind: Kind, raw: &str, country: Option<&str>) -> String {
+    match normalize_one(profile, kind, raw, country).result {
+        Ok((normalized, _)) => normalized,
+        Err(reason) => panic!("{profile} {kind} {raw:?}: expected valid, got {reason}"),
+    }
+}
+
+fn invalid(profile: Profile, kind: Kind, raw: &str, country: Option<&str>) -> String {
+    match normalize_one(profile, kind, raw, country).result {
+        Ok((normalized, _)) => {
+            panic!("{profile} {kind} {raw:?}: expected invalid, got {normalized:?}")
+        }
+        Err(reason) => reason,
+    }
+}
+
+fn sent(profile: Profile, kind: Kind, raw: &str, country: Option<&str>) -> Vec<(String, String)> {
+    normalize_one(profile, kind, raw, country)
+        .result
+        .expect("valid")
+        .1
+}
+
+// Common cleaning -----------------------------------------------------------------------------
+
+#[test]
+fn common_cleaning_nfc_trims_unicode_space_and_zero_width() {
+    // NFD e + U+0301 becomes NFC é.
+    assert_eq!(n(Meta, FirstName, "Rene\u{301}e", None), "renée");
+    assert_eq!(
+        n(Meta, Email, "\u{a0} Jane@Example.com\t\n", None),
+        "jane@example.com"
+    );
+    assert_eq!(
+        n(Meta, Email, "\u{200b}jane@example.com\u{feff}", None),
+        "jane@example.com"
+    );
+    assert_eq!(
+        n(Meta, Email, "\u{2003}jane@example.com\u{3000}", None),
+        "jane@example.com"
+    );
+}
+
+#[test]
+fn empty_after_cleaning_is_missing_not_hashed() {
+    assert_eq!(invalid(Meta, Email, "  \u{a0}\t", None), "missing");
+    assert_eq!(invalid(Meta, FirstName, "", None), "missing");
+}
+
+// email ----------------------------------------------------------------------------------------
+
+#[test]
+fn email_meta_lowercases_and_checks_shape() {
+    assert_eq!(
+        n(Meta, Email, "John.Smith+Promo@GMail.com", None),
+        "john.smith+promo@gmail.com"
+    );
+    for bad in [
+        "n/a",
+        "none",
+        "noemail@",
+        "unknown",
+        "a@b",
+        "@example.com",
+        "a@@example.com",
+        "a b@example.com",
+        "a@example.",
+        "a@.com",
+        "a@b@example.com",
+    ] {
+        assert_eq!(invalid(Meta, Email, bad, None), "shape", "{bad}");
+    }
+}
+
+#[test]
+fn email_google_canonicalizes_gmail_and_googlemail_only() {
+    assert_eq!(
+        n(Google, Email, "John.Smith+Promo@GMail.com", None),
+        "johnsmith@gmail.com"
+    );
+    assert_eq!(
+        n(Google, Email, "j.o.h.n@googlemail.com", None),
+        "john@googlemail.com"
+    );
+    assert_eq!(
+        n(Google, Email, "john.smith+promo@yahoo.com", None),
+        "john.smith+promo@yahoo.com"
+    );
+    assert_eq!(invalid(Google, Email, "+promo@gmail.com", None), "shape");
+    assert_eq!(invalid(Google, Email, "...@gmail.com", None), "shape");
+}
+
+#[test]
+fn email_uid2_canonicalizes_gmail_com_only() {
+    assert_eq!(
+        n(Uid2, Email, "John.Smith+Promo@gmail.com", None),
+        "johnsmith@gmail.com"
+    );
+    assert_eq!(
+        n(Uid2, Email, "john.smith+promo@googlemail.com", None),
+        "john.smith+promo@googlemail.com"
+    );
+}
+
+#[test]
+fn email_meta_never_gets_the_gmail_rule() {
+    assert_eq!(
+        n(Meta, Email, "j.smith@gmail.com", None),
+        "j.smith@gmail.com"
+    );
+}
+
+// phone ----------------------------------------------------------------------------------------
+
+#[test]
+fn phone_meta_is_e164_digits_without_plus() {
+    assert_eq!(n(Meta, Phone, "(212) 555-0123", Some("US")), "12125550123");
+    assert_eq!(
+        n(Meta, Phone, "+44 20 7946 0958", Some("US")),
+        "442079460958"
+    );
+    assert_eq!(n(Meta, Phone, "020 7946 0958", Some("GB")), "442079460958");
+    assert_eq!(
+        n(Meta, Phone, "0044 20 7946 0958", Some("GB")),
+        "442079460958"
+    );
+    assert_eq!(n(Meta, Phone, "12125550123", Some("US")), "12125550123");
+    assert_eq!(
+        n(Meta, Phone, "212-555-0123 x99", Some("us")),
+        "12125550123"
+    );
+}
+
+#[test]
+fn phone_google_and_uid2_are_e164_with_plus() {
+    assert_eq!(
+        n(Google, Phone, "(212) 555-0123", Some("US")),
+        "+12125550123"
+    );
+    assert_eq!(n(Uid2, Phone, "06 12 34 56 78", Some("FR")), "+33612345678");
+    assert_eq!(
+        n(Google, Phone, "030 1234567", Some("Deutschland")),
+        "+49301234567"
+    );
+}
+
+#[test]
+fn phone_invalid_unless_possible_for_its_region() {
+    assert_eq!(invalid(Meta, Phone, "555-0123", Some("US")), "not_possible");
+    assert_eq!(invalid(Meta, Phone, "phone", Some("US")), "unparseable");
+    assert_eq!(invalid(Meta, Phone, "212 555 0123", None), "no_region");
+}
+
+// names ----------------------------------------------------------------------------------------
+
+#[test]
+fn names_meta_keep_letters_and_marks_only() {
+    assert_eq!(n(Meta, LastName, "O'Brien", None), "obrien");
+    assert_eq!(n(Meta, FirstName, "Ana María", None), "anamaría");
+    assert_eq!(n(Meta, LastName, "Smith-Jones", None), "smithjones");
+    assert_eq!(n(Meta, LastName, "St. John", None), "stjohn");
+    assert_eq!(n(Meta, FirstName, "Łukasz", None), "łukasz");
+    assert_eq!(n(Meta, FirstName, "Zoë", None), "zoë");
+    assert_eq!(n(Meta, LastName, "山田", None), "山田");
+    assert_eq!(n(Meta, FirstName, "R2D2", None), "rd");
+    assert_eq!(invalid(Meta, FirstName, "--", None), "no_letters");
+}
+
+#[test]
+fn names_google_lowercase_only() {
+    assert_eq!(n(Google, LastName, "O'Brien", None), "o'brien");
+    assert_eq!(n(Google, FirstName, "Ana María", None), "ana maría");
+}
+
+#[test]
+fn names_are_not_for_uid2() {
+    assert!(Profile::Uid2.treatment(FirstName).is_none());
+}
+
+// city, state ----------------------------------------------------------------------------------
+
+#[test]
+fn city_meta_ascii_letters_without_diacritics() {
+    assert_eq!(n(Meta, City, "Saint-Étienne", None), "saintetienne");
+    assert_eq!(n(Meta, City, "New York", None), "newyork");
+    assert_eq!(n(Meta, City, "München", None), "munchen");
+    assert_eq!(n(Meta, City, "São Paulo", None), "saopaulo");
+}
+
+#[test]
+fn state_meta_us_two_letter_code_elsewhere_letters() {
+    assert_eq!(n(Meta, State, "Massachusetts", Some("US")), "ma");
+    assert_eq!(n(Meta, State, "MA", Some("US")), "ma");
+    assert_eq!(n(Meta, State, "Mass.", Some("US")), "ma");
+    assert_eq!(n(Meta, State, "Calif.", Some("US")), "ca");
+    assert_eq!(invalid(Meta, State, "Atlantis", Some("US")), "unknown");
+    assert_eq!(n(Meta, State, "Île-de-France", Some("FR")), "îledefrance");
+}
+
+// zip ------------------------------------------------------------------------------------------
+
+#[test]
+fn zip_meta_us_five_digits_with_lost_zeros_restored() {
+    assert_eq!(n(Meta, Zip, "02139", Some("US")), "02139");
+    assert_eq!(n(Meta, Zip, "2139", Some("US")), "02139");
+    assert_eq!(n(Meta, Zip, "501", Some("US")), "00501");
+    assert_eq!(n(Meta, Zip, "02139-4307", Some("US")), "02139");
+    assert_eq!(n(Meta, Zip, "021394307", Some("US")), "02139");
+    assert_eq!(invalid(Meta, Zip, "ABCDE", Some("US")), "shape");
+}
+
+#[test]
+fn zip_meta_elsewhere_lowercase_without_spaces_or_dashes() {
+    assert_eq!(n(Meta, Zip, "M1 1AE", Some("GB")), "m11ae");
+    assert_eq!(n(Meta, Zip, "SW1A 1AA", Some("GB")), "sw1a1aa");
+    assert_eq!(n(Meta, Zip, "75001", Some("FR")), "75001");
+}
+
+#[test]
+fn zip_google_is_raw_and_us_five_digits() {
+    assert_eq!(n(Google, Zip, " 02139-4307 ", Some("US")), "02139");
+    assert_eq!(n(Google, Zip, "M1 1AE", Some("GB")), "M1 1AE");
+    assert_eq!(
+        sent(Google, Zip, "2139", Some("US")),
+        [("zip".to_string(), "02139".to_string())]
+    );
+}
+
+// country --------------------------------------------------------------------------------------
+
+#[test]
+fn country_meta_alpha2_lowercase_hashed() {
+    for raw in ["US", " us ", "USA", "United States"] {
+        assert_eq!(n(Meta, Country, raw, None), "us", "{raw}");
+    }
+    assert_eq!(invalid(Meta, Country, "Narnia", None), "unknown");
+    let out = sent(Meta, Country, "us", None);
+    assert_eq!(out[0].0, "country_sha256");
+    assert_eq!(out[0].1, hash::hash_to_string("us", Encoding::Hex));
+}
+
+#[test]
+fn country_google_alpha2_upper_raw() {
+    assert_eq!(
+        sent(Google, Country, " uS ", None),
+        [("country".to_string(), "US".to_string())]
+    );
+}
+
+// date of birth, gender ------------------------------------------------------------------------
+
+#[test]
+fn date_of_birth_meta_year_month_day_hashed_separately() {
+    let out = sent(Meta, DateOfBirth, "1985-03-07", None);
+    let names: Vec<&str> = out.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(names, ["doby_sha256", "dobm_sha256", "dobd_sha256"]);
+    assert_eq!(out[0].1, hash::hash_to_string("1985", Encoding::Hex));
+    assert_eq!(out[1].1, hash::hash_to_string("03", Encoding::Hex));
+    assert_eq!(out[2].1, hash::hash_to_string("07", Encoding::Hex));
+    assert_eq!(n(Meta, DateOfBirth, "1985/3/7", None), "19850307");
+    assert_eq!(
+        invalid(Meta, DateOfBirth, "1985-02-30", None),
+        "out_of_range"
+    );
+    assert_eq!(
+        invalid(Meta, DateOfBirth, "1850-01-01", None),
+        "out_of_range"
+    );
+    assert_eq!(invalid(Meta, DateOfBirth, "07/03/1985", None), "shape");
+}
+
+#[test]
+fn gender_m_or_f_else_missing() {
+    for (raw, want) in [
+        ("M", "m"),
+        ("male", "m"),
+        ("MALE", "m"),
+        ("f", "f"),
+        ("Female", "f"),
+    ] {
+        assert_eq!(n(Meta, Gender, raw, None), want, "{raw}");
+    }
+    assert_eq!(invalid(Meta, Gender, "X", None), "missing");
+    assert_eq!(invalid(Meta, Gender, "unknown", None), "missing");
+}
+
+// mobile ad id, external id ------------------------------------------------------------------
+
+#[test]
+fn mobile_ad_id_lowercase_uuid_raw_for_meta() {
+    let maid = "6D92078A-8246-4BA4-AE5B-76104861E7DC";
+    assert_eq!(
+        sent(Meta, MobileAdId, maid, None),
+        [(
+            "mobile_ad_id".to_string(),
+            "6d92078a-8246-4ba4-ae5b-76104861e7dc".to_string()
+        )]
+    );
+    assert_eq!(invalid(Meta, MobileAdId, "not-a-uuid", None), "shape");
+    assert_eq!(
+        n(Google, MobileAdId, maid, None),
+        "6d92078a-8246-4ba4-ae5b-76104861e7dc"
+    );
+}
+
+#[test]
+fn external_id_trimmed_not_hashed() {
+    assert_eq!(
+        sent(Meta, ExternalId, "  CRM-00042 ", None),
+        [("external_id".to_string(), "CRM-00042".to_string())]
+    );
+    assert_eq!(sent(Google, ExternalId, "42", None)[0].0, "external_id");
+    assert!(Profile::Uid2.treatment(ExternalId).is_none());
+}
+
+// hashes and pre-hashed input -----------------------------------------------------------------
+
+#[test]
+fn hashes_are_lowercase_hex_or_uid2_base64() {
+    let meta = sent(Meta, Email, "Test@Example.com", None);
+    assert_eq!(
+        meta[0].1,
+        "973dfe463ec85785f5f95af5ba3906eedb2d931c24e69824a89ea65dba4e813b"
+    );
+    let uid2 = sent(Uid2, Email, "validate@example.com", None);
+    assert_eq!(uid2[0].1, "ntI244ZRTXwAwpki6/M5cyBYW7h/Wq576lnN3l9+W/c=");
+}
+
+#[test]
+fn pre_hashed_values_pass_through_lowercased() {
+    let h = "973DFE463EC85785F5F95AF5BA3906EEDB2D931C24E69824A89EA65DBA4E813B";
+    let out = sent(Meta, Email, h, None);
+    assert_eq!(out[0].1, h.to_lowercase());
+    // UID2 re-encodes a pre-hashed hex value as Base64.
+    let hex = hash::hash_to_string("validate@example.com", Encoding::Hex);
+    assert_eq!(
+        sent(Uid2, Email, &hex, None)[0].1,
+        "ntI244ZRTXwAwpki6/M5cyBYW7h/Wq576lnN3l9+W/c="
+    );
+    // A raw kind is never taken for a hash.
+    let id = "a".repeat(64);
+    assert_eq!(sent(Meta, ExternalId, &id, None)[0].1, id);
+}

@@ -1,0 +1,245 @@
+//! End to end: jobs run by the binary over Parquet tables, exported, compared with the DuckDB peer.
+
+mod common;
+
+use common::*;
+use std::process::Command;
+
+#[test]
+fn demo_job_runs_and_reports() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = run_ok(
+        activator()
+            .args(["run", "jobs/demo.toml", "--date", "2026-11-25"])
+            .env("DEMO_OUT", out_dir.path()),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("job demo for 2026-11-25"), "{stdout}");
+    assert!(stdout.contains("members"), "{stdout}");
+    let file = out_dir.path().join("demo-2026-11-25.parquet");
+    let emails = parquet_column(&file, "email_sha256");
+    assert!(emails.len() > 100, "only {} members", emails.len());
+    for column in [
+        "email_sha256",
+        "phone_sha256",
+        "first_name_sha256",
+        "last_name_sha256",
+        "city_sha256",
+        "state_sha256",
+        "zip_sha256",
+        "country_sha256",
+        "doby_sha256",
+        "dobm_sha256",
+        "dobd_sha256",
+        "gender_sha256",
+        "mobile_ad_id",
+        "external_id",
+    ] {
+        let values = parquet_column(&file, column);
+        assert_eq!(values.len(), emails.len(), "{column}");
+        assert!(values.iter().any(|v| v.is_some()), "{column} is all null");
+    }
+    for h in emails.iter().flatten() {
+        assert!(
+            h.len() == 64
+                && h.bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+    }
+}
+
+#[test]
+fn b1_gives_the_same_members_as_the_duckdb_peer() {
+    let data = generated_data(20_000, 2);
+    let work = tempfile::tempdir().unwrap();
+    let project = work.path().join("project");
+    run_ok(
+        activator()
+            .args([
+                "run",
+                "jobs/bench_b1.toml",
+                "--date",
+                "2026-11-25",
+                "--quiet",
+            ])
+            .env("B1_DATA", &data)
+            .env("B1_OUT", &project),
+    );
+    let peer = work.path().join("duckdb.parquet");
+    let status = Command::new(python())
+        .arg(bench_dir().join("peers/duckdb_meta.py"))
+        .arg(&data)
+        .arg(&peer)
+        .status()
+        .unwrap();
+    assert!(status.success(), "duckdb peer failed");
+    let same = Command::new(python())
+        .arg(bench_dir().join("same_members.py"))
+        .arg(&project)
+        .arg(&peer)
+        .output()
+        .unwrap();
+    assert!(
+        same.status.success(),
+        "{}",
+        String::from_utf8_lossy(&same.stdout)
+    );
+}
+
+fn write_job(dir: &std::path::Path, destination: &str) -> std::path::PathBuf {
+    let job = format!(
+        r#"
+segment = "{repo}/sql/b1.sql"
+profile = "meta"
+[vars]
+min_value = 100
+[[tables]]
+name = "customers"
+url = "{repo}/testdata/demo/customers"
+partitions = ["dt"]
+[identifiers]
+email = "email"
+phone = "phone"
+country = "country"
+{destination}
+"#,
+        repo = repo().display()
+    );
+    let path = dir.join("job.toml");
+    std::fs::write(&path, job).unwrap();
+    path
+}
+
+#[test]
+fn per_batch_csv_and_ndjson_exports_respect_the_row_limit() {
+    for format in ["csv", "ndjson"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out_dir = dir.path().join("out");
+        let job = write_job(
+            dir.path(),
+            &format!(
+                "[[destinations]]\ntype = \"export\"\nurl = \"{}\"\nformat = \"{format}\"\nlayout = \"per_batch\"\nbatch = {{ max_rows = 100 }}\n",
+                out_dir.display()
+            ),
+        );
+        let out = run_ok(
+            activator()
+                .arg("run")
+                .arg(&job)
+                .args(["--date", "2026-11-25", "--report-json"])
+                .arg(dir.path().join("report.json")),
+        );
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
+                .unwrap();
+        let members = report["members"].as_u64().unwrap();
+        assert!(members > 200, "{}", text(&out));
+        let files = files_below(&out_dir);
+        assert_eq!(files.len() as u64, members.div_ceil(100), "{files:?}");
+        let mut lines = 0;
+        for f in &files {
+            assert!(
+                f.starts_with("job-2026-11-25/part-") && f.ends_with(format),
+                "{f}"
+            );
+            let body = std::fs::read_to_string(out_dir.join(f)).unwrap();
+            let n = body.lines().count() - usize::from(format == "csv");
+            assert!(n <= 100);
+            lines += n;
+            if format == "csv" {
+                assert!(
+                    body.starts_with("email_sha256,phone_sha256,country_sha256\n"),
+                    "{body}"
+                );
+            }
+        }
+        assert_eq!(lines as u64, members);
+        // A rerun for the same date replaces the files rather than adding to them.
+        run_ok(
+            activator()
+                .arg("run")
+                .arg(&job)
+                .args(["--date", "2026-11-25", "--quiet"]),
+        );
+        assert_eq!(files_below(&out_dir), files);
+    }
+}
+
+#[test]
+fn runs_against_s3_with_hive_partitions() {
+    let moto = Moto::start();
+    moto.create_bucket("lake");
+    let data = generated_data(5_000, 2);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = moto.store("lake");
+    rt.block_on(upload_dir(store.as_ref(), &data, "crm"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let job = format!(
+        r#"
+segment = "{repo}/sql/b1.sql"
+profile = "meta"
+[vars]
+min_value = 100
+[[tables]]
+name = "customers"
+url = "s3://lake/crm/customers"
+partitions = ["dt"]
+[identifiers]
+email = "email"
+phone = "phone"
+first_name = "first_name"
+last_name = "last_name"
+zip = "zip"
+country = "country"
+[[destinations]]
+type = "export"
+url = "s3://lake/audiences/b1"
+"#,
+        repo = repo().display()
+    );
+    std::fs::write(dir.path().join("s3.toml"), job).unwrap();
+    let out = run_ok(
+        activator()
+            .arg("run")
+            .arg(dir.path().join("s3.toml"))
+            .args(["--date", "2026-11-25", "--quiet"])
+            .envs(moto.env()),
+    );
+    assert!(text(&out).contains("members"));
+
+    // The same job over the local copy gives the same members.
+    let local = dir.path().join("local");
+    run_ok(
+        activator()
+            .args([
+                "run",
+                "jobs/bench_b1.toml",
+                "--date",
+                "2026-11-25",
+                "--quiet",
+            ])
+            .env("B1_DATA", &data)
+            .env("B1_OUT", &local),
+    );
+    let fetched = dir.path().join("from-s3.parquet");
+    rt.block_on(async {
+        use object_store::ObjectStoreExt;
+        let bytes = store
+            .get(&object_store::path::Path::from(
+                "audiences/b1/s3-2026-11-25.parquet",
+            ))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        std::fs::write(&fetched, bytes).unwrap();
+    });
+    let mut from_s3 = parquet_column(&fetched, "email_sha256");
+    let mut from_local = parquet_column(&local.join("bench_b1-2026-11-25.parquet"), "email_sha256");
+    from_s3.sort();
+    from_local.sort();
+    assert!(!from_s3.is_empty());
+    assert_eq!(from_s3, from_local);
+}
