@@ -91,6 +91,8 @@ impl ConsentRole {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 enum DestinationFile {
     Export(ExportFile),
+    Meta(crate::destinations::meta::config::MetaFile),
+    Google(crate::destinations::google::config::GoogleFile),
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,9 +110,19 @@ struct ExportFile {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct BatchFile {
-    max_rows: Option<usize>,
-    max_bytes: Option<usize>,
+pub struct BatchFile {
+    pub max_rows: Option<usize>,
+    pub max_bytes: Option<usize>,
+}
+
+impl BatchFile {
+    /// The limits, with a destination's defaults for what the job leaves out.
+    pub fn limits(&self, rows: usize, bytes: usize) -> BatchLimits {
+        BatchLimits {
+            max_rows: self.max_rows.unwrap_or(rows).max(1),
+            max_bytes: self.max_bytes.unwrap_or(bytes).max(1),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -163,12 +175,41 @@ pub struct BatchLimits {
 #[derive(Clone, Debug)]
 pub enum Destination {
     Export(Export),
+    Meta(crate::destinations::meta::config::MetaConfig),
+    Google(crate::destinations::google::config::GoogleConfig),
 }
 
 impl Destination {
+    /// Whether the destination's `base_url` is `sandbox` (an in-process sandbox).
+    pub fn wants_sandbox(&self) -> bool {
+        match self {
+            Destination::Meta(m) => m.base_url == "sandbox",
+            Destination::Google(g) => g.base_url == "sandbox",
+            Destination::Export(_) => false,
+        }
+    }
+
+    /// Points a `base_url = "sandbox"` destination at a running sandbox.
+    pub fn use_sandbox(&mut self, url: &str) {
+        if let Destination::Meta(m) = self
+            && m.base_url == "sandbox"
+        {
+            m.base_url = url.to_string();
+            m.in_process_sandbox = true;
+        }
+        if let Destination::Google(g) = self
+            && g.base_url == "sandbox"
+        {
+            g.base_url = url.to_string();
+            g.in_process_sandbox = true;
+        }
+    }
+
     pub fn name(&self) -> &str {
         match self {
             Destination::Export(e) => &e.name,
+            Destination::Meta(m) => &m.name,
+            Destination::Google(g) => &g.name,
         }
     }
 }
@@ -352,6 +393,26 @@ impl Job {
                         batch,
                     }));
                 }
+                DestinationFile::Meta(m) => {
+                    let key = format!("destinations[{i}]");
+                    if file.profile != Profile::Meta {
+                        return Err(Error::config(format!(
+                            "{at}: {key}: a meta destination needs `profile = \"meta\"` (the job uses {})",
+                            file.profile
+                        )));
+                    }
+                    destinations.push(Destination::Meta(m.resolve(&key, &ctx)?));
+                }
+                DestinationFile::Google(g) => {
+                    let key = format!("destinations[{i}]");
+                    if file.profile != Profile::Google {
+                        return Err(Error::config(format!(
+                            "{at}: {key}: a google destination needs `profile = \"google\"` (the job uses {})",
+                            file.profile
+                        )));
+                    }
+                    destinations.push(Destination::Google(g.resolve(&key, &ctx)?));
+                }
             }
         }
         if destinations.is_empty() {
@@ -389,20 +450,21 @@ fn is_identifier(s: &str) -> bool {
         && !s.starts_with(|c: char| c.is_ascii_digit())
 }
 
-struct Resolver<'a> {
-    at: &'a str,
+/// Interpolates and resolves a job file's strings, naming the file and key in errors.
+pub struct Resolver<'a> {
+    pub at: &'a str,
     dir: &'a Path,
     env: &'a dyn Fn(&str) -> Option<String>,
 }
 
 impl Resolver<'_> {
     /// Replaces `${VAR}` and `${VAR:-default}`; `$${` is a literal `${`.
-    fn interpolate(&self, s: &str, key: &str) -> Result<String> {
+    pub fn interpolate(&self, s: &str, key: &str) -> Result<String> {
         interpolate(s, self.env).map_err(|m| Error::config(format!("{}: {key}: {m}", self.at)))
     }
 
     /// A URL (`s3://bucket/prefix`, `file:///abs`) or a path, relative to the job's folder.
-    fn location(&self, s: &str, key: &str, folder: bool) -> Result<Url> {
+    pub fn location(&self, s: &str, key: &str, folder: bool) -> Result<Url> {
         let s = self.interpolate(s, key)?;
         resolve_location(&s, self.dir, folder)
             .map_err(|m| Error::config(format!("{}: {key}: {m}", self.at)))

@@ -13,6 +13,7 @@ pub mod job;
 pub mod members;
 pub mod report;
 pub mod run;
+pub mod sandbox;
 pub mod segment;
 pub mod storage;
 pub mod validate;

@@ -43,6 +43,35 @@ enum Command {
         #[arg(long, value_parser = parse_date)]
         date: Option<NaiveDate>,
     },
+    /// Serve the platform emulators (Meta, Google Data Manager) on loopback until interrupted.
+    Sandbox {
+        #[arg(long, default_value_t = 8480)]
+        port: u16,
+        /// Share of requests answered with a transient server error.
+        #[arg(long, default_value_t = 0.0)]
+        error_rate: f64,
+        /// Share of requests answered as throttled (Meta 80003, HTTP 429).
+        #[arg(long, default_value_t = 0.0)]
+        throttle_rate: f64,
+        /// Share of requests applied whose connection is then dropped.
+        #[arg(long, default_value_t = 0.0)]
+        drop_rate: f64,
+        /// Extra latency per request, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
+        /// Share of rows answered as invalid entries.
+        #[arg(long, default_value_t = 0.0)]
+        invalid_row_rate: f64,
+        /// Meta's call budget per rolling window (Business Use Case limit); default: off.
+        #[arg(long)]
+        meta_calls_per_window: Option<u64>,
+        /// The rolling window of the Meta budget, in seconds.
+        #[arg(long, default_value_t = 3600)]
+        meta_window_secs: u64,
+        /// The Data Manager's requests per minute (its per-project quota is 300); default: off.
+        #[arg(long)]
+        google_requests_per_minute: Option<u64>,
+    },
     /// Show how values normalize and hash, one JSON object per line.
     Hash {
         /// meta, google or uid2.
@@ -116,6 +145,39 @@ fn main() -> ExitCode {
                         Error::config(format!("cannot write the report to {}: {e}", path.display()))
                     })?;
                 }
+                Ok(())
+            }
+            Command::Sandbox {
+                port,
+                error_rate,
+                throttle_rate,
+                drop_rate,
+                latency_ms,
+                invalid_row_rate,
+                meta_calls_per_window,
+                meta_window_secs,
+                google_requests_per_minute,
+            } => {
+                let config = activator::sandbox::SandboxConfig {
+                    faults: activator::sandbox::faults::FaultConfig {
+                        error_rate,
+                        throttle_rate,
+                        drop_rate,
+                        latency_ms,
+                        invalid_row_rate,
+                        seed: 1,
+                    },
+                    meta: activator::sandbox::meta::MetaLimits {
+                        calls_per_window: meta_calls_per_window,
+                        window: std::time::Duration::from_secs(meta_window_secs),
+                    },
+                    google: activator::sandbox::google::GoogleLimits {
+                        requests_per_minute: google_requests_per_minute,
+                    },
+                };
+                let sandbox = activator::sandbox::Sandbox::start(([127, 0, 0, 1], port).into(), config).await?;
+                println!("sandbox serving on {} (Meta: {}/v25.0/..., Google Data Manager: {}/v1/...; introspection: {}/_sandbox/audiences)", sandbox.url, sandbox.url, sandbox.url, sandbox.url);
+                let _ = tokio::signal::ctrl_c().await;
                 Ok(())
             }
             Command::Validate { jobs, date } => validate_all(jobs, date.unwrap_or_else(today)).await,

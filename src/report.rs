@@ -23,6 +23,9 @@ pub struct RunReport {
     /// Seconds per stage: `plan` (tables, template, SQL planning), `process` (read, normalize,
     /// hash, deliver), `total`.
     pub seconds: BTreeMap<String, f64>,
+    /// Audiences of the in-process sandbox after the run, when the job used it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sandbox: Vec<String>,
 }
 
 impl RunReport {
@@ -61,12 +64,26 @@ impl RunReport {
                 "  destination {}: {} members in {} batches",
                 d.destination, d.rows, d.batches
             );
+            if d.requests > 0 {
+                let _ = writeln!(s, "    {} requests, {} retries", d.requests, d.retries);
+            }
+            if d.platform_invalid > 0 {
+                let _ = writeln!(
+                    s,
+                    "    the platform called {} rows invalid; samples: {}",
+                    d.platform_invalid,
+                    d.platform_invalid_samples.join(", ")
+                );
+            }
             for o in d.outputs.iter().take(5) {
                 let _ = writeln!(s, "    -> {o}");
             }
             if d.outputs.len() > 5 {
                 let _ = writeln!(s, "    -> ... and {} more", d.outputs.len() - 5);
             }
+        }
+        for line in &self.sandbox {
+            let _ = writeln!(s, "  sandbox (in-process): {line}");
         }
         let secs = |k: &str| self.seconds.get(k).copied().unwrap_or(0.0);
         let _ = writeln!(

@@ -81,10 +81,30 @@ pub async fn run(job: &Job, run_date: NaiveDate, options: &RunOptions) -> Result
             chrono::Utc::now().format("%Y%m%dT%H%M%S"),
             std::process::id()
         ),
+        consent_columns: job
+            .consent
+            .iter()
+            .map(|(role, column)| (role.name().to_string(), column.clone()))
+            .collect(),
     };
+    // `base_url = "sandbox"`: the platforms are served in-process, for the demo.
+    let mut destinations = job.destinations.clone();
+    let mut sandbox = None;
+    if destinations.iter().any(|d| d.wants_sandbox()) {
+        let sb = crate::sandbox::Sandbox::start(
+            ([127, 0, 0, 1], 0).into(),
+            crate::sandbox::SandboxConfig::default(),
+        )
+        .await?;
+        tracing::info!(url = %sb.url, "serving the platforms from an in-process sandbox");
+        for d in &mut destinations {
+            d.use_sandbox(&sb.url);
+        }
+        sandbox = Some(sb);
+    }
     let mut senders = vec![];
     let mut sinks = vec![];
-    for destination in &job.destinations {
+    for destination in &destinations {
         let (tx, rx) = futures::channel::mpsc::channel::<Result<RecordBatch>>(2);
         senders.push(tx);
         let destination = destination.clone();
@@ -170,6 +190,21 @@ pub async fn run(job: &Job, run_date: NaiveDate, options: &RunOptions) -> Result
         ]
         .into_iter()
         .collect(),
+        sandbox: sandbox
+            .map(|sb| {
+                sb.state
+                    .store
+                    .list()
+                    .into_iter()
+                    .map(|a| {
+                        format!(
+                            "{} audience {} \"{}\": {} members",
+                            a.platform, a.id, a.name, a.size
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
     };
     tracing::info!(
         job = %job.name,

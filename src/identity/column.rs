@@ -231,6 +231,8 @@ fn output_column(
     let mut offsets: Vec<i32> = Vec::with_capacity(members.len() + 1);
     offsets.push(0);
     let mut validity = Vec::with_capacity(members.len());
+    // Values to hash, with where their digests go; hashed together once the layout is known.
+    let mut to_hash: Vec<(usize, &[u8])> = Vec::new();
     for &row in members {
         let present = values.present(row);
         if present {
@@ -244,11 +246,10 @@ fn output_column(
                 Treatment::Hashed => {
                     let start = data.len();
                     data.resize(start + width, 0);
-                    let slot = &mut data[start..];
                     if values.outcome[row] == Outcome::PreHashed && field.part.is_none() {
-                        hash::reencode_hex(part, encoding, slot);
+                        hash::reencode_hex(part, encoding, &mut data[start..]);
                     } else {
-                        hash::hash_into(part, encoding, slot);
+                        to_hash.push((start, part));
                     }
                 }
             }
@@ -256,6 +257,7 @@ fn output_column(
         validity.push(present);
         offsets.push(data.len() as i32);
     }
+    hash::hash_many_into(&to_hash, encoding, &mut data);
     let nulls = NullBuffer::from(validity);
     let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
     // SAFETY: every value is normalized text (valid UTF-8, as it came from a &str) or ASCII

@@ -10,6 +10,7 @@ pub mod hash;
 pub mod phone;
 pub mod profile;
 pub mod rules;
+pub mod sha256x;
 
 pub use column::{IdentityPlan, InputColumn, MemberBatch, Tally, transform};
 pub use geo::Region;

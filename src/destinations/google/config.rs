@@ -1,0 +1,157 @@
+//! The `type = "google"` destination in a job file.
+
+use crate::error::{Error, Result};
+use crate::job::{BatchLimits, Resolver};
+use serde::Deserialize;
+
+pub const DEFAULT_BASE_URL: &str = "https://datamanager.googleapis.com";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GoogleFile {
+    pub name: Option<String>,
+    /// GOOGLE_ADS (default), DISPLAY_VIDEO_PARTNER, DISPLAY_VIDEO_ADVERTISER, DATA_PARTNER.
+    pub account_type: Option<String>,
+    /// The operating account's id (digits).
+    pub account_id: String,
+    /// A manager account to log in through, if any.
+    pub login_account_id: Option<String>,
+    /// The user list's display name: found, or created.
+    pub user_list: Option<String>,
+    /// Or an existing user list's id.
+    pub user_list_id: Option<String>,
+    /// Secret reference for the OAuth access token, e.g. `env:GOOGLE_ACCESS_TOKEN`.
+    pub access_token: String,
+    pub base_url: Option<String>,
+    #[serde(default)]
+    pub operation: crate::destinations::meta::config::Operation,
+    /// Job-wide consent: `granted` or `denied` for each signal; per-member consent columns
+    /// (the job's `[consent]`) override it.
+    #[serde(default)]
+    pub consent: ConsentFile,
+    pub concurrency: Option<usize>,
+    /// Default 300: the Data Manager's per-project ingestion quota per minute.
+    pub requests_per_minute: Option<f64>,
+    #[serde(default)]
+    pub batch: crate::job::BatchFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentFile {
+    pub ad_user_data: Option<ConsentStatus>,
+    pub ad_personalization: Option<ConsentStatus>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsentStatus {
+    Granted,
+    Denied,
+}
+
+impl ConsentStatus {
+    pub fn api_name(self) -> &'static str {
+        match self {
+            ConsentStatus::Granted => "CONSENT_GRANTED",
+            ConsentStatus::Denied => "CONSENT_DENIED",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct GoogleConfig {
+    pub name: String,
+    pub account_type: String,
+    pub account_id: String,
+    pub login_account_id: Option<String>,
+    pub user_list: crate::destinations::meta::config::AudienceRef,
+    pub access_token: String,
+    pub base_url: String,
+    pub operation: crate::destinations::meta::config::Operation,
+    pub ad_user_data: Option<ConsentStatus>,
+    pub ad_personalization: Option<ConsentStatus>,
+    pub concurrency: usize,
+    pub requests_per_minute: f64,
+    pub batch: BatchLimits,
+    pub in_process_sandbox: bool,
+}
+
+const ACCOUNT_TYPES: &[&str] = &[
+    "GOOGLE_ADS",
+    "DISPLAY_VIDEO_PARTNER",
+    "DISPLAY_VIDEO_ADVERTISER",
+    "DATA_PARTNER",
+];
+
+impl GoogleFile {
+    pub fn resolve(&self, key: &str, r: &Resolver) -> Result<GoogleConfig> {
+        use crate::destinations::meta::config::AudienceRef;
+        let at = r.at;
+        let account_type = self
+            .account_type
+            .clone()
+            .unwrap_or_else(|| "GOOGLE_ADS".into());
+        if !ACCOUNT_TYPES.contains(&account_type.as_str()) {
+            return Err(Error::config(format!(
+                "{at}: {key}.account_type: `{account_type}` is not one of {}",
+                ACCOUNT_TYPES.join(", ")
+            )));
+        }
+        let digits = |s: &str, k: &str| -> Result<String> {
+            let v = r.interpolate(s, &format!("{key}.{k}"))?.replace('-', "");
+            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(Error::config(format!(
+                    "{at}: {key}.{k}: expected the account's digits"
+                )));
+            }
+            Ok(v)
+        };
+        let account_id = digits(&self.account_id, "account_id")?;
+        let login_account_id = self
+            .login_account_id
+            .as_deref()
+            .map(|l| digits(l, "login_account_id"))
+            .transpose()?;
+        let user_list = match (&self.user_list, &self.user_list_id) {
+            (Some(n), None) => AudienceRef::Name(r.interpolate(n, &format!("{key}.user_list"))?),
+            (None, Some(id)) => AudienceRef::Id(r.interpolate(id, &format!("{key}.user_list_id"))?),
+            _ => {
+                return Err(Error::config(format!(
+                    "{at}: {key}: give either `user_list` (a name, created if missing) or `user_list_id`"
+                )));
+            }
+        };
+        crate::destinations::secrets::check_reference(&self.access_token)
+            .map_err(|m| Error::config(format!("{at}: {key}.access_token: {m}")))?;
+        let base_url = match &self.base_url {
+            Some(u) => r.interpolate(u, &format!("{key}.base_url"))?,
+            None => DEFAULT_BASE_URL.into(),
+        };
+        crate::destinations::check_base_url(&base_url)
+            .map_err(|m| Error::config(format!("{at}: {key}.base_url: {m}")))?;
+        let batch = self.batch.limits(super::MAX_MEMBERS, usize::MAX);
+        if batch.max_rows > super::MAX_MEMBERS {
+            return Err(Error::config(format!(
+                "{at}: {key}.batch.max_rows: the Data Manager takes at most {} members per request",
+                super::MAX_MEMBERS
+            )));
+        }
+        Ok(GoogleConfig {
+            name: self.name.clone().unwrap_or_else(|| "google".into()),
+            account_type,
+            account_id,
+            login_account_id,
+            user_list,
+            access_token: self.access_token.clone(),
+            base_url: base_url.trim_end_matches('/').to_string(),
+            operation: self.operation,
+            ad_user_data: self.consent.ad_user_data,
+            ad_personalization: self.consent.ad_personalization,
+            concurrency: self.concurrency.unwrap_or(4).clamp(1, 64),
+            requests_per_minute: self.requests_per_minute.unwrap_or(300.0),
+            batch,
+            in_process_sandbox: false,
+        })
+    }
+}

@@ -1,0 +1,299 @@
+//! The Data Manager pipeline: user list found or created; members batched (≤ 10,000), encoded
+//! and sent with up to `concurrency` requests in flight within the per-minute quota; every
+//! request's status polled; for a replace, `removeAll` as of the run's start once every ingest
+//! has been processed.
+
+use super::config::GoogleConfig;
+use super::request::{self, MemberEncoder};
+use super::service;
+use crate::batch;
+use crate::destinations::http::{RetryPolicy, Service};
+use crate::destinations::meta::config::{AudienceRef, Operation};
+use crate::destinations::{RunInfo, SinkReport, secrets};
+use crate::error::{Error, Result};
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use futures::stream::{BoxStream, FuturesUnordered, StreamExt};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+struct Api {
+    service: Service,
+    root: String,
+    token: secrets::Secret,
+    login: Option<String>,
+}
+
+impl Api {
+    async fn get(&self, what: &str, path: &str, query: &[(&str, &str)]) -> Result<Value> {
+        let url = format!("{}/{path}", self.root);
+        self.service
+            .call(
+                what,
+                |c| self.auth(c.get(&url).query(query)),
+                service::classify,
+            )
+            .await
+    }
+
+    async fn post(&self, what: &str, path: &str, body: &Value) -> Result<Value> {
+        let url = format!("{}/{path}", self.root);
+        let bytes = serde_json::to_vec(body).map_err(|e| Error::internal(e.to_string()))?;
+        self.service
+            .call(
+                what,
+                |c| {
+                    self.auth(c.post(&url))
+                        .header("content-type", "application/json")
+                        .body(bytes.clone())
+                },
+                service::classify,
+            )
+            .await
+    }
+
+    fn auth(&self, r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let r = r.bearer_auth(self.token.expose());
+        match &self.login {
+            Some(l) => r.header("login-account", l),
+            None => r,
+        }
+    }
+
+    async fn find_or_create(&self, config: &GoogleConfig, name: &str) -> Result<String> {
+        let path = format!(
+            "v1/accountTypes/{}/accounts/{}/userLists",
+            config.account_type, config.account_id
+        );
+        let mut page_token: Option<String> = None;
+        loop {
+            let mut query = vec![("pageSize", "1000")];
+            if let Some(t) = &page_token {
+                query.push(("pageToken", t.as_str()));
+            }
+            let page = self.get("list user lists", &path, &query).await?;
+            if let Some(found) = page["userLists"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|l| l["displayName"].as_str() == Some(name))
+            {
+                return list_id(found);
+            }
+            match page["nextPageToken"].as_str() {
+                Some(t) if !t.is_empty() => page_token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        let created = self
+            .post(
+                "create user list",
+                &path,
+                &json!({
+                    "displayName": name,
+                    "description": "Managed by activator",
+                    "membershipStatus": "OPEN",
+                    "ingestedUserListInfo": {"uploadKeyTypes": ["CONTACT_ID"]},
+                }),
+            )
+            .await?;
+        tracing::info!(destination = %config.name, "created user list");
+        list_id(&created)
+    }
+}
+
+fn list_id(v: &Value) -> Result<String> {
+    v["id"]
+        .as_str()
+        .map(str::to_string)
+        .or_else(|| {
+            v["name"]
+                .as_str()
+                .and_then(|n| n.rsplit('/').next())
+                .map(str::to_string)
+        })
+        .ok_or_else(|| Error::transient("google: the answer carries no user list id"))
+}
+
+pub async fn run(
+    config: &GoogleConfig,
+    run: &RunInfo,
+    schema: SchemaRef,
+    members: BoxStream<'static, Result<RecordBatch>>,
+) -> Result<SinkReport> {
+    let key = format!("destination {}", config.name);
+    let token = match secrets::resolve(&config.access_token, &key).await {
+        Ok(t) => t,
+        Err(_) if config.in_process_sandbox => secrets::Secret::new("sandbox-token"),
+        Err(e) => return Err(e),
+    };
+    let service = Service::new(
+        &config.name,
+        RetryPolicy::default(),
+        Some(config.requests_per_minute / 60.0),
+    )?;
+    let api = Arc::new(Api {
+        service,
+        root: config.base_url.clone(),
+        token,
+        login: config.login_account_id.clone(),
+    });
+    let encoder = MemberEncoder::new(&schema, &run.consent_columns)?;
+    let list = match &config.user_list {
+        AudienceRef::Id(id) => id.clone(),
+        AudienceRef::Name(name) => api.find_or_create(config, name).await?,
+    };
+    let destination = request::destination(config, &list);
+    // A replace removes, at the end, whatever was last added before this moment.
+    let started = chrono::Utc::now();
+    let ingest = config.operation != Operation::Remove;
+    let method = if ingest {
+        "v1/audienceMembers:ingest"
+    } else {
+        "v1/audienceMembers:remove"
+    };
+
+    let mut report = SinkReport {
+        destination: config.name.clone(),
+        ..SinkReport::default()
+    };
+    let mut request_ids = vec![];
+    let mut skipped = 0u64;
+    let mut batches = batch::batched(members, config.batch);
+    let mut in_flight = FuturesUnordered::new();
+    let mut seq = 0u64;
+    let mut ended = false;
+    loop {
+        let next = if ended { None } else { batches.next().await };
+        ended = next.is_none();
+        if let Some(batch) = next {
+            let batch = batch?;
+            seq += 1;
+            let (members, none) = encoder.members(&batch);
+            skipped += none;
+            let rows = members.len() as u64;
+            let body = request::body(config, &destination, members, ingest);
+            let api = api.clone();
+            in_flight.push(async move {
+                let answer = api
+                    .post(&format!("upload batch {seq}"), method, &body)
+                    .await?;
+                Ok::<(Value, u64), Error>((answer, rows))
+            });
+            if in_flight.len() < config.concurrency {
+                continue;
+            }
+        }
+        match in_flight.next().await {
+            Some(result) => {
+                let (answer, rows) = result?;
+                if let Some(id) = answer["requestId"].as_str() {
+                    request_ids.push(id.to_string());
+                }
+                report.batches += 1;
+                report.rows += rows;
+            }
+            None => break,
+        }
+    }
+
+    let statuses = poll(&api, &request_ids).await?;
+    if config.operation == Operation::Replace {
+        let body = json!({
+            "destinations": [destination],
+            "removeAsOfTime": started.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        });
+        let answer = api
+            .post(
+                "remove members not in this run",
+                "v1/audienceMembers:removeAll",
+                &body,
+            )
+            .await?;
+        if let Some(id) = answer["requestId"].as_str() {
+            poll(&api, &[id.to_string()]).await?;
+        }
+    }
+    report.requests = api.service.counters.requests.load(Ordering::Relaxed);
+    report.retries = api.service.counters.retries.load(Ordering::Relaxed);
+    report.platform_invalid = statuses.failed_records + skipped;
+    let ranges: Vec<String> = statuses
+        .match_rates
+        .iter()
+        .map(|(r, n)| format!("{r} ({n} requests)"))
+        .collect();
+    report.outputs.push(format!(
+        "Google user list {list} in {} {}{}",
+        config.account_type,
+        config.account_id,
+        if ranges.is_empty() {
+            String::new()
+        } else {
+            format!(", match rate {}", ranges.join(", "))
+        }
+    ));
+    Ok(report)
+}
+
+#[derive(Default)]
+struct Statuses {
+    match_rates: BTreeMap<String, u64>,
+    failed_records: u64,
+}
+
+/// Waits until every request is processed; a FAILED request fails the run.
+async fn poll(api: &Api, ids: &[String]) -> Result<Statuses> {
+    let mut statuses = Statuses::default();
+    for id in ids {
+        let mut wait = Duration::from_millis(200);
+        for attempt in 0.. {
+            let answer = api
+                .get(
+                    "request status",
+                    "v1/requestStatus:retrieve",
+                    &[("requestId", id)],
+                )
+                .await?;
+            let per = answer["requestStatusPerDestination"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let processing = per.iter().any(|d| {
+                matches!(
+                    d["requestStatus"].as_str(),
+                    Some("PROCESSING") | Some("REQUEST_STATUS_UNKNOWN") | None
+                )
+            });
+            if !processing || attempt >= 60 {
+                for d in &per {
+                    if d["requestStatus"] == "FAILED" {
+                        return Err(Error::config(format!(
+                            "{}: request {id} failed: {}",
+                            api.service.name, d["errorInfo"]
+                        )));
+                    }
+                    if let Some(r) = d["audienceMembersIngestionStatus"]["userDataIngestionStatus"]
+                        ["uploadMatchRateRange"]
+                        .as_str()
+                    {
+                        *statuses.match_rates.entry(r.to_string()).or_default() += 1;
+                    }
+                    for e in d["errorInfo"]["errorCounts"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                    {
+                        statuses.failed_records += e["recordCount"].as_u64().unwrap_or(0);
+                    }
+                }
+                break;
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(30));
+        }
+    }
+    Ok(statuses)
+}

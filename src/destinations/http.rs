@@ -1,0 +1,262 @@
+//! The delivery machinery every HTTP destination shares: one client, a request-rate limiter,
+//! retries with exponential backoff and full jitter, and counters for the run report.
+//!
+//! A destination supplies two things: how to build its request, and how to read the answer
+//! (`Verdict`): done, retry (perhaps after a delay the platform named), or fail for good. What
+//! is transient and what is permanent is the platform's word, so classification lives with each
+//! destination; how to wait and how often to try lives here, once.
+
+use crate::error::{Error, Result};
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// What an answer means.
+#[derive(Debug)]
+pub enum Verdict<T> {
+    Done(T),
+    /// Transient: try again, after `after` if the platform said how long.
+    Retry {
+        after: Option<Duration>,
+        why: String,
+    },
+    /// Permanent: the message says what the platform objected to.
+    Fail(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// The longest wait a platform's own hint may impose before one retry.
+    pub max_hinted_wait: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 8,
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(30),
+            max_hinted_wait: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Spaces requests evenly at a fixed rate (a platform's published limit).
+pub struct RateLimiter {
+    interval: Duration,
+    next: Mutex<Instant>,
+}
+
+impl RateLimiter {
+    pub fn per_second(rate: f64) -> RateLimiter {
+        RateLimiter {
+            interval: Duration::from_secs_f64(1.0 / rate.max(1e-6)),
+            next: Mutex::new(Instant::now()),
+        }
+    }
+
+    pub async fn acquire(&self) {
+        let wait = {
+            let mut next = self.next.lock().unwrap();
+            let now = Instant::now();
+            let at = (*next).max(now);
+            *next = at + self.interval;
+            at - now
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// Counters of one destination's requests.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub requests: AtomicU64,
+    pub retries: AtomicU64,
+}
+
+/// An HTTP client with retries and an optional rate limit.
+pub struct Service {
+    pub client: reqwest::Client,
+    pub policy: RetryPolicy,
+    pub limiter: Option<RateLimiter>,
+    pub counters: Counters,
+    /// Names the destination in errors.
+    pub name: String,
+}
+
+impl Service {
+    pub fn new(
+        name: &str,
+        policy: RetryPolicy,
+        requests_per_second: Option<f64>,
+    ) -> Result<Service> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(120))
+            .user_agent(concat!("activator/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::internal(format!("{name}: HTTP client: {e}")))?;
+        Ok(Service {
+            client,
+            policy,
+            limiter: requests_per_second.map(RateLimiter::per_second),
+            counters: Counters::default(),
+            name: name.to_string(),
+        })
+    }
+
+    /// Sends the request `build` makes until `classify` says done or fail, or attempts run out.
+    /// `what` names the call in errors (`upload batch 3`); it never holds identifiers.
+    pub async fn call<T>(
+        &self,
+        what: &str,
+        build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+        classify: impl Fn(StatusCode, &HeaderMap, &[u8]) -> Verdict<T>,
+    ) -> Result<T> {
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            if let Some(l) = &self.limiter {
+                l.acquire().await;
+            }
+            self.counters.requests.fetch_add(1, Ordering::Relaxed);
+            let outcome = match build(&self.client).send().await {
+                Ok(response) => {
+                    let status = response.status();
+                    let headers = response.headers().clone();
+                    match response.bytes().await {
+                        Ok(body) => classify(status, &headers, &body),
+                        // The answer was cut off: the request may have been applied.
+                        Err(e) => Verdict::Retry {
+                            after: None,
+                            why: format!("reading the answer: {}", without_url(&e)),
+                        },
+                    }
+                }
+                Err(e) => Verdict::Retry {
+                    after: None,
+                    why: without_url(&e),
+                },
+            };
+            match outcome {
+                Verdict::Done(v) => return Ok(v),
+                Verdict::Fail(why) => {
+                    return Err(Error::config(format!(
+                        "{}: {what}: the platform refused it: {why}",
+                        self.name
+                    )));
+                }
+                Verdict::Retry { after, why } => {
+                    if attempt >= self.policy.max_attempts {
+                        return Err(Error::transient(format!(
+                            "{}: {what}: gave up after {attempt} attempts; last: {why}",
+                            self.name
+                        )));
+                    }
+                    self.counters.retries.fetch_add(1, Ordering::Relaxed);
+                    let wait = self.backoff(attempt, after);
+                    tracing::warn!(destination = %self.name, what, attempt, wait_ms = wait.as_millis() as u64, reason = %why, "retrying");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    /// Full jitter: uniform in [0, min(max, initial * 2^(attempt-1))], at least the hint.
+    fn backoff(&self, attempt: u32, hint: Option<Duration>) -> Duration {
+        let cap = self
+            .policy
+            .initial_backoff
+            .saturating_mul(1u32 << (attempt - 1).min(16))
+            .min(self.policy.max_backoff);
+        let jittered = cap.mul_f64(jitter());
+        match hint {
+            Some(h) => h.min(self.policy.max_hinted_wait).max(jittered),
+            None => jittered,
+        }
+    }
+}
+
+/// A uniform number in [0, 1) from the clock and a counter; good enough to spread retries.
+fn jitter() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = foldhash::fast::RandomState::default().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// A transport error's text without its URL, which may carry query parameters.
+fn without_url(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else if e.is_body() || e.is_decode() {
+        "the connection broke during the answer"
+    } else {
+        "request failed"
+    };
+    let source = std::error::Error::source(e)
+        .map(|s| format!(": {s}"))
+        .unwrap_or_default();
+    format!("{kind}{source}")
+}
+
+/// Parses a `Retry-After` header given in seconds.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get("retry-after")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+/// Masks a sample value for a report: its first 8 characters, then its length.
+pub fn mask(value: &str) -> String {
+    let head: String = value.chars().take(8).collect();
+    format!("{head}… ({} chars)", value.chars().count())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_honours_hints() {
+        let s = Service::new("t", RetryPolicy::default(), None).unwrap();
+        for attempt in 1..20 {
+            let b = s.backoff(attempt, None);
+            assert!(b <= Duration::from_secs(30));
+        }
+        assert!(s.backoff(1, Some(Duration::from_secs(5))) >= Duration::from_secs(5));
+        assert_eq!(
+            s.backoff(1, Some(Duration::from_secs(10_000))),
+            Duration::from_secs(300)
+        );
+    }
+
+    #[test]
+    fn masks_samples() {
+        assert_eq!(
+            mask("973dfe463ec85785f5f95af5ba3906ee"),
+            "973dfe46… (32 chars)"
+        );
+    }
+}

@@ -1,0 +1,263 @@
+//! The Meta pipeline: audience found or created, then members batched (≤ 10,000 rows), encoded
+//! and sent in one session: batch 1 first, then up to `concurrency` batches in flight, then the
+//! last batch with `last_batch_flag` once every other batch is acknowledged.
+
+use super::config::{AudienceRef, MetaConfig, Operation};
+use super::request::{self, PayloadSchema};
+use super::service;
+use crate::batch;
+use crate::destinations::http::{RetryPolicy, Service, mask};
+use crate::destinations::{RunInfo, SinkReport, secrets};
+use crate::error::{Error, Result};
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use futures::stream::{BoxStream, FuturesUnordered, StreamExt};
+use serde_json::Value;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+struct Api {
+    service: Service,
+    /// `https://graph.facebook.com/v25.0`
+    root: String,
+    token: secrets::Secret,
+}
+
+impl Api {
+    async fn get(&self, what: &str, path: &str, query: &[(&str, &str)]) -> Result<Value> {
+        let url = format!("{}/{path}", self.root);
+        self.service
+            .call(
+                what,
+                |c| c.get(&url).query(query).bearer_auth(self.token.expose()),
+                service::classify,
+            )
+            .await
+    }
+
+    async fn post(
+        &self,
+        what: &str,
+        path: &str,
+        method: &str,
+        form: &[(&str, &str)],
+    ) -> Result<Value> {
+        let url = format!("{}/{path}", self.root);
+        self.service
+            .call(
+                what,
+                |c| {
+                    let mut f: Vec<(&str, &str)> = form.to_vec();
+                    f.push(("access_token", self.token.expose()));
+                    if method == "DELETE" {
+                        c.delete(&url).form(&f)
+                    } else {
+                        c.post(&url).form(&f)
+                    }
+                },
+                service::classify,
+            )
+            .await
+    }
+
+    /// The id of the audience named `name` in the account, created if there is none.
+    async fn find_or_create(&self, config: &MetaConfig, name: &str) -> Result<String> {
+        let path = format!("act_{}/customaudiences", config.ad_account_id);
+        let mut after: Option<String> = None;
+        loop {
+            let mut query = vec![("fields", "id,name"), ("limit", "500")];
+            if let Some(a) = &after {
+                query.push(("after", a.as_str()));
+            }
+            let page = self.get("list audiences", &path, &query).await?;
+            if let Some(found) = page["data"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|a| a["name"].as_str() == Some(name))
+            {
+                return id_of(found);
+            }
+            match page["paging"]["cursors"]["after"].as_str() {
+                Some(a) if page["paging"]["next"].is_string() => after = Some(a.to_string()),
+                _ => break,
+            }
+        }
+        let created = self
+            .post(
+                "create audience",
+                &path,
+                "POST",
+                &[
+                    ("name", name),
+                    ("subtype", "CUSTOM"),
+                    ("description", "Managed by activator"),
+                    ("customer_file_source", &config.customer_file_source),
+                ],
+            )
+            .await?;
+        tracing::info!(destination = %config.name, "created audience");
+        id_of(&created)
+    }
+}
+
+fn id_of(v: &Value) -> Result<String> {
+    v["id"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| Error::transient("meta: the answer carries no audience id"))
+}
+
+/// What the platform said about the batches.
+#[derive(Default)]
+struct Received {
+    invalid: u64,
+    samples: Vec<String>,
+}
+
+impl Received {
+    fn add(&mut self, answer: &Value) {
+        self.invalid += answer["num_invalid_entries"].as_u64().unwrap_or(0);
+        if let Some(samples) = answer["invalid_entry_samples"].as_object() {
+            for v in samples
+                .values()
+                .take(5usize.saturating_sub(self.samples.len()))
+            {
+                self.samples.push(mask(&v.to_string()));
+            }
+        }
+    }
+}
+
+pub async fn run(
+    config: &MetaConfig,
+    _run: &RunInfo,
+    schema: SchemaRef,
+    members: BoxStream<'static, Result<RecordBatch>>,
+) -> Result<SinkReport> {
+    let key = format!("destination {}", config.name);
+    let token = match secrets::resolve(&config.access_token, &key).await {
+        Ok(t) => t,
+        // The in-process sandbox takes any token: the demo runs without one.
+        Err(_) if config.in_process_sandbox => secrets::Secret::new("sandbox-token"),
+        Err(e) => return Err(e),
+    };
+    let service = Service::new(
+        &config.name,
+        RetryPolicy::default(),
+        config.requests_per_second,
+    )?;
+    let api = Arc::new(Api {
+        service,
+        root: format!("{}/{}", config.base_url, config.api_version),
+        token,
+    });
+    let payload_schema = PayloadSchema::new(&schema)?;
+    let audience_id = match &config.audience {
+        AudienceRef::Id(id) => id.clone(),
+        AudienceRef::Name(name) => api.find_or_create(config, name).await?,
+    };
+    let edge = match config.operation {
+        Operation::Add | Operation::Remove => format!("{audience_id}/users"),
+        Operation::Replace => format!("{audience_id}/usersreplace"),
+    };
+    let method = if config.operation == Operation::Remove {
+        "DELETE"
+    } else {
+        "POST"
+    };
+    // Unique within the ad account; positive 63-bit.
+    let session_id = {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = foldhash::fast::RandomState::default().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos(),
+        );
+        (h.finish() >> 1).max(1)
+    };
+
+    let send = {
+        let api = api.clone();
+        let edge = edge.clone();
+        let payload_schema = payload_schema.clone();
+        move |batch: RecordBatch, seq: u64, last: bool| {
+            let api = api.clone();
+            let edge = edge.clone();
+            let payload = payload_schema.payload(&batch);
+            let rows = batch.num_rows() as u64;
+            async move {
+                let session = request::session(session_id, seq, last);
+                let answer = api
+                    .post(
+                        &format!("upload batch {seq}"),
+                        &edge,
+                        method,
+                        &[("payload", payload.as_str()), ("session", session.as_str())],
+                    )
+                    .await?;
+                Ok::<(Value, u64), Error>((answer, rows))
+            }
+        }
+    };
+
+    let mut report = SinkReport {
+        destination: config.name.clone(),
+        ..SinkReport::default()
+    };
+    let mut received = Received::default();
+    let mut batches = batch::batched(members, config.batch);
+    let mut in_flight = FuturesUnordered::new();
+    let mut held: Option<RecordBatch> = None;
+    let mut seq = 0u64;
+    let settle = |result: Result<(Value, u64)>,
+                  report: &mut SinkReport,
+                  received: &mut Received|
+     -> Result<()> {
+        let (answer, rows) = result?;
+        received.add(&answer);
+        report.batches += 1;
+        report.rows += rows;
+        Ok(())
+    };
+    while let Some(batch) = batches.next().await {
+        let batch = batch?;
+        // Hold one batch back: the last one must carry last_batch_flag.
+        let Some(ready) = held.replace(batch) else {
+            continue;
+        };
+        seq += 1;
+        if seq == 1 {
+            // Batch 1 opens the session (and a replace); the rest follow it.
+            settle(send(ready, seq, false).await, &mut report, &mut received)?;
+            continue;
+        }
+        in_flight.push(send(ready, seq, false));
+        while in_flight.len() >= config.concurrency {
+            let r = in_flight.next().await.expect("non-empty");
+            settle(r, &mut report, &mut received)?;
+        }
+    }
+    while let Some(r) = in_flight.next().await {
+        settle(r, &mut report, &mut received)?;
+    }
+    if let Some(last) = held {
+        seq += 1;
+        settle(send(last, seq, true).await, &mut report, &mut received)?;
+    }
+    report.requests = api.service.counters.requests.load(Ordering::Relaxed);
+    report.retries = api.service.counters.retries.load(Ordering::Relaxed);
+    report.platform_invalid = received.invalid;
+    report.platform_invalid_samples = received.samples;
+    report.outputs.push(format!(
+        "Meta audience {audience_id} ({}) in act_{}, session {session_id}",
+        match &config.audience {
+            AudienceRef::Name(n) => n.as_str(),
+            AudienceRef::Id(_) => "by id",
+        },
+        config.ad_account_id
+    ));
+    Ok(report)
+}

@@ -1,0 +1,153 @@
+//! The sandbox: emulators of the platforms' audience APIs (Meta, Google Data Manager) on loopback, so connectors can be
+//! tested (and the demo run) without an account. One axum router per platform, each with its own
+//! state machine and limits; fault injection (`faults`) and the `/_sandbox` introspection
+//! routes are shared:
+//!
+//! - `GET  /_sandbox/audiences` — every audience: id, platform, account, name, size
+//! - `GET  /_sandbox/audiences/{id}/members` — its members as JSON objects of identifiers
+//! - `GET  /_sandbox/stats` — requests, uploads, retries seen, sessions, faults injected
+//! - `POST /_sandbox/faults` — set the fault configuration (JSON `FaultConfig`)
+//! - `POST /_sandbox/reset` — forget everything
+
+pub mod faults;
+pub mod google;
+pub mod meta;
+pub mod state;
+
+use crate::error::{Error, Result};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use faults::{FaultConfig, Faults};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Settings of a sandbox.
+#[derive(Clone, Debug, Default)]
+pub struct SandboxConfig {
+    pub faults: FaultConfig,
+    pub meta: meta::MetaLimits,
+    pub google: google::GoogleLimits,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<state::Store>,
+    pub faults: Arc<Faults>,
+    pub meta: Arc<meta::MetaState>,
+    pub google: Arc<google::GoogleState>,
+}
+
+pub fn router(config: SandboxConfig) -> (Router, AppState) {
+    let meta_state = meta::MetaState::default();
+    *meta_state.limits.lock().unwrap() = config.meta;
+    let google_state = google::GoogleState::default();
+    *google_state.limits.lock().unwrap() = config.google;
+    let app = AppState {
+        google: Arc::new(google_state),
+        store: Arc::new(state::Store::default()),
+        faults: Arc::new(Faults::new(config.faults)),
+        meta: Arc::new(meta_state),
+    };
+    let router = Router::new()
+        .route("/_sandbox/audiences", get(audiences))
+        .route("/_sandbox/audiences/{id}/members", get(members))
+        .route("/_sandbox/stats", get(stats))
+        .route("/_sandbox/faults", post(set_faults))
+        .route("/_sandbox/reset", post(reset))
+        // Google's Data Manager API.
+        .route(
+            "/v1/accountTypes/{account_type}/accounts/{account}/userLists",
+            get(google::list_user_lists).post(google::create_user_list),
+        )
+        .route("/v1/{action}", post(google::audience_members))
+        .route("/v1/requestStatus:retrieve", get(google::request_status))
+        // Meta's Graph API: /v25.0/act_1/customaudiences, /v25.0/{id}/users, ...
+        .route("/{version}/{*rest}", any(meta::graph))
+        .with_state(app.clone());
+    (router, app)
+}
+
+async fn audiences(State(app): State<AppState>) -> Response {
+    axum::Json(app.store.list()).into_response()
+}
+
+async fn members(State(app): State<AppState>, Path(id): Path<String>) -> Response {
+    match app.store.members(&id) {
+        Some(m) => axum::Json(m).into_response(),
+        None => (StatusCode::NOT_FOUND, "no such audience").into_response(),
+    }
+}
+
+async fn stats(State(app): State<AppState>) -> Response {
+    axum::Json(app.store.stats()).into_response()
+}
+
+async fn set_faults(
+    State(app): State<AppState>,
+    axum::Json(config): axum::Json<FaultConfig>,
+) -> Response {
+    app.faults.set(config);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn reset(State(app): State<AppState>) -> Response {
+    app.store.reset();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// Sends the response's status and headers, then breaks the connection instead of the body: the
+/// request was applied, but the client never learns it.
+pub fn drop_connection(response: Response) -> Response {
+    let (parts, _) = response.into_parts();
+    let body = Body::from_stream(futures::stream::once(async {
+        Err::<axum::body::Bytes, std::io::Error>(std::io::Error::other(
+            "sandbox dropped the connection",
+        ))
+    }));
+    Response::from_parts(parts, body)
+}
+
+/// A sandbox serving in the background; stops when dropped.
+pub struct Sandbox {
+    pub url: String,
+    pub state: AppState,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Sandbox {
+    /// Serves on `addr` (port 0: any free port) on the current tokio runtime.
+    pub async fn start(addr: SocketAddr, config: SandboxConfig) -> Result<Sandbox> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::config(format!("sandbox: cannot listen on {addr}: {e}")))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| Error::internal(e.to_string()))?;
+        let (router, state) = router(config);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        Ok(Sandbox {
+            url: format!("http://{local}"),
+            state,
+            shutdown: Some(tx),
+        })
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}

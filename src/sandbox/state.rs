@@ -1,0 +1,187 @@
+//! What the sandbox keeps: audiences and their members, per platform, and counters, so a test
+//! can ask exactly who is in each audience and what the sandbox saw.
+
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
+
+/// One audience (Meta custom audience, Google user list).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Audience {
+    pub id: String,
+    pub platform: String,
+    pub account: String,
+    pub name: String,
+    /// Members as canonical JSON objects of their identifiers (`{"EMAIL": "...", ...}`).
+    #[serde(skip)]
+    pub members: BTreeSet<String>,
+    /// When each member was last added (microseconds since the epoch), for Google's
+    /// `removeAll` as of a time.
+    #[serde(skip)]
+    pub added: HashMap<String, i64>,
+    pub size: usize,
+}
+
+/// Counters a test reads through `GET /_sandbox/stats`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Stats {
+    /// Every request the platform routes saw.
+    pub requests: u64,
+    /// Requests that carried members (add, remove, replace).
+    pub upload_requests: u64,
+    /// Upload requests applied (not faulted, not rejected).
+    pub batches_accepted: u64,
+    /// The same batch (session and sequence number) applied a second time.
+    pub batches_accepted_twice: u64,
+    pub injected_errors: u64,
+    pub injected_throttles: u64,
+    pub injected_drops: u64,
+    pub rate_limited: u64,
+    pub rejected: u64,
+    pub sessions: u64,
+    /// The largest number of rows (members) seen in one request.
+    pub max_rows_per_request: u64,
+}
+
+#[derive(Default)]
+pub struct Store {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    next_id: u64,
+    audiences: BTreeMap<String, Audience>,
+    stats: Stats,
+    /// Applied batches: (audience, session, batch) -> times.
+    batches: HashMap<(String, String, u64), u64>,
+}
+
+impl Store {
+    pub fn with<R>(&self, f: impl FnOnce(&mut Stats) -> R) -> R {
+        f(&mut self.inner.lock().unwrap().stats)
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.inner.lock().unwrap().stats.clone()
+    }
+
+    pub fn reset(&self) {
+        *self.inner.lock().unwrap() = Inner::default();
+    }
+
+    pub fn create(&self, platform: &str, account: &str, name: &str) -> Audience {
+        let mut inner = self.inner.lock().unwrap();
+        inner.next_id += 1;
+        let id = format!("{}", 23_800_000_000_000 + inner.next_id);
+        let audience = Audience {
+            id: id.clone(),
+            platform: platform.into(),
+            account: account.into(),
+            name: name.into(),
+            ..Audience::default()
+        };
+        inner.audiences.insert(id, audience.clone());
+        audience
+    }
+
+    pub fn get(&self, id: &str) -> Option<Audience> {
+        self.inner.lock().unwrap().audiences.get(id).cloned()
+    }
+
+    pub fn list(&self) -> Vec<Audience> {
+        self.inner
+            .lock()
+            .unwrap()
+            .audiences
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn members(&self, id: &str) -> Option<Vec<serde_json::Value>> {
+        let inner = self.inner.lock().unwrap();
+        let a = inner.audiences.get(id)?;
+        Some(
+            a.members
+                .iter()
+                .map(|m| serde_json::from_str(m).unwrap_or_default())
+                .collect(),
+        )
+    }
+
+    /// Applies a batch of members. `batch` identifies it (session and sequence number) so a
+    /// repeated batch is counted; the member set itself is idempotent.
+    pub fn apply(
+        &self,
+        id: &str,
+        batch: Option<(String, u64)>,
+        add: bool,
+        members: Vec<String>,
+        replace: bool,
+    ) {
+        let mut inner = self.inner.lock().unwrap();
+        if let Some((session, seq)) = batch {
+            let times = inner
+                .batches
+                .entry((id.to_string(), session, seq))
+                .or_default();
+            *times += 1;
+            if *times > 1 {
+                inner.stats.batches_accepted_twice += 1;
+            }
+        }
+        inner.stats.batches_accepted += 1;
+        let Some(a) = inner.audiences.get_mut(id) else {
+            return;
+        };
+        if replace {
+            a.members.clear();
+            a.added.clear();
+        }
+        let now = chrono::Utc::now().timestamp_micros();
+        for m in members {
+            if add {
+                a.added.insert(m.clone(), now);
+                a.members.insert(m);
+            } else {
+                a.added.remove(&m);
+                a.members.remove(&m);
+            }
+        }
+        a.size = a.members.len();
+    }
+
+    /// Removes the members last added before `as_of` (all of them without a time).
+    pub fn remove_added_before(&self, id: &str, as_of: Option<chrono::DateTime<chrono::Utc>>) {
+        let mut inner = self.inner.lock().unwrap();
+        if let Some(a) = inner.audiences.get_mut(id) {
+            let cutoff = as_of.map(|t| t.timestamp_micros()).unwrap_or(i64::MAX);
+            let added = &a.added;
+            a.members
+                .retain(|m| added.get(m).is_some_and(|t| *t >= cutoff));
+            let members = &a.members;
+            a.added.retain(|m, _| members.contains(m));
+            a.size = a.members.len();
+        }
+    }
+
+    /// Replaces an audience's members wholesale (end of a replace session).
+    pub fn set_members(&self, id: &str, members: BTreeSet<String>) {
+        let mut inner = self.inner.lock().unwrap();
+        if let Some(a) = inner.audiences.get_mut(id) {
+            a.size = members.len();
+            a.members = members;
+        }
+    }
+
+    pub fn members_set(&self, id: &str) -> BTreeSet<String> {
+        self.inner
+            .lock()
+            .unwrap()
+            .audiences
+            .get(id)
+            .map(|a| a.members.clone())
+            .unwrap_or_default()
+    }
+}

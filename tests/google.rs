@@ -1,0 +1,179 @@
+//! The Google Data Manager connector against the sandbox: the user list ends with exactly the
+//! exported members, requests respect the limits, replace removes who left, faults are retried.
+
+mod common;
+
+use activator::sandbox::faults::FaultConfig;
+use activator::sandbox::{Sandbox, SandboxConfig};
+use common::*;
+use std::collections::BTreeSet;
+
+const TOKEN: &str = "ya29.test-token-91ab";
+
+struct Fixture {
+    _rt: tokio::runtime::Runtime,
+    sandbox: Sandbox,
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new(faults: FaultConfig) -> Fixture {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let sandbox = rt
+            .block_on(Sandbox::start(
+                ([127, 0, 0, 1], 0).into(),
+                SandboxConfig {
+                    faults,
+                    ..Default::default()
+                },
+            ))
+            .unwrap();
+        Fixture {
+            _rt: rt,
+            sandbox,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn run(&self, min_value: u32, google: &str) -> (i32, String) {
+        let job = format!(
+            r#"segment = "{repo}/sql/b1.sql"
+profile = "google"
+[vars]
+min_value = {min_value}
+[[tables]]
+name = "customers"
+url = "{repo}/testdata/demo/customers"
+partitions = ["dt"]
+[identifiers]
+email = "email"
+phone = "phone"
+first_name = "first_name"
+last_name = "last_name"
+zip = "zip"
+country = "country"
+[consent]
+ad_user_data = "marketing_consent"
+[[destinations]]
+type = "export"
+url = "{out}"
+[[destinations]]
+type = "google"
+account_id = "123-456-7890"
+access_token = "env:GOOGLE_ACCESS_TOKEN"
+base_url = "{url}"
+consent = {{ ad_user_data = "granted", ad_personalization = "granted" }}
+batch = {{ max_rows = 300 }}
+{google}
+"#,
+            repo = repo().display(),
+            out = self.dir.path().join("out").display(),
+            url = self.sandbox.url,
+        );
+        let sql_with_consent = std::fs::read_to_string(repo().join("sql/b1.sql"))
+            .unwrap()
+            .replace(
+                "SELECT customer_id,",
+                "SELECT customer_id, marketing_consent,",
+            );
+        std::fs::write(self.dir.path().join("b1.sql"), sql_with_consent).unwrap();
+        let job = job.replace(
+            &format!("{}/sql/b1.sql", repo().display()),
+            &self.dir.path().join("b1.sql").display().to_string(),
+        );
+        std::fs::write(self.dir.path().join("job.toml"), job).unwrap();
+        let out = activator()
+            .arg("run")
+            .arg(self.dir.path().join("job.toml"))
+            .args(["--date", "2026-11-25", "--quiet"])
+            .env("GOOGLE_ACCESS_TOKEN", TOKEN)
+            .env("ACTIVATOR_LOG", "debug")
+            .output()
+            .unwrap();
+        (out.status.code().unwrap_or(-1), text(&out))
+    }
+
+    fn exported_emails(&self) -> BTreeSet<String> {
+        parquet_column(
+            &self.dir.path().join("out/job-2026-11-25.parquet"),
+            "email_sha256",
+        )
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    fn list_emails(&self, name: &str) -> BTreeSet<String> {
+        let store = &self.sandbox.state.store;
+        let a = store
+            .list()
+            .into_iter()
+            .find(|a| a.name == name)
+            .expect("user list exists");
+        store
+            .members(&a.id)
+            .unwrap()
+            .iter()
+            .filter_map(|m| m["emailAddress"].as_str().map(str::to_string))
+            .collect()
+    }
+}
+
+#[test]
+fn ingest_creates_the_list_with_exactly_the_exported_members() {
+    let f = Fixture::new(FaultConfig::default());
+    let (code, out) = f.run(100, "user_list = \"b1\"");
+    assert_eq!(code, 0, "{out}");
+    let exported = f.exported_emails();
+    assert!(exported.len() > 500);
+    assert_eq!(f.list_emails("b1"), exported);
+    let stats = f.sandbox.state.store.stats();
+    assert!(stats.max_rows_per_request <= 300, "{stats:?}");
+    assert!(out.contains("match rate"), "{out}");
+    assert!(!out.contains(TOKEN));
+}
+
+#[test]
+fn replace_removes_members_who_left_the_segment() {
+    let f = Fixture::new(FaultConfig::default());
+    assert_eq!(f.run(50, "user_list = \"r\"").0, 0);
+    let wide = f.list_emails("r");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let (code, out) = f.run(200, "user_list = \"r\"\noperation = \"replace\"");
+    assert_eq!(code, 0, "{out}");
+    let narrow = f.exported_emails();
+    assert!(narrow.len() < wide.len());
+    assert_eq!(f.list_emails("r"), narrow);
+}
+
+#[test]
+fn remove_takes_members_out() {
+    let f = Fixture::new(FaultConfig::default());
+    assert_eq!(f.run(100, "user_list = \"x\"").0, 0);
+    assert_eq!(f.run(100, "user_list = \"x\"\noperation = \"remove\"").0, 0);
+    assert!(f.list_emails("x").is_empty());
+}
+
+#[test]
+fn with_faults_every_member_arrives() {
+    let f = Fixture::new(FaultConfig {
+        error_rate: 0.1,
+        throttle_rate: 0.1,
+        drop_rate: 0.1,
+        seed: 3,
+        ..Default::default()
+    });
+    let (code, out) = f.run(100, "user_list = \"flaky\"\nconcurrency = 3");
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(f.list_emails("flaky"), f.exported_emails());
+    let stats = f.sandbox.state.store.stats();
+    assert!(stats.injected_errors + stats.injected_throttles + stats.injected_drops > 0);
+}
+
+#[test]
+fn an_unknown_user_list_stops_the_run() {
+    let f = Fixture::new(FaultConfig::default());
+    let (code, out) = f.run(100, "user_list_id = \"404\"");
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("product_destination_id"), "{out}");
+}

@@ -1,0 +1,244 @@
+//! The Meta connector against the sandbox: the audience ends with exactly the members the export
+//! of the same run has, requests stay within Meta's limits, faults are retried, permanent errors
+//! stop the run, and neither the token nor raw e-mails reach the logs.
+
+mod common;
+
+use activator::sandbox::faults::FaultConfig;
+use activator::sandbox::{Sandbox, SandboxConfig};
+use common::*;
+use std::collections::BTreeSet;
+use std::path::Path;
+
+const TOKEN: &str = "EAAB-test-token-4f1c2d";
+
+struct Fixture {
+    _rt: tokio::runtime::Runtime,
+    sandbox: Sandbox,
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new(faults: FaultConfig) -> Fixture {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let sandbox = rt
+            .block_on(Sandbox::start(
+                ([127, 0, 0, 1], 0).into(),
+                SandboxConfig {
+                    faults,
+                    ..Default::default()
+                },
+            ))
+            .unwrap();
+        Fixture {
+            _rt: rt,
+            sandbox,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// A job over the demo data exporting and uploading the same members.
+    fn job(&self, meta: &str) -> std::path::PathBuf {
+        let job = format!(
+            r#"segment = "{repo}/sql/demo.sql"
+profile = "meta"
+default_region = "US"
+[vars]
+min_spend = 0
+[[tables]]
+name = "customers"
+url = "{repo}/testdata/demo/customers"
+partitions = ["dt"]
+[[tables]]
+name = "orders"
+url = "{repo}/testdata/demo/orders"
+partitions = ["dt"]
+[identifiers]
+email = "email"
+phone = "phone"
+first_name = "first_name"
+last_name = "last_name"
+zip = "zip"
+country = "country"
+mobile_ad_id = "mobile_ad_id"
+[[destinations]]
+type = "export"
+url = "{out}"
+[[destinations]]
+type = "meta"
+ad_account_id = "1234567890"
+access_token = "env:META_ACCESS_TOKEN"
+base_url = "{url}"
+batch = {{ max_rows = 250 }}
+{meta}
+"#,
+            repo = repo().display(),
+            out = self.dir.path().join("out").display(),
+            url = self.sandbox.url,
+        );
+        let path = self.dir.path().join("job.toml");
+        std::fs::write(&path, job).unwrap();
+        path
+    }
+
+    fn run(&self, job: &Path) -> (i32, String) {
+        let out = activator()
+            .arg("run")
+            .arg(job)
+            .args(["--date", "2026-11-25", "--quiet"])
+            .env("META_ACCESS_TOKEN", TOKEN)
+            .env("ACTIVATOR_LOG", "debug")
+            .output()
+            .unwrap();
+        (out.status.code().unwrap_or(-1), text(&out))
+    }
+
+    /// The exported members' e-mail hashes.
+    fn exported_emails(&self) -> BTreeSet<String> {
+        parquet_column(
+            &self.dir.path().join("out/job-2026-11-25.parquet"),
+            "email_sha256",
+        )
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    fn audience(&self, name: &str) -> (String, Vec<serde_json::Value>) {
+        let store = &self.sandbox.state.store;
+        let a = store
+            .list()
+            .into_iter()
+            .find(|a| a.name == name)
+            .expect("audience exists");
+        let members = store.members(&a.id).unwrap();
+        (a.id, members)
+    }
+}
+
+fn emails(members: &[serde_json::Value]) -> BTreeSet<String> {
+    members
+        .iter()
+        .filter_map(|m| m["EMAIL"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn add_creates_the_audience_with_exactly_the_exported_members() {
+    let f = Fixture::new(FaultConfig::default());
+    let (code, out) = f.run(&f.job("audience = \"spenders\""));
+    assert_eq!(code, 0, "{out}");
+    let (_, members) = f.audience("spenders");
+    let exported = f.exported_emails();
+    assert!(exported.len() > 500, "{}", exported.len());
+    assert_eq!(emails(&members), exported);
+    let rows = parquet_column(
+        &f.dir.path().join("out/job-2026-11-25.parquet"),
+        "email_sha256",
+    )
+    .len();
+    assert_eq!(
+        members.len(),
+        rows,
+        "one sandbox member per exported member"
+    );
+    let stats = f.sandbox.state.store.stats();
+    assert!(stats.max_rows_per_request <= 250, "{stats:?}");
+    assert_eq!(stats.sessions, 1);
+    assert_eq!(stats.batches_accepted as usize, rows.div_ceil(250));
+    // Hashes for hashed keys, the raw lowercase id for MADID.
+    let m = members
+        .iter()
+        .find(|m| m["MADID"].is_string())
+        .expect("a member with a MADID");
+    assert_eq!(m["MADID"].as_str().unwrap().len(), 36);
+    assert_eq!(m["EMAIL"].as_str().map(str::len), Some(64));
+    // A second run finds the audience by name instead of creating another.
+    let (code, out) = f.run(&f.job("audience = \"spenders\""));
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(f.sandbox.state.store.list().len(), 1);
+    assert_eq!(emails(&f.audience("spenders").1), exported);
+}
+
+#[test]
+fn remove_and_replace() {
+    let f = Fixture::new(FaultConfig::default());
+    assert_eq!(f.run(&f.job("audience = \"a\"")).0, 0);
+    let (id, members) = f.audience("a");
+    assert!(!members.is_empty());
+    let (code, out) = f.run(&f.job(&format!("audience_id = \"{id}\"\noperation = \"remove\"")));
+    assert_eq!(code, 0, "{out}");
+    assert!(f.audience("a").1.is_empty());
+    // Replace swaps whatever is there for the segment.
+    f.sandbox
+        .state
+        .store
+        .apply(&id, None, true, vec![r#"{"EMAIL":"stale"}"#.into()], false);
+    let (code, out) = f.run(&f.job(&format!("audience_id = \"{id}\"\noperation = \"replace\"")));
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(emails(&f.audience("a").1), f.exported_emails());
+}
+
+#[test]
+fn with_errors_throttling_and_dropped_connections_every_member_arrives() {
+    let f = Fixture::new(FaultConfig {
+        error_rate: 0.1,
+        throttle_rate: 0.1,
+        drop_rate: 0.1,
+        seed: 7,
+        ..FaultConfig::default()
+    });
+    let (code, out) = f.run(&f.job("audience = \"flaky\"\nconcurrency = 3"));
+    assert_eq!(code, 0, "{out}");
+    let (_, members) = f.audience("flaky");
+    assert_eq!(emails(&members), f.exported_emails());
+    let stats = f.sandbox.state.store.stats();
+    assert!(
+        stats.injected_errors + stats.injected_throttles + stats.injected_drops > 0,
+        "{stats:?}"
+    );
+    assert!(out.contains("retries"), "{out}");
+    // Neither the token nor a raw e-mail appears in what the run printed.
+    assert!(!out.contains(TOKEN), "token in the logs");
+    let raw = parquet_column(
+        &repo().join("testdata/demo/customers/dt=2026-11-25/part-00000.parquet"),
+        "email",
+    );
+    for e in raw.iter().flatten().filter(|e| e.contains('@')) {
+        assert!(!out.contains(e.trim()), "raw e-mail in the logs");
+    }
+}
+
+#[test]
+fn a_permanent_error_stops_the_run_with_a_clear_message() {
+    let f = Fixture::new(FaultConfig::default());
+    let (code, out) = f.run(&f.job("audience_id = \"999\""));
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("meta") && out.contains("error code 100"),
+        "{out}"
+    );
+    assert!(!out.contains(TOKEN));
+}
+
+#[test]
+fn the_demo_uploads_to_the_in_process_sandbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_ok(
+        activator()
+            .args(["run", "jobs/demo.toml", "--date", "2026-11-25"])
+            .env("DEMO_OUT", dir.path())
+            .env_remove("PLATFORM_URL")
+            .env_remove("META_ACCESS_TOKEN"),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("sandbox (in-process): meta audience"),
+        "{stdout}"
+    );
+    let members = parquet_column(&dir.path().join("demo-2026-11-25.parquet"), "email_sha256").len();
+    assert!(
+        stdout.contains(&format!("\"activator demo\": {members} members")),
+        "{stdout}"
+    );
+}
