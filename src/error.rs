@@ -73,6 +73,27 @@ impl Error {
         self
     }
 
+    /// Hides quoted literals (`'jane@example.com'`): errors raised while reading rows, a failed
+    /// cast for one, may quote the values they failed on.
+    pub fn redacted(mut self) -> Error {
+        let mut out = String::with_capacity(self.message.len());
+        let mut quoted = false;
+        for c in self.message.chars() {
+            if c == '\'' {
+                if quoted {
+                    out.push_str("…'");
+                } else {
+                    out.push('\'');
+                }
+                quoted = !quoted;
+            } else if !quoted {
+                out.push(c);
+            }
+        }
+        self.message = out;
+        self
+    }
+
     /// Classifies a DataFusion error: storage and I/O trouble is transient, the rest (planning,
     /// schema, SQL) is the job's to fix.
     pub fn from_datafusion(e: datafusion::error::DataFusionError) -> Error {
@@ -106,6 +127,23 @@ fn object_store_class(e: &object_store::Error) -> ErrorClass {
         O::PermissionDenied { .. } | O::Unauthenticated { .. } => ErrorClass::Config,
         O::UnknownConfigurationKey { .. } => ErrorClass::Config,
         _ => ErrorClass::Transient,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_hides_quoted_values() {
+        let e = Error::config(
+            "Cast error: Cannot cast string 'jane@example.com' to value of type Int32",
+        )
+        .redacted();
+        assert_eq!(
+            e.message,
+            "Cast error: Cannot cast string '…' to value of type Int32"
+        );
     }
 }
 

@@ -411,6 +411,15 @@ impl Job {
                             file.profile
                         )));
                     }
+                    if let Some(i) = identifiers
+                        .iter()
+                        .find(|i| matches!(i.kind, Kind::MobileAdId | Kind::ExternalId))
+                    {
+                        return Err(Error::config(format!(
+                            "{at}: {key}: the google destination uploads contact information (email, phone, name and address) to Customer Match lists; {} lists are not supported yet: remove identifiers.{}",
+                            i.kind, i.kind
+                        )));
+                    }
                     destinations.push(Destination::Google(g.resolve(&key, &ctx)?));
                 }
             }

@@ -40,9 +40,10 @@ impl RunReport {
         let _ = writeln!(s, "  rows read                 {:>12}", self.rows_read);
         let _ = writeln!(s, "  members                   {:>12}", self.members);
         let _ = writeln!(s, "  duplicates dropped        {:>12}", self.duplicates);
+        // Rows with no valid email, phone, mobile ad id or external id: not members.
         let _ = writeln!(
             s,
-            "  rows without a valid email, phone, mobile id or external id {:>6}",
+            "  no strong identifier      {:>12}",
             self.without_strong_identifier
         );
         if self.pre_hashed_values > 0 {

@@ -57,11 +57,18 @@ pub async fn run(job: &Job, run_date: NaiveDate, options: &RunOptions) -> Result
         .map_err(|e| Error::from_datafusion(e).context(job.segment_path.display()))?;
     let workers = rayon::current_num_threads().max(1);
     let transform_plan = plan.clone();
+    let segment_file = job.segment_path.display().to_string();
     let mut members_stream = stream
         .map(move |batch| {
             let plan = transform_plan.clone();
+            let segment_file = segment_file.clone();
             async move {
-                let batch = batch.map_err(Error::from_datafusion)?;
+                // Errors while reading rows may quote the row's values: never show them.
+                let batch = batch.map_err(|e| {
+                    Error::from_datafusion(e)
+                        .redacted()
+                        .context(format!("{segment_file} (while reading rows)"))
+                })?;
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 rayon::spawn(move || {
                     let _ = tx.send(identity::transform(&plan, &batch));

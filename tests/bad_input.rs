@@ -178,10 +178,13 @@ fn a_failure_while_reading_leaves_no_file() {
     // The cast fails at execution time, after batches have started to flow.
     let case = Case::new(
         IDS,
-        "SELECT email, phone, country FROM customers WHERE dt = '{{ run_date }}' AND CAST(zip AS INT) > 0",
+        "SELECT email, phone, country FROM customers WHERE dt = '{{ run_date }}' AND CAST(email AS INT) > 0",
     );
     let (code, text) = case.run(&[]);
     assert_ne!(code, 0, "{text}");
+    assert!(text.contains("segment.sql"), "{text}");
+    // The failed cast quotes the e-mail it failed on; the error must not.
+    assert!(!text.contains('@'), "a raw value in the error: {text}");
     assert_nothing_written(&case.out_dir());
 }
 

@@ -139,7 +139,10 @@ fn replace_removes_members_who_left_the_segment() {
     assert_eq!(f.run(50, "user_list = \"r\"").0, 0);
     let wide = f.list_emails("r");
     std::thread::sleep(std::time::Duration::from_millis(20));
-    let (code, out) = f.run(200, "user_list = \"r\"\noperation = \"replace\"");
+    let (code, out) = f.run(
+        200,
+        "user_list = \"r\"\noperation = \"replace\"\nreplace_clock_margin_secs = 0",
+    );
     assert_eq!(code, 0, "{out}");
     let narrow = f.exported_emails();
     assert!(narrow.len() < wide.len());

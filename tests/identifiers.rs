@@ -241,7 +241,8 @@ fn country_meta_alpha2_lowercase_hashed() {
     for raw in ["US", " us ", "USA", "United States"] {
         assert_eq!(n(Meta, Country, raw, None), "us", "{raw}");
     }
-    assert_eq!(invalid(Meta, Country, "Narnia", None), "unknown");
+    // Unknown is missing, not invalid.
+    assert_eq!(invalid(Meta, Country, "Narnia", None), "missing");
     let out = sent(Meta, Country, "us", None);
     assert_eq!(out[0].0, "country_sha256");
     assert_eq!(out[0].1, hash::hash_to_string("us", Encoding::Hex));

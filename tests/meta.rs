@@ -242,3 +242,77 @@ fn the_demo_uploads_to_the_in_process_sandbox() {
         "{stdout}"
     );
 }
+
+#[test]
+fn the_token_can_come_from_secrets_manager() {
+    let moto = Moto::start();
+    let status = std::process::Command::new(python())
+        .args([
+            "-c",
+            "import sys, json, boto3; boto3.client('secretsmanager', endpoint_url=sys.argv[1], aws_access_key_id='test', aws_secret_access_key='test', region_name='us-east-1').create_secret(Name='ads/meta', SecretString=json.dumps({'token': sys.argv[2]}))",
+            &moto.endpoint,
+            TOKEN,
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let f = Fixture::new(FaultConfig::default());
+    let job = f.job("audience = \"from-secret\"");
+    let text_job = std::fs::read_to_string(&job)
+        .unwrap()
+        .replace("env:META_ACCESS_TOKEN", "aws-secretsmanager:ads/meta#token");
+    std::fs::write(&job, text_job).unwrap();
+    let out = activator()
+        .arg("run")
+        .arg(&job)
+        .args(["--date", "2026-11-25", "--quiet"])
+        .env_remove("META_ACCESS_TOKEN")
+        .env("ACTIVATOR_LOG", "debug")
+        .envs(moto.env())
+        .output()
+        .unwrap();
+    let out_text = text(&out);
+    assert!(out.status.success(), "{out_text}");
+    assert_eq!(emails(&f.audience("from-secret").1), f.exported_emails());
+    assert!(!out_text.contains(TOKEN), "token in the logs");
+
+    // A missing secret is a clear configuration error that names the reference.
+    let text_job = std::fs::read_to_string(&job)
+        .unwrap()
+        .replace("ads/meta#token", "ads/missing#token");
+    std::fs::write(&job, text_job).unwrap();
+    let out = activator()
+        .arg("run")
+        .arg(&job)
+        .args(["--date", "2026-11-25", "--quiet"])
+        .envs(moto.env())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("ads/missing"), "{}", text(&out));
+}
+
+#[test]
+fn the_call_budget_throttles_with_80003_and_the_run_still_completes() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let config = SandboxConfig {
+        meta: activator::sandbox::meta::MetaLimits {
+            calls_per_window: Some(3),
+            window: std::time::Duration::from_millis(700),
+        },
+        ..Default::default()
+    };
+    let sandbox = rt
+        .block_on(Sandbox::start(([127, 0, 0, 1], 0).into(), config))
+        .unwrap();
+    let f = Fixture {
+        _rt: rt,
+        sandbox,
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let (code, out) = f.run(&f.job("audience = \"budget\"\nconcurrency = 2"));
+    assert_eq!(code, 0, "{out}");
+    let stats = f.sandbox.state.store.stats();
+    assert!(stats.rate_limited > 0, "{stats:?}");
+    assert_eq!(emails(&f.audience("budget").1), f.exported_emails());
+}

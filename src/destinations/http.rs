@@ -228,10 +228,15 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
-/// Masks a sample value for a report: its first 8 characters, then its length.
+/// Masks a sample value for a report: a prefix of its SHA-256 and its length, so nothing of
+/// the value itself (a raw external id, say) shows.
 pub fn mask(value: &str) -> String {
-    let head: String = value.chars().take(8).collect();
-    format!("{head}… ({} chars)", value.chars().count())
+    let digest = crate::identity::hash::hash_to_string(value, crate::identity::Encoding::Hex);
+    format!(
+        "sha256:{}… ({} chars)",
+        &digest[..12],
+        value.chars().count()
+    )
 }
 
 #[cfg(test)]
@@ -254,9 +259,10 @@ mod tests {
 
     #[test]
     fn masks_samples() {
-        assert_eq!(
-            mask("973dfe463ec85785f5f95af5ba3906ee"),
-            "973dfe46… (32 chars)"
+        let m = mask("EXT-7");
+        assert!(
+            m.starts_with("sha256:") && m.ends_with("(5 chars)") && !m.contains("EXT"),
+            "{m}"
         );
     }
 }

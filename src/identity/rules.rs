@@ -102,7 +102,8 @@ pub fn normalize(
                 }
                 Ok(())
             }
-            None => Err("unknown"),
+            // The table says: unknown is missing, not invalid.
+            None => return Outcome::Missing,
         },
         Kind::DateOfBirth => date_of_birth(cleaned, out),
         Kind::Gender => return gender(cleaned, out),

@@ -32,6 +32,9 @@ pub struct GoogleFile {
     pub concurrency: Option<usize>,
     /// Default 300: the Data Manager's per-project ingestion quota per minute.
     pub requests_per_minute: Option<f64>,
+    /// A replace removes members last added this many seconds before the run started (default
+    /// 120), so a local clock ahead of Google's cannot remove what the run itself ingests.
+    pub replace_clock_margin_secs: Option<u64>,
     #[serde(default)]
     pub batch: crate::job::BatchFile,
 }
@@ -73,6 +76,7 @@ pub struct GoogleConfig {
     pub ad_personalization: Option<ConsentStatus>,
     pub concurrency: usize,
     pub requests_per_minute: f64,
+    pub replace_clock_margin_secs: u64,
     pub batch: BatchLimits,
     pub in_process_sandbox: bool,
 }
@@ -149,7 +153,15 @@ impl GoogleFile {
             ad_user_data: self.consent.ad_user_data,
             ad_personalization: self.consent.ad_personalization,
             concurrency: self.concurrency.unwrap_or(4).clamp(1, 64),
-            requests_per_minute: self.requests_per_minute.unwrap_or(300.0),
+            requests_per_minute: match self.requests_per_minute {
+                Some(r) if !(r > 0.0) => {
+                    return Err(Error::config(format!(
+                        "{at}: {key}.requests_per_minute: must be above 0"
+                    )));
+                }
+                r => r.unwrap_or(300.0),
+            },
+            replace_clock_margin_secs: self.replace_clock_margin_secs.unwrap_or(120),
             batch,
             in_process_sandbox: false,
         })

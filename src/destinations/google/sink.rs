@@ -148,7 +148,10 @@ pub async fn run(
     };
     let destination = request::destination(config, &list);
     // A replace removes, at the end, whatever was last added before this moment.
-    let started = chrono::Utc::now();
+    // A little early, so a clock running ahead of Google's cannot remove members this run
+    // ingests; members added just before the run stay one more run.
+    let started =
+        chrono::Utc::now() - chrono::Duration::seconds(config.replace_clock_margin_secs as i64);
     let ingest = config.operation != Operation::Remove;
     let method = if ingest {
         "v1/audienceMembers:ingest"
@@ -175,22 +178,33 @@ pub async fn run(
             let (members, none) = encoder.members(&batch);
             skipped += none;
             let rows = members.len() as u64;
+            if members.is_empty() {
+                continue;
+            }
             let body = request::body(config, &destination, members, ingest);
             let api = api.clone();
-            in_flight.push(async move {
+            // Spawned, so requests progress while the next batch is being read.
+            in_flight.push(tokio::spawn(async move {
                 let answer = api
                     .post(&format!("upload batch {seq}"), method, &body)
                     .await?;
                 Ok::<(Value, u64), Error>((answer, rows))
-            });
+            }));
             if in_flight.len() < config.concurrency {
                 continue;
             }
         }
         match in_flight.next().await {
             Some(result) => {
-                let (answer, rows) = result?;
-                if let Some(id) = answer["requestId"].as_str() {
+                let (answer, rows) = result
+                    .map_err(|e| Error::internal(format!("an upload task failed: {e}")))??;
+                let id = answer["requestId"].as_str().ok_or_else(|| {
+                    Error::transient(format!(
+                        "{}: an upload answer carries no requestId",
+                        config.name
+                    ))
+                })?;
+                {
                     request_ids.push(id.to_string());
                 }
                 report.batches += 1;
@@ -267,7 +281,14 @@ async fn poll(api: &Api, ids: &[String]) -> Result<Statuses> {
                     Some("PROCESSING") | Some("REQUEST_STATUS_UNKNOWN") | None
                 )
             });
-            if !processing || attempt >= 60 {
+            if per.is_empty() || processing {
+                if attempt >= 60 {
+                    return Err(Error::transient(format!(
+                        "{}: request {id} was still being processed after {attempt} polls; rerun later",
+                        api.service.name
+                    )));
+                }
+            } else {
                 for d in &per {
                     if d["requestStatus"] == "FAILED" {
                         return Err(Error::config(format!(

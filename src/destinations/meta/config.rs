@@ -122,7 +122,14 @@ impl MetaFile {
                 .clone()
                 .unwrap_or_else(|| "USER_PROVIDED_ONLY".into()),
             concurrency: self.concurrency.unwrap_or(4).clamp(1, 64),
-            requests_per_second: self.requests_per_second,
+            requests_per_second: match self.requests_per_second {
+                Some(r) if !(r > 0.0) => {
+                    return Err(Error::config(format!(
+                        "{at}: {key}.requests_per_second: must be above 0"
+                    )));
+                }
+                r => r,
+            },
             batch,
             in_process_sandbox: false,
         })

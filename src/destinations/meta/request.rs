@@ -79,7 +79,8 @@ impl PayloadSchema {
             }
             s.push(']');
         }
-        s.push_str("]}");
+        // Individual keys, each normalized and hashed on its own.
+        s.push_str("],\"is_raw\":true}");
         s
     }
 }
@@ -127,7 +128,7 @@ mod tests {
         let p = PayloadSchema::new(&batch.schema()).unwrap();
         assert_eq!(
             p.payload(&batch),
-            r#"{"schema":["EMAIL","EXTERN_ID"],"data":[["aa","id \"7\""],["","8"]]}"#
+            r#"{"schema":["EMAIL","EXTERN_ID"],"data":[["aa","id \"7\""],["","8"]],"is_raw":true}"#
         );
         let v: serde_json::Value = serde_json::from_str(&p.payload(&batch)).unwrap();
         assert_eq!(v["data"][0][1], "id \"7\"");

@@ -6,12 +6,14 @@ use super::config::{AudienceRef, MetaConfig, Operation};
 use super::request::{self, PayloadSchema};
 use super::service;
 use crate::batch;
-use crate::destinations::http::{RetryPolicy, Service, mask};
+use crate::destinations::http::{RetryPolicy, Service, Verdict, mask};
 use crate::destinations::{RunInfo, SinkReport, secrets};
 use crate::error::{Error, Result};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use futures::stream::{BoxStream, FuturesUnordered, StreamExt};
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
 use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -42,6 +44,18 @@ impl Api {
         method: &str,
         form: &[(&str, &str)],
     ) -> Result<Value> {
+        self.post_with(what, path, method, form, service::classify)
+            .await
+    }
+
+    async fn post_with(
+        &self,
+        what: &str,
+        path: &str,
+        method: &str,
+        form: &[(&str, &str)],
+        classify: impl Fn(StatusCode, &HeaderMap, &[u8]) -> Verdict<Value>,
+    ) -> Result<Value> {
         let url = format!("{}/{path}", self.root);
         self.service
             .call(
@@ -55,7 +69,7 @@ impl Api {
                         c.post(&url).form(&f)
                     }
                 },
-                service::classify,
+                classify,
             )
             .await
     }
@@ -99,6 +113,10 @@ impl Api {
         tracing::info!(destination = %config.name, "created audience");
         id_of(&created)
     }
+}
+
+fn joined<T>(r: std::result::Result<Result<T>, tokio::task::JoinError>) -> Result<T> {
+    r.map_err(|e| Error::internal(format!("an upload task failed: {e}")))?
 }
 
 fn id_of(v: &Value) -> Result<String> {
@@ -191,11 +209,20 @@ pub async fn run(
             async move {
                 let session = request::session(session_id, seq, last);
                 let answer = api
-                    .post(
+                    .post_with(
                         &format!("upload batch {seq}"),
                         &edge,
                         method,
                         &[("payload", payload.as_str()), ("session", session.as_str())],
+                        move |status, headers, body| match service::classify(status, headers, body)
+                        {
+                            // "Session already finished" in answer to the last batch: an
+                            // earlier attempt of it was applied and its answer was lost.
+                            Verdict::Fail(why) if last && why.contains("subcode 1870159") => {
+                                Verdict::Done(Value::Null)
+                            }
+                            v => v,
+                        },
                     )
                     .await?;
                 Ok::<(Value, u64), Error>((answer, rows))
@@ -234,14 +261,21 @@ pub async fn run(
             settle(send(ready, seq, false).await, &mut report, &mut received)?;
             continue;
         }
-        in_flight.push(send(ready, seq, false));
+        // Spawned, so requests progress while the next batch is being read.
+        in_flight.push(tokio::spawn(send(ready, seq, false)));
         while in_flight.len() >= config.concurrency {
             let r = in_flight.next().await.expect("non-empty");
-            settle(r, &mut report, &mut received)?;
+            settle(joined(r), &mut report, &mut received)?;
         }
     }
     while let Some(r) = in_flight.next().await {
-        settle(r, &mut report, &mut received)?;
+        settle(joined(r), &mut report, &mut received)?;
+    }
+    if held.is_none() && config.operation == Operation::Replace {
+        return Err(Error::guard(format!(
+            "{}: the segment has no members; refusing to replace the audience with nothing",
+            config.name
+        )));
     }
     if let Some(last) = held {
         seq += 1;
