@@ -4,37 +4,13 @@
 mod common;
 
 use activator::sandbox::faults::FaultConfig;
-use activator::sandbox::{Sandbox, SandboxConfig};
+use common::SandboxFixture as Fixture;
 use common::*;
 use std::collections::BTreeSet;
 
 const TOKEN: &str = "ya29.test-token-91ab";
 
-struct Fixture {
-    _rt: tokio::runtime::Runtime,
-    sandbox: Sandbox,
-    dir: tempfile::TempDir,
-}
-
 impl Fixture {
-    fn new(faults: FaultConfig) -> Fixture {
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let sandbox = rt
-            .block_on(Sandbox::start(
-                ([127, 0, 0, 1], 0).into(),
-                SandboxConfig {
-                    faults,
-                    ..Default::default()
-                },
-            ))
-            .unwrap();
-        Fixture {
-            _rt: rt,
-            sandbox,
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
     fn run(&self, min_value: u32, google: &str) -> (i32, String) {
         let job = format!(
             r#"segment = "{repo}/sql/b1.sql"
@@ -121,7 +97,7 @@ batch = {{ max_rows = 300 }}
 
 #[test]
 fn ingest_creates_the_list_with_exactly_the_exported_members() {
-    let f = Fixture::new(FaultConfig::default());
+    let f = Fixture::with_faults(FaultConfig::default());
     let (code, out) = f.run(100, "user_list = \"b1\"");
     assert_eq!(code, 0, "{out}");
     let exported = f.exported_emails();
@@ -135,7 +111,7 @@ fn ingest_creates_the_list_with_exactly_the_exported_members() {
 
 #[test]
 fn replace_removes_members_who_left_the_segment() {
-    let f = Fixture::new(FaultConfig::default());
+    let f = Fixture::with_faults(FaultConfig::default());
     assert_eq!(f.run(50, "user_list = \"r\"").0, 0);
     let wide = f.list_emails("r");
     std::thread::sleep(std::time::Duration::from_millis(20));
@@ -151,7 +127,7 @@ fn replace_removes_members_who_left_the_segment() {
 
 #[test]
 fn remove_takes_members_out() {
-    let f = Fixture::new(FaultConfig::default());
+    let f = Fixture::with_faults(FaultConfig::default());
     assert_eq!(f.run(100, "user_list = \"x\"").0, 0);
     assert_eq!(f.run(100, "user_list = \"x\"\noperation = \"remove\"").0, 0);
     assert!(f.list_emails("x").is_empty());
@@ -159,7 +135,7 @@ fn remove_takes_members_out() {
 
 #[test]
 fn with_faults_every_member_arrives() {
-    let f = Fixture::new(FaultConfig {
+    let f = Fixture::with_faults(FaultConfig {
         error_rate: 0.1,
         throttle_rate: 0.1,
         drop_rate: 0.1,
@@ -175,7 +151,7 @@ fn with_faults_every_member_arrives() {
 
 #[test]
 fn an_unknown_user_list_stops_the_run() {
-    let f = Fixture::new(FaultConfig::default());
+    let f = Fixture::with_faults(FaultConfig::default());
     let (code, out) = f.run(100, "user_list_id = \"404\"");
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("product_destination_id"), "{out}");

@@ -4,39 +4,16 @@
 
 mod common;
 
+use activator::sandbox::SandboxConfig;
 use activator::sandbox::faults::FaultConfig;
-use activator::sandbox::{Sandbox, SandboxConfig};
+use common::SandboxFixture as Fixture;
 use common::*;
 use std::collections::BTreeSet;
 use std::path::Path;
 
 const TOKEN: &str = "EAAB-test-token-4f1c2d";
 
-struct Fixture {
-    _rt: tokio::runtime::Runtime,
-    sandbox: Sandbox,
-    dir: tempfile::TempDir,
-}
-
 impl Fixture {
-    fn new(faults: FaultConfig) -> Fixture {
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let sandbox = rt
-            .block_on(Sandbox::start(
-                ([127, 0, 0, 1], 0).into(),
-                SandboxConfig {
-                    faults,
-                    ..Default::default()
-                },
-            ))
-            .unwrap();
-        Fixture {
-            _rt: rt,
-            sandbox,
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
     /// A job over the demo data exporting and uploading the same members.
     fn job(&self, meta: &str) -> std::path::PathBuf {
         let job = format!(
@@ -125,7 +102,7 @@ fn emails(members: &[serde_json::Value]) -> BTreeSet<String> {
 
 #[test]
 fn add_creates_the_audience_with_exactly_the_exported_members() {
-    let f = Fixture::new(FaultConfig::default());
+    let f = Fixture::with_faults(FaultConfig::default());
     let (code, out) = f.run(&f.job("audience = \"spenders\""));
     assert_eq!(code, 0, "{out}");
     let (_, members) = f.audience("spenders");
@@ -162,7 +139,7 @@ fn add_creates_the_audience_with_exactly_the_exported_members() {
 
 #[test]
 fn remove_and_replace() {
-    let f = Fixture::new(FaultConfig::default());
+    let f = Fixture::with_faults(FaultConfig::default());
     assert_eq!(f.run(&f.job("audience = \"a\"")).0, 0);
     let (id, members) = f.audience("a");
     assert!(!members.is_empty());
@@ -181,7 +158,7 @@ fn remove_and_replace() {
 
 #[test]
 fn with_errors_throttling_and_dropped_connections_every_member_arrives() {
-    let f = Fixture::new(FaultConfig {
+    let f = Fixture::with_faults(FaultConfig {
         error_rate: 0.1,
         throttle_rate: 0.1,
         drop_rate: 0.1,
@@ -211,7 +188,7 @@ fn with_errors_throttling_and_dropped_connections_every_member_arrives() {
 
 #[test]
 fn a_permanent_error_stops_the_run_with_a_clear_message() {
-    let f = Fixture::new(FaultConfig::default());
+    let f = Fixture::with_faults(FaultConfig::default());
     let (code, out) = f.run(&f.job("audience_id = \"999\""));
     assert_eq!(code, 2, "{out}");
     assert!(
@@ -256,7 +233,7 @@ fn the_token_can_come_from_secrets_manager() {
         .status()
         .unwrap();
     assert!(status.success());
-    let f = Fixture::new(FaultConfig::default());
+    let f = Fixture::with_faults(FaultConfig::default());
     let job = f.job("audience = \"from-secret\"");
     let text_job = std::fs::read_to_string(&job)
         .unwrap()
@@ -294,22 +271,13 @@ fn the_token_can_come_from_secrets_manager() {
 
 #[test]
 fn the_call_budget_throttles_with_80003_and_the_run_still_completes() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let config = SandboxConfig {
+    let f = Fixture::new(SandboxConfig {
         meta: activator::sandbox::meta::MetaLimits {
             calls_per_window: Some(3),
             window: std::time::Duration::from_millis(700),
         },
         ..Default::default()
-    };
-    let sandbox = rt
-        .block_on(Sandbox::start(([127, 0, 0, 1], 0).into(), config))
-        .unwrap();
-    let f = Fixture {
-        _rt: rt,
-        sandbox,
-        dir: tempfile::tempdir().unwrap(),
-    };
+    });
     let (code, out) = f.run(&f.job("audience = \"budget\"\nconcurrency = 2"));
     assert_eq!(code, 0, "{out}");
     let stats = f.sandbox.state.store.stats();

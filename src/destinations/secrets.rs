@@ -43,6 +43,19 @@ pub fn check_reference(reference: &str) -> std::result::Result<(), String> {
     }
 }
 
+/// A platform token: the reference resolved, or, for an in-process sandbox (which takes any
+/// token) whose reference is not set, a placeholder, so the demo runs without an account.
+pub async fn platform_token(
+    reference: &str,
+    key: &str,
+    in_process_sandbox: bool,
+) -> Result<Secret> {
+    match resolve(reference, key).await {
+        Err(_) if in_process_sandbox => Ok(Secret::new("sandbox-token")),
+        other => other,
+    }
+}
+
 /// Resolves a reference to its value; `key` names where it was used, for errors.
 pub async fn resolve(reference: &str, key: &str) -> Result<Secret> {
     check_reference(reference).map_err(|m| Error::config(format!("{key}: {m}")))?;

@@ -185,6 +185,22 @@ fn usage_header(percent: u64, regain_minutes: u64) -> String {
     .to_string()
 }
 
+/// Error 80003 (custom audience rate limit) with the usage header saying when access returns.
+fn throttled(regain_minutes: u64) -> Response {
+    let mut r = error(
+        StatusCode::BAD_REQUEST,
+        80003,
+        Some(2446079),
+        "There have been too many calls to this ad-account. Wait a bit and try again.",
+        true,
+    );
+    r.headers_mut().insert(
+        "x-business-use-case-usage",
+        usage_header(100, regain_minutes).parse().unwrap(),
+    );
+    r
+}
+
 pub async fn graph(
     State(app): State<AppState>,
     Path((version, rest)): Path<(String, String)>,
@@ -221,18 +237,7 @@ pub async fn graph(
         }
         Fault::Throttle => {
             app.store.with(|s| s.injected_throttles += 1);
-            let mut r = error(
-                StatusCode::BAD_REQUEST,
-                80003,
-                Some(2446079),
-                "There have been too many calls to this ad-account. Wait a bit and try again.",
-                true,
-            );
-            r.headers_mut().insert(
-                "x-business-use-case-usage",
-                usage_header(100, 0).parse().unwrap(),
-            );
-            return r;
+            return throttled(0);
         }
         Fault::Drop | Fault::None => {}
     }
@@ -240,18 +245,7 @@ pub async fn graph(
         Ok(u) => u,
         Err(minutes) => {
             app.store.with(|s| s.rate_limited += 1);
-            let mut r = error(
-                StatusCode::BAD_REQUEST,
-                80003,
-                Some(2446079),
-                "There have been too many calls to this ad-account. Wait a bit and try again.",
-                true,
-            );
-            r.headers_mut().insert(
-                "x-business-use-case-usage",
-                usage_header(100, minutes).parse().unwrap(),
-            );
-            return r;
+            return throttled(minutes);
         }
     };
     let p = params(&query, &headers, &body);

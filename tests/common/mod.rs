@@ -281,3 +281,34 @@ pub fn parquet_column(path: &Path, column: &str) -> Vec<Option<String>> {
     }
     out
 }
+
+/// A sandbox serving on loopback from a runtime of its own, and a scratch folder, for a test.
+pub struct SandboxFixture {
+    _rt: tokio::runtime::Runtime,
+    pub sandbox: activator::sandbox::Sandbox,
+    pub dir: tempfile::TempDir,
+}
+
+impl SandboxFixture {
+    pub fn new(config: activator::sandbox::SandboxConfig) -> SandboxFixture {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let sandbox = rt
+            .block_on(activator::sandbox::Sandbox::start(
+                ([127, 0, 0, 1], 0).into(),
+                config,
+            ))
+            .unwrap();
+        SandboxFixture {
+            _rt: rt,
+            sandbox,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn with_faults(faults: activator::sandbox::faults::FaultConfig) -> SandboxFixture {
+        SandboxFixture::new(activator::sandbox::SandboxConfig {
+            faults,
+            ..Default::default()
+        })
+    }
+}

@@ -154,12 +154,8 @@ pub async fn run(
     members: BoxStream<'static, Result<RecordBatch>>,
 ) -> Result<SinkReport> {
     let key = format!("destination {}", config.name);
-    let token = match secrets::resolve(&config.access_token, &key).await {
-        Ok(t) => t,
-        // The in-process sandbox takes any token: the demo runs without one.
-        Err(_) if config.in_process_sandbox => secrets::Secret::new("sandbox-token"),
-        Err(e) => return Err(e),
-    };
+    let token =
+        secrets::platform_token(&config.access_token, &key, config.in_process_sandbox).await?;
     let service = Service::new(
         &config.name,
         RetryPolicy::default(),

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Benchmark: B1 uploaded to the Meta and Google Data Manager sandboxes vs. the export-only run of
+# the same segment, one after another in the same session (wall seconds, peak memory, members/s);
+# then the request rate reached under a configured Meta call budget.
+#
+# Usage: benches/b1_upload.sh DATA_DIR [BIN]
+#   DATA_DIR made by shared/bench/gen_data.py; BIN defaults to target/bench-release/activator.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+data=$1
+bin=${2:-target/bench-release/activator}
+work=$(mktemp -d)
+port=$((20000 + RANDOM % 20000))
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+
+measure() { # name, command...: prints "name wall_s peak_mib members"
+  local name=$1; shift
+  /usr/bin/time -f "%e %M" -o "$work/$name.time" "$@" --report-json "$work/$name.json" > "$work/$name.log" 2>&1 \
+    || { echo "$name failed:"; tail -20 "$work/$name.log"; exit 1; }
+  read -r wall kib < "$work/$name.time"
+  members=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['members'])" "$work/$name.json")
+  echo "$name $wall $((kib / 1024)) $members"
+}
+
+"$bin" sandbox --port "$port" > "$work/sandbox.log" 2>&1 &
+sleep 1
+export B1_DATA=$data B1_OUT=$work/export PLATFORM_URL=http://127.0.0.1:$port
+export META_ACCESS_TOKEN=bench GOOGLE_ACCESS_TOKEN=bench ACTIVATOR_LOG=warn
+rows=()
+rows+=("$(measure export "$bin" run jobs/bench_b1.toml --date 2026-11-25 --quiet)")
+rows+=("$(AUDIENCE=b1-meta measure meta "$bin" run jobs/bench_b1_meta.toml --date 2026-11-25 --quiet)")
+rows+=("$(AUDIENCE=b1-google measure google "$bin" run jobs/bench_b1_google.toml --date 2026-11-25 --quiet)")
+printf '%-8s %10s %10s %12s %14s %14s\n' run wall_s peak_MiB members members_per_s wall/export
+read -r _ ew _ _ <<<"${rows[0]}"
+for r in "${rows[@]}"; do
+  read -r n w m k <<<"$r"
+  printf '%-8s %10s %10s %12s %14s %14s\n' "$n" "$w" "$m" "$k" \
+    "$(awk -v k="$k" -v w="$w" 'BEGIN{printf "%.0f", k/w}')" "$(awk -v a="$w" -v b="$ew" 'BEGIN{printf "%.2f", a/b}')"
+done
+kill %1 2>/dev/null || true
+wait 2>/dev/null || true
+
+# Throttling on: a budget of 600 calls a minute; the job caps itself at 10 requests a second.
+port=$((port + 1))
+"$bin" sandbox --port "$port" --meta-calls-per-window 600 --meta-window-secs 60 > "$work/sandbox2.log" 2>&1 &
+sleep 1
+cat > "$work/throttled.toml" <<JOB
+segment = "$PWD/sql/b1.sql"
+profile = "meta"
+[vars]
+min_value = 100
+[[tables]]
+name = "customers"
+url = "$data/customers"
+partitions = ["dt"]
+[identifiers]
+email = "email"
+[[destinations]]
+type = "meta"
+ad_account_id = "1"
+audience = "throttled"
+access_token = "env:META_ACCESS_TOKEN"
+base_url = "http://127.0.0.1:$port"
+requests_per_second = 10
+concurrency = 4
+batch = { max_rows = ${THROTTLED_ROWS_PER_REQUEST:-10000} }
+JOB
+start=$(date +%s.%N)
+"$bin" run "$work/throttled.toml" --date 2026-11-25 --quiet --report-json "$work/throttled.json" > "$work/throttled.log" 2>&1
+end=$(date +%s.%N)
+python3 - "$work/throttled.json" "$start" "$end" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+d = r["destinations"][0]
+secs = float(sys.argv[3]) - float(sys.argv[2])
+rate = d["requests"] / secs
+print(f"throttled: {d['requests']} requests ({d['retries']} retries) in {secs:.1f} s = {rate:.2f}/s "
+      f"against a limit of 10/s: {100 * rate / 10:.0f}%")
+PY

@@ -1,0 +1,93 @@
+//! The `validate` and `hash` commands.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn validate_plans_every_job_in_jobs() {
+    let out = run_ok(activator().arg("validate").args(["--date", "2026-11-25"]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for job in ["demo", "bench_b1", "bench_b1_meta", "bench_b1_google"] {
+        assert!(stdout.contains(&format!("ok jobs/{job}.toml")), "{stdout}");
+    }
+    assert!(stdout.contains("email Utf8"), "{stdout}");
+}
+
+#[test]
+fn validate_fails_on_a_bad_job_and_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("bad.toml");
+    std::fs::write(
+        &job,
+        "segment = \"nope.sql\"\nprofile = \"meta\"\n[identifiers]\nemail = \"email\"\n",
+    )
+    .unwrap();
+    let out = activator().arg("validate").arg(&job).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let t = text(&out);
+    assert!(t.contains("bad.toml") && t.contains("nope.sql"), "{t}");
+}
+
+#[test]
+fn hash_shows_normalization_and_hash_as_json_lines() {
+    let out = run_ok(activator().args([
+        "hash",
+        "--profile",
+        "google",
+        "--kind",
+        "email",
+        " John.Smith+news@GMail.com",
+        "n/a",
+    ]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["normalized"], "johnsmith@gmail.com");
+    assert_eq!(lines[0]["profile"], "google");
+    assert_eq!(
+        lines[0]["hash"].as_str().unwrap(),
+        activator::identity::hash::hash_to_string(
+            "johnsmith@gmail.com",
+            activator::identity::Encoding::Hex
+        )
+    );
+    assert_eq!(lines[1]["invalid"], "shape");
+
+    let out = run_ok(activator().args([
+        "hash",
+        "--profile",
+        "meta",
+        "--kind",
+        "phone",
+        "--country",
+        "GB",
+        "020 7946 0958",
+    ]));
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["normalized"], "442079460958");
+
+    let out = run_ok(activator().args([
+        "hash",
+        "--profile",
+        "uid2",
+        "--kind",
+        "email",
+        "validate@example.com",
+    ]));
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["hash"], "ntI244ZRTXwAwpki6/M5cyBYW7h/Wq576lnN3l9+W/c=");
+}
+
+#[test]
+fn unknown_profile_is_a_usage_error() {
+    let out = activator()
+        .args(["hash", "--profile", "tiktok", "--kind", "email", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("meta, google or uid2"));
+}
