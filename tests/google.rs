@@ -69,16 +69,6 @@ batch = {{ max_rows = 300 }}
         (out.status.code().unwrap_or(-1), text(&out))
     }
 
-    fn exported_emails(&self) -> BTreeSet<String> {
-        parquet_column(
-            &self.dir.path().join("out/job-2026-11-25.parquet"),
-            "email_sha256",
-        )
-        .into_iter()
-        .flatten()
-        .collect()
-    }
-
     fn list_emails(&self, name: &str) -> BTreeSet<String> {
         let store = &self.sandbox.state.store;
         let a = store

@@ -70,17 +70,6 @@ batch = {{ max_rows = 250 }}
         (out.status.code().unwrap_or(-1), text(&out))
     }
 
-    /// The exported members' e-mail hashes.
-    fn exported_emails(&self) -> BTreeSet<String> {
-        parquet_column(
-            &self.dir.path().join("out/job-2026-11-25.parquet"),
-            "email_sha256",
-        )
-        .into_iter()
-        .flatten()
-        .collect()
-    }
-
     fn audience(&self, name: &str) -> (String, Vec<serde_json::Value>) {
         let store = &self.sandbox.state.store;
         let a = store

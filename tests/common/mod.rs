@@ -305,6 +305,17 @@ impl SandboxFixture {
         }
     }
 
+    /// The e-mail hashes of the export a fixture job wrote to `out/` for 2026-11-25.
+    pub fn exported_emails(&self) -> std::collections::BTreeSet<String> {
+        parquet_column(
+            &self.dir.path().join("out/job-2026-11-25.parquet"),
+            "email_sha256",
+        )
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
     pub fn with_faults(faults: activator::sandbox::faults::FaultConfig) -> SandboxFixture {
         SandboxFixture::new(activator::sandbox::SandboxConfig {
             faults,
