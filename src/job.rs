@@ -34,7 +34,40 @@ struct JobFile {
     consent: BTreeMap<ConsentRole, String>,
     #[serde(default)]
     destinations: Vec<DestinationFile>,
+    /// Where sync state, checkpoints and run reports live (`s3://bucket/prefix` or a folder).
+    state: Option<String>,
+    #[serde(default)]
+    guards: GuardsFile,
 }
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GuardsFile {
+    allow_empty: Option<bool>,
+    max_removal_share: Option<f64>,
+}
+
+/// Safety stops checked before anything is sent.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Guards {
+    /// Send (or replace with) an empty segment rather than stop.
+    pub allow_empty: bool,
+    /// A mirror run that would remove more than this share of a destination's audience stops.
+    pub max_removal_share: f64,
+}
+
+impl Default for Guards {
+    fn default() -> Guards {
+        Guards {
+            allow_empty: false,
+            max_removal_share: 0.5,
+        }
+    }
+}
+
+/// The state folder when a job names none and `ACTIVATOR_STATE` is unset: `.activator/state` in
+/// the working directory.
+pub const DEFAULT_STATE: &str = ".activator/state";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -205,6 +238,24 @@ impl Destination {
         }
     }
 
+    /// How the destination is synced (exports write the whole segment).
+    pub fn sync_mode(&self) -> crate::state::SyncMode {
+        match self {
+            Destination::Export(_) => crate::state::SyncMode::Add,
+            Destination::Meta(m) => m.sync,
+            Destination::Google(g) => g.sync,
+        }
+    }
+
+    /// Batch limits, to plan requests.
+    pub fn batch_limits(&self) -> BatchLimits {
+        match self {
+            Destination::Export(e) => e.batch,
+            Destination::Meta(m) => m.batch,
+            Destination::Google(g) => g.batch,
+        }
+    }
+
     pub fn name(&self) -> &str {
         match self {
             Destination::Export(e) => &e.name,
@@ -237,6 +288,9 @@ pub struct Job {
     pub identifiers: Vec<InputColumn>,
     pub consent: Vec<(ConsentRole, String)>,
     pub destinations: Vec<Destination>,
+    /// The state store's URL.
+    pub state: Url,
+    pub guards: Guards,
 }
 
 impl Job {
@@ -430,7 +484,48 @@ impl Job {
             )));
         }
 
+        let state = match &file.state {
+            Some(s) => ctx.location(s, "state", true)?,
+            None => {
+                let cwd = std::env::current_dir().map_err(|e| Error::config(e.to_string()))?;
+                let default = env("ACTIVATOR_STATE")
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| DEFAULT_STATE.to_string());
+                resolve_location(&default, &cwd, true)
+                    .map_err(|m| Error::config(format!("ACTIVATOR_STATE: {m}")))?
+            }
+        };
+        let guards = Guards {
+            allow_empty: file.guards.allow_empty.unwrap_or(false),
+            max_removal_share: match file.guards.max_removal_share {
+                None => 0.5,
+                Some(s) if (0.0..=1.0).contains(&s) => s,
+                Some(_) => {
+                    return Err(Error::config(format!(
+                        "{at}: guards.max_removal_share: a share between 0.0 and 1.0, e.g. 0.5 to stop a mirror run that would remove more than half of an audience"
+                    )));
+                }
+            },
+        };
+        let mut names = std::collections::BTreeSet::new();
+        for d in &destinations {
+            if !is_identifier(d.name()) {
+                return Err(Error::config(format!(
+                    "{at}: destination `{}`: a name must be letters, digits and _ (it names the destination's state)",
+                    d.name()
+                )));
+            }
+            if !names.insert(d.name().to_string()) {
+                return Err(Error::config(format!(
+                    "{at}: two destinations are named `{}`: give each a distinct `name`",
+                    d.name()
+                )));
+            }
+        }
+
         Ok(Job {
+            state,
+            guards,
             path: path.to_path_buf(),
             name,
             segment_path,

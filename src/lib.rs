@@ -15,6 +15,7 @@ pub mod report;
 pub mod run;
 pub mod sandbox;
 pub mod segment;
+pub mod state;
 pub mod storage;
 pub mod validate;
 

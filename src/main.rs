@@ -31,9 +31,33 @@ enum Command {
         /// Also write the run report as JSON to this file.
         #[arg(long)]
         report_json: Option<PathBuf>,
-        /// No progress bar or progress log lines.
+        #[command(flatten)]
+        flags: RunFlags,
+    },
+    /// Show what a run would do: members, invalid values, adds and removes against the last
+    /// sync, batches per destination. Sends nothing, writes nothing.
+    Plan {
+        job: PathBuf,
+        /// The run date (YYYY-MM-DD); default: today in UTC.
+        #[arg(long, value_parser = parse_date)]
+        date: Option<NaiveDate>,
+        /// Also write the plan as JSON to this file.
         #[arg(long)]
-        quiet: bool,
+        report_json: Option<PathBuf>,
+    },
+    /// Run a job for each date from --from to --to, in order; each date is a run with its own
+    /// report and state, resumable like a run.
+    Backfill {
+        job: PathBuf,
+        #[arg(long, value_parser = parse_date)]
+        from: NaiveDate,
+        #[arg(long, value_parser = parse_date)]
+        to: NaiveDate,
+        /// Dates at once (jobs that only export).
+        #[arg(long, default_value_t = 1)]
+        parallel: usize,
+        #[command(flatten)]
+        flags: RunFlags,
     },
     /// Parse jobs and plan their SQL against the tables, without running them.
     Validate {
@@ -89,6 +113,51 @@ enum Command {
     },
 }
 
+#[derive(clap::Args)]
+struct RunFlags {
+    /// No progress bar or progress log lines.
+    #[arg(long)]
+    quiet: bool,
+    /// Run a date whose run finished already, and start an unfinished one afresh.
+    #[arg(long)]
+    force: bool,
+    /// Let an empty segment through (a mirror or replace empties the audience).
+    #[arg(long)]
+    allow_empty: bool,
+    /// Let a mirror run remove more than the job's guards.max_removal_share.
+    #[arg(long)]
+    allow_mass_removal: bool,
+}
+
+impl RunFlags {
+    fn options(&self) -> run::RunOptions {
+        run::RunOptions {
+            progress: !self.quiet,
+            force: self.force,
+            allow_empty: self.allow_empty,
+            allow_mass_removal: self.allow_mass_removal,
+            dry_run: false,
+        }
+    }
+}
+
+/// Prints the summary (and EMF lines when `ACTIVATOR_METRICS=emf`), writes the JSON.
+fn publish(report: &activator::report::RunReport, json: Option<&PathBuf>) -> Result<(), Error> {
+    print!("{}", report.summary());
+    if std::env::var("ACTIVATOR_METRICS").is_ok_and(|v| v.eq_ignore_ascii_case("emf")) {
+        for line in report.emf_lines() {
+            println!("{line}");
+        }
+    }
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(report).expect("report serializes");
+        std::fs::write(path, text).map_err(|e| {
+            Error::config(format!("cannot write the report to {}: {e}", path.display()))
+        })?;
+    }
+    Ok(())
+}
+
 fn parse_date(s: &str) -> Result<NaiveDate, String> {
     NaiveDate::parse_from_str(s, "%Y-%m-%d")
         .map_err(|_| format!("`{s}` is not a date: write YYYY-MM-DD"))
@@ -134,17 +203,25 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run { job, date, report_json, quiet } => {
+            Command::Run { job, date, report_json, flags } => {
                 let job = Job::load(&job)?;
-                let options = run::RunOptions { progress: !quiet };
+                let report = run::run(&job, date.unwrap_or_else(today), &flags.options()).await?;
+                publish(&report, report_json.as_ref())
+            }
+            Command::Plan { job, date, report_json } => {
+                let job = Job::load(&job)?;
+                let options = run::RunOptions { dry_run: true, ..run::RunOptions::default() };
                 let report = run::run(&job, date.unwrap_or_else(today), &options).await?;
-                print!("{}", report.summary());
-                if let Some(path) = report_json {
-                    let json = serde_json::to_string_pretty(&report).expect("report serializes");
-                    std::fs::write(&path, json).map_err(|e| {
-                        Error::config(format!("cannot write the report to {}: {e}", path.display()))
-                    })?;
-                }
+                publish(&report, report_json.as_ref())
+            }
+            Command::Backfill { job, from, to, parallel, flags } => {
+                let job = Job::load(&job)?;
+                let dates = run::backfill_dates(from, to)?;
+                let mut on_report = |r: &activator::report::RunReport| {
+                    let _ = publish(r, None);
+                };
+                let reports = run::backfill(&job, &dates, parallel, &flags.options(), &mut on_report).await?;
+                println!("activator: backfill of {} finished: {} dates, {from} to {to}", job.name, reports.len());
                 Ok(())
             }
             Command::Sandbox {

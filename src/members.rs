@@ -38,16 +38,27 @@ impl Members {
         Members::default()
     }
 
-    /// The members of `batch` not seen before.
-    pub fn admit(&mut self, batch: MemberBatch) -> Result<RecordBatch, arrow::error::ArrowError> {
+    /// The members of `batch` not seen before, and their keys.
+    pub fn admit(
+        &mut self,
+        batch: MemberBatch,
+    ) -> Result<(RecordBatch, Vec<u128>), arrow::error::ArrowError> {
         self.tally.add(&batch.tally);
         let keep: Vec<bool> = batch.keys.iter().map(|k| self.seen.insert(*k)).collect();
         let dropped = keep.iter().filter(|k| !**k).count();
         if dropped == 0 {
-            return Ok(batch.batch);
+            return Ok((batch.batch, batch.keys));
         }
         self.duplicates += dropped as u64;
-        arrow::compute::filter_record_batch(&batch.batch, &BooleanArray::from(keep))
+        let keys = batch
+            .keys
+            .iter()
+            .zip(&keep)
+            .filter(|(_, k)| **k)
+            .map(|(key, _)| *key)
+            .collect();
+        let kept = arrow::compute::filter_record_batch(&batch.batch, &BooleanArray::from(keep))?;
+        Ok((kept, keys))
     }
 
     /// Members sent: those admitted, less duplicates.

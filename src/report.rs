@@ -1,18 +1,31 @@
-//! The run report: what a run read, kept, dropped and delivered, as JSON and as a readable
-//! summary. It holds counts, reasons and destinations' outputs, never identifier values.
+//! The run report: what a run read, kept, dropped and delivered, as JSON (kept in the state
+//! store), as a readable summary, and as CloudWatch embedded-metric-format lines. It holds
+//! counts, reasons, masked samples and destinations' outputs, never identifier values.
 
 use crate::destinations::SinkReport;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RunReport {
     pub job: String,
     pub run_date: String,
+    pub run_id: String,
     pub profile: String,
+    /// The state store's URL.
+    pub state: String,
+    /// Where this report is kept in the state store.
+    pub report_file: String,
+    /// A plan: nothing was sent or written.
+    pub dry_run: bool,
+    /// This run went on from a killed or failed attempt's checkpoints.
+    pub resumed: bool,
+    /// The date's run had finished before; this one sent nothing.
+    pub already_done: bool,
     pub rows_read: u64,
-    /// Distinct members delivered.
+    /// Distinct members in the segment.
     pub members: u64,
     pub duplicates: u64,
     pub without_strong_identifier: u64,
@@ -20,8 +33,9 @@ pub struct RunReport {
     /// Invalid values by `<kind>:<reason>`.
     pub invalid: BTreeMap<String, u64>,
     pub destinations: Vec<SinkReport>,
-    /// Seconds per stage: `plan` (tables, template, SQL planning), `process` (read, normalize,
-    /// hash, deliver), `total`.
+    /// Seconds per stage: `plan` (tables, template, SQL planning), `read` (read, normalize,
+    /// hash, deduplicate, and stream to exports), `diff` (merge and diff against the last sync,
+    /// store the files to send), `send` (platform uploads), `total`.
     pub seconds: BTreeMap<String, f64>,
     /// Audiences of the in-process sandbox after the run, when the job used it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -32,11 +46,26 @@ impl RunReport {
     /// The summary printed at the end of a run.
     pub fn summary(&self) -> String {
         let mut s = String::new();
+        let what = if self.dry_run { "plan" } else { "job" };
         let _ = writeln!(
             s,
-            "activator: job {} for {} ({} profile)",
+            "activator: {what} {} for {} ({} profile)",
             self.job, self.run_date, self.profile
         );
+        if self.already_done {
+            let _ = writeln!(
+                s,
+                "  this date's run {} had finished: nothing sent (use --force to run it again)",
+                self.run_id
+            );
+        }
+        if self.resumed {
+            let _ = writeln!(
+                s,
+                "  resumed run {}: acknowledged batches were not sent again",
+                self.run_id
+            );
+        }
         let _ = writeln!(s, "  rows read                 {:>12}", self.rows_read);
         let _ = writeln!(s, "  members                   {:>12}", self.members);
         let _ = writeln!(s, "  duplicates dropped        {:>12}", self.duplicates);
@@ -60,18 +89,34 @@ impl RunReport {
             }
         }
         for d in &self.destinations {
+            let verb = if self.dry_run { "would send" } else { "sent" };
             let _ = writeln!(
                 s,
-                "  destination {}: {} members in {} batches",
-                d.destination, d.rows, d.batches
+                "  destination {} ({}): {verb} {} members in {} batches: {} added, {} removed",
+                d.destination,
+                if d.mode.is_empty() { "add" } else { &d.mode },
+                d.rows,
+                d.batches,
+                d.added,
+                d.removed
             );
-            if d.requests > 0 {
-                let _ = writeln!(s, "    {} requests, {} retries", d.requests, d.retries);
+            if d.requests > 0 || d.resumed_batches > 0 {
+                let _ = writeln!(
+                    s,
+                    "    {} requests, {} retries{}",
+                    d.requests,
+                    d.retries,
+                    if d.resumed_batches > 0 {
+                        format!(", {} batches acknowledged before the resume", d.resumed_batches)
+                    } else {
+                        String::new()
+                    }
+                );
             }
             if d.platform_invalid > 0 {
                 let _ = writeln!(
                     s,
-                    "    the platform called {} rows invalid; samples: {}",
+                    "    the platform called {} rows invalid; samples (masked): {}",
                     d.platform_invalid,
                     d.platform_invalid_samples.join(", ")
                 );
@@ -86,14 +131,93 @@ impl RunReport {
         for line in &self.sandbox {
             let _ = writeln!(s, "  sandbox (in-process): {line}");
         }
-        let secs = |k: &str| self.seconds.get(k).copied().unwrap_or(0.0);
+        let stages: Vec<String> = ["plan", "read", "diff", "send"]
+            .iter()
+            .filter_map(|k| self.seconds.get(*k).map(|v| format!("{v:.2} {k}")))
+            .collect();
         let _ = writeln!(
             s,
-            "  seconds: {:.2} total ({:.2} planning, {:.2} processing)",
-            secs("total"),
-            secs("plan"),
-            secs("process")
+            "  seconds: {:.2} total ({})",
+            self.seconds.get("total").copied().unwrap_or(0.0),
+            stages.join(", ")
         );
+        if !self.report_file.is_empty() {
+            let _ = writeln!(s, "  report: {}", self.report_file);
+        }
         s
+    }
+
+    /// CloudWatch embedded metric format: one JSON line for the run and one per destination, so
+    /// CloudWatch Logs turns the job's stdout into metrics (`ACTIVATOR_METRICS=emf`).
+    pub fn emf_lines(&self) -> Vec<String> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let line = |dimensions: Vec<&str>,
+                    fields: serde_json::Map<String, serde_json::Value>,
+                    metrics: &[(&str, &str)]| {
+            let mut root = fields;
+            root.insert(
+                "_aws".into(),
+                serde_json::json!({
+                    "Timestamp": now,
+                    "CloudWatchMetrics": [{
+                        "Namespace": "Activator",
+                        "Dimensions": [dimensions],
+                        "Metrics": metrics.iter().map(|(n, u)| serde_json::json!({"Name": n, "Unit": u})).collect::<Vec<_>>(),
+                    }],
+                }),
+            );
+            serde_json::Value::Object(root).to_string()
+        };
+        let mut out = vec![];
+        let mut run = serde_json::Map::new();
+        run.insert("Job".into(), self.job.clone().into());
+        run.insert("RunDate".into(), self.run_date.clone().into());
+        run.insert("RowsRead".into(), self.rows_read.into());
+        run.insert("Members".into(), self.members.into());
+        run.insert("Duplicates".into(), self.duplicates.into());
+        run.insert(
+            "InvalidValues".into(),
+            self.invalid.values().sum::<u64>().into(),
+        );
+        run.insert(
+            "Seconds".into(),
+            self.seconds.get("total").copied().unwrap_or(0.0).into(),
+        );
+        out.push(line(
+            vec!["Job"],
+            run,
+            &[
+                ("RowsRead", "Count"),
+                ("Members", "Count"),
+                ("Duplicates", "Count"),
+                ("InvalidValues", "Count"),
+                ("Seconds", "Seconds"),
+            ],
+        ));
+        for d in &self.destinations {
+            let mut f = serde_json::Map::new();
+            f.insert("Job".into(), self.job.clone().into());
+            f.insert("Destination".into(), d.destination.clone().into());
+            f.insert("RunDate".into(), self.run_date.clone().into());
+            f.insert("Added".into(), d.added.into());
+            f.insert("Removed".into(), d.removed.into());
+            f.insert("Batches".into(), d.batches.into());
+            f.insert("Requests".into(), d.requests.into());
+            f.insert("Retries".into(), d.retries.into());
+            f.insert("PlatformInvalid".into(), d.platform_invalid.into());
+            out.push(line(
+                vec!["Job", "Destination"],
+                f,
+                &[
+                    ("Added", "Count"),
+                    ("Removed", "Count"),
+                    ("Batches", "Count"),
+                    ("Requests", "Count"),
+                    ("Retries", "Count"),
+                    ("PlatformInvalid", "Count"),
+                ],
+            ));
+        }
+        out
     }
 }

@@ -1,22 +1,34 @@
-//! One run of a job for a date: plan, read, normalize and hash, deduplicate, deliver, report.
+//! One run of a job for a date: read, normalize and hash, deduplicate, diff against the last
+//! sync, check the guards, deliver with checkpoints, commit, report.
 //!
 //! The segment's batches are normalized on the rayon pool, several at a time and in order
-//! (`buffered`), while DataFusion reads ahead on the tokio runtime; each destination runs as its
-//! own task fed by a small bounded channel, so memory stays a few batches deep whatever the
-//! segment's size. If anything fails upstream, destinations are told so and commit nothing.
+//! (`buffered`), while DataFusion reads ahead on the tokio runtime. Exports take the members as
+//! they come. Platform destinations are sent from the run's membership, gathered in sorted runs
+//! on local disk and merged into files in the state store (`crate::state`): the members, and per
+//! destination the adds and removes against its last sync. Those files make a run resumable: a
+//! rerun after a crash finds the date's pending run, skips the batches its checkpoints say were
+//! acknowledged, and sends the rest in the same order, in the same platform session.
+//!
+//! Nothing is sent until the guards have passed; exports commit only then too.
 
-use crate::destinations::{self, RunInfo};
+use crate::destinations::{self, Delivery, Op, RunInfo, SinkReport};
 use crate::error::{Error, Result};
 use crate::identity::{self, IdentityPlan};
-use crate::job::Job;
+use crate::job::{Destination, Job};
 use crate::members::Members;
 use crate::report::RunReport;
 use crate::segment;
+use crate::state::checkpoint::Checkpoint;
+use crate::state::membership::{self, DiffTarget, Spill};
+use crate::state::{Done, Pending, PendingDestination, StateStore, SyncHead, SyncMode};
 use arrow::array::RecordBatch;
 use arrow::datatypes::DataType;
 use chrono::NaiveDate;
+use futures::stream::BoxStream;
 use futures::{SinkExt, StreamExt};
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +36,14 @@ use std::time::{Duration, Instant};
 pub struct RunOptions {
     /// Show a progress bar when stderr is a terminal (log lines otherwise).
     pub progress: bool,
+    /// Run again although the date's run finished, and start afresh instead of resuming.
+    pub force: bool,
+    /// Let an empty segment through the guard.
+    pub allow_empty: bool,
+    /// Let a mirror run remove more than the job's `guards.max_removal_share`.
+    pub allow_mass_removal: bool,
+    /// `plan`: compute what would be sent; send nothing, write nothing.
+    pub dry_run: bool,
 }
 
 /// The identity plan for a job: its identifier columns, then consent flags passed through.
@@ -41,8 +61,152 @@ pub fn identity_plan(job: &Job) -> IdentityPlan {
     )
 }
 
+/// Destinations sent from the membership files (platforms), as opposed to streamed (exports).
+fn from_state(d: &Destination) -> bool {
+    !matches!(d, Destination::Export(_))
+}
+
 pub async fn run(job: &Job, run_date: NaiveDate, options: &RunOptions) -> Result<RunReport> {
     let started = Instant::now();
+    let date = run_date.to_string();
+    let state = StateStore::open(&job.state, &job.name, !options.dry_run)?;
+
+    if !options.dry_run && !options.force {
+        if let Some(done) = state.read_json::<Done>(&StateStore::done_file(&date)).await? {
+            let mut report: RunReport = state
+                .read_json(&done.report_file)
+                .await?
+                .unwrap_or_default();
+            report.already_done = true;
+            tracing::info!(job = %job.name, %run_date, run_id = %done.run_id,
+                "this date's run finished already; nothing sent (--force runs it again)");
+            return Ok(report);
+        }
+    }
+    let pending = if options.dry_run {
+        None
+    } else {
+        state
+            .read_json::<Pending>(&StateStore::pending_file(&date))
+            .await?
+    };
+    let pending = match pending {
+        Some(_) if options.force => {
+            tracing::warn!(job = %job.name, %run_date, "--force: abandoning the date's unfinished run");
+            state.delete(&StateStore::pending_file(&date)).await?;
+            None
+        }
+        p => p,
+    };
+
+    // `base_url = "sandbox"`: the platforms are served in-process, for the demo.
+    let mut destinations = job.destinations.clone();
+    let mut sandbox = None;
+    if destinations.iter().any(|d| d.wants_sandbox()) && !options.dry_run {
+        let sb = crate::sandbox::Sandbox::start(
+            ([127, 0, 0, 1], 0).into(),
+            crate::sandbox::SandboxConfig::default(),
+        )
+        .await?;
+        tracing::info!(url = %sb.url, "serving the platforms from an in-process sandbox");
+        for d in &mut destinations {
+            d.use_sandbox(&sb.url);
+        }
+        sandbox = Some(sb);
+    }
+
+    let mut report;
+    let pending = match pending {
+        Some(p) => {
+            tracing::info!(job = %job.name, %run_date, run_id = %p.run_id,
+                "resuming the date's unfinished run: sending what its checkpoints do not show as acknowledged");
+            report = serde_json::from_value::<RunReport>(p.read.clone()).unwrap_or_default();
+            report.resumed = true;
+            p
+        }
+        None => {
+            let (r, p) = read_and_diff(job, run_date, options, &state, &destinations).await?;
+            report = r;
+            match p {
+                Some(p) => p,
+                None => {
+                    // A plan, or a job of exports only.
+                    return finish(job, &state, report, None, started, options, sandbox).await;
+                }
+            }
+        }
+    };
+
+    let send_started = Instant::now();
+    let info = run_info(job, run_date, &pending.run_id);
+    let mut tasks = vec![];
+    for pd in &pending.destinations {
+        let Some(destination) = destinations.iter().find(|d| d.name() == pd.name).cloned() else {
+            return Err(Error::config(format!(
+                "{}: the unfinished run {} of {date} sends to destination `{}`, which the job no longer has; \
+                 put it back, or run with --force to start the date afresh",
+                job.path.display(),
+                pending.run_id,
+                pd.name
+            )));
+        };
+        let state = state.clone();
+        let pending = pending.clone();
+        let pd = pd.clone();
+        let info = info.clone();
+        tasks.push(tokio::spawn(async move {
+            send(&state, &pending, &pd, &destination, &info).await
+        }));
+    }
+    let mut first_error = None;
+    for t in tasks {
+        match t.await {
+            Ok(Ok(r)) => report.destinations.push(r),
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(e) => {
+                first_error.get_or_insert(Error::internal(format!("a destination task failed: {e}")));
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e.context(format!(
+            "the run stopped; its checkpoints are in {}: rerun the same command to resume",
+            state.display(&StateStore::run_dir(&date, &pending.run_id))
+        )));
+    }
+    report
+        .seconds
+        .insert("send".into(), send_started.elapsed().as_secs_f64());
+    finish(job, &state, report, Some(pending), started, options, sandbox).await
+}
+
+fn run_info(job: &Job, run_date: NaiveDate, run_id: &str) -> RunInfo {
+    RunInfo {
+        job: job.name.clone(),
+        run_date,
+        run_id: run_id.to_string(),
+        consent_columns: job
+            .consent
+            .iter()
+            .map(|(role, column)| (role.name().to_string(), column.clone()))
+            .collect(),
+    }
+}
+
+/// Reads the segment, streams it to the exports, and (for platform destinations) gathers the
+/// membership, diffs it against each destination's last sync, checks the guards, and stores the
+/// files to send with the pending run. Exports commit only once the guards have passed.
+async fn read_and_diff(
+    job: &Job,
+    run_date: NaiveDate,
+    options: &RunOptions,
+    state: &StateStore,
+    destinations: &[Destination],
+) -> Result<(RunReport, Option<Pending>)> {
+    let started = Instant::now();
+    let date = run_date.to_string();
     let ctx = segment::context(job).await?;
     let sql = segment::render(job, run_date)?;
     let df = segment::plan(&ctx, job, &sql).await?;
@@ -80,53 +244,58 @@ pub async fn run(job: &Job, run_date: NaiveDate, options: &RunOptions) -> Result
         })
         .buffered(workers * 2);
 
-    let info = RunInfo {
-        job: job.name.clone(),
-        run_date,
-        run_id: format!(
-            "{}-{}",
-            chrono::Utc::now().format("%Y%m%dT%H%M%S"),
-            std::process::id()
-        ),
-        consent_columns: job
-            .consent
-            .iter()
-            .map(|(role, column)| (role.name().to_string(), column.clone()))
-            .collect(),
-    };
-    // `base_url = "sandbox"`: the platforms are served in-process, for the demo.
-    let mut destinations = job.destinations.clone();
-    let mut sandbox = None;
-    if destinations.iter().any(|d| d.wants_sandbox()) {
-        let sb = crate::sandbox::Sandbox::start(
-            ([127, 0, 0, 1], 0).into(),
-            crate::sandbox::SandboxConfig::default(),
-        )
-        .await?;
-        tracing::info!(url = %sb.url, "serving the platforms from an in-process sandbox");
-        for d in &mut destinations {
-            d.use_sandbox(&sb.url);
-        }
-        sandbox = Some(sb);
-    }
+    let run_id = format!(
+        "{}-{}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S"),
+        std::process::id()
+    );
+    let info = run_info(job, run_date, &run_id);
+
+    // Exports are fed as members come; nothing of theirs is committed until the stream ends,
+    // which is after the guards.
     let mut senders = vec![];
     let mut sinks = vec![];
-    for destination in &destinations {
-        let (tx, rx) = futures::channel::mpsc::channel::<Result<RecordBatch>>(2);
-        senders.push(tx);
-        let destination = destination.clone();
-        let info = info.clone();
-        let schema = schema.clone();
-        sinks.push(tokio::spawn(async move {
-            destinations::deliver(&destination, &info, schema, rx.boxed()).await
-        }));
+    if !options.dry_run {
+        for destination in destinations.iter().filter(|d| !from_state(d)) {
+            let (tx, rx) = futures::channel::mpsc::channel::<Result<RecordBatch>>(2);
+            senders.push(tx);
+            let destination = destination.clone();
+            let info = info.clone();
+            let schema = schema.clone();
+            sinks.push(tokio::spawn(async move {
+                destinations::deliver(
+                    &destination,
+                    &info,
+                    schema,
+                    rx.boxed(),
+                    &Delivery::fresh(Op::Add),
+                )
+                .await
+            }));
+        }
     }
+    let platforms: Vec<&Destination> = destinations.iter().filter(|d| from_state(d)).collect();
+
+    // The membership is gathered on a thread of its own: sorting and spilling are blocking work.
+    let (spill_tx, spill_thread) = if platforms.is_empty() {
+        (None, None)
+    } else {
+        let mut spill = Spill::new(&schema)?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(RecordBatch, Vec<u128>)>(4);
+        let thread = std::thread::spawn(move || -> Result<membership::SortedRuns> {
+            while let Some((batch, keys)) = rx.blocking_recv() {
+                spill.push(&batch, &keys)?;
+            }
+            spill.finish()
+        });
+        (Some(tx), Some(thread))
+    };
 
     let progress = Progress::new(options.progress);
     let mut members = Members::new();
     let mut failure = None;
     while let Some(item) = members_stream.next().await {
-        let batch = match item.and_then(|b| members.admit(b).map_err(Error::from)) {
+        let (batch, keys) = match item.and_then(|b| members.admit(b).map_err(Error::from)) {
             Ok(b) => b,
             Err(e) => {
                 failure = Some(e);
@@ -134,91 +303,421 @@ pub async fn run(job: &Job, run_date: NaiveDate, options: &RunOptions) -> Result
             }
         };
         progress.update(members.tally.rows, members.unique());
-        let mut delivered = false;
-        for tx in senders.iter_mut() {
-            delivered |= tx.send(Ok(batch.clone())).await.is_ok();
+        if let Some(tx) = &spill_tx
+            && tx.send((batch.clone(), keys)).await.is_err()
+        {
+            break; // The spill thread failed; its error is collected below.
         }
-        if !delivered {
-            // Every destination has stopped; their errors are collected below.
+        let mut stopped = false;
+        for tx in senders.iter_mut() {
+            stopped |= tx.send(Ok(batch.clone())).await.is_err();
+        }
+        if stopped {
+            // An export failed; its error is collected below.
             break;
         }
     }
     drop(members_stream);
-    if failure.is_some() {
-        for tx in senders.iter_mut() {
-            let _ = tx
-                .send(Err(Error::internal(
-                    "the run failed before all members were read",
-                )))
-                .await;
-        }
-    }
-    drop(senders);
     progress.finish();
-
-    let mut reports = vec![];
-    let mut sink_error = None;
-    for sink in sinks {
-        match sink.await {
-            Ok(Ok(r)) => reports.push(r),
-            Ok(Err(e)) => {
-                sink_error.get_or_insert(e);
-            }
-            Err(e) => {
-                sink_error
-                    .get_or_insert(Error::internal(format!("a destination task failed: {e}")));
-            }
+    drop(spill_tx);
+    let sorted = match spill_thread.map(|t| t.join()) {
+        None => None,
+        Some(Ok(Ok(s))) => Some(s),
+        Some(Ok(Err(e))) => {
+            failure.get_or_insert(e);
+            None
         }
-    }
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    if let Some(e) = sink_error {
-        return Err(e);
-    }
+        Some(Err(_)) => {
+            failure.get_or_insert(Error::internal("the membership thread stopped"));
+            None
+        }
+    };
+    let read_done = started.elapsed();
 
-    let total = started.elapsed();
     let tally = &members.tally;
-    let report = RunReport {
+    let mut report = RunReport {
         job: job.name.clone(),
-        run_date: run_date.to_string(),
+        run_date: date.clone(),
+        run_id: run_id.clone(),
         profile: job.profile.to_string(),
+        state: state.url.to_string(),
         rows_read: tally.rows,
         members: members.unique(),
         duplicates: members.duplicates,
         without_strong_identifier: tally.without_strong_identifier,
         pre_hashed_values: tally.pre_hashed,
         invalid: tally.invalid.clone(),
-        destinations: reports,
-        seconds: [
-            ("plan".to_string(), planned.as_secs_f64()),
-            ("process".to_string(), (total - planned).as_secs_f64()),
-            ("total".to_string(), total.as_secs_f64()),
-        ]
-        .into_iter()
-        .collect(),
-        sandbox: sandbox
-            .map(|sb| {
-                sb.state
-                    .store
-                    .list()
-                    .into_iter()
-                    .map(|a| {
-                        format!(
-                            "{} audience {} \"{}\": {} members",
-                            a.platform, a.id, a.name, a.size
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
+        dry_run: options.dry_run,
+        ..RunReport::default()
     };
+    report.seconds.insert("plan".into(), planned.as_secs_f64());
+    report
+        .seconds
+        .insert("read".into(), (read_done - planned).as_secs_f64());
+
+    // Guards and the diff, before any export commits.
+    let outcome = async {
+        if let Some(e) = failure.take() {
+            return Err(e);
+        }
+        if members.unique() == 0 && !(job.guards.allow_empty || options.allow_empty) {
+            return Err(Error::guard(format!(
+                "the segment {} has no members for {date}; nothing was sent. If that is right, \
+                 run with --allow-empty (or set guards.allow_empty = true in the job)",
+                job.segment_path.display()
+            )));
+        }
+        let Some(sorted) = sorted else {
+            return Ok(None);
+        };
+        let diff_started = Instant::now();
+        let pending = diff(job, state, &date, &run_id, sorted, &platforms, options).await?;
+        report
+            .seconds
+            .insert("diff".into(), diff_started.elapsed().as_secs_f64());
+        Ok(Some(pending))
+    }
+    .await;
+    let pending = match outcome {
+        Ok(p) => p,
+        Err(e) => {
+            for tx in senders.iter_mut() {
+                let _ = tx
+                    .send(Err(Error::internal("the run stopped before delivery")))
+                    .await;
+            }
+            drop(senders);
+            for s in sinks {
+                let _ = s.await;
+            }
+            return Err(e);
+        }
+    };
+    drop(senders);
+    for sink in sinks {
+        match sink.await {
+            Ok(Ok(r)) => report.destinations.push(r),
+            Ok(Err(e)) => return Err(e),
+            Err(e) => return Err(Error::internal(format!("a destination task failed: {e}"))),
+        }
+    }
+    for r in report.destinations.iter_mut() {
+        r.mode = SyncMode::Add.to_string();
+        r.added = r.rows;
+    }
+    let Some((pending, planned)) = pending else {
+        return Ok((report, None));
+    };
+    if options.dry_run {
+        report.destinations.extend(planned);
+        return Ok((report, None));
+    }
+    let mut read = report.clone();
+    read.destinations.clear();
+    let pending = Pending {
+        read: serde_json::to_value(&read).unwrap_or_default(),
+        ..pending
+    };
+    state
+        .write_json(&StateStore::pending_file(&date), &pending)
+        .await?;
+    Ok((report, Some(pending)))
+}
+
+/// Merges the sorted members, diffs them per destination, checks the mass-removal guard and
+/// (unless a plan) stores the files; returns the pending run and, for a plan, what each
+/// destination would get.
+async fn diff(
+    job: &Job,
+    state: &StateStore,
+    date: &str,
+    run_id: &str,
+    sorted: membership::SortedRuns,
+    platforms: &[&Destination],
+    options: &RunOptions,
+) -> Result<(Pending, Vec<SinkReport>)> {
+    let work = tempfile::Builder::new()
+        .prefix("activator-diff-")
+        .tempdir()
+        .map_err(|e| Error::transient(format!("cannot create a temporary folder: {e}")))?;
+    let mut heads = vec![];
+    let mut targets = vec![];
+    for d in platforms {
+        let mode = d.sync_mode();
+        let head = state.head(d.name()).await?;
+        let previous = match (&head, mode) {
+            (Some(h), SyncMode::Mirror) => {
+                let local = work.path().join(format!("{}.previous.parquet", d.name()));
+                state.download(&h.members_file, &local).await?;
+                Some(local)
+            }
+            _ => None,
+        };
+        targets.push(DiffTarget {
+            previous,
+            adds: work.path().join(format!("{}.adds.parquet", d.name())),
+            removes: work.path().join(format!("{}.removes.parquet", d.name())),
+        });
+        heads.push(head);
+    }
+    let members_local = work.path().join("members.parquet");
+    let t = targets
+        .iter()
+        .map(|t| DiffTarget {
+            previous: t.previous.clone(),
+            adds: t.adds.clone(),
+            removes: t.removes.clone(),
+        })
+        .collect();
+    let members_path = (!options.dry_run).then(|| members_local.clone());
+    let (counts, members) = tokio::task::spawn_blocking(move || {
+        let counts = membership::merge(&sorted, members_path, t)?;
+        Ok::<_, Error>((counts, sorted.members))
+    })
+    .await
+    .map_err(|e| Error::internal(format!("the diff stopped: {e}")))??;
+
+    let run_dir = StateStore::run_dir(date, run_id);
+    let members_file = format!("{run_dir}/members.parquet");
+    let mut pending_destinations = vec![];
+    let mut planned = vec![];
+    for ((d, head), c) in platforms.iter().zip(&heads).zip(&counts) {
+        let mode = d.sync_mode();
+        let (adds, removes) = match mode {
+            SyncMode::Mirror => (c.adds, c.removes),
+            _ => (members, 0),
+        };
+        let previous = head.as_ref().map_or(0, |h| h.members);
+        if mode == SyncMode::Mirror && previous > 0 {
+            let share = removes as f64 / previous as f64;
+            let allowed = job.guards.max_removal_share;
+            if share > allowed && !options.allow_mass_removal && !options.dry_run {
+                return Err(Error::guard(format!(
+                    "destination {}: this mirror run would remove {removes} of the {previous} members \
+                     of the last sync ({:.0}%, more than the {:.0}% the job allows); nothing was sent. \
+                     If the segment really shrank, run with --allow-mass-removal (or raise guards.max_removal_share)",
+                    d.name(),
+                    share * 100.0,
+                    allowed * 100.0
+                )));
+            }
+        }
+        let limits = d.batch_limits();
+        let batches = |n: u64| n.div_ceil(limits.max_rows.max(1) as u64);
+        planned.push(SinkReport {
+            destination: d.name().to_string(),
+            mode: mode.to_string(),
+            added: if mode == SyncMode::Remove { 0 } else { adds },
+            removed: if mode == SyncMode::Remove { adds } else { removes },
+            rows: adds + removes,
+            batches: batches(adds) + batches(removes),
+            ..SinkReport::default()
+        });
+        pending_destinations.push(PendingDestination {
+            name: d.name().to_string(),
+            mode,
+            base_generation: head.as_ref().map_or(0, |h| h.generation),
+            previous_members: previous,
+            adds_file: match mode {
+                SyncMode::Mirror => format!("{run_dir}/{}.adds.parquet", d.name()),
+                _ => members_file.clone(),
+            },
+            adds,
+            removes_file: format!("{run_dir}/{}.removes.parquet", d.name()),
+            removes,
+        });
+    }
+    if !options.dry_run {
+        state.upload(&members_local, &members_file).await?;
+        for (pd, t) in pending_destinations.iter().zip(&targets) {
+            if pd.mode == SyncMode::Mirror {
+                state.upload(&t.adds, &pd.adds_file).await?;
+                state.upload(&t.removes, &pd.removes_file).await?;
+            }
+        }
+    }
+    Ok((
+        Pending {
+            run_id: run_id.to_string(),
+            run_date: date.to_string(),
+            members_file,
+            members,
+            read: serde_json::Value::Null,
+            destinations: pending_destinations,
+        },
+        planned,
+    ))
+}
+
+/// Sends one destination's part of the pending run, resuming from its checkpoint, and commits
+/// its sync.
+async fn send(
+    state: &StateStore,
+    pending: &Pending,
+    pd: &PendingDestination,
+    destination: &Destination,
+    info: &RunInfo,
+) -> Result<SinkReport> {
+    let run_dir = StateStore::run_dir(&pending.run_date, &pending.run_id);
+    let checkpoint = Arc::new(
+        Checkpoint::load(state, format!("{run_dir}/{}.checkpoint.json", pd.name)).await?,
+    );
+    let mut report = SinkReport {
+        destination: pd.name.clone(),
+        mode: pd.mode.to_string(),
+        ..SinkReport::default()
+    };
+    let work = tempfile::Builder::new()
+        .prefix("activator-send-")
+        .tempdir()
+        .map_err(|e| Error::transient(format!("cannot create a temporary folder: {e}")))?;
+    let steps: Vec<(Op, &str, u64)> = match pd.mode {
+        SyncMode::Add => vec![(Op::Add, pd.adds_file.as_str(), pd.adds)],
+        SyncMode::Replace => vec![(Op::Replace, pd.adds_file.as_str(), pd.adds)],
+        SyncMode::Remove => vec![(Op::Remove, pd.adds_file.as_str(), pd.adds)],
+        // Removes first: a member whose identifiers changed is removed by the old ones, then
+        // added by the new ones, and not the other way round.
+        SyncMode::Mirror => vec![
+            (Op::Remove, pd.removes_file.as_str(), pd.removes),
+            (Op::Add, pd.adds_file.as_str(), pd.adds),
+        ],
+    };
+    if !checkpoint.is_committed().await {
+        for (op, file, rows) in steps {
+            if rows == 0 && op != Op::Replace || checkpoint.is_finished(op.phase()).await {
+                continue;
+            }
+            let local = work.path().join(format!("{}.parquet", op.phase()));
+            state.download(file, &local).await?;
+            let schema = membership::member_schema(&local)?;
+            let members = file_stream(local);
+            let delivery = Delivery {
+                op,
+                checkpoint: checkpoint.clone(),
+            };
+            let r = destinations::deliver(destination, info, schema, members, &delivery).await?;
+            report.batches += r.batches;
+            report.rows += r.rows;
+            report.requests += r.requests;
+            report.retries += r.retries;
+            report.resumed_batches += r.resumed_batches;
+            report.platform_invalid += r.platform_invalid;
+            report.platform_invalid_samples.extend(r.platform_invalid_samples);
+            for o in r.outputs {
+                if !report.outputs.contains(&o) {
+                    report.outputs.push(o);
+                }
+            }
+        }
+        if pd.mode != SyncMode::Remove {
+            let head = SyncHead {
+                generation: pd.base_generation + 1,
+                run_date: pending.run_date.clone(),
+                run_id: pending.run_id.clone(),
+                mode: pd.mode,
+                members_file: pending.members_file.clone(),
+                members: pending.members,
+                committed_at: chrono::Utc::now().to_rfc3339(),
+            };
+            if let Err(e) = state.commit(&pd.name, &head).await {
+                // A killed attempt of this very run may have committed just before it died.
+                match state.head(&pd.name).await? {
+                    Some(h) if h.run_id == pending.run_id => {}
+                    _ => return Err(e),
+                }
+            }
+        }
+        checkpoint.committed().await?;
+    }
+    match pd.mode {
+        SyncMode::Mirror => {
+            report.added = pd.adds;
+            report.removed = pd.removes;
+        }
+        SyncMode::Remove => report.removed = pd.adds,
+        SyncMode::Add | SyncMode::Replace => report.added = pd.adds,
+    }
+    Ok(report)
+}
+
+/// A local membership file's member batches as a stream, read on a blocking thread.
+fn file_stream(path: PathBuf) -> BoxStream<'static, Result<RecordBatch>> {
+    let (mut tx, rx) = futures::channel::mpsc::channel::<Result<RecordBatch>>(2);
+    tokio::task::spawn_blocking(move || {
+        let batches = match membership::member_batches(&path) {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = futures::executor::block_on(tx.send(Err(e)));
+                return;
+            }
+        };
+        for b in batches {
+            if futures::executor::block_on(tx.send(b)).is_err() {
+                return;
+            }
+        }
+    });
+    rx.boxed()
+}
+
+/// Writes the report and the date's done marker, clears the pending run.
+async fn finish(
+    job: &Job,
+    state: &StateStore,
+    mut report: RunReport,
+    pending: Option<Pending>,
+    started: Instant,
+    options: &RunOptions,
+    sandbox: Option<crate::sandbox::Sandbox>,
+) -> Result<RunReport> {
+    report
+        .seconds
+        .insert("total".into(), started.elapsed().as_secs_f64());
+    if let Some(sb) = sandbox {
+        report.sandbox = sb
+            .state
+            .store
+            .list()
+            .into_iter()
+            .map(|a| {
+                format!(
+                    "{} audience {} \"{}\": {} members",
+                    a.platform, a.id, a.name, a.size
+                )
+            })
+            .collect();
+    }
+    if options.dry_run {
+        return Ok(report);
+    }
+    let date = report.run_date.clone();
+    let run_id = pending
+        .as_ref()
+        .map(|p| p.run_id.clone())
+        .unwrap_or_else(|| report.run_id.clone());
+    report.run_id = run_id.clone();
+    let report_file = StateStore::report_file(&date, &run_id);
+    report.report_file = state.display(&report_file);
+    state.write_json(&report_file, &report).await?;
+    state
+        .write_json(
+            &StateStore::done_file(&date),
+            &Done {
+                run_id,
+                report_file,
+                finished_at: chrono::Utc::now().to_rfc3339(),
+            },
+        )
+        .await?;
+    if pending.is_some() {
+        state.delete(&StateStore::pending_file(&date)).await?;
+    }
     tracing::info!(
         job = %job.name,
-        %run_date,
+        run_date = %date,
         rows = report.rows_read,
         members = report.members,
-        seconds = total.as_secs_f64(),
+        seconds = started.elapsed().as_secs_f64(),
         "run finished"
     );
     Ok(report)
@@ -263,4 +762,42 @@ impl Progress {
             bar.finish_and_clear();
         }
     }
+}
+
+/// Per-date summary lines of a backfill.
+pub fn backfill_dates(from: NaiveDate, to: NaiveDate) -> Result<Vec<NaiveDate>> {
+    if to < from {
+        return Err(Error::config(format!(
+            "--to {to} is before --from {from}: give the earlier date first"
+        )));
+    }
+    Ok(from.iter_days().take_while(|d| *d <= to).collect())
+}
+
+/// Runs the dates of a backfill in order (or `parallel` at a time for jobs that only export).
+pub async fn backfill(
+    job: &Job,
+    dates: &[NaiveDate],
+    parallel: usize,
+    options: &RunOptions,
+    on_report: &mut (dyn FnMut(&RunReport) + Send),
+) -> Result<Vec<RunReport>> {
+    if parallel > 1 && job.destinations.iter().any(from_state) {
+        return Err(Error::config(format!(
+            "{}: --parallel is for jobs that only export; a platform audience must be synced one date after the other",
+            job.path.display()
+        )));
+    }
+    let mut reports = vec![];
+    let mut runs = futures::stream::iter(dates.iter().copied())
+        .map(|d| async move { (d, run(job, d, options).await) })
+        .buffered(parallel.max(1));
+    let mut by_date = BTreeMap::new();
+    while let Some((d, r)) = runs.next().await {
+        let r = r.map_err(|e| e.context(format!("backfill, {d}")))?;
+        on_report(&r);
+        by_date.insert(d, r);
+    }
+    reports.extend(by_date.into_values());
+    Ok(reports)
 }

@@ -193,6 +193,7 @@ fn the_demo_uploads_to_the_in_process_sandbox() {
     let out = run_ok(
         activator()
             .args(["run", "jobs/demo.toml", "--date", "2026-11-25"])
+            .env("DEMO_STATE", dir.path().join("state"))
             .env("DEMO_OUT", dir.path())
             .env_remove("PLATFORM_URL")
             .env_remove("META_ACCESS_TOKEN"),

@@ -11,6 +11,7 @@ fn demo_job_runs_and_reports() {
     let out = run_ok(
         activator()
             .args(["run", "jobs/demo.toml", "--date", "2026-11-25"])
+            .env("DEMO_STATE", out_dir.path().join("state"))
             .env("DEMO_OUT", out_dir.path()),
     );
     let stdout = String::from_utf8_lossy(&out.stdout);

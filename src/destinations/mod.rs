@@ -10,6 +10,8 @@ pub mod secrets;
 
 use crate::error::Result;
 use crate::job::Destination;
+use crate::state::checkpoint::Checkpoint;
+use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use chrono::NaiveDate;
@@ -26,8 +28,47 @@ pub struct RunInfo {
     pub consent_columns: Vec<(String, String)>,
 }
 
+/// What a delivery does to the audience.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Add,
+    Remove,
+    /// The platform's full replace: the audience becomes the members sent.
+    Replace,
+}
+
+impl Op {
+    /// The checkpoint phase of the delivery.
+    pub fn phase(self) -> &'static str {
+        match self {
+            Op::Add => "add",
+            Op::Remove => "remove",
+            Op::Replace => "replace",
+        }
+    }
+}
+
+/// One delivery to a destination: what it does, and the checkpoint it resumes from and records
+/// each acknowledged batch in (batches are numbered from 1 in the order they are cut).
+#[derive(Clone)]
+pub struct Delivery {
+    pub op: Op,
+    pub checkpoint: Arc<Checkpoint>,
+}
+
+impl Delivery {
+    /// A delivery with nothing to resume and nothing recorded.
+    pub fn fresh(op: Op) -> Delivery {
+        Delivery {
+            op,
+            checkpoint: Arc::new(Checkpoint::in_memory()),
+        }
+    }
+}
+
 /// What a destination did.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct SinkReport {
     pub destination: String,
     pub batches: u64,
@@ -35,6 +76,12 @@ pub struct SinkReport {
     pub bytes: u64,
     /// Where the output went (files for an export, the audience for a platform).
     pub outputs: Vec<String>,
+    /// How the destination was synced, and what changed in its audience.
+    pub mode: String,
+    pub added: u64,
+    pub removed: u64,
+    /// Batches a killed attempt of this run had sent already (acknowledged, not sent again).
+    pub resumed_batches: u64,
     pub requests: u64,
     pub retries: u64,
     /// Rows the platform said were invalid.
@@ -50,11 +97,16 @@ pub async fn deliver(
     run: &RunInfo,
     schema: SchemaRef,
     members: BoxStream<'static, Result<RecordBatch>>,
+    delivery: &Delivery,
 ) -> Result<SinkReport> {
     match destination {
         Destination::Export(config) => export::sink::run(config, run, schema, members).await,
-        Destination::Meta(config) => meta::sink::run(config, run, schema, members).await,
-        Destination::Google(config) => google::sink::run(config, run, schema, members).await,
+        Destination::Meta(config) => {
+            meta::sink::run(config, run, schema, members, delivery).await
+        }
+        Destination::Google(config) => {
+            google::sink::run(config, run, schema, members, delivery).await
+        }
     }
 }
 

@@ -94,9 +94,18 @@ pub fn generated_data(customers: usize, days: usize) -> PathBuf {
 }
 
 /// The activator binary with a clean environment for AWS.
+/// The binary, run from the repository. Jobs that name no `state` get a fresh state folder per
+/// invocation (tests of state set theirs in the job, or `ACTIVATOR_STATE` again).
 pub fn activator() -> Command {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let state = repo().join("target/test-state").join(format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
     let mut c = Command::new(env!("CARGO_BIN_EXE_activator"));
     c.current_dir(repo())
+        .env("ACTIVATOR_STATE", state)
         .env("ACTIVATOR_LOG", "info")
         .env_remove("AWS_ENDPOINT_URL")
         .env_remove("AWS_PROFILE");

@@ -23,8 +23,9 @@ pub struct GoogleFile {
     /// Secret reference for the OAuth access token, e.g. `env:GOOGLE_ACCESS_TOKEN`.
     pub access_token: String,
     pub base_url: Option<String>,
-    #[serde(default)]
-    pub operation: crate::destinations::meta::config::Operation,
+    /// `add`, `mirror`, `replace` or `remove` (`operation` is its older name).
+    #[serde(default, alias = "operation")]
+    pub sync: crate::state::SyncMode,
     /// Job-wide consent: `granted` or `denied` for each signal; per-member consent columns
     /// (the job's `[consent]`) override it.
     #[serde(default)]
@@ -71,7 +72,7 @@ pub struct GoogleConfig {
     pub user_list: crate::destinations::meta::config::AudienceRef,
     pub access_token: String,
     pub base_url: String,
-    pub operation: crate::destinations::meta::config::Operation,
+    pub sync: crate::state::SyncMode,
     pub ad_user_data: Option<ConsentStatus>,
     pub ad_personalization: Option<ConsentStatus>,
     pub concurrency: usize,
@@ -149,7 +150,7 @@ impl GoogleFile {
             user_list,
             access_token: self.access_token.clone(),
             base_url: base_url.trim_end_matches('/').to_string(),
-            operation: self.operation,
+            sync: self.sync,
             ad_user_data: self.consent.ad_user_data,
             ad_personalization: self.consent.ad_personalization,
             concurrency: self.concurrency.unwrap_or(4).clamp(1, 64),

@@ -8,8 +8,8 @@ use super::request::{self, MemberEncoder};
 use super::service;
 use crate::batch;
 use crate::destinations::http::{RetryPolicy, Service};
-use crate::destinations::meta::config::{AudienceRef, Operation};
-use crate::destinations::{RunInfo, SinkReport, secrets};
+use crate::destinations::meta::config::AudienceRef;
+use crate::destinations::{Delivery, Op, RunInfo, SinkReport, secrets};
 use crate::error::{Error, Result};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -123,7 +123,11 @@ pub async fn run(
     run: &RunInfo,
     schema: SchemaRef,
     members: BoxStream<'static, Result<RecordBatch>>,
+    delivery: &Delivery,
 ) -> Result<SinkReport> {
+    let op = delivery.op;
+    let phase = op.phase();
+    let checkpoint = delivery.checkpoint.clone();
     let key = format!("destination {}", config.name);
     let token =
         secrets::platform_token(&config.access_token, &key, config.in_process_sandbox).await?;
@@ -147,9 +151,25 @@ pub async fn run(
     // A replace removes, at the end, whatever was last added before this moment.
     // A little early, so a clock running ahead of Google's cannot remove members this run
     // ingests; members added just before the run stay one more run.
-    let started =
-        chrono::Utc::now() - chrono::Duration::seconds(config.replace_clock_margin_secs as i64);
-    let ingest = config.operation != Operation::Remove;
+    // A resumed replace keeps its killed attempt's start time.
+    let started = match checkpoint
+        .session(phase)
+        .await
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(&s).ok())
+    {
+        Some(t) => t.with_timezone(&chrono::Utc),
+        None => {
+            let t = chrono::Utc::now()
+                - chrono::Duration::seconds(config.replace_clock_margin_secs as i64);
+            if op == Op::Replace {
+                checkpoint
+                    .set_session(phase, &t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+                    .await?;
+            }
+            t
+        }
+    };
+    let ingest = op != Op::Remove;
     let method = if ingest {
         "v1/audienceMembers:ingest"
     } else {
@@ -178,13 +198,21 @@ pub async fn run(
             if members.is_empty() {
                 continue;
             }
+            if checkpoint.is_acked(phase, seq).await {
+                report.resumed_batches += 1;
+                report.batches += 1;
+                report.rows += rows;
+                continue;
+            }
             let body = request::body(config, &destination, members, ingest);
             let api = api.clone();
+            let checkpoint = checkpoint.clone();
             // Spawned, so requests progress while the next batch is being read.
             in_flight.push(tokio::spawn(async move {
                 let answer = api
                     .post(&format!("upload batch {seq}"), method, &body)
                     .await?;
+                checkpoint.ack(phase, seq).await?;
                 Ok::<(Value, u64), Error>((answer, rows))
             }));
             if in_flight.len() < config.concurrency {
@@ -212,7 +240,7 @@ pub async fn run(
     }
 
     let statuses = poll(&api, &request_ids).await?;
-    if config.operation == Operation::Replace {
+    if op == Op::Replace {
         let body = json!({
             "destinations": [destination],
             "removeAsOfTime": started.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
@@ -228,6 +256,7 @@ pub async fn run(
             poll(&api, &[id.to_string()]).await?;
         }
     }
+    checkpoint.finish(phase).await?;
     report.requests = api.service.counters.requests.load(Ordering::Relaxed);
     report.retries = api.service.counters.retries.load(Ordering::Relaxed);
     report.platform_invalid = statuses.failed_records + skipped;

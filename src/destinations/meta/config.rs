@@ -2,6 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::job::{BatchLimits, Resolver};
+use crate::state::SyncMode;
 use serde::Deserialize;
 
 /// Graph API version the connector speaks by default.
@@ -22,8 +23,9 @@ pub struct MetaFile {
     pub access_token: String,
     pub base_url: Option<String>,
     pub api_version: Option<String>,
-    #[serde(default)]
-    pub operation: Operation,
+    /// `add`, `mirror`, `replace` or `remove` (`operation` is its older name).
+    #[serde(default, alias = "operation")]
+    pub sync: SyncMode,
     pub customer_file_source: Option<String>,
     /// Requests in flight at once.
     pub concurrency: Option<usize>,
@@ -31,19 +33,6 @@ pub struct MetaFile {
     pub requests_per_second: Option<f64>,
     #[serde(default)]
     pub batch: crate::job::BatchFile,
-}
-
-/// What the upload does to the audience.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Operation {
-    /// Add the members (`POST /users`).
-    #[default]
-    Add,
-    /// Remove the members (`DELETE /users`).
-    Remove,
-    /// Replace the audience with the members (`POST /usersreplace`).
-    Replace,
 }
 
 #[derive(Clone, Debug)]
@@ -55,7 +44,7 @@ pub struct MetaConfig {
     /// `sandbox` means: start the sandbox in-process and use it.
     pub base_url: String,
     pub api_version: String,
-    pub operation: Operation,
+    pub sync: SyncMode,
     pub customer_file_source: String,
     pub concurrency: usize,
     pub requests_per_second: Option<f64>,
@@ -116,7 +105,7 @@ impl MetaFile {
                 .api_version
                 .clone()
                 .unwrap_or_else(|| DEFAULT_API_VERSION.into()),
-            operation: self.operation,
+            sync: self.sync,
             customer_file_source: self
                 .customer_file_source
                 .clone()

@@ -2,12 +2,12 @@
 //! and sent in one session: batch 1 first, then up to `concurrency` batches in flight, then the
 //! last batch with `last_batch_flag` once every other batch is acknowledged.
 
-use super::config::{AudienceRef, MetaConfig, Operation};
+use super::config::{AudienceRef, MetaConfig};
 use super::request::{self, PayloadSchema};
 use super::service;
 use crate::batch;
 use crate::destinations::http::{RetryPolicy, Service, Verdict, mask};
-use crate::destinations::{RunInfo, SinkReport, secrets};
+use crate::destinations::{Delivery, Op, RunInfo, SinkReport, secrets};
 use crate::error::{Error, Result};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -152,7 +152,11 @@ pub async fn run(
     _run: &RunInfo,
     schema: SchemaRef,
     members: BoxStream<'static, Result<RecordBatch>>,
+    delivery: &Delivery,
 ) -> Result<SinkReport> {
+    let op = delivery.op;
+    let phase = op.phase();
+    let checkpoint = delivery.checkpoint.clone();
     let key = format!("destination {}", config.name);
     let token =
         secrets::platform_token(&config.access_token, &key, config.in_process_sandbox).await?;
@@ -171,17 +175,24 @@ pub async fn run(
         AudienceRef::Id(id) => id.clone(),
         AudienceRef::Name(name) => api.find_or_create(config, name).await?,
     };
-    let edge = match config.operation {
-        Operation::Add | Operation::Remove => format!("{audience_id}/users"),
-        Operation::Replace => format!("{audience_id}/usersreplace"),
+    let edge = match op {
+        Op::Add | Op::Remove => format!("{audience_id}/users"),
+        Op::Replace => format!("{audience_id}/usersreplace"),
     };
-    let method = if config.operation == Operation::Remove {
+    let method = if op == Op::Remove {
         "DELETE"
     } else {
         "POST"
     };
-    // Unique within the ad account; positive 63-bit.
-    let session_id = {
+    // Unique within the ad account; positive 63-bit. A resumed run goes on with the session its
+    // killed attempt opened (Meta keeps it open 90 minutes).
+    let resumed_session = checkpoint
+        .session(phase)
+        .await
+        .and_then(|s| s.parse::<u64>().ok());
+    let session_id = if let Some(id) = resumed_session {
+        id
+    } else {
         use std::hash::{BuildHasher, Hasher};
         let mut h = foldhash::fast::RandomState::default().build_hasher();
         h.write_u128(
@@ -190,19 +201,27 @@ pub async fn run(
                 .unwrap_or_default()
                 .as_nanos(),
         );
-        (h.finish() >> 1).max(1)
+        let id = (h.finish() >> 1).max(1);
+        checkpoint.set_session(phase, &id.to_string()).await?;
+        id
     };
 
     let send = {
         let api = api.clone();
         let edge = edge.clone();
         let payload_schema = payload_schema.clone();
+        let checkpoint = checkpoint.clone();
         move |batch: RecordBatch, seq: u64, last: bool| {
             let api = api.clone();
             let edge = edge.clone();
-            let payload = payload_schema.payload(&batch);
+            let checkpoint = checkpoint.clone();
+            let payload_schema = payload_schema.clone();
             let rows = batch.num_rows() as u64;
             async move {
+                if checkpoint.is_acked(phase, seq).await {
+                    return Ok::<(Value, u64, bool), Error>((Value::Null, rows, true));
+                }
+                let payload = payload_schema.payload(&batch);
                 let session = request::session(session_id, seq, last);
                 let answer = api
                     .post_with(
@@ -221,7 +240,8 @@ pub async fn run(
                         },
                     )
                     .await?;
-                Ok::<(Value, u64), Error>((answer, rows))
+                checkpoint.ack(phase, seq).await?;
+                Ok((answer, rows, false))
             }
         }
     };
@@ -235,11 +255,14 @@ pub async fn run(
     let mut in_flight = FuturesUnordered::new();
     let mut held: Option<RecordBatch> = None;
     let mut seq = 0u64;
-    let settle = |result: Result<(Value, u64)>,
+    let settle = |result: Result<(Value, u64, bool)>,
                   report: &mut SinkReport,
                   received: &mut Received|
      -> Result<()> {
-        let (answer, rows) = result?;
+        let (answer, rows, resumed) = result?;
+        if resumed {
+            report.resumed_batches += 1;
+        }
         received.add(&answer);
         report.batches += 1;
         report.rows += rows;
@@ -267,7 +290,7 @@ pub async fn run(
     while let Some(r) = in_flight.next().await {
         settle(joined(r), &mut report, &mut received)?;
     }
-    if held.is_none() && config.operation == Operation::Replace {
+    if held.is_none() && op == Op::Replace {
         return Err(Error::guard(format!(
             "{}: the segment has no members; refusing to replace the audience with nothing",
             config.name
@@ -277,6 +300,7 @@ pub async fn run(
         seq += 1;
         settle(send(last, seq, true).await, &mut report, &mut received)?;
     }
+    checkpoint.finish(phase).await?;
     report.requests = api.service.counters.requests.load(Ordering::Relaxed);
     report.retries = api.service.counters.retries.load(Ordering::Relaxed);
     report.platform_invalid = received.invalid;

@@ -1,0 +1,116 @@
+//! Checkpoints: which batches of a delivery the platform acknowledged, and the session or job it
+//! opened, written after every acknowledgement so a rerun after a crash sends only the rest.
+//!
+//! Batching is deterministic for a run (the batches are cut from the run's sorted delta files),
+//! so a batch is known by its phase (`add`, `remove`, `replace`) and its index.
+
+use super::StateStore;
+use crate::error::Result;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct CheckpointData {
+    /// Acknowledged batch indices per phase.
+    pub acked: BTreeMap<String, BTreeSet<u64>>,
+    /// Platform sessions or jobs (Meta's session id, the start time of a Google replace) per phase.
+    pub sessions: BTreeMap<String, String>,
+    /// Phases whose delivery finished (sessions closed, requests processed).
+    pub finished: BTreeSet<String>,
+    /// The destination's sync is committed.
+    pub committed: bool,
+}
+
+/// A destination's checkpoint for one run; kept in memory only when the run has no state.
+pub struct Checkpoint {
+    target: Option<(StateStore, String)>,
+    data: tokio::sync::Mutex<CheckpointData>,
+}
+
+impl Checkpoint {
+    /// A checkpoint that records nothing (runs without state, `plan`).
+    pub fn in_memory() -> Checkpoint {
+        Checkpoint {
+            target: None,
+            data: Default::default(),
+        }
+    }
+
+    /// The checkpoint at `rel` in the state store, as an earlier attempt left it.
+    pub async fn load(state: &StateStore, rel: String) -> Result<Checkpoint> {
+        let data = state.read_json(&rel).await?.unwrap_or_default();
+        Ok(Checkpoint {
+            target: Some((state.clone(), rel)),
+            data: tokio::sync::Mutex::new(data),
+        })
+    }
+
+    pub async fn snapshot(&self) -> CheckpointData {
+        self.data.lock().await.clone()
+    }
+
+    async fn update(&self, f: impl FnOnce(&mut CheckpointData)) -> Result<()> {
+        let mut data = self.data.lock().await;
+        f(&mut data);
+        // Written under the lock, so the file never goes back in time.
+        if let Some((state, rel)) = &self.target {
+            state.write_json(rel, &*data).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn is_acked(&self, phase: &str, index: u64) -> bool {
+        self.data
+            .lock()
+            .await
+            .acked
+            .get(phase)
+            .is_some_and(|s| s.contains(&index))
+    }
+
+    pub async fn acked_count(&self, phase: &str) -> u64 {
+        self.data
+            .lock()
+            .await
+            .acked
+            .get(phase)
+            .map_or(0, |s| s.len() as u64)
+    }
+
+    pub async fn ack(&self, phase: &str, index: u64) -> Result<()> {
+        self.update(|d| {
+            d.acked.entry(phase.to_string()).or_default().insert(index);
+        })
+        .await
+    }
+
+    pub async fn session(&self, phase: &str) -> Option<String> {
+        self.data.lock().await.sessions.get(phase).cloned()
+    }
+
+    pub async fn set_session(&self, phase: &str, session: &str) -> Result<()> {
+        self.update(|d| {
+            d.sessions.insert(phase.to_string(), session.to_string());
+        })
+        .await
+    }
+
+    pub async fn is_finished(&self, phase: &str) -> bool {
+        self.data.lock().await.finished.contains(phase)
+    }
+
+    pub async fn finish(&self, phase: &str) -> Result<()> {
+        self.update(|d| {
+            d.finished.insert(phase.to_string());
+        })
+        .await
+    }
+
+    pub async fn is_committed(&self) -> bool {
+        self.data.lock().await.committed
+    }
+
+    pub async fn committed(&self) -> Result<()> {
+        self.update(|d| d.committed = true).await
+    }
+}

@@ -1,0 +1,324 @@
+//! Sync state: what each destination was last synced with, the run in progress and its
+//! checkpoints, and the run reports, kept in an object store (`s3://…` or a local folder).
+//!
+//! Layout below the state URL, per job:
+//!
+//! ```text
+//! {job}/destinations/{dest}/syncs/{generation:08}.json   committed syncs; the newest is the head
+//! {job}/runs/{date}/pending.json                         a run whose deltas are computed, sending
+//! {job}/runs/{date}/{run_id}/members.parquet             that run's membership, sorted by key
+//! {job}/runs/{date}/{run_id}/{dest}.adds.parquet         members to add, to remove
+//! {job}/runs/{date}/{run_id}/{dest}.removes.parquet
+//! {job}/runs/{date}/{run_id}/{dest}.checkpoint.json      batches the platform acknowledged
+//! {job}/runs/{date}/done.json                            the date's finished run
+//! {job}/reports/{date}/{run_id}.json                     run reports
+//! ```
+//!
+//! A sync commits by creating the next generation's file with a conditional put (create only if
+//! absent): of two runs racing on one destination, the second fails to create it and stops with
+//! a message instead of overwriting. Files hold member keys and hashes, never raw identifiers.
+
+pub mod checkpoint;
+pub mod membership;
+
+use crate::error::{Error, Result};
+use crate::storage;
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
+use url::Url;
+
+/// How a destination is synced.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMode {
+    /// Send every member of the segment.
+    #[default]
+    Add,
+    /// Send those who joined since the last sync and remove those who left.
+    Mirror,
+    /// The platform's full replace: the audience becomes the segment.
+    Replace,
+    /// Remove the segment's members (no state kept).
+    Remove,
+}
+
+impl std::fmt::Display for SyncMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SyncMode::Add => "add",
+            SyncMode::Mirror => "mirror",
+            SyncMode::Replace => "replace",
+            SyncMode::Remove => "remove",
+        })
+    }
+}
+
+/// A committed sync: the membership a destination holds since.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SyncHead {
+    pub generation: u64,
+    pub run_date: String,
+    pub run_id: String,
+    pub mode: SyncMode,
+    /// Path of the membership file, relative to the state root.
+    pub members_file: String,
+    pub members: u64,
+    pub committed_at: String,
+}
+
+/// A run that has computed what to send and is sending it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Pending {
+    pub run_id: String,
+    pub run_date: String,
+    pub members_file: String,
+    pub members: u64,
+    /// Counts of the read phase, for the report of a resumed run.
+    pub read: serde_json::Value,
+    pub destinations: Vec<PendingDestination>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PendingDestination {
+    pub name: String,
+    pub mode: SyncMode,
+    /// The head this run's diff was computed against.
+    pub base_generation: u64,
+    pub previous_members: u64,
+    pub adds_file: String,
+    pub adds: u64,
+    pub removes_file: String,
+    pub removes: u64,
+}
+
+/// The date's finished run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Done {
+    pub run_id: String,
+    pub report_file: String,
+    pub finished_at: String,
+}
+
+/// The state store of one job.
+#[derive(Clone)]
+pub struct StateStore {
+    pub url: Url,
+    store: Arc<dyn ObjectStore>,
+    root: Path,
+    job: String,
+}
+
+impl StateStore {
+    /// Opens the job's state; `create` makes a local state folder if there is none.
+    pub fn open(url: &Url, job: &str, create: bool) -> Result<StateStore> {
+        let (store, root) = storage::store_for(url)?;
+        if create
+            && url.scheme() == "file"
+            && let Ok(p) = url.to_file_path()
+        {
+            std::fs::create_dir_all(&p).map_err(|e| {
+                Error::config(format!(
+                    "cannot create the state folder {}: {e}; set `state` in the job to a writable folder or an s3:// URL",
+                    p.display()
+                ))
+            })?;
+        }
+        Ok(StateStore {
+            url: url.clone(),
+            store,
+            root,
+            job: job.to_string(),
+        })
+    }
+
+    /// A path below the job's folder.
+    pub fn path(&self, rel: &str) -> Path {
+        let mut p = self.root.clone().join(self.job.as_str());
+        for part in rel.split('/').filter(|s| !s.is_empty()) {
+            p = p.join(part);
+        }
+        p
+    }
+
+    /// A URL for a path below the job's folder, for messages.
+    pub fn display(&self, rel: &str) -> String {
+        format!("{}{}/{}", self.url, self.job, rel)
+    }
+
+    fn at(&self, e: impl std::fmt::Display) -> Error {
+        Error::transient(format!("state store {}: {e}", self.url))
+    }
+
+    pub async fn read_json<T: for<'de> Deserialize<'de>>(&self, rel: &str) -> Result<Option<T>> {
+        match self.store.get(&self.path(rel)).await {
+            Ok(r) => {
+                let bytes = r.bytes().await.map_err(|e| self.at(e))?;
+                let value = serde_json::from_slice(&bytes).map_err(|e| {
+                    Error::config(format!(
+                        "{}: unreadable state ({e}); move it away to start this job's state afresh",
+                        self.display(rel)
+                    ))
+                })?;
+                Ok(Some(value))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.at(e)),
+        }
+    }
+
+    pub async fn write_json<T: Serialize>(&self, rel: &str, value: &T) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(value).map_err(|e| self.at(e))?;
+        self.store
+            .put(&self.path(rel), PutPayload::from(Bytes::from(bytes)))
+            .await
+            .map_err(|e| self.at(e))?;
+        Ok(())
+    }
+
+    /// Creates `rel` only if it does not exist; `false` if it does.
+    pub async fn create_json<T: Serialize>(&self, rel: &str, value: &T) -> Result<bool> {
+        let bytes = serde_json::to_vec_pretty(value).map_err(|e| self.at(e))?;
+        let options = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        match self
+            .store
+            .put_opts(&self.path(rel), PutPayload::from(Bytes::from(bytes)), options)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(object_store::Error::Precondition { .. }) => Ok(false),
+            Err(e) => Err(self.at(e)),
+        }
+    }
+
+    pub async fn delete(&self, rel: &str) -> Result<()> {
+        match self.store.delete(&self.path(rel)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.at(e)),
+        }
+    }
+
+    /// Uploads a local file to `rel`.
+    pub async fn upload(&self, local: &std::path::Path, rel: &str) -> Result<()> {
+        let mut file = tokio::fs::File::open(local)
+            .await
+            .map_err(|e| Error::transient(format!("{}: {e}", local.display())))?;
+        let mut out = object_store::buffered::BufWriter::with_capacity(
+            self.store.clone(),
+            self.path(rel),
+            16 * 1024 * 1024,
+        );
+        tokio::io::copy(&mut file, &mut out)
+            .await
+            .map_err(|e| self.at(e))?;
+        out.shutdown().await.map_err(|e| self.at(e))?;
+        Ok(())
+    }
+
+    /// Downloads `rel` into a local file.
+    pub async fn download(&self, rel: &str, local: &std::path::Path) -> Result<()> {
+        let r = self.store.get(&self.path(rel)).await.map_err(|e| {
+            self.at(e).context(format!(
+                "cannot read {} (state written by an earlier run)",
+                self.display(rel)
+            ))
+        })?;
+        let mut stream = r.into_stream();
+        let mut file = tokio::fs::File::create(local)
+            .await
+            .map_err(|e| Error::transient(format!("{}: {e}", local.display())))?;
+        while let Some(chunk) = stream.try_next().await.map_err(|e| self.at(e))? {
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| Error::transient(format!("{}: {e}", local.display())))?;
+        }
+        file.flush()
+            .await
+            .map_err(|e| Error::transient(format!("{}: {e}", local.display())))?;
+        Ok(())
+    }
+
+    fn syncs(destination: &str) -> String {
+        format!("destinations/{destination}/syncs")
+    }
+
+    /// The destination's last committed sync.
+    pub async fn head(&self, destination: &str) -> Result<Option<SyncHead>> {
+        let prefix = self.path(&Self::syncs(destination));
+        let objects: Vec<_> = match self.store.list(Some(&prefix)).try_collect().await {
+            Ok(o) => o,
+            Err(object_store::Error::NotFound { .. }) => vec![],
+            Err(e) => return Err(self.at(e)),
+        };
+        let newest = objects
+            .iter()
+            .filter_map(|o| o.location.filename().map(str::to_string))
+            .filter(|n| n.ends_with(".json"))
+            .max();
+        match newest {
+            Some(name) => {
+                self.read_json(&format!("{}/{name}", Self::syncs(destination)))
+                    .await
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Commits a sync as the next generation; fails if another run committed it first.
+    pub async fn commit(&self, destination: &str, head: &SyncHead) -> Result<()> {
+        let rel = format!("{}/{:08}.json", Self::syncs(destination), head.generation);
+        if !self.create_json(&rel, head).await? {
+            return Err(Error::transient(format!(
+                "destination {destination}: another run of job {} committed sync {} first (it ran at the same time); \
+                 this run's changes were sent, but its state is not recorded: rerun the job to sync against the newer state",
+                self.job, head.generation
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn run_dir(run_date: &str, run_id: &str) -> String {
+        format!("runs/{run_date}/{run_id}")
+    }
+
+    pub fn pending_file(run_date: &str) -> String {
+        format!("runs/{run_date}/pending.json")
+    }
+
+    pub fn done_file(run_date: &str) -> String {
+        format!("runs/{run_date}/done.json")
+    }
+
+    pub fn report_file(run_date: &str, run_id: &str) -> String {
+        format!("reports/{run_date}/{run_id}.json")
+    }
+
+    /// Lists the reports of a date (for tests and the CLI).
+    pub async fn reports(&self, run_date: &str) -> Result<Vec<String>> {
+        let prefix = self.path(&format!("reports/{run_date}"));
+        let objects: Vec<_> = self
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|e| self.at(e))?;
+        let mut names: Vec<String> = objects
+            .iter()
+            .filter_map(|o| o.location.filename().map(str::to_string))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    pub fn store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+}
