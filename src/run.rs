@@ -584,7 +584,15 @@ async fn send(
     };
     if !checkpoint.is_committed().await {
         for (op, file, rows) in steps {
-            if rows == 0 && op != Op::Replace || checkpoint.is_finished(op.phase()).await {
+            if rows == 0 && op != Op::Replace {
+                continue;
+            }
+            if checkpoint.is_finished(op.phase()).await {
+                // Sent whole by a killed attempt.
+                let acked = checkpoint.acked_count(op.phase()).await;
+                report.batches += acked;
+                report.resumed_batches += acked;
+                report.rows += rows;
                 continue;
             }
             let local = work.path().join(format!("{}.parquet", op.phase()));

@@ -31,8 +31,12 @@ pub struct Stats {
     pub upload_requests: u64,
     /// Upload requests applied (not faulted, not rejected).
     pub batches_accepted: u64,
-    /// The same batch (session and sequence number) applied a second time.
+    /// A batch with the same members applied to the same audience again, in another session or
+    /// without one: a client that sent it twice (a nightly full `add` does so by design).
     pub batches_accepted_twice: u64,
+    /// A session's batch (same sequence number) received again: acknowledged, not applied again,
+    /// as Meta lets a session repeat a batch.
+    pub batches_repeated: u64,
     pub injected_errors: u64,
     pub injected_throttles: u64,
     pub injected_drops: u64,
@@ -55,6 +59,8 @@ struct Inner {
     stats: Stats,
     /// Applied batches: (audience, session, batch) -> times.
     batches: HashMap<(String, String, u64), u64>,
+    /// Fingerprints of applied batches' contents: (audience, add, members).
+    contents: std::collections::HashSet<(String, bool, u64)>,
 }
 
 impl Store {
@@ -110,8 +116,9 @@ impl Store {
         )
     }
 
-    /// Applies a batch of members. `batch` identifies it (session and sequence number) so a
-    /// repeated batch is counted; the member set itself is idempotent.
+    /// Applies a batch of members. `batch` identifies it (session and sequence number): a repeat
+    /// is acknowledged and counted, not applied again. A batch whose members were applied before
+    /// under another identity counts as accepted twice.
     pub fn apply(
         &self,
         id: &str,
@@ -128,6 +135,17 @@ impl Store {
                 .or_default();
             *times += 1;
             if *times > 1 {
+                inner.stats.batches_repeated += 1;
+                return;
+            }
+        }
+        if !members.is_empty() {
+            use std::hash::{Hash, Hasher};
+            let mut sorted: Vec<&String> = members.iter().collect();
+            sorted.sort();
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            sorted.hash(&mut h);
+            if !inner.contents.insert((id.to_string(), add, h.finish())) {
                 inner.stats.batches_accepted_twice += 1;
             }
         }

@@ -1,0 +1,431 @@
+//! Sync state against the sandbox: mirror runs send only the differences and leave the audience
+//! equal to the segment; killed runs resume without sending a batch twice (state on disk and on
+//! the S3 server); backfills resume; guards and plans send nothing.
+
+mod common;
+
+use activator::sandbox::faults::FaultConfig;
+use common::SandboxFixture as Fixture;
+use common::*;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "EAAB-sync-test-token-77e1";
+const DAY1: &str = "2026-11-24";
+const DAY2: &str = "2026-11-25";
+
+/// A member as (EMAIL, PHONE) hashes, the pair the tests compare.
+type Member = (Option<String>, Option<String>);
+
+struct Sync {
+    f: Fixture,
+    data: PathBuf,
+    state: String,
+    env: Vec<(&'static str, String)>,
+}
+
+impl Sync {
+    fn new(faults: FaultConfig) -> Sync {
+        let f = Fixture::with_faults(faults);
+        let state = f.dir.path().join("state").display().to_string();
+        Sync {
+            f,
+            data: generated_data(5_000, 3),
+            state,
+            env: vec![],
+        }
+    }
+
+    /// The B1 segment to an export and a Meta audience `b1`, in `mode`.
+    fn job(&self, mode: &str, min_value: u32, extra: &str) -> PathBuf {
+        let job = format!(
+            r#"name = "sync"
+segment = "{repo}/sql/b1.sql"
+profile = "meta"
+state = "{state}"
+[vars]
+min_value = {min_value}
+[[tables]]
+name = "customers"
+url = "{data}/customers"
+partitions = ["dt"]
+[identifiers]
+email = "email"
+phone = "phone"
+first_name = "first_name"
+last_name = "last_name"
+zip = "zip"
+country = "country"
+[[destinations]]
+type = "export"
+url = "{out}"
+[[destinations]]
+type = "meta"
+ad_account_id = "1234567890"
+access_token = "env:META_ACCESS_TOKEN"
+base_url = "{url}"
+audience = "b1"
+sync = "{mode}"
+concurrency = 1
+batch = {{ max_rows = 100 }}
+{extra}
+"#,
+            repo = repo().display(),
+            state = self.state,
+            data = self.data.display(),
+            out = self.f.dir.path().join("out").display(),
+            url = self.f.sandbox.url,
+        );
+        let path = self.f.dir.path().join("job.toml");
+        std::fs::write(&path, job).unwrap();
+        path
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = activator();
+        c.args(args)
+            .env("META_ACCESS_TOKEN", TOKEN)
+            .env("ACTIVATOR_LOG", "debug");
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    fn run(&self, job: &Path, date: &str, flags: &[&str]) -> (i32, String) {
+        let job = job.display().to_string();
+        let mut args = vec!["run", job.as_str(), "--date", date, "--quiet"];
+        args.extend(flags);
+        let out = self.command(&args).output().unwrap();
+        (out.status.code().unwrap_or(-1), text(&out))
+    }
+
+    /// Starts a run and kills it (SIGKILL) once the sandbox has accepted `batches` more batches.
+    fn run_killed_after(&self, job: &Path, date: &str, batches: u64) {
+        let start = self.f.sandbox.state.store.stats().batches_accepted;
+        let job = job.display().to_string();
+        let mut child = self
+            .command(&["run", job.as_str(), "--date", date, "--quiet"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if self.f.sandbox.state.store.stats().batches_accepted >= start + batches {
+                break;
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("the run ended ({status}) before it could be killed");
+            }
+            assert!(Instant::now() < deadline, "the run did not get that far");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    fn audience(&self) -> BTreeSet<Member> {
+        let store = &self.f.sandbox.state.store;
+        let a = store
+            .list()
+            .into_iter()
+            .find(|a| a.name == "b1")
+            .expect("audience b1 exists");
+        let field = |m: &serde_json::Value, k: &str| {
+            m[k].as_str().filter(|s| !s.is_empty()).map(str::to_string)
+        };
+        let members = store.members(&a.id).unwrap();
+        let set: BTreeSet<Member> = members
+            .iter()
+            .map(|m| (field(m, "EMAIL"), field(m, "PHONE")))
+            .collect();
+        assert_eq!(set.len(), members.len(), "every member once");
+        set
+    }
+
+    /// The members of a date's segment, from the run's export.
+    fn segment(&self, date: &str) -> BTreeSet<Member> {
+        let file = self.f.dir.path().join(format!("out/sync-{date}.parquet"));
+        let emails = parquet_column(&file, "email_sha256");
+        let phones = parquet_column(&file, "phone_sha256");
+        emails.into_iter().zip(phones).collect()
+    }
+
+    fn report(&self, date: &str) -> serde_json::Value {
+        let dir = Path::new(&self.state).join(format!("sync/reports/{date}"));
+        let files = files_below(&dir);
+        assert_eq!(files.len(), 1, "one report for {date}: {files:?}");
+        serde_json::from_slice(&std::fs::read(dir.join(&files[0])).unwrap()).unwrap()
+    }
+}
+
+fn meta_report(report: &serde_json::Value) -> &serde_json::Value {
+    report["destinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["destination"] == "meta")
+        .expect("meta destination in the report")
+}
+
+#[test]
+fn mirror_sends_only_the_differences_and_the_audience_equals_the_segment() {
+    let s = Sync::new(FaultConfig::default());
+    let job = s.job("mirror", 100, "");
+    let (code, out) = s.run(&job, DAY1, &[]);
+    assert_eq!(code, 0, "{out}");
+    let day1 = s.segment(DAY1);
+    assert!(day1.len() > 1000, "{}", day1.len());
+    assert_eq!(s.audience(), day1);
+
+    let (code, out) = s.run(&job, DAY2, &[]);
+    assert_eq!(code, 0, "{out}");
+    let day2 = s.segment(DAY2);
+    assert_eq!(s.audience(), day2, "the audience is the second date's segment");
+    let joined = day2.difference(&day1).count() as u64;
+    let left = day1.difference(&day2).count() as u64;
+    assert!(joined > 0 && left > 0, "the data drifts: {joined} joined, {left} left");
+    let meta = meta_report(&s.report(DAY2)).clone();
+    assert_eq!(meta["added"], joined, "{meta}");
+    assert_eq!(meta["removed"], left, "{meta}");
+    assert_eq!(meta["rows"], joined + left, "only the differences were sent: {meta}");
+    assert!(out.contains("added") && out.contains("removed"), "{out}");
+    assert!(!out.contains(TOKEN));
+
+    // The date is done: running it again sends nothing.
+    let before = s.f.sandbox.state.store.stats().upload_requests;
+    let (code, out) = s.run(&job, DAY2, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("had finished"), "{out}");
+    assert_eq!(s.f.sandbox.state.store.stats().upload_requests, before);
+}
+
+fn killed_runs_resume(s: &Sync) {
+    // Slow requests, so a run can be killed mid-upload.
+    let job = s.job("mirror", 100, "");
+    let (code, out) = s.run(&job, DAY1, &[]);
+    assert_eq!(code, 0, "{out}");
+    // Day 2's diff is small; widen it with a lower threshold: more members join.
+    let job = s.job("mirror", 20, "");
+    s.f.sandbox.state.store.with(|st| st.batches_accepted = 0);
+    for at in [1, 3, 4] {
+        s.run_killed_after(&job, DAY2, at);
+    }
+    let before = s.f.sandbox.state.store.stats();
+    let accepted_before = before.batches_accepted;
+    assert!(accepted_before >= 8);
+    let json = s.f.dir.path().join("report.json");
+    let json_arg = json.display().to_string();
+    let (code, out) = s.run(&job, DAY2, &["--report-json", json_arg.as_str()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("resumed run"), "{out}");
+    let stats = s.f.sandbox.state.store.stats();
+    assert_eq!(stats.batches_accepted_twice, 0, "{stats:?}");
+    assert_eq!(s.audience(), s.segment(DAY2));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(report["resumed"], true);
+    let meta = meta_report(&report);
+    // Every batch accepted before the kills is either in the checkpoint (not sent again) or,
+    // when a kill landed between the platform's answer and the checkpoint write, sent again in
+    // the same session under the same batch_seq, which Meta (and the sandbox) acknowledge
+    // without applying it again: at most one such batch per kill.
+    assert!(stats.batches_repeated <= 3, "{stats:?}");
+    let repeated_now = stats.batches_repeated - before.batches_repeated;
+    // (A last batch sent again after its session closed is answered "session already
+    // finished", which the connector takes as done: neither repeated nor accepted.)
+    let finished_again = stats.rejected - before.rejected;
+    assert_eq!(
+        meta["resumed_batches"].as_u64().unwrap() + repeated_now + finished_again,
+        accepted_before,
+        "{meta} {stats:?}"
+    );
+    let batches = meta["batches"].as_u64().unwrap();
+    assert_eq!(stats.batches_accepted, batches, "each batch accepted once: {stats:?} {meta}");
+    assert_eq!(meta["rows"], meta["added"].as_u64().unwrap() + meta["removed"].as_u64().unwrap());
+}
+
+#[test]
+fn a_killed_run_resumes_where_it_stopped() {
+    let s = Sync::new(FaultConfig {
+        latency_ms: 40,
+        ..FaultConfig::default()
+    });
+    killed_runs_resume(&s);
+}
+
+#[test]
+fn a_killed_run_resumes_with_its_state_on_s3() {
+    let moto = Moto::start();
+    moto.create_bucket("state");
+    let mut s = Sync::new(FaultConfig {
+        latency_ms: 40,
+        ..FaultConfig::default()
+    });
+    s.state = "s3://state/activator".into();
+    s.env = moto.env();
+    killed_runs_resume(&s);
+    // The state is in the bucket, not on disk.
+    let store = moto.store("state");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let names: Vec<String> = rt.block_on(async {
+        use futures::TryStreamExt;
+        store
+            .list(Some(&"activator/sync".into()))
+            .map_ok(|o| o.location.to_string())
+            .try_collect()
+            .await
+            .unwrap()
+    });
+    assert!(
+        names.iter().any(|n| n.contains("destinations/meta/syncs/")),
+        "{names:?}"
+    );
+    assert!(names.iter().any(|n| n.contains("reports/2026-11-25/")), "{names:?}");
+}
+
+#[test]
+fn a_backfill_killed_on_its_second_date_resumes() {
+    let s = Sync::new(FaultConfig {
+        latency_ms: 40,
+        ..FaultConfig::default()
+    });
+    let job = s.job("mirror", 20, "");
+    let job_arg = job.display().to_string();
+    let args = [
+        "backfill",
+        job_arg.as_str(),
+        "--from",
+        "2026-11-23",
+        "--to",
+        "2026-11-25",
+        "--quiet",
+    ];
+    // Kill it once the second date is uploading: the first date's report is there, and batches
+    // flow again.
+    let mut child = s
+        .command(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let first = Path::new(&s.state).join("sync/reports/2026-11-23");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while files_below(&first).is_empty() {
+        assert!(Instant::now() < deadline, "the first date did not finish");
+        assert!(child.try_wait().unwrap().is_none(), "the backfill ended early");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let accepted = s.f.sandbox.state.store.stats().batches_accepted;
+    while s.f.sandbox.state.store.stats().batches_accepted < accepted + 2 {
+        assert!(Instant::now() < deadline, "the second date did not upload");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(files_below(&Path::new(&s.state).join("sync/reports/2026-11-24")).is_empty());
+
+    let out = s.command(&args).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    for date in ["2026-11-23", "2026-11-24", "2026-11-25"] {
+        s.report(date); // exactly one each
+    }
+    assert!(s.report("2026-11-24")["resumed"] == true);
+    assert_eq!(s.f.sandbox.state.store.stats().batches_accepted_twice, 0);
+    assert_eq!(s.audience(), s.segment("2026-11-25"));
+}
+
+#[test]
+fn guards_stop_an_empty_segment_and_a_mass_removal() {
+    let s = Sync::new(FaultConfig::default());
+    let job = s.job("mirror", 100, "");
+    assert_eq!(s.run(&job, DAY1, &[]).0, 0);
+    let before = s.f.sandbox.state.store.stats().upload_requests;
+    let members = s.audience();
+
+    // Nobody is worth a million: an empty segment.
+    let empty = s.job("mirror", 1_000_000, "");
+    let (code, out) = s.run(&empty, DAY2, &[]);
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("no members") && out.contains("--allow-empty"), "{out}");
+    // Few are worth 2,000: most would be removed.
+    let shrunk = s.job("mirror", 2_000, "");
+    let (code, out) = s.run(&shrunk, DAY2, &[]);
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("would remove") && out.contains("--allow-mass-removal"), "{out}");
+    assert_eq!(s.f.sandbox.state.store.stats().upload_requests, before, "nothing sent");
+    assert_eq!(s.audience(), members);
+    assert!(
+        !s.f.dir.path().join(format!("out/sync-{DAY2}.parquet")).exists(),
+        "the export did not commit either"
+    );
+
+    // Allowed, it goes through.
+    let (code, out) = s.run(&shrunk, DAY2, &["--allow-mass-removal"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(s.audience(), s.segment(DAY2));
+}
+
+#[test]
+fn plan_sends_nothing_and_writes_nothing() {
+    let s = Sync::new(FaultConfig::default());
+    let job = s.job("mirror", 100, "");
+    assert_eq!(s.run(&job, DAY1, &[]).0, 0);
+    let requests = s.f.sandbox.state.store.stats().requests;
+    let state_files = files_below(Path::new(&s.state));
+    let out_files = files_below(&s.f.dir.path().join("out"));
+
+    let job_arg = job.display().to_string();
+    let out = s
+        .command(&["plan", job_arg.as_str(), "--date", DAY2])
+        .output()
+        .unwrap();
+    let printed = text(&out);
+    assert!(out.status.success(), "{printed}");
+    assert!(printed.contains("plan sync for 2026-11-25"), "{printed}");
+    assert!(printed.contains("would send"), "{printed}");
+    assert_eq!(s.f.sandbox.state.store.stats().requests, requests);
+    assert_eq!(files_below(Path::new(&s.state)), state_files);
+    assert_eq!(files_below(&s.f.dir.path().join("out")), out_files);
+
+    // And what it planned is what the run then does.
+    let planned_adds = printed
+        .lines()
+        .find(|l| l.contains("destination meta"))
+        .unwrap()
+        .to_string();
+    let (code, out) = s.run(&job, DAY2, &[]);
+    assert_eq!(code, 0, "{out}");
+    let meta = meta_report(&s.report(DAY2)).clone();
+    assert!(
+        planned_adds.contains(&format!("{} added, {} removed", meta["added"], meta["removed"])),
+        "{planned_adds} vs {meta}"
+    );
+}
+
+#[test]
+fn emf_lines_carry_the_run_figures() {
+    let s = Sync::new(FaultConfig::default());
+    let job = s.job("add", 100, "");
+    let job_arg = job.display().to_string();
+    let out = s
+        .command(&["run", job_arg.as_str(), "--date", DAY1, "--quiet"])
+        .env("ACTIVATOR_METRICS", "emf")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{stdout}"); // the run, the export, meta
+    assert_eq!(lines[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"], "Activator");
+    assert!(lines[0]["Members"].as_u64().unwrap() > 1000);
+    let meta = lines.iter().find(|l| l["Destination"] == "meta").unwrap();
+    assert_eq!(meta["Added"], lines[0]["Members"]);
+}
