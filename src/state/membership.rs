@@ -25,7 +25,7 @@ use std::sync::Arc;
 pub const KEY_COLUMN: &str = "member_key";
 
 /// Rows gathered before a sorted run is spilled.
-const RUN_ROWS: usize = 1 << 20;
+const RUN_ROWS: usize = 1 << 18;
 /// Rows per output batch of the merge.
 const CHUNK_ROWS: usize = 8192;
 

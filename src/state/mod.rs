@@ -47,6 +47,25 @@ pub enum SyncMode {
     Remove,
 }
 
+impl SyncMode {
+    /// The mode a job file names (after `${VAR}` interpolation); `add` when it names none.
+    pub fn resolve(raw: Option<&str>, key: &str, r: &crate::job::Resolver) -> Result<SyncMode> {
+        let Some(raw) = raw else {
+            return Ok(SyncMode::Add);
+        };
+        match r.interpolate(raw, key)?.trim() {
+            "add" => Ok(SyncMode::Add),
+            "mirror" => Ok(SyncMode::Mirror),
+            "replace" => Ok(SyncMode::Replace),
+            "remove" => Ok(SyncMode::Remove),
+            other => Err(Error::config(format!(
+                "{}: {key}: `{other}` is not a sync mode: use add, mirror, replace or remove",
+                r.at
+            ))),
+        }
+    }
+}
+
 impl std::fmt::Display for SyncMode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -320,5 +339,36 @@ impl StateStore {
 
     pub fn store(&self) -> Arc<dyn ObjectStore> {
         self.store.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(generation: u64, run_id: &str) -> SyncHead {
+        SyncHead {
+            generation,
+            run_date: "2026-11-25".into(),
+            run_id: run_id.into(),
+            mode: SyncMode::Mirror,
+            members_file: "runs/x/members.parquet".into(),
+            members: 1,
+            committed_at: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn of_two_runs_committing_the_same_generation_the_second_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = Url::from_directory_path(dir.path()).unwrap();
+        let state = StateStore::open(&url, "job", true).unwrap();
+        assert!(state.head("meta").await.unwrap().is_none());
+        state.commit("meta", &head(1, "first")).await.unwrap();
+        let err = state.commit("meta", &head(1, "second")).await.unwrap_err();
+        assert!(err.message.contains("another run of job job committed sync 1 first"), "{err}");
+        assert_eq!(state.head("meta").await.unwrap().unwrap().run_id, "first");
+        state.commit("meta", &head(2, "third")).await.unwrap();
+        assert_eq!(state.head("meta").await.unwrap().unwrap().generation, 2);
     }
 }

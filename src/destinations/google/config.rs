@@ -24,8 +24,8 @@ pub struct GoogleFile {
     pub access_token: String,
     pub base_url: Option<String>,
     /// `add`, `mirror`, `replace` or `remove` (`operation` is its older name).
-    #[serde(default, alias = "operation")]
-    pub sync: crate::state::SyncMode,
+    #[serde(alias = "operation")]
+    pub sync: Option<String>,
     /// Job-wide consent: `granted` or `denied` for each signal; per-member consent columns
     /// (the job's `[consent]`) override it.
     #[serde(default)]
@@ -150,7 +150,7 @@ impl GoogleFile {
             user_list,
             access_token: self.access_token.clone(),
             base_url: base_url.trim_end_matches('/').to_string(),
-            sync: self.sync,
+            sync: crate::state::SyncMode::resolve(self.sync.as_deref(), &format!("{key}.sync"), r)?,
             ad_user_data: self.consent.ad_user_data,
             ad_personalization: self.consent.ad_personalization,
             concurrency: self.concurrency.unwrap_or(4).clamp(1, 64),

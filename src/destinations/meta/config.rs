@@ -24,8 +24,8 @@ pub struct MetaFile {
     pub base_url: Option<String>,
     pub api_version: Option<String>,
     /// `add`, `mirror`, `replace` or `remove` (`operation` is its older name).
-    #[serde(default, alias = "operation")]
-    pub sync: SyncMode,
+    #[serde(alias = "operation")]
+    pub sync: Option<String>,
     pub customer_file_source: Option<String>,
     /// Requests in flight at once.
     pub concurrency: Option<usize>,
@@ -105,7 +105,7 @@ impl MetaFile {
                 .api_version
                 .clone()
                 .unwrap_or_else(|| DEFAULT_API_VERSION.into()),
-            sync: self.sync,
+            sync: crate::state::SyncMode::resolve(self.sync.as_deref(), &format!("{key}.sync"), r)?,
             customer_file_source: self
                 .customer_file_source
                 .clone()
