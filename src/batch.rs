@@ -77,6 +77,31 @@ impl Batcher {
         Ok(full)
     }
 
+    /// Cuts without copying: the slices of `batch` in order, each flagged when it completes a
+    /// batch (a writer closes its file there). A flagged slice may be empty when the batch
+    /// completed with the previous input. The last batch is completed by the input's end.
+    pub fn cut(&mut self, batch: &RecordBatch) -> Vec<(RecordBatch, bool)> {
+        let sizes = row_sizes(batch);
+        let mut out: Vec<(RecordBatch, bool)> = vec![];
+        let mut start = 0;
+        for (row, size) in sizes.iter().enumerate() {
+            let over_rows = self.rows + 1 > self.limits.max_rows;
+            let over_bytes = self.rows > 0 && self.bytes + size > self.limits.max_bytes;
+            if over_rows || over_bytes {
+                out.push((batch.slice(start, row - start), true));
+                start = row;
+                self.rows = 0;
+                self.bytes = 0;
+            }
+            self.rows += 1;
+            self.bytes += size;
+        }
+        if batch.num_rows() > start {
+            out.push((batch.slice(start, batch.num_rows() - start), false));
+        }
+        out
+    }
+
     /// The last, partly filled batch.
     pub fn finish(&mut self) -> Result<Option<RecordBatch>> {
         if self.rows == 0 {
@@ -200,6 +225,25 @@ mod tests {
             max_bytes: 5,
         };
         assert_eq!(run(limits, vec![batch(&["0123456789"; 2])]), [1, 1]);
+    }
+
+    #[test]
+    fn cut_flags_where_batches_end_without_copying() {
+        let mut b = Batcher::new(BatchLimits {
+            max_rows: 4,
+            max_bytes: usize::MAX,
+        });
+        let shape = |pieces: Vec<(RecordBatch, bool)>| {
+            pieces
+                .iter()
+                .map(|(p, end)| (p.num_rows(), *end))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(shape(b.cut(&batch(&["a"; 3]))), [(3, false)]);
+        assert_eq!(shape(b.cut(&batch(&["b"; 6]))), [(1, true), (4, true), (1, false)]);
+        assert_eq!(shape(b.cut(&batch(&["c"; 3]))), [(3, false)]);
+        // The batch filled up exactly: it ends before the next input's first row.
+        assert_eq!(shape(b.cut(&batch(&["d"; 2]))), [(0, true), (2, false)]);
     }
 
     #[test]

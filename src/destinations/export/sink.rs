@@ -29,21 +29,34 @@ pub async fn run(
         destination: config.name.clone(),
         ..SinkReport::default()
     };
-    let mut batches = batch::batched(members, config.batch);
+    let mut members = members;
+    // Batches are cut without copying: slices go straight into the open file, so memory holds a
+    // row group, not a batch (an export's batch may be a million rows).
+    let mut cutter = batch::Batcher::new(config.batch);
     let ext = config.format.extension();
     let stem = format!("{}-{}", run.job, run.run_date);
     match config.layout {
         ExportLayout::PerRun => {
             let path = folder.clone().join(format!("{stem}.{ext}"));
             let mut file = FileWriter::create(store.clone(), path.clone(), config.format, schema)?;
-            while let Some(batch) = batches.next().await {
+            let mut open = false;
+            while let Some(batch) = members.next().await {
                 // On an error the writer is dropped un-committed: no file appears.
                 let batch = batch?;
                 file.write(&batch)
                     .await
                     .map_err(|e| e.context(format!("export to {}", config.url)))?;
-                report.batches += 1;
                 report.rows += batch.num_rows() as u64;
+                for (piece, ends) in cutter.cut(&batch) {
+                    open |= piece.num_rows() > 0;
+                    if ends {
+                        report.batches += 1;
+                        open = false;
+                    }
+                }
+            }
+            if open {
+                report.batches += 1;
             }
             file.commit()
                 .await
@@ -54,8 +67,16 @@ pub async fn run(
             let staging = folder
                 .clone()
                 .join(format!("_staging-{stem}-{}", run.run_id));
-            let result =
-                write_parts(&store, &staging, config, schema, &mut batches, &mut report).await;
+            let result = write_parts(
+                &store,
+                &staging,
+                config,
+                schema,
+                &mut members,
+                &mut cutter,
+                &mut report,
+            )
+            .await;
             if let Err(e) = result {
                 remove_prefix(&store, &staging).await.ok();
                 return Err(e.context(format!("export to {}", config.url)));
@@ -80,20 +101,39 @@ async fn write_parts(
     staging: &Path,
     config: &Export,
     schema: SchemaRef,
-    batches: &mut BoxStream<'static, Result<RecordBatch>>,
+    members: &mut BoxStream<'static, Result<RecordBatch>>,
+    cutter: &mut batch::Batcher,
     report: &mut SinkReport,
 ) -> Result<()> {
     let ext = config.format.extension();
-    while let Some(batch) = batches.next().await {
+    let mut part: Option<FileWriter> = None;
+    while let Some(batch) = members.next().await {
         let batch = batch?;
-        let path = staging
-            .clone()
-            .join(format!("part-{:05}.{ext}", report.batches));
-        let mut file = FileWriter::create(store.clone(), path, config.format, schema.clone())?;
-        file.write(&batch).await?;
+        for (piece, ends) in cutter.cut(&batch) {
+            if piece.num_rows() > 0 {
+                if part.is_none() {
+                    let path = staging
+                        .clone()
+                        .join(format!("part-{:05}.{ext}", report.batches));
+                    part = Some(FileWriter::create(
+                        store.clone(),
+                        path,
+                        config.format,
+                        schema.clone(),
+                    )?);
+                }
+                part.as_mut().expect("open part").write(&piece).await?;
+                report.rows += piece.num_rows() as u64;
+            }
+            if ends && let Some(file) = part.take() {
+                file.commit().await?;
+                report.batches += 1;
+            }
+        }
+    }
+    if let Some(file) = part.take() {
         file.commit().await?;
         report.batches += 1;
-        report.rows += batch.num_rows() as u64;
     }
     Ok(())
 }
