@@ -441,28 +441,26 @@ async fn diff(
         .tempdir()
         .map_err(|e| Error::transient(format!("cannot create a temporary folder: {e}")))?;
     let mut heads = vec![];
-    let mut targets = vec![];
+    // Only mirror destinations with an earlier sync need a diff.
+    let mut targets: Vec<Option<DiffTarget>> = vec![];
     for d in platforms {
         let mode = d.sync_mode();
         let head = state.head(d.name()).await?;
-        let previous = match (&head, mode) {
-            (Some(h), SyncMode::Mirror) => {
-                let local = work.path().join(format!("{}.previous.parquet", d.name()));
-                state.download(&h.members_file, &local).await?;
-                Some(local)
-            }
+        let target = match (&head, mode) {
+            (Some(h), SyncMode::Mirror) => Some(DiffTarget {
+                previous: Some(state.fetch(&h.members_file, work.path()).await?),
+                adds: work.path().join(format!("{}.adds.parquet", d.name())),
+                removes: work.path().join(format!("{}.removes.parquet", d.name())),
+            }),
             _ => None,
         };
-        targets.push(DiffTarget {
-            previous,
-            adds: work.path().join(format!("{}.adds.parquet", d.name())),
-            removes: work.path().join(format!("{}.removes.parquet", d.name())),
-        });
+        targets.push(target);
         heads.push(head);
     }
     let members_local = work.path().join("members.parquet");
-    let t = targets
+    let t: Vec<DiffTarget> = targets
         .iter()
+        .flatten()
         .map(|t| DiffTarget {
             previous: t.previous.clone(),
             adds: t.adds.clone(),
@@ -470,12 +468,24 @@ async fn diff(
         })
         .collect();
     let members_path = (!options.dry_run).then(|| members_local.clone());
-    let (counts, members) = tokio::task::spawn_blocking(move || {
+    let (diffed, members) = tokio::task::spawn_blocking(move || {
         let counts = membership::merge(&sorted, members_path, t)?;
         Ok::<_, Error>((counts, sorted.members))
     })
     .await
     .map_err(|e| Error::internal(format!("the diff stopped: {e}")))??;
+    let mut diffed = diffed.into_iter();
+    let counts: Vec<membership::DiffCounts> = targets
+        .iter()
+        .map(|t| match t {
+            Some(_) => diffed.next().expect("a count per target"),
+            None => membership::DiffCounts {
+                previous: 0,
+                adds: members,
+                removes: 0,
+            },
+        })
+        .collect();
 
     let run_dir = StateStore::run_dir(date, run_id);
     let members_file = format!("{run_dir}/members.parquet");
@@ -518,8 +528,11 @@ async fn diff(
             mode,
             base_generation: head.as_ref().map_or(0, |h| h.generation),
             previous_members: previous,
+            // Without an earlier sync every member is an add: the members file serves.
             adds_file: match mode {
-                SyncMode::Mirror => format!("{run_dir}/{}.adds.parquet", d.name()),
+                SyncMode::Mirror if head.is_some() => {
+                    format!("{run_dir}/{}.adds.parquet", d.name())
+                }
                 _ => members_file.clone(),
             },
             adds,
@@ -530,7 +543,7 @@ async fn diff(
     if !options.dry_run {
         state.upload(&members_local, &members_file).await?;
         for (pd, t) in pending_destinations.iter().zip(&targets) {
-            if pd.mode == SyncMode::Mirror {
+            if let Some(t) = t {
                 state.upload(&t.adds, &pd.adds_file).await?;
                 state.upload(&t.removes, &pd.removes_file).await?;
             }
@@ -595,8 +608,7 @@ async fn send(
                 report.rows += rows;
                 continue;
             }
-            let local = work.path().join(format!("{}.parquet", op.phase()));
-            state.download(file, &local).await?;
+            let local = state.fetch(file, work.path()).await?;
             let schema = membership::member_schema(&local)?;
             let members = file_stream(local);
             let delivery = Delivery {

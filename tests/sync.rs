@@ -429,3 +429,76 @@ fn emf_lines_carry_the_run_figures() {
     let meta = lines.iter().find(|l| l["Destination"] == "meta").unwrap();
     assert_eq!(meta["Added"], lines[0]["Members"]);
 }
+
+#[test]
+fn an_export_backfill_runs_dates_in_parallel_and_a_platform_backfill_may_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = generated_data(5_000, 3);
+    let job = dir.path().join("export.toml");
+    std::fs::write(
+        &job,
+        format!(
+            r#"segment = "{repo}/sql/b1.sql"
+profile = "meta"
+state = "{state}"
+[vars]
+min_value = 100
+[[tables]]
+name = "customers"
+url = "{data}/customers"
+partitions = ["dt"]
+[identifiers]
+email = "email"
+[[destinations]]
+type = "export"
+url = "{out}"
+"#,
+            repo = repo().display(),
+            state = dir.path().join("state").display(),
+            data = data.display(),
+            out = dir.path().join("out").display(),
+        ),
+    )
+    .unwrap();
+    let job_arg = job.display().to_string();
+    let args = [
+        "backfill",
+        job_arg.as_str(),
+        "--from",
+        "2026-11-23",
+        "--to",
+        "2026-11-25",
+        "--parallel",
+        "2",
+        "--quiet",
+    ];
+    let out = run_ok(activator().args(args));
+    assert!(text(&out).contains("3 dates"), "{}", text(&out));
+    for date in ["2026-11-23", "2026-11-24", "2026-11-25"] {
+        assert!(dir.path().join(format!("out/export-{date}.parquet")).is_file());
+        let reports = dir.path().join(format!("state/export/reports/{date}"));
+        assert_eq!(files_below(&reports).len(), 1, "{date}");
+    }
+    // Done dates are skipped on a second pass.
+    let out = run_ok(activator().args(args));
+    assert!(text(&out).contains("had finished"), "{}", text(&out));
+
+    // A platform audience is synced one date after the other.
+    let s = Sync::new(FaultConfig::default());
+    let platform = s.job("mirror", 100, "").display().to_string();
+    let out = s
+        .command(&[
+            "backfill",
+            platform.as_str(),
+            "--from",
+            "2026-11-23",
+            "--to",
+            "2026-11-24",
+            "--parallel",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--parallel is for jobs that only export"));
+}

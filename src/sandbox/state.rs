@@ -22,6 +22,20 @@ pub struct Audience {
     pub size: usize,
 }
 
+impl Audience {
+    fn summary(&self) -> Audience {
+        Audience {
+            id: self.id.clone(),
+            platform: self.platform.clone(),
+            account: self.account.clone(),
+            name: self.name.clone(),
+            members: BTreeSet::new(),
+            added: HashMap::new(),
+            size: self.size,
+        }
+    }
+}
+
 /// Counters a test reads through `GET /_sandbox/stats`.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Stats {
@@ -91,8 +105,10 @@ impl Store {
         audience
     }
 
+    /// The audience without its members (a copy of millions of them on every request made
+    /// large uploads quadratic); `members` reads those.
     pub fn get(&self, id: &str) -> Option<Audience> {
-        self.inner.lock().unwrap().audiences.get(id).cloned()
+        self.inner.lock().unwrap().audiences.get(id).map(Audience::summary)
     }
 
     pub fn list(&self) -> Vec<Audience> {
@@ -101,7 +117,7 @@ impl Store {
             .unwrap()
             .audiences
             .values()
-            .cloned()
+            .map(Audience::summary)
             .collect()
     }
 

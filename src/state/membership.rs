@@ -28,6 +28,9 @@ pub const KEY_COLUMN: &str = "member_key";
 const RUN_ROWS: usize = 1 << 18;
 /// Rows per output batch of the merge.
 const CHUNK_ROWS: usize = 8192;
+/// Source batches an output file may hold on to before it writes what it gathered: adds and
+/// removes are sparse, and without a bound they would keep every batch they took a row from.
+const MAX_SOURCES: usize = 8;
 
 /// The schema of membership files: the key, then the member columns.
 pub fn keyed_schema(members: &SchemaRef) -> SchemaRef {
@@ -282,8 +285,14 @@ pub struct LocalFile {
 impl LocalFile {
     pub fn create(path: PathBuf, schema: &SchemaRef) -> Result<LocalFile> {
         let file = File::create(&path).map_err(io_error)?;
-        // Row groups are buffered whole: the export's settings keep them small.
-        let props = crate::destinations::export::encoder::parquet_properties();
+        // Row groups are buffered whole: keep them small. Hashes do not compress and every
+        // value is distinct: no compression, dictionaries or statistics to spend time on.
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_compression(parquet::basic::Compression::UNCOMPRESSED)
+            .set_dictionary_enabled(false)
+            .set_statistics_enabled(parquet::file::properties::EnabledStatistics::None)
+            .set_max_row_group_row_count(Some(64 * 1024))
+            .build();
         Ok(LocalFile {
             path,
             writer: Some(ArrowWriter::try_new(file, schema.clone(), Some(props))?),
@@ -293,6 +302,11 @@ impl LocalFile {
     }
 
     fn push(&mut self, batch: &RecordBatch, row: usize) -> Result<()> {
+        if self.gather.sources.len() >= MAX_SOURCES
+            && !self.gather.sources.iter().any(|s| same(s, batch))
+        {
+            self.flush()?;
+        }
         self.gather.push(batch, row);
         self.rows += 1;
         if self.gather.indices.len() >= CHUNK_ROWS {

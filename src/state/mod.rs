@@ -225,8 +225,19 @@ impl StateStore {
         }
     }
 
-    /// Uploads a local file to `rel`.
+    /// Uploads a local file to `rel` (moves it, in a local state store on the same disk).
     pub async fn upload(&self, local: &std::path::Path, rel: &str) -> Result<()> {
+        if self.url.scheme() == "file"
+            && let Ok(root) = self.url.to_file_path()
+        {
+            let target = root.join(&self.job).join(rel);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| self.at(e))?;
+            }
+            if std::fs::rename(local, &target).is_ok() {
+                return Ok(());
+            }
+        }
         let mut file = tokio::fs::File::open(local)
             .await
             .map_err(|e| Error::transient(format!("{}: {e}", local.display())))?;
@@ -240,6 +251,22 @@ impl StateStore {
             .map_err(|e| self.at(e))?;
         out.shutdown().await.map_err(|e| self.at(e))?;
         Ok(())
+    }
+
+    /// A local path to read `rel` from: the file itself in a local state store, else a download
+    /// into `dir`.
+    pub async fn fetch(&self, rel: &str, dir: &std::path::Path) -> Result<std::path::PathBuf> {
+        if self.url.scheme() == "file"
+            && let Ok(root) = self.url.to_file_path()
+        {
+            let p = root.join(&self.job).join(rel);
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+        let local = dir.join(rel.replace('/', "_"));
+        self.download(rel, &local).await?;
+        Ok(local)
     }
 
     /// Downloads `rel` into a local file.
