@@ -448,7 +448,8 @@ async fn diff(
         let head = state.head(d.name()).await?;
         let target = match (&head, mode) {
             (Some(h), SyncMode::Mirror) => Some(DiffTarget {
-                previous: Some(state.fetch(&h.members_file, work.path()).await?),
+                previous_members: state.fetch(&h.members_file, work.path()).await?,
+                previous_keys: state.fetch(&h.keys_file, work.path()).await?,
                 adds: work.path().join(format!("{}.adds.parquet", d.name())),
                 removes: work.path().join(format!("{}.removes.parquet", d.name())),
             }),
@@ -457,23 +458,25 @@ async fn diff(
         targets.push(target);
         heads.push(head);
     }
-    let members_local = work.path().join("members.parquet");
+    let keys_local = work.path().join("keys.parquet");
     let t: Vec<DiffTarget> = targets
         .iter()
         .flatten()
         .map(|t| DiffTarget {
-            previous: t.previous.clone(),
+            previous_members: t.previous_members.clone(),
+            previous_keys: t.previous_keys.clone(),
             adds: t.adds.clone(),
             removes: t.removes.clone(),
         })
         .collect();
-    let members_path = (!options.dry_run).then(|| members_local.clone());
-    let (diffed, members) = tokio::task::spawn_blocking(move || {
-        let counts = membership::merge(&sorted, members_path, t)?;
-        Ok::<_, Error>((counts, sorted.members))
+    let keys_path = (!options.dry_run).then(|| keys_local.clone());
+    let (diffed, sorted) = tokio::task::spawn_blocking(move || {
+        let counts = membership::merge(&sorted, keys_path.as_deref(), &t)?;
+        Ok::<_, Error>((counts, sorted))
     })
     .await
     .map_err(|e| Error::internal(format!("the diff stopped: {e}")))??;
+    let members = sorted.members;
     let mut diffed = diffed.into_iter();
     let counts: Vec<membership::DiffCounts> = targets
         .iter()
@@ -489,6 +492,7 @@ async fn diff(
 
     let run_dir = StateStore::run_dir(date, run_id);
     let members_file = format!("{run_dir}/members.parquet");
+    let keys_file = format!("{run_dir}/keys.parquet");
     let mut pending_destinations = vec![];
     let mut planned = vec![];
     for ((d, head), c) in platforms.iter().zip(&heads).zip(&counts) {
@@ -541,7 +545,8 @@ async fn diff(
         });
     }
     if !options.dry_run {
-        state.upload(&members_local, &members_file).await?;
+        state.upload(&sorted.members_file, &members_file).await?;
+        state.upload(&keys_local, &keys_file).await?;
         for (pd, t) in pending_destinations.iter().zip(&targets) {
             if let Some(t) = t {
                 state.upload(&t.adds, &pd.adds_file).await?;
@@ -554,6 +559,7 @@ async fn diff(
             run_id: run_id.to_string(),
             run_date: date.to_string(),
             members_file,
+            keys_file,
             members,
             read: serde_json::Value::Null,
             destinations: pending_destinations,
@@ -636,6 +642,7 @@ async fn send(
                 run_id: pending.run_id.clone(),
                 mode: pd.mode,
                 members_file: pending.members_file.clone(),
+                keys_file: pending.keys_file.clone(),
                 members: pending.members,
                 committed_at: chrono::Utc::now().to_rfc3339(),
             };

@@ -1,38 +1,40 @@
-//! A run's membership, sorted by member key, and its diff against the last sync, in bounded
-//! memory.
+//! A run's membership and its diff against the last sync, in bounded memory.
 //!
-//! Members arrive in whatever order DataFusion produces them. They are gathered into sorted runs
-//! of a bounded size, spilled to local Arrow IPC files, then merged (a k-way merge on the 128-bit
-//! member key). The merge writes the new membership file and, in the same pass, walks each
-//! destination's previous membership file (sorted the same way) to write the members added and
-//! removed since. Memory is a few batches per run file whatever the audience's size.
+//! Members are written as they arrive to a local Parquet file (`members.parquet`, unsorted,
+//! each row with its `member_key`). Only the keys are sorted: (key, row) pairs, 20 bytes a
+//! member, gathered in runs of bounded size, sorted and spilled to local files, then merged into
+//! `keys.parquet` (sorted by key). The merge walks each destination's previous `keys.parquet` in
+//! the same pass: keys only there were removed, keys only here were added. The rows of the adds
+//! and removes are then read from the members files by row number (Parquet row selection) into
+//! their own files. So the diff moves keys, not members: whatever the audience's size, memory
+//! holds one run of keys, and only the members that changed are copied.
 //!
-//! Files carry a `member_key` column (16 bytes, big-endian, so byte order is key order) in front
-//! of the member columns: hashes, and the few values platforms take raw. Never raw PII.
+//! Files carry hashes and the few values platforms take raw, never raw PII. The key is 16 bytes,
+//! big-endian, so byte order is key order.
 
 use crate::error::{Error, Result};
-use arrow::array::{ArrayRef, AsArray, FixedSizeBinaryArray, RecordBatch, RecordBatchReader};
-use arrow::compute::interleave_record_batch;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::array::{
+    ArrayRef, AsArray, FixedSizeBinaryArray, RecordBatch, RecordBatchReader, UInt32Array,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt32Type};
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection, RowSelector};
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub const KEY_COLUMN: &str = "member_key";
+const ROW_COLUMN: &str = "row";
 
-/// Rows gathered before a sorted run is spilled.
-const RUN_ROWS: usize = 1 << 18;
-/// Rows per output batch of the merge.
+/// Keys gathered before a sorted run is spilled (20 bytes each).
+const RUN_KEYS: usize = 2 << 20;
+/// Rows per batch of the files written here.
 const CHUNK_ROWS: usize = 8192;
-/// Source batches an output file may hold on to before it writes what it gathered: adds and
-/// removes are sparse, and without a bound they would keep every batch they took a row from.
-const MAX_SOURCES: usize = 8;
 
-/// The schema of membership files: the key, then the member columns.
+/// The schema of members files: the key, then the member columns.
 pub fn keyed_schema(members: &SchemaRef) -> SchemaRef {
     let mut fields = vec![Arc::new(Field::new(
         KEY_COLUMN,
@@ -41,6 +43,13 @@ pub fn keyed_schema(members: &SchemaRef) -> SchemaRef {
     ))];
     fields.extend(members.fields().iter().cloned());
     Arc::new(Schema::new(fields))
+}
+
+fn keys_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new(KEY_COLUMN, DataType::FixedSizeBinary(16), false),
+        Field::new(ROW_COLUMN, DataType::UInt32, false),
+    ]))
 }
 
 /// Strips the key column: what destinations are sent.
@@ -55,25 +64,46 @@ pub fn without_key(batch: &RecordBatch) -> RecordBatch {
     }
 }
 
-fn key_array(keys: &[u128]) -> ArrayRef {
-    let bytes: Vec<[u8; 16]> = keys.iter().map(|k| k.to_be_bytes()).collect();
+fn key_array(keys: impl Iterator<Item = u128>) -> ArrayRef {
     Arc::new(
-        FixedSizeBinaryArray::try_from_iter(bytes.into_iter()).expect("16-byte keys"),
+        FixedSizeBinaryArray::try_from_iter(keys.map(|k| k.to_be_bytes()))
+            .expect("16-byte keys"),
     )
 }
 
-fn key_at(column: &FixedSizeBinaryArray, row: usize) -> u128 {
-    u128::from_be_bytes(column.value(row).try_into().expect("16-byte keys"))
+fn io_error(e: std::io::Error) -> Error {
+    Error::transient(format!("local temporary files: {e}"))
 }
 
-/// Gathers members into sorted runs spilled to local files.
+/// Parquet settings for these files: hashes do not compress and every value is distinct, so no
+/// compression, dictionaries or statistics to spend time on; small row groups, as the writer
+/// buffers one whole.
+fn writer_properties() -> parquet::file::properties::WriterProperties {
+    parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::UNCOMPRESSED)
+        .set_dictionary_enabled(false)
+        .set_statistics_enabled(parquet::file::properties::EnabledStatistics::None)
+        .set_max_row_group_row_count(Some(64 * 1024))
+        .build()
+}
+
+fn parquet_writer(path: &Path, schema: &SchemaRef) -> Result<ArrowWriter<File>> {
+    let file = File::create(path).map_err(io_error)?;
+    Ok(ArrowWriter::try_new(
+        file,
+        schema.clone(),
+        Some(writer_properties()),
+    )?)
+}
+
+/// Writes the run's members to a local file and gathers their keys into sorted runs.
 pub struct Spill {
     dir: tempfile::TempDir,
     schema: SchemaRef,
-    batches: Vec<RecordBatch>,
-    rows: usize,
+    members: ArrowWriter<File>,
+    keys: Vec<(u128, u32)>,
     runs: Vec<PathBuf>,
-    pub members: u64,
+    rows: u64,
 }
 
 impl Spill {
@@ -82,13 +112,15 @@ impl Spill {
             .prefix("activator-members-")
             .tempdir()
             .map_err(|e| Error::transient(format!("cannot create a temporary folder: {e}")))?;
+        let schema = keyed_schema(members_schema);
+        let members = parquet_writer(&dir.path().join("members.parquet"), &schema)?;
         Ok(Spill {
             dir,
-            schema: keyed_schema(members_schema),
-            batches: vec![],
-            rows: 0,
+            schema,
+            members,
+            keys: vec![],
             runs: vec![],
-            members: 0,
+            rows: 0,
         })
     }
 
@@ -97,247 +129,180 @@ impl Spill {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let mut columns = vec![key_array(keys)];
+        if self.rows + batch.num_rows() as u64 > u32::MAX as u64 {
+            return Err(Error::config(
+                "more than 4 billion members in one segment: split the job",
+            ));
+        }
+        let mut columns = vec![key_array(keys.iter().copied())];
         columns.extend(batch.columns().iter().cloned());
-        self.batches
-            .push(RecordBatch::try_new(self.schema.clone(), columns)?);
-        self.rows += batch.num_rows();
-        self.members += batch.num_rows() as u64;
-        if self.rows >= RUN_ROWS {
+        self.members
+            .write(&RecordBatch::try_new(self.schema.clone(), columns)?)?;
+        for (i, k) in keys.iter().enumerate() {
+            self.keys.push((*k, (self.rows + i as u64) as u32));
+        }
+        self.rows += batch.num_rows() as u64;
+        if self.keys.len() >= RUN_KEYS {
             self.spill()?;
         }
         Ok(())
     }
 
     fn spill(&mut self) -> Result<()> {
-        if self.batches.is_empty() {
+        if self.keys.is_empty() {
             return Ok(());
         }
-        let batches = std::mem::take(&mut self.batches);
-        self.rows = 0;
-        let mut order: Vec<(u128, u32, u32)> = Vec::new();
-        for (b, batch) in batches.iter().enumerate() {
-            let keys = batch.column(0).as_fixed_size_binary();
-            for r in 0..batch.num_rows() {
-                order.push((key_at(keys, r), b as u32, r as u32));
-            }
+        self.keys.sort_unstable_by_key(|(k, _)| *k);
+        let path = self.dir.path().join(format!("keys-{:05}.bin", self.runs.len()));
+        let mut out = BufWriter::new(File::create(&path).map_err(io_error)?);
+        for (k, r) in self.keys.drain(..) {
+            out.write_all(&k.to_be_bytes()).map_err(io_error)?;
+            out.write_all(&r.to_le_bytes()).map_err(io_error)?;
         }
-        order.sort_unstable_by_key(|(k, _, _)| *k);
-        let path = self.dir.path().join(format!("run-{:05}.arrow", self.runs.len()));
-        let file = File::create(&path).map_err(io_error)?;
-        let mut writer = arrow::ipc::writer::FileWriter::try_new(file, &self.schema)?;
-        let refs: Vec<&RecordBatch> = batches.iter().collect();
-        for chunk in order.chunks(CHUNK_ROWS) {
-            let indices: Vec<(usize, usize)> = chunk
-                .iter()
-                .map(|(_, b, r)| (*b as usize, *r as usize))
-                .collect();
-            writer.write(&interleave_record_batch(&refs, &indices)?)?;
-        }
-        writer.finish()?;
+        out.flush().map_err(io_error)?;
         self.runs.push(path);
         Ok(())
     }
 
-    /// Spills what is left; the sorted runs, ready to merge.
+    /// Completes the members file and spills the last keys: ready to merge.
     pub fn finish(mut self) -> Result<SortedRuns> {
         self.spill()?;
+        self.members.close()?;
         Ok(SortedRuns {
+            members_file: self.dir.path().join("members.parquet"),
             _dir: self.dir,
-            schema: self.schema,
             runs: self.runs,
-            members: self.members,
+            members: self.rows,
         })
     }
 }
 
-fn io_error(e: std::io::Error) -> Error {
-    Error::transient(format!("local temporary files: {e}"))
-}
-
-/// Sorted run files of one run's members.
+/// A run's members file and its sorted key runs.
 pub struct SortedRuns {
     _dir: tempfile::TempDir,
-    pub schema: SchemaRef,
+    /// The local members file (unsorted, keyed).
+    pub members_file: PathBuf,
     runs: Vec<PathBuf>,
     pub members: u64,
 }
 
-/// A sorted source of keyed member rows, a batch at a time.
-struct Cursor {
-    batches: Box<dyn Iterator<Item = Result<RecordBatch>> + Send>,
+/// A sorted source of (key, row) pairs.
+trait Keys {
+    fn next_key(&mut self) -> Result<Option<(u128, u32)>>;
+}
+
+struct RunFile(BufReader<File>);
+
+impl Keys for RunFile {
+    fn next_key(&mut self) -> Result<Option<(u128, u32)>> {
+        let mut buf = [0u8; 20];
+        match self.0.read_exact(&mut buf) {
+            Ok(()) => Ok(Some((
+                u128::from_be_bytes(buf[..16].try_into().expect("16 bytes")),
+                u32::from_le_bytes(buf[16..].try_into().expect("4 bytes")),
+            ))),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+            Err(e) => Err(io_error(e)),
+        }
+    }
+}
+
+/// A `keys.parquet` file, read in order.
+struct KeysFile {
+    batches: Box<dyn Iterator<Item = std::result::Result<RecordBatch, arrow::error::ArrowError>> + Send>,
     batch: Option<RecordBatch>,
     row: usize,
 }
 
-impl Cursor {
-    fn new(batches: Box<dyn Iterator<Item = Result<RecordBatch>> + Send>) -> Result<Cursor> {
-        let mut c = Cursor {
-            batches,
+impl KeysFile {
+    fn open(path: &Path) -> Result<KeysFile> {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).map_err(io_error)?)?
+            .with_batch_size(CHUNK_ROWS)
+            .build()?;
+        Ok(KeysFile {
+            batches: Box::new(reader),
             batch: None,
             row: 0,
-        };
-        c.load()?;
-        Ok(c)
+        })
     }
+}
 
-    fn load(&mut self) -> Result<()> {
-        self.batch = None;
-        self.row = 0;
-        for b in self.batches.by_ref() {
-            let b = b?;
-            if b.num_rows() > 0 {
-                self.batch = Some(b);
-                break;
+impl Keys for KeysFile {
+    fn next_key(&mut self) -> Result<Option<(u128, u32)>> {
+        loop {
+            if let Some(b) = &self.batch
+                && self.row < b.num_rows()
+            {
+                let keys = b.column(0).as_fixed_size_binary();
+                let rows = b.column(1).as_primitive::<UInt32Type>();
+                let k = u128::from_be_bytes(keys.value(self.row).try_into().expect("16 bytes"));
+                let r = rows.value(self.row);
+                self.row += 1;
+                return Ok(Some((k, r)));
+            }
+            match self.batches.next() {
+                Some(b) => {
+                    self.batch = Some(b?);
+                    self.row = 0;
+                }
+                None => return Ok(None),
             }
         }
-        Ok(())
-    }
-
-    fn key(&self) -> Option<u128> {
-        self.batch
-            .as_ref()
-            .map(|b| key_at(b.column(0).as_fixed_size_binary(), self.row))
-    }
-
-    fn advance(&mut self) -> Result<()> {
-        self.row += 1;
-        if self.row >= self.batch.as_ref().map_or(0, |b| b.num_rows()) {
-            self.load()?;
-        }
-        Ok(())
     }
 }
 
-fn ipc_batches(path: &Path) -> Result<Box<dyn Iterator<Item = Result<RecordBatch>> + Send>> {
-    let file = File::open(path).map_err(io_error)?;
-    let reader = arrow::ipc::reader::FileReader::try_new(file, None)?;
-    Ok(Box::new(reader.map(|b| b.map_err(Error::from))))
+/// Writes (key, row) pairs to a `keys.parquet` file.
+struct KeysWriter {
+    writer: ArrowWriter<File>,
+    keys: Vec<u128>,
+    rows: Vec<u32>,
 }
 
-/// Reads a Parquet membership file, a batch at a time.
-pub fn parquet_batches(
-    path: &Path,
-) -> Result<(SchemaRef, Box<dyn Iterator<Item = Result<RecordBatch>> + Send>)> {
-    let file = File::open(path).map_err(io_error)?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)?
-        .with_batch_size(CHUNK_ROWS)
-        .build()?;
-    let schema = reader.schema();
-    Ok((schema, Box::new(reader.map(|b| b.map_err(Error::from)))))
-}
-
-/// Collects rows from sources into output batches.
-struct Gather {
-    sources: Vec<RecordBatch>,
-    indices: Vec<(usize, usize)>,
-}
-
-impl Gather {
-    fn new() -> Gather {
-        Gather {
-            sources: vec![],
-            indices: vec![],
-        }
-    }
-
-    fn push(&mut self, batch: &RecordBatch, row: usize) {
-        // Sources are compared by identity: the same batch is added once.
-        let i = match self.sources.last() {
-            Some(last) if same(last, batch) => self.sources.len() - 1,
-            _ => match self.sources.iter().position(|s| same(s, batch)) {
-                Some(i) => i,
-                None => {
-                    self.sources.push(batch.clone());
-                    self.sources.len() - 1
-                }
-            },
-        };
-        self.indices.push((i, row));
-    }
-
-    fn take(&mut self) -> Result<Option<RecordBatch>> {
-        if self.indices.is_empty() {
-            self.sources.clear();
-            return Ok(None);
-        }
-        let refs: Vec<&RecordBatch> = self.sources.iter().collect();
-        let out = interleave_record_batch(&refs, &self.indices)?;
-        self.indices.clear();
-        self.sources.clear();
-        Ok(Some(out))
-    }
-}
-
-fn same(a: &RecordBatch, b: &RecordBatch) -> bool {
-    a.num_rows() == b.num_rows()
-        && Arc::ptr_eq(a.column(0), b.column(0))
-}
-
-/// A Parquet file written on local disk.
-pub struct LocalFile {
-    pub path: PathBuf,
-    writer: Option<ArrowWriter<File>>,
-    gather: Gather,
-    pub rows: u64,
-}
-
-impl LocalFile {
-    pub fn create(path: PathBuf, schema: &SchemaRef) -> Result<LocalFile> {
-        let file = File::create(&path).map_err(io_error)?;
-        // Row groups are buffered whole: keep them small. Hashes do not compress and every
-        // value is distinct: no compression, dictionaries or statistics to spend time on.
-        let props = parquet::file::properties::WriterProperties::builder()
-            .set_compression(parquet::basic::Compression::UNCOMPRESSED)
-            .set_dictionary_enabled(false)
-            .set_statistics_enabled(parquet::file::properties::EnabledStatistics::None)
-            .set_max_row_group_row_count(Some(64 * 1024))
-            .build();
-        Ok(LocalFile {
-            path,
-            writer: Some(ArrowWriter::try_new(file, schema.clone(), Some(props))?),
-            gather: Gather::new(),
-            rows: 0,
+impl KeysWriter {
+    fn create(path: &Path) -> Result<KeysWriter> {
+        Ok(KeysWriter {
+            writer: parquet_writer(path, &keys_schema())?,
+            keys: Vec::with_capacity(CHUNK_ROWS),
+            rows: Vec::with_capacity(CHUNK_ROWS),
         })
     }
 
-    fn push(&mut self, batch: &RecordBatch, row: usize) -> Result<()> {
-        if self.gather.sources.len() >= MAX_SOURCES
-            && !self.gather.sources.iter().any(|s| same(s, batch))
-        {
-            self.flush()?;
-        }
-        self.gather.push(batch, row);
-        self.rows += 1;
-        if self.gather.indices.len() >= CHUNK_ROWS {
+    fn push(&mut self, key: u128, row: u32) -> Result<()> {
+        self.keys.push(key);
+        self.rows.push(row);
+        if self.keys.len() >= CHUNK_ROWS {
             self.flush()?;
         }
         Ok(())
     }
 
-    /// Writes what is gathered (the gather holds its source batches until then).
     fn flush(&mut self) -> Result<()> {
-        if let Some(b) = self.gather.take()?
-            && let Some(w) = self.writer.as_mut()
-        {
-            w.write(&b)?;
+        if self.keys.is_empty() {
+            return Ok(());
         }
+        let batch = RecordBatch::try_new(
+            keys_schema(),
+            vec![
+                key_array(self.keys.drain(..)),
+                Arc::new(UInt32Array::from(std::mem::take(&mut self.rows))),
+            ],
+        )?;
+        self.writer.write(&batch)?;
         Ok(())
     }
 
-    fn close(&mut self) -> Result<()> {
+    fn close(mut self) -> Result<()> {
         self.flush()?;
-        if let Some(w) = self.writer.take() {
-            w.close()?;
-        }
+        self.writer.close()?;
         Ok(())
     }
 }
 
-/// One destination's side of the merge: its previous membership, and where its adds and removes
-/// go. `previous: None` means no earlier sync: every member is an add.
+/// One destination's side of the diff: its previous membership (members and sorted keys), and
+/// where the adds and removes go.
 pub struct DiffTarget {
-    pub previous: Option<PathBuf>,
+    pub previous_members: PathBuf,
+    pub previous_keys: PathBuf,
     pub adds: PathBuf,
     pub removes: PathBuf,
 }
@@ -350,94 +315,73 @@ pub struct DiffCounts {
 }
 
 struct Diff {
-    previous: Option<Cursor>,
-    adds: LocalFile,
-    removes: LocalFile,
+    previous: KeysFile,
+    head: Option<(u128, u32)>,
+    add_rows: Vec<u32>,
+    remove_rows: Vec<u32>,
     counts: DiffCounts,
 }
 
 impl Diff {
-    /// Old members with keys below `key` (all when `None`) have left.
+    /// Previous keys below `key` (all, for `None`) have left.
     fn removes_until(&mut self, key: Option<u128>) -> Result<()> {
-        while let Some(old) = self.previous.as_mut() {
-            let Some(k) = old.key() else {
-                break;
-            };
+        while let Some((k, row)) = self.head {
             if key.is_some_and(|key| k >= key) {
                 break;
             }
-            let batch = old.batch.clone().expect("a row");
-            self.removes.push(&batch, old.row)?;
-            self.counts.removes += 1;
+            self.remove_rows.push(row);
             self.counts.previous += 1;
-            old.advance()?;
+            self.head = self.previous.next_key()?;
         }
         Ok(())
     }
 
-    /// A new member: an add unless the previous membership has it.
-    fn member(&mut self, key: u128, batch: &RecordBatch, row: usize) -> Result<()> {
+    fn member(&mut self, key: u128, row: u32) -> Result<()> {
         self.removes_until(Some(key))?;
-        let kept = match self.previous.as_mut() {
-            Some(old) if old.key() == Some(key) => {
-                old.advance()?;
+        match self.head {
+            Some((k, _)) if k == key => {
                 self.counts.previous += 1;
-                true
+                self.head = self.previous.next_key()?;
             }
-            _ => false,
-        };
-        if !kept {
-            self.adds.push(batch, row)?;
-            self.counts.adds += 1;
+            _ => self.add_rows.push(row),
         }
         Ok(())
     }
 }
 
-/// Merges the sorted runs into `members` (the new membership file) and diffs them against each
-/// target's previous membership. Blocking: run it on a blocking thread.
+/// Merges the key runs into `keys` (the sorted keys of the new membership) and diffs them
+/// against each target's previous keys, then copies the rows added and removed into each
+/// target's files. Blocking: run it on a blocking thread.
 pub fn merge(
     runs: &SortedRuns,
-    members: Option<PathBuf>,
-    targets: Vec<DiffTarget>,
+    keys: Option<&Path>,
+    targets: &[DiffTarget],
 ) -> Result<Vec<DiffCounts>> {
-    let mut cursors = runs
+    let mut sources: Vec<RunFile> = runs
         .runs
         .iter()
-        .map(|p| Cursor::new(ipc_batches(p)?))
-        .collect::<Result<Vec<_>>>()?;
-    let mut out = match members {
-        Some(p) => Some(LocalFile::create(p, &runs.schema)?),
-        None => None,
-    };
+        .map(|p| Ok(RunFile(BufReader::with_capacity(1 << 16, File::open(p).map_err(io_error)?))))
+        .collect::<Result<_>>()?;
+    let mut out = keys.map(KeysWriter::create).transpose()?;
     let mut diffs = vec![];
     for t in targets {
-        let previous = match &t.previous {
-            Some(p) => {
-                let (schema, batches) = parquet_batches(p)?;
-                let c = Cursor::new(batches)?;
-                Some((schema, c))
-            }
-            None => None,
-        };
-        let removes_schema = previous
-            .as_ref()
-            .map(|(s, _)| s.clone())
-            .unwrap_or_else(|| runs.schema.clone());
+        let mut previous = KeysFile::open(&t.previous_keys)?;
+        let head = previous.next_key()?;
         diffs.push(Diff {
-            previous: previous.map(|(_, c)| c),
-            adds: LocalFile::create(t.adds, &runs.schema)?,
-            removes: LocalFile::create(t.removes, &removes_schema)?,
+            previous,
+            head,
+            add_rows: vec![],
+            remove_rows: vec![],
             counts: DiffCounts::default(),
         });
     }
 
-    // Min-heap of (key, run).
+    // Min-heap of (key, row, run).
     #[derive(PartialEq, Eq)]
-    struct Head(u128, usize);
+    struct Head(u128, u32, usize);
     impl Ord for Head {
         fn cmp(&self, other: &Self) -> Ordering {
-            other.0.cmp(&self.0).then(other.1.cmp(&self.1))
+            other.0.cmp(&self.0).then(other.2.cmp(&self.2))
         }
     }
     impl PartialOrd for Head {
@@ -445,48 +389,89 @@ pub fn merge(
             Some(self.cmp(other))
         }
     }
-    let mut heap: BinaryHeap<Head> = cursors
-        .iter()
-        .enumerate()
-        .filter_map(|(i, c)| c.key().map(|k| Head(k, i)))
-        .collect();
-    while let Some(Head(key, i)) = heap.pop() {
-        let cursor = &mut cursors[i];
-        let batch = cursor.batch.clone().expect("a row");
-        let row = cursor.row;
-        if let Some(o) = out.as_mut() {
-            o.push(&batch, row)?;
-        }
-        for d in diffs.iter_mut() {
-            d.member(key, &batch, row)?;
-        }
-        cursor.advance()?;
-        if let Some(k) = cursor.key() {
-            heap.push(Head(k, i));
+    let mut heap = BinaryHeap::new();
+    for (i, s) in sources.iter_mut().enumerate() {
+        if let Some((k, r)) = s.next_key()? {
+            heap.push(Head(k, r, i));
         }
     }
-    if let Some(o) = out.as_mut() {
+    while let Some(Head(key, row, i)) = heap.pop() {
+        if let Some(o) = out.as_mut() {
+            o.push(key, row)?;
+        }
+        for d in diffs.iter_mut() {
+            d.member(key, row)?;
+        }
+        if let Some((k, r)) = sources[i].next_key()? {
+            heap.push(Head(k, r, i));
+        }
+    }
+    if let Some(o) = out {
         o.close()?;
     }
     let mut counts = vec![];
-    for mut d in diffs {
+    for (mut d, t) in diffs.into_iter().zip(targets) {
         d.removes_until(None)?;
-        d.adds.close()?;
-        d.removes.close()?;
+        d.counts.adds = d.add_rows.len() as u64;
+        d.counts.removes = d.remove_rows.len() as u64;
+        extract(&runs.members_file, d.add_rows, &t.adds)?;
+        extract(&t.previous_members, d.remove_rows, &t.removes)?;
         counts.push(d.counts);
     }
     Ok(counts)
 }
 
-/// Reads a keyed Parquet file as member batches (key stripped), for sending.
-pub fn member_batches(path: &Path) -> Result<Box<dyn Iterator<Item = Result<RecordBatch>> + Send>> {
-    let (_, batches) = parquet_batches(path)?;
-    Ok(Box::new(batches.map(|b| b.map(|b| without_key(&b)))))
+/// Copies the rows numbered `rows` of the Parquet file `src` into `out`, in file order.
+fn extract(src: &Path, mut rows: Vec<u32>, out: &Path) -> Result<()> {
+    rows.sort_unstable();
+    let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(src).map_err(io_error)?)?;
+    let schema = builder.schema().clone();
+    let mut writer = parquet_writer(out, &schema)?;
+    if !rows.is_empty() {
+        let mut selectors = vec![];
+        let mut at = 0usize;
+        let mut i = 0;
+        while i < rows.len() {
+            let start = rows[i] as usize;
+            let mut end = start + 1;
+            i += 1;
+            while i < rows.len() && rows[i] as usize == end {
+                end += 1;
+                i += 1;
+            }
+            if start > at {
+                selectors.push(RowSelector::skip(start - at));
+            }
+            selectors.push(RowSelector::select(end - start));
+            at = end;
+        }
+        let reader = builder
+            .with_batch_size(CHUNK_ROWS)
+            .with_row_selection(RowSelection::from(selectors))
+            .build()?;
+        for b in reader {
+            writer.write(&b?)?;
+        }
+    }
+    writer.close()?;
+    Ok(())
 }
 
-/// The member schema of a keyed Parquet file.
+/// Reads a members file as member batches (key stripped), for sending.
+pub fn member_batches(path: &Path) -> Result<Box<dyn Iterator<Item = Result<RecordBatch>> + Send>> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).map_err(io_error)?)?
+        .with_batch_size(CHUNK_ROWS)
+        .build()?;
+    Ok(Box::new(
+        reader.map(|b| b.map(|b| without_key(&b)).map_err(Error::from)),
+    ))
+}
+
+/// The member schema of a members file.
 pub fn member_schema(path: &Path) -> Result<SchemaRef> {
-    let (schema, _) = parquet_batches(path)?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).map_err(io_error)?)?
+        .build()?;
+    let schema = reader.schema();
     let fields: Vec<_> = schema
         .fields()
         .iter()
@@ -502,7 +487,11 @@ mod tests {
     use arrow::array::StringArray;
 
     fn members(keys: &[u128]) -> (RecordBatch, Vec<u128>) {
-        let schema = Arc::new(Schema::new(vec![Field::new("email_sha256", DataType::Utf8, true)]));
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "email_sha256",
+            DataType::Utf8,
+            true,
+        )]));
         let values: Vec<String> = keys.iter().map(|k| format!("h{k}")).collect();
         (
             RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(values))]).unwrap(),
@@ -510,7 +499,7 @@ mod tests {
         )
     }
 
-    fn keys_of(path: &Path) -> Vec<String> {
+    fn values_of(path: &Path) -> Vec<String> {
         let mut out = vec![];
         for b in member_batches(path).unwrap() {
             let b = b.unwrap();
@@ -520,58 +509,72 @@ mod tests {
         out
     }
 
+    fn keys_of(path: &Path) -> Vec<u128> {
+        let mut f = KeysFile::open(path).unwrap();
+        let mut out = vec![];
+        while let Some((k, _)) = f.next_key().unwrap() {
+            out.push(k);
+        }
+        out
+    }
+
+    /// A run's members, one key run per chunk (to exercise the merge).
     fn sorted_runs(chunks: &[&[u128]]) -> SortedRuns {
         let (first, _) = members(&[]);
         let mut spill = Spill::new(&first.schema()).unwrap();
         for c in chunks {
             let (b, k) = members(c);
             spill.push(&b, &k).unwrap();
-            spill.spill().unwrap(); // one run per chunk, to exercise the merge
+            spill.spill().unwrap();
         }
         spill.finish().unwrap()
     }
 
-    #[test]
-    fn merge_sorts_and_diffs_against_the_previous_membership() {
-        let dir = tempfile::tempdir().unwrap();
-        let first = sorted_runs(&[&[5, 1, 9], &[3, 7]]);
-        let m1 = dir.path().join("m1.parquet");
-        let counts = merge(
-            &first,
-            Some(m1.clone()),
-            vec![DiffTarget {
-                previous: None,
-                adds: dir.path().join("a1.parquet"),
-                removes: dir.path().join("r1.parquet"),
-            }],
-        )
-        .unwrap();
-        assert_eq!(keys_of(&m1), ["h1", "h3", "h5", "h7", "h9"]);
-        assert_eq!(counts[0], DiffCounts { previous: 0, adds: 5, removes: 0 });
-
-        // 1 and 9 leave, 2 and 10 join.
-        let second = sorted_runs(&[&[10, 3], &[5, 2, 7]]);
-        let m2 = dir.path().join("m2.parquet");
-        let (adds, removes) = (dir.path().join("a2.parquet"), dir.path().join("r2.parquet"));
-        let counts = merge(
-            &second,
-            Some(m2.clone()),
-            vec![DiffTarget {
-                previous: Some(m1),
-                adds: adds.clone(),
-                removes: removes.clone(),
-            }],
-        )
-        .unwrap();
-        assert_eq!(counts[0], DiffCounts { previous: 5, adds: 2, removes: 2 });
-        assert_eq!(keys_of(&adds), ["h2", "h10"]);
-        assert_eq!(keys_of(&removes), ["h1", "h9"]);
-        assert_eq!(keys_of(&m2), ["h2", "h3", "h5", "h7", "h10"]);
+    fn keep(runs: &SortedRuns, dir: &Path, name: &str) -> PathBuf {
+        let p = dir.join(format!("{name}.members.parquet"));
+        std::fs::copy(&runs.members_file, &p).unwrap();
+        p
     }
 
     #[test]
-    fn large_merges_keep_every_member_once_in_order() {
+    fn merge_sorts_keys_and_diffs_against_the_previous_membership() {
         let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let first = sorted_runs(&[&[5, 1, 9], &[3, 7]]);
+        let k1 = d.join("k1.parquet");
+        merge(&first, Some(&k1), &[]).unwrap();
+        assert_eq!(keys_of(&k1), [1, 3, 5, 7, 9]);
+        let m1 = keep(&first, d, "m1");
+        assert_eq!(values_of(&m1), ["h5", "h1", "h9", "h3", "h7"]);
+
+        // 1 and 9 leave, 2 and 10 join.
+        let second = sorted_runs(&[&[10, 3], &[5, 2, 7]]);
+        let k2 = d.join("k2.parquet");
+        let target = DiffTarget {
+            previous_members: m1,
+            previous_keys: k1,
+            adds: d.join("a2.parquet"),
+            removes: d.join("r2.parquet"),
+        };
+        let counts = merge(&second, Some(&k2), std::slice::from_ref(&target)).unwrap();
+        assert_eq!(
+            counts[0],
+            DiffCounts {
+                previous: 5,
+                adds: 2,
+                removes: 2
+            }
+        );
+        assert_eq!(keys_of(&k2), [2, 3, 5, 7, 10]);
+        // In members-file order.
+        assert_eq!(values_of(&target.adds), ["h10", "h2"]);
+        assert_eq!(values_of(&target.removes), ["h1", "h9"]);
+    }
+
+    #[test]
+    fn large_merges_keep_every_key_once_in_order_and_diff_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
         let mut x = 88172645463325252u64;
         let mut next = || {
             x ^= x << 13;
@@ -579,16 +582,29 @@ mod tests {
             x ^= x << 17;
             x
         };
-        let all: Vec<u128> = (0..50_000).map(|_| next() as u128 * 3).collect();
-        let chunks: Vec<&[u128]> = all.chunks(7_000).collect();
-        let runs = sorted_runs(&chunks);
-        let m = dir.path().join("m.parquet");
-        merge(&runs, Some(m.clone()), vec![]).unwrap();
-        let mut expected: Vec<u128> = all.clone();
+        let all: Vec<u128> = (0..60_000).map(|_| (next() as u128) << 40 | 7).collect();
+        let (old, new) = (&all[..40_000], &all[20_000..]);
+        let runs_old = sorted_runs(&old.chunks(7_000).collect::<Vec<_>>());
+        let k_old = d.join("old.keys.parquet");
+        merge(&runs_old, Some(&k_old), &[]).unwrap();
+        let m_old = keep(&runs_old, d, "old");
+        let runs_new = sorted_runs(&new.chunks(9_000).collect::<Vec<_>>());
+        let k_new = d.join("new.keys.parquet");
+        let target = DiffTarget {
+            previous_members: m_old,
+            previous_keys: k_old,
+            adds: d.join("adds.parquet"),
+            removes: d.join("removes.parquet"),
+        };
+        let counts = merge(&runs_new, Some(&k_new), std::slice::from_ref(&target)).unwrap();
+        let mut expected = new.to_vec();
         expected.sort_unstable();
-        expected.dedup();
-        let got = keys_of(&m);
-        assert_eq!(got.len(), expected.len());
-        assert!(got.iter().zip(&expected).all(|(g, e)| *g == format!("h{e}")));
+        assert_eq!(keys_of(&k_new), expected);
+        assert_eq!(counts[0].adds, 20_000);
+        assert_eq!(counts[0].removes, 20_000);
+        let adds: Vec<String> = all[40_000..].iter().map(|k| format!("h{k}")).collect();
+        let removes: Vec<String> = all[..20_000].iter().map(|k| format!("h{k}")).collect();
+        assert_eq!(values_of(&target.adds), adds);
+        assert_eq!(values_of(&target.removes), removes);
     }
 }

@@ -6,7 +6,8 @@
 //! ```text
 //! {job}/destinations/{dest}/syncs/{generation:08}.json   committed syncs; the newest is the head
 //! {job}/runs/{date}/pending.json                         a run whose deltas are computed, sending
-//! {job}/runs/{date}/{run_id}/members.parquet             that run's membership, sorted by key
+//! {job}/runs/{date}/{run_id}/members.parquet             that run's members (hashes, keyed)
+//! {job}/runs/{date}/{run_id}/keys.parquet                their keys, sorted, with row numbers
 //! {job}/runs/{date}/{run_id}/{dest}.adds.parquet         members to add, to remove
 //! {job}/runs/{date}/{run_id}/{dest}.removes.parquet
 //! {job}/runs/{date}/{run_id}/{dest}.checkpoint.json      batches the platform acknowledged
@@ -84,8 +85,9 @@ pub struct SyncHead {
     pub run_date: String,
     pub run_id: String,
     pub mode: SyncMode,
-    /// Path of the membership file, relative to the state root.
+    /// The membership: its members file and its sorted keys, relative to the job's folder.
     pub members_file: String,
+    pub keys_file: String,
     pub members: u64,
     pub committed_at: String,
 }
@@ -96,6 +98,7 @@ pub struct Pending {
     pub run_id: String,
     pub run_date: String,
     pub members_file: String,
+    pub keys_file: String,
     pub members: u64,
     /// Counts of the read phase, for the report of a resumed run.
     pub read: serde_json::Value,
@@ -380,6 +383,7 @@ mod tests {
             run_id: run_id.into(),
             mode: SyncMode::Mirror,
             members_file: "runs/x/members.parquet".into(),
+            keys_file: "runs/x/keys.parquet".into(),
             members: 1,
             committed_at: String::new(),
         }
