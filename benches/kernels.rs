@@ -1,7 +1,9 @@
 //! Per-core rates of the hot kernels, single-threaded:
 //! - the hashing kernel alone (normalized value in, lowercase hex out): `sha2` one value at a
 //!   time vs. the interleaved SHA-NI lanes of `identity::sha256x`;
-//! - the whole identity transform of a batch (meta profile, the B1 columns).
+//! - the whole identity transform of a batch (meta profile, the B1 columns);
+//! - phone + country alone: the uniform `(212) 555-NNNN` column of the B1 batch, and a mixed
+//!   one with the shapes, countries and shares `shared/bench/gen_data.py` writes.
 //!
 //! Run: `cargo bench --profile bench-release --bench kernels`.
 
@@ -14,6 +16,91 @@ fn emails(n: usize) -> Vec<String> {
     (0..n)
         .map(|i| format!("firstname.lastname{}.{}@gmail.com", i % 10_000, i))
         .collect()
+}
+
+/// xorshift64*: deterministic data without a crate.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Phone and country columns as `gen_data.py` (`make_customers`) writes them: national and
+/// international formats, the country's share of rows, 20% null phones, stray white space.
+fn bench_phones(rows: usize) -> (Vec<Option<String>>, Vec<String>) {
+    // (country, calling code, share in percent)
+    const COUNTRIES: [(&str, &str, u64); 10] = [
+        ("US", "1", 55),
+        ("GB", "44", 10),
+        ("DE", "49", 8),
+        ("FR", "33", 6),
+        ("CA", "1", 6),
+        ("BR", "55", 4),
+        ("JP", "81", 3),
+        ("IN", "91", 3),
+        ("AU", "61", 3),
+        ("ES", "34", 2),
+    ];
+    let mut rng = Rng(42);
+    let mut phones = Vec::with_capacity(rows);
+    let mut countries = Vec::with_capacity(rows);
+    for _ in 0..rows {
+        let mut share = rng.below(100);
+        let &(country, dial, _) = COUNTRIES
+            .iter()
+            .find(|c| {
+                let hit = share < c.2;
+                share = share.saturating_sub(c.2);
+                hit
+            })
+            .expect("shares add up to 100");
+        let mut d = (2_000_000_000 + rng.below(7_999_999_999)).to_string();
+        if matches!(country, "FR" | "AU" | "ES") {
+            d.truncate(9);
+        }
+        if d.starts_with(dial) || d.starts_with('9') {
+            d.replace_range(..1, "7");
+        }
+        let mut fmt = rng.below(7);
+        if fmt == 4 && !matches!(country, "US" | "CA") {
+            fmt = 6;
+        }
+        if fmt == 5 && !matches!(country, "GB" | "DE" | "FR" | "ES" | "IN") {
+            fmt = 3;
+        }
+        let (d3, d6, d10) = (&d[..3], &d[3..6], &d[6..]);
+        let mut phone = match fmt {
+            0 => format!("({d3}) {d6}-{d10}"),
+            1 => format!("{d3}-{d6}-{d10}"),
+            2 => format!("{d3}.{d6}.{d10}"),
+            3 => format!("+{dial} {d3} {d6} {d10}"),
+            4 => format!("{dial}{d}"),
+            5 => format!("00{dial}{d}"),
+            _ => format!("+{dial}-{d}"),
+        };
+        if rng.below(100) < 3 {
+            phone = format!(" \u{a0}{phone} ");
+        }
+        phones.push((rng.below(100) >= 20).then_some(phone));
+        let mut country = country.to_string();
+        if rng.below(100) < 10 {
+            country.make_ascii_lowercase();
+        }
+        if rng.below(100) < 2 {
+            country = format!(" {country} ");
+        }
+        countries.push(country);
+    }
+    (phones, countries)
 }
 
 fn rate(label: &str, n: usize, f: impl Fn()) {
@@ -109,6 +196,26 @@ fn main() {
         rows,
         || {
             identity::transform(&phone_plan, &phones).unwrap();
+        },
+    );
+    let (phones, countries) = bench_phones(rows);
+    let mixed = RecordBatch::try_from_iter([
+        ("phone", Arc::new(StringArray::from(phones)) as ArrayRef),
+        (
+            "country",
+            Arc::new(StringArray::from(countries)) as ArrayRef,
+        ),
+    ])
+    .unwrap();
+    let tally = identity::transform(&phone_plan, &mixed).unwrap().tally;
+    // Every generated phone is valid (as in gen_data.py): the mix measures normalizing, not
+    // rejecting.
+    assert!(tally.invalid.is_empty(), "{:?}", tally.invalid);
+    rate(
+        "identity transform, phone mix of gen_data (rows)",
+        rows,
+        || {
+            identity::transform(&phone_plan, &mixed).unwrap();
         },
     );
 }
