@@ -1,12 +1,16 @@
 //! Destinations: where members go. Each is a folder of small files (config, encoder, writer or
 //! service, sink) and its sink reads as one pipeline over a stream of member batches; batching
-//! (`crate::batch`) is shared.
+//! (`crate::batch`), retries (`http`), secrets, job-file settings, the single-step driver and
+//! the single-key identifiers TikTok and Snap take are shared.
 
 pub mod export;
 pub mod google;
 pub mod http;
+pub mod ids;
 pub mod meta;
 pub mod secrets;
+pub mod settings;
+pub mod single_step;
 
 use crate::error::Result;
 use crate::job::Destination;
