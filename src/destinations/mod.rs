@@ -8,9 +8,12 @@ pub mod google;
 pub mod http;
 pub mod ids;
 pub mod meta;
+pub mod rest;
 pub mod secrets;
 pub mod settings;
 pub mod single_step;
+pub mod snap;
+pub mod tiktok;
 
 use crate::error::Result;
 use crate::job::Destination;
