@@ -114,6 +114,11 @@ pub async fn deliver(
         Destination::Google(config) => {
             google::sink::run(config, run, schema, members, delivery).await
         }
+        Destination::TikTok(config) => {
+            tiktok::sink::run(config, run, schema, members, delivery).await
+        }
+        Destination::Snap(config) => snap::sink::run(config, run, schema, members, delivery).await,
+        Destination::Rest(config) => rest::sink::run(config, run, schema, members, delivery).await,
     }
 }
 
