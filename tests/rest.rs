@@ -48,7 +48,12 @@ batch = {{ max_rows = 200 }}
             .requests("crm")
             .into_iter()
             .filter(|r| seen.insert((r.method.clone(), r.body.clone())))
-            .map(|r| (r.method, serde_json::from_str(&r.body).expect("JSON bodies")))
+            .map(|r| {
+                (
+                    r.method,
+                    serde_json::from_str(&r.body).expect("JSON bodies"),
+                )
+            })
             .collect()
     }
 
@@ -58,10 +63,16 @@ batch = {{ max_rows = 200 }}
         let mut held = BTreeSet::new();
         let mut sent: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
         for (_, body) in self.bodies() {
-            let key = (body["run_date"].as_str().unwrap().to_string(), body["op"].as_str().unwrap().to_string());
+            let key = (
+                body["run_date"].as_str().unwrap().to_string(),
+                body["op"].as_str().unwrap().to_string(),
+            );
             for e in body["emails"].as_array().unwrap() {
                 let e = e.as_str().unwrap().to_string();
-                assert!(sent.entry(key.clone()).or_default().insert(e.clone()), "a member sent twice in {key:?}");
+                assert!(
+                    sent.entry(key.clone()).or_default().insert(e.clone()),
+                    "a member sent twice in {key:?}"
+                );
                 if key.1 == "add" {
                     held.insert(e);
                 } else {
@@ -81,10 +92,26 @@ fn bodies_carry_exactly_the_exported_members_and_headers_their_secrets() {
     let exported = f.exported(DAY2, "email_sha256");
     assert!(exported.len() > 1000);
     assert_eq!(f.held(), exported);
-    let members = parquet_column(&f.dir.path().join(format!("out/job-{DAY2}.parquet")), "email_sha256").len();
+    let members = parquet_column(
+        &f.dir.path().join(format!("out/job-{DAY2}.parquet")),
+        "email_sha256",
+    )
+    .len();
     let bodies = f.bodies();
-    assert_eq!(bodies.len(), members.div_ceil(200), "one request per batch of 200");
-    let seqs: BTreeSet<u64> = bodies.iter().map(|(_, b)| b["seq"].as_u64().unwrap()).collect();
+    assert_eq!(
+        bodies.len(),
+        members.div_ceil(200),
+        "one request per batch of 200"
+    );
+    assert!(
+        bodies
+            .iter()
+            .all(|(_, b)| b["emails"].as_array().unwrap().len() <= 200)
+    );
+    let seqs: BTreeSet<u64> = bodies
+        .iter()
+        .map(|(_, b)| b["seq"].as_u64().unwrap())
+        .collect();
     assert_eq!(seqs, (1..=bodies.len() as u64).collect());
     assert!(bodies.iter().all(|(m, b)| m == "POST" && b["job"] == "job"));
     let request = &f.sandbox.state.rest.requests("crm")[0];
@@ -116,7 +143,10 @@ fn the_default_body_sends_every_column_of_every_member() {
 #[test]
 fn mirror_over_two_runs_removes_with_its_own_method() {
     let f = Fixture::with_faults(FaultConfig::default());
-    let job = f.rest_job(100, &format!("{BODY}\nsync = \"mirror\"\nremove_method = \"DELETE\""));
+    let job = f.rest_job(
+        100,
+        &format!("{BODY}\nsync = \"mirror\"\nremove_method = \"DELETE\""),
+    );
     let state = f.state_env();
     let env = [ENV[0], ("ACTIVATOR_STATE", state.as_str())];
     let (code, out) = f.run_job(&job, DAY1, &env);
@@ -125,9 +155,17 @@ fn mirror_over_two_runs_removes_with_its_own_method() {
     let (code, out) = f.run_job(&job, DAY2, &env);
     assert_eq!(code, 0, "{out}");
     assert_eq!(f.held(), f.exported(DAY2, "email_sha256"));
-    let removals: Vec<_> = f.bodies().into_iter().filter(|(_, b)| b["op"] == "remove").collect();
+    let removals: Vec<_> = f
+        .bodies()
+        .into_iter()
+        .filter(|(_, b)| b["op"] == "remove")
+        .collect();
     assert!(!removals.is_empty());
-    assert!(removals.iter().all(|(m, b)| m == "DELETE" && b["run_date"] == DAY2));
+    assert!(
+        removals
+            .iter()
+            .all(|(m, b)| m == "DELETE" && b["run_date"] == DAY2)
+    );
 }
 
 #[test]
@@ -145,7 +183,10 @@ fn with_errors_throttling_and_dropped_connections_every_member_arrives_once() {
     assert_eq!(code, 0, "{out}");
     assert_eq!(f.held(), f.exported(DAY2, "email_sha256"));
     let stats = f.sandbox.state.store.stats();
-    assert!(stats.injected_errors > 0 && stats.injected_throttles > 0 && stats.injected_drops > 0, "{stats:?}");
+    assert!(
+        stats.injected_errors > 0 && stats.injected_throttles > 0 && stats.injected_drops > 0,
+        "{stats:?}"
+    );
     // Each throttled answer said `Retry-After: 1`; the retries waited for it.
     assert!(started.elapsed().as_secs_f64() >= 1.0);
     assert!(out.contains("retries"), "{out}");
@@ -157,9 +198,16 @@ fn with_errors_throttling_and_dropped_connections_every_member_arrives_once() {
 fn a_refused_request_stops_the_run_with_the_answer() {
     let f = Fixture::with_faults(FaultConfig::default());
     // Not JSON, though sent as JSON: the endpoint answers 400.
-    let (code, out) = f.run_job(&f.rest_job(100, "body = \"members: {{ members | length }}\""), DAY2, ENV);
+    let (code, out) = f.run_job(
+        &f.rest_job(100, "body = \"members: {{ members | length }}\""),
+        DAY2,
+        ENV,
+    );
     assert_eq!(code, 2, "{out}");
-    assert!(out.contains("crm") && out.contains("HTTP 400") && out.contains("not valid JSON"), "{out}");
+    assert!(
+        out.contains("crm") && out.contains("HTTP 400") && out.contains("not valid JSON"),
+        "{out}"
+    );
     assert!(!out.contains(TOKEN));
 }
 
@@ -179,12 +227,24 @@ fn the_job_loader_refuses_bad_templates_and_settings() {
         "body = '''{\"e\": {{ members[0].email | tojson }}}'''",
         &[&at, "destinations[1].body", "undefined", "email_sha256"],
     );
-    refused("body = \"{{ members | tojson \"", &[&at, "destinations[1].body", "syntax"]);
-    refused("sync = \"mirror\"", &["destinations[1].sync", "remove_method"]);
+    refused(
+        "body = \"{{ members | tojson \"",
+        &[&at, "destinations[1].body", "syntax"],
+    );
+    refused(
+        "sync = \"mirror\"",
+        &["destinations[1].sync", "remove_method"],
+    );
     refused("sync = \"remove\"", &["destinations[1].sync", "remove_url"]);
     refused("sync = \"replace\"", &["no full replace", "mirror"]);
-    refused("method = \"GET\"", &["destinations[1].method", "POST, PUT, PATCH, DELETE"]);
-    refused("success_status = [\"2x\"]", &["destinations[1].success_status"]);
+    refused(
+        "method = \"GET\"",
+        &["destinations[1].method", "POST, PUT, PATCH, DELETE"],
+    );
+    refused(
+        "success_status = [\"2x\"]",
+        &["destinations[1].success_status"],
+    );
     let job = f.rest_job(100, "");
     let plain = std::fs::read_to_string(&job)
         .unwrap()
@@ -192,6 +252,13 @@ fn the_job_loader_refuses_bad_templates_and_settings() {
     std::fs::write(&job, plain).unwrap();
     let (code, out) = f.run_job(&job, DAY2, ENV);
     assert_eq!(code, 2, "{out}");
-    assert!(out.contains("destinations[1].url") && out.contains("https://"), "{out}");
-    assert_eq!(f.sandbox.state.store.stats().requests, 0, "nothing was sent");
+    assert!(
+        out.contains("destinations[1].url") && out.contains("https://"),
+        "{out}"
+    );
+    assert_eq!(
+        f.sandbox.state.store.stats().requests,
+        0,
+        "nothing was sent"
+    );
 }

@@ -59,7 +59,10 @@ requests_per_second = 200
 
     /// What the export of `date` says the segment must hold.
     fn expected(&self, date: &str) -> Ids {
-        fn tag(schema: &'static str, values: BTreeSet<String>) -> impl Iterator<Item = (String, String)> {
+        fn tag(
+            schema: &'static str,
+            values: BTreeSet<String>,
+        ) -> impl Iterator<Item = (String, String)> {
             values.into_iter().map(move |v| (schema.to_string(), v))
         }
         tag("EMAIL_SHA256", self.exported(date, "email_sha256"))
@@ -113,9 +116,16 @@ fn add_creates_the_segment_with_exactly_the_exported_identifiers() {
 #[test]
 fn remove_takes_the_segment_members_out() {
     let f = Fixture::with_faults(FaultConfig::default());
-    assert_eq!(f.run_job(&f.snap_job(100, "audience = \"x\""), DAY2, ENV).0, 0);
+    assert_eq!(
+        f.run_job(&f.snap_job(100, "audience = \"x\""), DAY2, ENV).0,
+        0
+    );
     assert!(!f.segment("x").is_empty());
-    let (code, out) = f.run_job(&f.snap_job(100, "audience = \"x\"\nsync = \"remove\""), DAY2, ENV);
+    let (code, out) = f.run_job(
+        &f.snap_job(100, "audience = \"x\"\nsync = \"remove\""),
+        DAY2,
+        ENV,
+    );
     assert_eq!(code, 0, "{out}");
     assert!(f.segment("x").is_empty());
 }
@@ -146,13 +156,19 @@ fn with_errors_throttling_and_dropped_connections_every_member_arrives() {
         seed: 5,
         ..FaultConfig::default()
     });
-    let job = f.snap_job(100, "audience = \"flaky\"\nconcurrency = 3\nbatch = { max_rows = 100 }");
+    let job = f.snap_job(
+        100,
+        "audience = \"flaky\"\nconcurrency = 3\nbatch = { max_rows = 100 }",
+    );
     let (code, out) = f.run_job(&job, DAY2, ENV);
     assert_eq!(code, 0, "{out}");
     assert_eq!(f.segment("flaky"), f.expected(DAY2));
     assert_eq!(f.sandbox.state.store.list().len(), 1, "created once");
     let stats = f.sandbox.state.store.stats();
-    assert!(stats.injected_errors > 0 && stats.injected_throttles > 0 && stats.injected_drops > 0, "{stats:?}");
+    assert!(
+        stats.injected_errors > 0 && stats.injected_throttles > 0 && stats.injected_drops > 0,
+        "{stats:?}"
+    );
     assert!(out.contains("retries"), "{out}");
     assert!(!out.contains(TOKEN), "token in the logs");
     f.assert_no_raw_emails(&out);
@@ -167,7 +183,10 @@ fn the_request_rate_limit_throttles_with_429_and_the_run_completes() {
         },
         ..Default::default()
     });
-    let job = f.snap_job(100, "audience = \"rate\"\nconcurrency = 4\nbatch = { max_rows = 100 }");
+    let job = f.snap_job(
+        100,
+        "audience = \"rate\"\nconcurrency = 4\nbatch = { max_rows = 100 }",
+    );
     let (code, out) = f.run_job(&job, DAY2, ENV);
     assert_eq!(code, 0, "{out}");
     assert!(f.sandbox.state.store.stats().rate_limited > 0);
@@ -179,25 +198,45 @@ fn an_unknown_segment_stops_the_run_with_a_clear_message() {
     let f = Fixture::with_faults(FaultConfig::default());
     let (code, out) = f.run_job(&f.snap_job(100, "audience_id = \"404\""), DAY2, ENV);
     assert_eq!(code, 2, "{out}");
-    assert!(out.contains("snap") && out.contains("HTTP 404") && out.contains("Segment 404 not found"), "{out}");
+    assert!(
+        out.contains("snap") && out.contains("HTTP 404") && out.contains("Segment 404 not found"),
+        "{out}"
+    );
     assert!(!out.contains(TOKEN));
 }
 
 #[test]
 fn the_job_loader_refuses_replace_and_other_profiles() {
     let f = Fixture::with_faults(FaultConfig::default());
-    let (code, out) = f.run_job(&f.snap_job(100, "audience = \"x\"\nsync = \"replace\""), DAY2, ENV);
+    let (code, out) = f.run_job(
+        &f.snap_job(100, "audience = \"x\"\nsync = \"replace\""),
+        DAY2,
+        ENV,
+    );
     assert_eq!(code, 2, "{out}");
-    assert!(out.contains("Snap has no replace") && out.contains("mirror"), "{out}");
+    assert!(
+        out.contains("Snap has no replace") && out.contains("mirror"),
+        "{out}"
+    );
 
     let job = f.snap_job(100, "audience = \"x\"");
     let uid2 = std::fs::read_to_string(&job)
         .unwrap()
         .replace("profile = \"meta\"", "profile = \"uid2\"")
-        .replace("first_name = \"first_name\"\nzip = \"zip\"\ncountry = \"country\"\n", "");
+        .replace(
+            "first_name = \"first_name\"\nzip = \"zip\"\ncountry = \"country\"\n",
+            "",
+        );
     std::fs::write(&job, uid2).unwrap();
     let (code, out) = f.run_job(&job, DAY2, ENV);
     assert_eq!(code, 2, "{out}");
-    assert!(out.contains("a snap destination needs `profile = \"meta\"`"), "{out}");
-    assert_eq!(f.sandbox.state.store.stats().requests, 0, "nothing was sent");
+    assert!(
+        out.contains("a snap destination needs `profile = \"meta\"`"),
+        "{out}"
+    );
+    assert_eq!(
+        f.sandbox.state.store.stats().requests,
+        0,
+        "nothing was sent"
+    );
 }

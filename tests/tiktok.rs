@@ -41,7 +41,12 @@ requests_per_second = 200
         let members = store.members(&a.id).unwrap();
         let emails: BTreeSet<String> = members
             .iter()
-            .map(|m| m["EMAIL_SHA256"].as_str().expect("an e-mail hash").to_string())
+            .map(|m| {
+                m["EMAIL_SHA256"]
+                    .as_str()
+                    .expect("an e-mail hash")
+                    .to_string()
+            })
             .collect();
         assert_eq!(emails.len(), members.len());
         emails
@@ -72,9 +77,16 @@ fn add_creates_the_audience_from_files_within_the_limits_and_finds_it_again() {
     // 20 members per file, at most 49 files per create or update call: more than one call.
     assert!(stats.max_rows_per_request <= 20, "{stats:?}");
     assert_eq!(stats.max_files_per_request, 49, "{stats:?}");
-    assert!(stats.files_uploaded as usize >= exported.len() / 20, "{stats:?}");
+    assert!(
+        stats.files_uploaded as usize >= exported.len() / 20,
+        "{stats:?}"
+    );
     // Every signature the connector sent was its file's MD5 (the sandbox refuses others).
-    assert_eq!((stats.signature_mismatches, stats.rejected), (0, 0), "{stats:?}");
+    assert_eq!(
+        (stats.signature_mismatches, stats.rejected),
+        (0, 0),
+        "{stats:?}"
+    );
 
     // The next run finds the audience by name and appends to it.
     let (code, out) = f.run_job(&job, DAY1, ENV);
@@ -88,7 +100,10 @@ fn add_creates_the_audience_from_files_within_the_limits_and_finds_it_again() {
         .filter(|a| a.platform == "tiktok")
         .collect();
     assert_eq!(tiktok.len(), 1);
-    let both: BTreeSet<String> = exported.union(&f.exported(DAY1, "email_sha256")).cloned().collect();
+    let both: BTreeSet<String> = exported
+        .union(&f.exported(DAY1, "email_sha256"))
+        .cloned()
+        .collect();
     assert_eq!(f.audience_emails("spenders"), both);
     assert!(!out.contains(TOKEN), "token in the logs");
 }
@@ -131,14 +146,20 @@ fn replace_swaps_the_members_and_remove_takes_them_out() {
         ENV,
     );
     assert_eq!(code, 2, "{out}");
-    assert!(out.contains("code 40002") && out.contains("at least 1000"), "{out}");
+    assert!(
+        out.contains("code 40002") && out.contains("at least 1000"),
+        "{out}"
+    );
     assert_eq!(f.audience_emails("r"), rest, "nothing was removed");
 }
 
 #[test]
 fn mirror_over_two_runs_leaves_exactly_the_second_segment() {
     let f = Fixture::with_faults(FaultConfig::default());
-    let job = f.tiktok_job(50, "audience = \"m\"\nsync = \"mirror\"\nbatch = { max_rows = 100 }");
+    let job = f.tiktok_job(
+        50,
+        "audience = \"m\"\nsync = \"mirror\"\nbatch = { max_rows = 100 }",
+    );
     let state = f.state_env();
     let env = [ENV[0], ("ACTIVATOR_STATE", state.as_str())];
     let (code, out) = f.run_job(&job, DAY1, &env);
@@ -162,15 +183,27 @@ fn with_errors_throttling_and_dropped_connections_every_member_arrives_once() {
         seed: 11,
         ..FaultConfig::default()
     });
-    let job = f.tiktok_job(100, "audience = \"flaky\"\nconcurrency = 3\nbatch = { max_rows = 100 }");
+    let job = f.tiktok_job(
+        100,
+        "audience = \"flaky\"\nconcurrency = 3\nbatch = { max_rows = 100 }",
+    );
     let (code, out) = f.run_job(&job, DAY2, ENV);
     assert_eq!(code, 0, "{out}");
     assert_eq!(f.audience_emails("flaky"), f.exported(DAY2, "email_sha256"));
     let stats = f.sandbox.state.store.stats();
-    assert!(stats.injected_errors > 0 && stats.injected_throttles > 0 && stats.injected_drops > 0, "{stats:?}");
+    assert!(
+        stats.injected_errors > 0 && stats.injected_throttles > 0 && stats.injected_drops > 0,
+        "{stats:?}"
+    );
     // Created once although creates were retried; no file applied twice.
     assert_eq!(
-        f.sandbox.state.store.list().iter().filter(|a| a.platform == "tiktok").count(),
+        f.sandbox
+            .state
+            .store
+            .list()
+            .iter()
+            .filter(|a| a.platform == "tiktok")
+            .count(),
         1
     );
     assert_eq!(stats.batches_accepted_twice, 0, "{stats:?}");
@@ -194,7 +227,10 @@ fn the_sandbox_checks_the_md5_signature_of_a_file() {
             "members.txt",
             file.as_bytes(),
         );
-        let url = format!("{}/open_api/v1.3/dmp/custom_audience/file/upload/", f.sandbox.url);
+        let url = format!(
+            "{}/open_api/v1.3/dmp/custom_audience/file/upload/",
+            f.sandbox.url
+        );
         tokio::runtime::Runtime::new().unwrap().block_on(async {
             reqwest::Client::new()
                 .post(url)
@@ -216,7 +252,13 @@ fn the_sandbox_checks_the_md5_signature_of_a_file() {
     assert!(ok["data"]["file_path"].is_string(), "{ok}");
     let wrong = upload(&md5_hex(b"another file"));
     assert_eq!(wrong["code"], 40002, "{wrong}");
-    assert!(wrong["message"].as_str().unwrap().contains("file_signature"), "{wrong}");
+    assert!(
+        wrong["message"]
+            .as_str()
+            .unwrap()
+            .contains("file_signature"),
+        "{wrong}"
+    );
     let stats = f.sandbox.state.store.stats();
     assert_eq!((stats.files_uploaded, stats.signature_mismatches), (1, 1));
 }
@@ -226,7 +268,10 @@ fn an_unknown_audience_stops_the_run_with_a_clear_message() {
     let f = Fixture::with_faults(FaultConfig::default());
     let (code, out) = f.run_job(&f.tiktok_job(100, "audience_id = \"404\""), DAY2, ENV);
     assert_eq!(code, 2, "{out}");
-    assert!(out.contains("tiktok") && out.contains("code 40002") && out.contains("404"), "{out}");
+    assert!(
+        out.contains("tiktok") && out.contains("code 40002") && out.contains("404"),
+        "{out}"
+    );
     assert!(!out.contains(TOKEN));
 }
 
@@ -241,18 +286,30 @@ fn the_job_loader_refuses_what_would_hash_wrongly_or_send_nothing() {
     std::fs::write(&job, google).unwrap();
     let (code, out) = f.run_job(&job, DAY2, ENV);
     assert_eq!(code, 2, "{out}");
-    assert!(out.contains("needs `profile = \"meta\"`") && out.contains("never match"), "{out}");
+    assert!(
+        out.contains("needs `profile = \"meta\"`") && out.contains("never match"),
+        "{out}"
+    );
 
     let job = f.tiktok_job(100, "audience = \"x\"\ncalculate_type = \"IDFA_MD5\"");
     let (code, out) = f.run_job(&job, DAY2, ENV);
     assert_eq!(code, 2, "{out}");
-    assert!(out.contains("calculate_type") && out.contains("not MD5"), "{out}");
+    assert!(
+        out.contains("calculate_type") && out.contains("not MD5"),
+        "{out}"
+    );
 
     let job = f.tiktok_job(100, "audience = \"x\"\ncalculate_type = \"PHONE_SHA256\"");
-    let no_phone = std::fs::read_to_string(&job).unwrap().replace("phone = \"phone\"\n", "");
+    let no_phone = std::fs::read_to_string(&job)
+        .unwrap()
+        .replace("phone = \"phone\"\n", "");
     std::fs::write(&job, no_phone).unwrap();
     let (code, out) = f.run_job(&job, DAY2, ENV);
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("identifiers.phone"), "{out}");
-    assert_eq!(f.sandbox.state.store.stats().requests, 0, "nothing was sent");
+    assert_eq!(
+        f.sandbox.state.store.stats().requests,
+        0,
+        "nothing was sent"
+    );
 }

@@ -79,18 +79,33 @@ async fn gate(app: &AppState, headers: &HeaderMap) -> Result<Fault, Response> {
     match fault {
         Fault::Error => {
             app.store.with(|s| s.injected_errors += 1);
-            return Err(error(app, StatusCode::INTERNAL_SERVER_ERROR, "E5000", "Internal server error"));
+            return Err(error(
+                app,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "E5000",
+                "Internal server error",
+            ));
         }
         Fault::Throttle => {
             app.store.with(|s| s.injected_throttles += 1);
-            return Err(error(app, StatusCode::TOO_MANY_REQUESTS, "E1008", "Too many requests"));
+            return Err(error(
+                app,
+                StatusCode::TOO_MANY_REQUESTS,
+                "E1008",
+                "Too many requests",
+            ));
         }
         _ => {}
     }
     let rate = app.snap.limits.lock().unwrap().requests_per_second;
     if !app.snap.calls.admit(rate, Duration::from_secs(1)) {
         app.store.with(|s| s.rate_limited += 1);
-        return Err(error(app, StatusCode::TOO_MANY_REQUESTS, "E1008", "Too many requests"));
+        return Err(error(
+            app,
+            StatusCode::TOO_MANY_REQUESTS,
+            "E1008",
+            "Too many requests",
+        ));
     }
     let bearer = headers
         .get("authorization")
@@ -98,7 +113,12 @@ async fn gate(app: &AppState, headers: &HeaderMap) -> Result<Fault, Response> {
         .and_then(|v| v.strip_prefix("Bearer "))
         .is_some_and(|t| !t.is_empty());
     if !bearer {
-        return Err(error(app, StatusCode::UNAUTHORIZED, "E3003", "Unauthorized: a Bearer token is required"));
+        return Err(error(
+            app,
+            StatusCode::UNAUTHORIZED,
+            "E3003",
+            "Unauthorized: a Bearer token is required",
+        ));
     }
     Ok(fault)
 }
@@ -134,7 +154,11 @@ pub async fn segments(
         Err(r) => return r,
     };
     let response = if method == Method::GET {
-        let limit: usize = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(50).clamp(1, 1000);
+        let limit: usize = q
+            .get("limit")
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(50)
+            .clamp(1, 1000);
         let cursor: usize = q.get("cursor").and_then(|c| c.parse().ok()).unwrap_or(0);
         let all: Vec<_> = app
             .store
@@ -148,9 +172,13 @@ pub async fn segments(
             .take(limit)
             .map(|a| json!({"sub_request_status": "SUCCESS", "segment": segment_json(a)}))
             .collect();
-        let mut answer = json!({"request_status": "SUCCESS", "request_id": request_id(&app), "segments": page});
+        let mut answer =
+            json!({"request_status": "SUCCESS", "request_id": request_id(&app), "segments": page});
         if cursor + limit < all.len() {
-            let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
+            let host = headers
+                .get("host")
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("127.0.0.1");
             answer["paging"] = json!({"next_link": format!(
                 "http://{host}/v1/adaccounts/{account}/segments?cursor={}&limit={limit}", cursor + limit
             )});
@@ -168,7 +196,10 @@ pub async fn segments(
                 return invalid(&app, "segments.name: 1 to 375 characters are required");
             }
             if s["source_type"] != "FIRST_PARTY" {
-                return invalid(&app, "segments.source_type: must be FIRST_PARTY for a customer list");
+                return invalid(
+                    &app,
+                    "segments.source_type: must be FIRST_PARTY for a customer list",
+                );
             }
             let a = app.store.create("snap", &account, name);
             created.push(json!({"sub_request_status": "SUCCESS", "segment": segment_json(&a)}));
@@ -197,7 +228,12 @@ pub async fn users(
     });
     if app.store.get(&id).is_none_or(|a| a.platform != "snap") {
         app.store.with(|s| s.rejected += 1);
-        return error(&app, StatusCode::NOT_FOUND, "E2004", &format!("Segment {id} not found"));
+        return error(
+            &app,
+            StatusCode::NOT_FOUND,
+            "E2004",
+            &format!("Segment {id} not found"),
+        );
     }
     let v: Value = serde_json::from_slice(&body).unwrap_or_default();
     let Some(elements) = v["users"].as_array().filter(|u| !u.is_empty()) else {
@@ -206,9 +242,17 @@ pub async fn users(
     let mut members = vec![];
     let mut answers = vec![];
     for (i, e) in elements.iter().enumerate() {
-        let schema: Vec<&str> = e["schema"].as_array().into_iter().flatten().filter_map(|s| s.as_str()).collect();
+        let schema: Vec<&str> = e["schema"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_str())
+            .collect();
         if schema.is_empty() || schema.iter().any(|s| !SCHEMAS.contains(s)) {
-            return invalid(&app, &format!("users[{i}].schema: use {}", SCHEMAS.join(", ")));
+            return invalid(
+                &app,
+                &format!("users[{i}].schema: use {}", SCHEMAS.join(", ")),
+            );
         }
         let Some(rows) = e["data"].as_array() else {
             return invalid(&app, &format!("users[{i}].data is required"));
@@ -216,25 +260,47 @@ pub async fn users(
         for (r, row) in rows.iter().enumerate() {
             let values = row.as_array().filter(|v| v.len() == schema.len());
             let Some(values) = values else {
-                return invalid(&app, &format!("users[{i}].data[{r}]: a row must align with the schema"));
+                return invalid(
+                    &app,
+                    &format!("users[{i}].data[{r}]: a row must align with the schema"),
+                );
             };
             for (s, value) in schema.iter().zip(values) {
                 let hash = value.as_str().unwrap_or_default();
-                if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-                    return invalid(&app, &format!("users[{i}].data[{r}]: {s} must be a lowercase SHA-256 hex hash"));
+                if hash.len() != 64
+                    || !hash
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                {
+                    return invalid(
+                        &app,
+                        &format!("users[{i}].data[{r}]: {s} must be a lowercase SHA-256 hex hash"),
+                    );
                 }
                 members.push(super::state::single_key_member(s, hash));
             }
         }
-        answers.push(json!({"sub_request_status": "SUCCESS", "user": {"number_uploaded_users": rows.len()}}));
+        answers.push(
+            json!({"sub_request_status": "SUCCESS", "user": {"number_uploaded_users": rows.len()}}),
+        );
     }
     let max = app.snap.limits.lock().unwrap().max_identifiers_per_request;
-    app.store.with(|s| s.max_rows_per_request = s.max_rows_per_request.max(members.len() as u64));
+    app.store
+        .with(|s| s.max_rows_per_request = s.max_rows_per_request.max(members.len() as u64));
     if members.len() > max {
-        return invalid(&app, &format!("users: {} identifiers; at most {max} per request", members.len()));
+        return invalid(
+            &app,
+            &format!(
+                "users: {} identifiers; at most {max} per request",
+                members.len()
+            ),
+        );
     }
-    app.store.apply(&id, None, method != Method::DELETE, members, false);
-    let response = axum::Json(json!({"request_status": "SUCCESS", "request_id": request_id(&app), "users": answers}))
-        .into_response();
+    app.store
+        .apply(&id, None, method != Method::DELETE, members, false);
+    let response = axum::Json(
+        json!({"request_status": "SUCCESS", "request_id": request_id(&app), "users": answers}),
+    )
+    .into_response();
     finish(&app, fault, response)
 }

@@ -110,19 +110,34 @@ async fn gate(app: &AppState, headers: &HeaderMap) -> Result<Fault, Response> {
             return Err(if app.faults.roll() < 0.5 {
                 (StatusCode::INTERNAL_SERVER_ERROR, "upstream error").into_response()
             } else {
-                envelope(app, SYSTEM_ERROR, "System error, please try again later.", json!({}))
+                envelope(
+                    app,
+                    SYSTEM_ERROR,
+                    "System error, please try again later.",
+                    json!({}),
+                )
             });
         }
         Fault::Throttle => {
             app.store.with(|s| s.injected_throttles += 1);
-            return Err(envelope(app, THROTTLED, "Too many requests. Please retry in some time.", json!({})));
+            return Err(envelope(
+                app,
+                THROTTLED,
+                "Too many requests. Please retry in some time.",
+                json!({}),
+            ));
         }
         _ => {}
     }
     let qps = app.tiktok.limits.lock().unwrap().requests_per_second;
     if !app.tiktok.calls.admit(qps, Duration::from_secs(1)) {
         app.store.with(|s| s.rate_limited += 1);
-        return Err(envelope(app, THROTTLED, "Too many requests. Please retry in some time.", json!({})));
+        return Err(envelope(
+            app,
+            THROTTLED,
+            "Too many requests. Please retry in some time.",
+            json!({}),
+        ));
     }
     let token = headers
         .get("access-token")
@@ -162,7 +177,11 @@ pub async fn upload(State(app): State<AppState>, headers: HeaderMap, body: Bytes
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let Some(parts) = multipart(content_type, &body) else {
-        return rejected(&app, PARAM_ERROR, "The request must be multipart/form-data.");
+        return rejected(
+            &app,
+            PARAM_ERROR,
+            "The request must be multipart/form-data.",
+        );
     };
     let field = |name: &str| {
         parts
@@ -174,10 +193,18 @@ pub async fn upload(State(app): State<AppState>, headers: HeaderMap, body: Bytes
         field("calculate_type"),
         field("file_signature"),
     ) else {
-        return rejected(&app, PARAM_ERROR, "advertiser_id, calculate_type, file_signature and file are required.");
+        return rejected(
+            &app,
+            PARAM_ERROR,
+            "advertiser_id, calculate_type, file_signature and file are required.",
+        );
     };
     if !CALCULATE_TYPES.contains(&calculate_type.as_str()) {
-        return rejected(&app, PARAM_ERROR, &format!("calculate_type: {calculate_type} is not a valid enum value."));
+        return rejected(
+            &app,
+            PARAM_ERROR,
+            &format!("calculate_type: {calculate_type} is not a valid enum value."),
+        );
     }
     let Some((Some(file_name), file)) = parts.get("file") else {
         return rejected(&app, PARAM_ERROR, "file is required.");
@@ -187,24 +214,43 @@ pub async fn upload(State(app): State<AppState>, headers: HeaderMap, body: Bytes
     }
     let limits = app.tiktok.limits.lock().unwrap().clone();
     if file.len() > limits.max_file_bytes {
-        return rejected(&app, PARAM_ERROR, &format!("The file exceeds {} bytes.", limits.max_file_bytes));
+        return rejected(
+            &app,
+            PARAM_ERROR,
+            &format!("The file exceeds {} bytes.", limits.max_file_bytes),
+        );
     }
     if crate::destinations::tiktok::request::md5_hex(file) != signature.to_ascii_lowercase() {
         app.store.with(|s| s.signature_mismatches += 1);
-        return rejected(&app, PARAM_ERROR, "file_signature does not match the MD5 of the file.");
+        return rejected(
+            &app,
+            PARAM_ERROR,
+            "file_signature does not match the MD5 of the file.",
+        );
     }
-    let width = if calculate_type.ends_with("_MD5") { 32 } else { 64 };
+    let width = if calculate_type.ends_with("_MD5") {
+        32
+    } else {
+        64
+    };
     let mut hashes = vec![];
     for (i, line) in String::from_utf8_lossy(file).lines().enumerate() {
         let line = line.trim_end_matches('\r');
         if line.is_empty() {
             continue;
         }
-        if line.len() != width || !line.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if line.len() != width
+            || !line
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return rejected(
                 &app,
                 PARAM_ERROR,
-                &format!("Line {} is not a lowercase hex {calculate_type} value.", i + 1),
+                &format!(
+                    "Line {} is not a lowercase hex {calculate_type} value.",
+                    i + 1
+                ),
             );
         }
         hashes.push(line.to_string());
@@ -247,7 +293,9 @@ fn file_members(
     for p in paths {
         let path = p.as_str().unwrap_or_default();
         let Some(f) = files.get(path).filter(|f| f.advertiser_id == advertiser_id) else {
-            return Err(format!("file_paths: {path} is not a file of this advertiser."));
+            return Err(format!(
+                "file_paths: {path} is not a file of this advertiser."
+            ));
         };
         if f.calculate_type != calculate_type {
             return Err(format!(
@@ -276,7 +324,11 @@ pub async fn create(State(app): State<AppState>, headers: HeaderMap, body: Bytes
     let name = v["custom_audience_name"].as_str().unwrap_or_default();
     let calculate_type = v["calculate_type"].as_str().unwrap_or_default();
     if advertiser_id.is_empty() || name.is_empty() || name.chars().count() > 128 {
-        return rejected(&app, PARAM_ERROR, "advertiser_id and custom_audience_name (1 to 128 characters) are required.");
+        return rejected(
+            &app,
+            PARAM_ERROR,
+            "advertiser_id and custom_audience_name (1 to 128 characters) are required.",
+        );
     }
     if !CALCULATE_TYPES.contains(&calculate_type) {
         return rejected(&app, PARAM_ERROR, "calculate_type is required.");
@@ -298,7 +350,8 @@ pub async fn create(State(app): State<AppState>, headers: HeaderMap, body: Bytes
         .unwrap()
         .insert(audience.id.clone(), calculate_type.to_string());
     for (path, members) in files {
-        app.store.apply(&audience.id, Some((path, 0)), true, members, false);
+        app.store
+            .apply(&audience.id, Some((path, 0)), true, members, false);
     }
     let response = envelope(&app, 0, "OK", json!({ "custom_audience_id": audience.id }));
     finish(&app, fault, response)
@@ -318,14 +371,29 @@ pub async fn update(State(app): State<AppState>, headers: HeaderMap, body: Bytes
         .get(id)
         .filter(|a| a.platform == "tiktok" && a.account == advertiser_id)
     else {
-        return rejected(&app, PARAM_ERROR, &format!("custom_audience_id: {id} is not an audience of this advertiser."));
+        return rejected(
+            &app,
+            PARAM_ERROR,
+            &format!("custom_audience_id: {id} is not an audience of this advertiser."),
+        );
     };
     // TikTok's default action is REPLACE, which is why clients should always send one.
     let action = v["action"].as_str().unwrap_or("REPLACE");
     if !["APPEND", "REMOVE", "REPLACE"].contains(&action) {
-        return rejected(&app, PARAM_ERROR, "action must be APPEND, REMOVE or REPLACE.");
+        return rejected(
+            &app,
+            PARAM_ERROR,
+            "action must be APPEND, REMOVE or REPLACE.",
+        );
     }
-    let calculate_type = app.tiktok.types.lock().unwrap().get(id).cloned().unwrap_or_default();
+    let calculate_type = app
+        .tiktok
+        .types
+        .lock()
+        .unwrap()
+        .get(id)
+        .cloned()
+        .unwrap_or_default();
     let paths = v["file_paths"].as_array().cloned().unwrap_or_default();
     app.store.with(|s| s.upload_requests += 1);
     let files = match file_members(&app, advertiser_id, &calculate_type, &paths) {
@@ -378,8 +446,15 @@ pub async fn list(
         Err(r) => return r,
     };
     let advertiser_id = q.get("advertiser_id").cloned().unwrap_or_default();
-    let page: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1).max(1);
-    let page_size: usize = q.get("page_size").and_then(|p| p.parse().ok()).unwrap_or(10);
+    let page: usize = q
+        .get("page")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let page_size: usize = q
+        .get("page_size")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(10);
     if !(1..=100).contains(&page_size) {
         return rejected(&app, PARAM_ERROR, "page_size must be between 1 and 100.");
     }
@@ -397,7 +472,12 @@ pub async fn list(
         })
         .collect();
     let total_page = all.len().div_ceil(page_size).max(1);
-    let list: Vec<Value> = all.iter().skip((page - 1) * page_size).take(page_size).cloned().collect();
+    let list: Vec<Value> = all
+        .iter()
+        .skip((page - 1) * page_size)
+        .take(page_size)
+        .cloned()
+        .collect();
     let response = envelope(
         &app,
         0,

@@ -150,7 +150,11 @@ impl RestFile {
                 url.as_deref().unwrap_or(&self.url),
                 if url.is_some() { "remove_url" } else { "url" },
                 method.as_deref().or(self.method.as_deref()),
-                if method.is_some() { "remove_method" } else { "method" },
+                if method.is_some() {
+                    "remove_method"
+                } else {
+                    "method"
+                },
             )?),
         };
         match self.sync {
@@ -191,7 +195,11 @@ impl RestFile {
             remove,
             headers,
             body,
-            success_status: statuses(&self.success_status, "success_status", StatusSet(vec![(200, 299)]))?,
+            success_status: statuses(
+                &self.success_status,
+                "success_status",
+                StatusSet(vec![(200, 299)]),
+            )?,
             retry_status: statuses(
                 &self.retry_status,
                 "retry_status",
@@ -241,11 +249,8 @@ mod tests {
 
     #[test]
     fn status_patterns() {
-        let set = StatusSet::parse(&[
-            StatusPattern::Code(200),
-            StatusPattern::Class("5xx".into()),
-        ])
-        .unwrap();
+        let set = StatusSet::parse(&[StatusPattern::Code(200), StatusPattern::Class("5xx".into())])
+            .unwrap();
         assert!(set.contains(200) && set.contains(503) && !set.contains(201));
         assert!(StatusSet::parse(&[StatusPattern::Class("2x".into())]).is_err());
         assert!(StatusSet::parse(&[StatusPattern::Code(42)]).is_err());

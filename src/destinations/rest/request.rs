@@ -129,8 +129,14 @@ mod tests {
         )
         .unwrap();
         let batch = RecordBatch::try_from_iter([
-            ("email_sha256", Arc::new(StringArray::from(vec!["e1", "e\"2"])) as ArrayRef),
-            ("phone_sha256", Arc::new(StringArray::from(vec![Some("p1"), None])) as ArrayRef),
+            (
+                "email_sha256",
+                Arc::new(StringArray::from(vec!["e1", "e\"2"])) as ArrayRef,
+            ),
+            (
+                "phone_sha256",
+                Arc::new(StringArray::from(vec![Some("p1"), None])) as ArrayRef,
+            ),
         ])
         .unwrap();
         let context = BodyContext {
@@ -153,7 +159,8 @@ mod tests {
         let t = BodyTemplate::new("{% for m in members %}{{ m.email }}{% endfor %}").unwrap();
         let e = t.check("j", &columns).unwrap_err();
         assert!(e.contains("undefined") && e.contains("line 1"), "{e}");
-        let ok = BodyTemplate::new("{% for m in members %}{{ m.email_sha256 }}{% endfor %}").unwrap();
+        let ok =
+            BodyTemplate::new("{% for m in members %}{{ m.email_sha256 }}{% endfor %}").unwrap();
         assert!(ok.check("j", &columns).is_ok());
         let e = BodyTemplate::new("{{ members | tojson ").unwrap_err();
         assert!(e.contains("syntax"), "{e}");

@@ -21,7 +21,10 @@ pub fn classify(
     if success.contains(code) {
         return Verdict::Done(());
     }
-    let text: String = String::from_utf8_lossy(body).chars().take(QUOTED_CHARS).collect();
+    let text: String = String::from_utf8_lossy(body)
+        .chars()
+        .take(QUOTED_CHARS)
+        .collect();
     let why = format!("HTTP {code}: {}", text.trim());
     if retry.contains(code) {
         Verdict::Retry {
@@ -45,7 +48,13 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("retry-after", "2".parse().unwrap());
         let v = |s: u16, h: &HeaderMap| {
-            classify(&success, &retry, StatusCode::from_u16(s).unwrap(), h, b"{\"error\": \"no\"}")
+            classify(
+                &success,
+                &retry,
+                StatusCode::from_u16(s).unwrap(),
+                h,
+                b"{\"error\": \"no\"}",
+            )
         };
         assert!(matches!(v(204, &h), Verdict::Done(())));
         match v(429, &h) {

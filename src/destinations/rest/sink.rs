@@ -25,7 +25,10 @@ async fn headers(config: &RestConfig) -> Result<HeaderMap> {
         let (text, sensitive) = match value {
             HeaderValue::Literal(s) => (s.clone(), false),
             HeaderValue::Secret { prefix, reference } => (
-                format!("{prefix}{}", secrets::resolve(reference, &key).await?.expose()),
+                format!(
+                    "{prefix}{}",
+                    secrets::resolve(reference, &key).await?.expose()
+                ),
                 true,
             ),
         };
@@ -107,19 +110,21 @@ pub async fn run(
                     op,
                     batch_seq: seq,
                 };
-                let body = Bytes::from(template.render(&context, &batch).map_err(|m| {
-                    Error::config(format!("{name}: batch {seq}: body: {m}"))
-                })?);
+                let body = Bytes::from(
+                    template
+                        .render(&context, &batch)
+                        .map_err(|m| Error::config(format!("{name}: batch {seq}: body: {m}")))?,
+                );
                 api.call(
-                        &format!("{op} batch {seq}"),
-                        |c| {
-                            c.request(method.clone(), url.as_str())
-                                .headers((*headers).clone())
-                                .body(body.clone())
-                        },
-                        |status, h, b| service::classify(&success, &retry, status, h, b),
-                    )
-                    .await?;
+                    &format!("{op} batch {seq}"),
+                    |c| {
+                        c.request(method.clone(), url.as_str())
+                            .headers((*headers).clone())
+                            .body(body.clone())
+                    },
+                    |status, h, b| service::classify(&success, &retry, status, h, b),
+                )
+                .await?;
                 Ok(Sent {
                     without_identifier: 0,
                 })
@@ -129,7 +134,11 @@ pub async fn run(
     .await?;
     report.requests = api.counters.requests.load(Ordering::Relaxed);
     report.retries = api.counters.retries.load(Ordering::Relaxed);
-    report.outputs.push(format!("{} {}", endpoint.method, without_query(&endpoint.url)));
+    report.outputs.push(format!(
+        "{} {}",
+        endpoint.method,
+        without_query(&endpoint.url)
+    ));
     Ok(report)
 }
 

@@ -70,7 +70,10 @@ mod tests {
     #[test]
     fn statuses_decide() {
         assert!(matches!(
-            verdict(200, r#"{"request_status": "SUCCESS", "users": [{"sub_request_status": "SUCCESS"}]}"#),
+            verdict(
+                200,
+                r#"{"request_status": "SUCCESS", "users": [{"sub_request_status": "SUCCESS"}]}"#
+            ),
             Verdict::Done(_)
         ));
         assert!(matches!(verdict(429, "{}"), Verdict::Retry { .. }));
@@ -79,7 +82,10 @@ mod tests {
             400,
             r#"{"request_status": "ERROR", "request_id": "r9", "debug_message": "Invalid hash", "error_code": "E1001"}"#,
         ) {
-            Verdict::Fail(m) => assert!(m.contains("E1001") && m.contains("Invalid hash") && m.contains("r9"), "{m}"),
+            Verdict::Fail(m) => assert!(
+                m.contains("E1001") && m.contains("Invalid hash") && m.contains("r9"),
+                "{m}"
+            ),
             other => panic!("{other:?}"),
         }
         match verdict(401, "{}") {
@@ -87,7 +93,10 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            verdict(200, r#"{"request_status": "SUCCESS", "users": [{"sub_request_status": "ERROR", "debug_message": "bad"}]}"#),
+            verdict(
+                200,
+                r#"{"request_status": "SUCCESS", "users": [{"sub_request_status": "ERROR", "debug_message": "bad"}]}"#
+            ),
             Verdict::Fail(_)
         ));
     }

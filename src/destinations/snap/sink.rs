@@ -26,12 +26,20 @@ struct Api {
 }
 
 impl Api {
-    async fn call(&self, what: &str, method: Method, url: &str, body: Option<&Value>) -> Result<Value> {
+    async fn call(
+        &self,
+        what: &str,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<Value> {
         self.service
             .call(
                 what,
                 |c| {
-                    let r = c.request(method.clone(), url).bearer_auth(self.token.expose());
+                    let r = c
+                        .request(method.clone(), url)
+                        .bearer_auth(self.token.expose());
                     match body {
                         Some(b) => r.json(b),
                         None => r,
@@ -44,7 +52,10 @@ impl Api {
 
     /// The id of the ad account's segment named `name`, if there is one.
     async fn find(&self, config: &SnapConfig, name: &str) -> Result<Option<String>> {
-        let mut url = format!("{}/v1/adaccounts/{}/segments", self.base, config.ad_account_id);
+        let mut url = format!(
+            "{}/v1/adaccounts/{}/segments",
+            self.base, config.ad_account_id
+        );
         loop {
             let page = self.call("list segments", Method::GET, &url, None).await?;
             if let Some(found) = page["segments"]
@@ -67,7 +78,10 @@ impl Api {
     }
 
     async fn create(&self, config: &SnapConfig, name: &str) -> Result<String> {
-        let url = format!("{}/v1/adaccounts/{}/segments", self.base, config.ad_account_id);
+        let url = format!(
+            "{}/v1/adaccounts/{}/segments",
+            self.base, config.ad_account_id
+        );
         let body = json!({"segments": [{
             "name": name,
             "description": "Managed by activator",
@@ -88,7 +102,9 @@ impl Api {
             )
             .await?;
         if id.is_empty() {
-            return Err(Error::transient("snap: the create answer carries no segment id"));
+            return Err(Error::transient(
+                "snap: the create answer carries no segment id",
+            ));
         }
         tracing::info!(destination = %config.name, segment = %id, "created segment");
         Ok(id)
@@ -165,12 +181,18 @@ pub async fn run(
         delivery,
         &mut report,
         |seq, batch| {
-            let (api, encoder, url, method) = (api.clone(), encoder.clone(), url.clone(), method.clone());
+            let (api, encoder, url, method) =
+                (api.clone(), encoder.clone(), url.clone(), method.clone());
             async move {
                 let users = encoder.users(&batch);
                 if users.identifiers > 0 {
-                    api.call(&format!("{verb} batch {seq}"), method, &url, Some(&users.body))
-                        .await?;
+                    api.call(
+                        &format!("{verb} batch {seq}"),
+                        method,
+                        &url,
+                        Some(&users.body),
+                    )
+                    .await?;
                 }
                 Ok(Sent {
                     without_identifier: users.without_identifier,

@@ -95,7 +95,10 @@ mod tests {
             ("a", "0cc175b9c0f1b6a831c399e269772661"),
             ("abc", "900150983cd24fb0d6963f7d28e17f72"),
             ("message digest", "f96b697d7cb7938d525a2f31aaf161d0"),
-            ("abcdefghijklmnopqrstuvwxyz", "c3fcd3d76192e4007dfb496cca67e13b"),
+            (
+                "abcdefghijklmnopqrstuvwxyz",
+                "c3fcd3d76192e4007dfb496cca67e13b",
+            ),
             (
                 "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
                 "d174ab98d277d9f5a5611c2c9f419d9f",
@@ -116,8 +119,12 @@ mod tests {
         let b = "b".repeat(64);
         let batch = RecordBatch::try_from_iter([(
             "email_sha256",
-            Arc::new(StringArray::from(vec![Some(a.as_str()), None, Some(&b), Some(&a)]))
-                as ArrayRef,
+            Arc::new(StringArray::from(vec![
+                Some(a.as_str()),
+                None,
+                Some(&b),
+                Some(&a),
+            ])) as ArrayRef,
         )])
         .unwrap();
         let column = IdColumn::find(&batch.schema(), IdKind::Email).unwrap();
@@ -132,8 +139,14 @@ mod tests {
         let boundary = m.content_type.split("boundary=").nth(1).unwrap();
         let body = String::from_utf8(m.body.to_vec()).unwrap();
         assert!(body.starts_with(&format!("--{boundary}\r\n")), "{body}");
-        assert!(body.contains("name=\"advertiser_id\"\r\n\r\n7\r\n"), "{body}");
+        assert!(
+            body.contains("name=\"advertiser_id\"\r\n\r\n7\r\n"),
+            "{body}"
+        );
         assert!(body.contains("filename=\"f.txt\""), "{body}");
-        assert!(body.ends_with(&format!("\r\nx\n\r\n--{boundary}--\r\n")), "{body}");
+        assert!(
+            body.ends_with(&format!("\r\nx\n\r\n--{boundary}--\r\n")),
+            "{body}"
+        );
     }
 }

@@ -62,7 +62,10 @@ mod tests {
 
     #[test]
     fn the_code_inside_http_200_decides() {
-        match verdict(200, r#"{"code": 0, "message": "OK", "data": {"file_path": "p"}}"#) {
+        match verdict(
+            200,
+            r#"{"code": 0, "message": "OK", "data": {"file_path": "p"}}"#,
+        ) {
             Verdict::Done(d) => assert_eq!(d["file_path"], "p"),
             other => panic!("{other:?}"),
         }
@@ -74,7 +77,10 @@ mod tests {
             verdict(200, r#"{"code": 50000, "message": "System error"}"#),
             Verdict::Retry { .. }
         ));
-        match verdict(200, r#"{"code": 40002, "message": "file_signature mismatch", "request_id": "r1"}"#) {
+        match verdict(
+            200,
+            r#"{"code": 40002, "message": "file_signature mismatch", "request_id": "r1"}"#,
+        ) {
             Verdict::Fail(m) => assert!(m.contains("40002") && m.contains("r1"), "{m}"),
             other => panic!("{other:?}"),
         }

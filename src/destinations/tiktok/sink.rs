@@ -39,7 +39,11 @@ impl Api {
         self.service
             .call(
                 what,
-                |c| c.post(&url).header("Access-Token", self.token.expose()).json(body),
+                |c| {
+                    c.post(&url)
+                        .header("Access-Token", self.token.expose())
+                        .json(body)
+                },
                 service::classify,
             )
             .await
@@ -131,10 +135,17 @@ impl Api {
             .find_or_create(
                 "create audience",
                 || async move { Ok(self.find(name).await?.map(|id| (id, false))) },
-                |c| c.post(&url).header("Access-Token", self.token.expose()).json(&body),
+                |c| {
+                    c.post(&url)
+                        .header("Access-Token", self.token.expose())
+                        .json(&body)
+                },
                 |status, headers, bytes| {
                     service::classify(status, headers, bytes).map(|data| {
-                        (id_text(&data["custom_audience_id"]).unwrap_or_default(), true)
+                        (
+                            id_text(&data["custom_audience_id"]).unwrap_or_default(),
+                            true,
+                        )
                     })
                 },
             )
@@ -153,7 +164,9 @@ fn id_text(v: &Value) -> Result<String> {
     match v {
         Value::String(s) if !s.is_empty() => Ok(s.clone()),
         Value::Number(n) => Ok(n.to_string()),
-        _ => Err(Error::transient("tiktok: the answer carries no audience id")),
+        _ => Err(Error::transient(
+            "tiktok: the answer carries no audience id",
+        )),
     }
 }
 
@@ -387,10 +400,7 @@ pub async fn run(
             config.advertiser_id,
             config.calculate_type.api_name()
         ),
-        None => format!(
-            "TikTok: nothing sent, no member has {}",
-            kind.kind()
-        ),
+        None => format!("TikTok: nothing sent, no member has {}", kind.kind()),
     });
     Ok(report)
 }
