@@ -18,8 +18,8 @@ pub struct Sent {
     pub without_identifier: u64,
 }
 
-/// Sends every batch with `send(seq, batch)`; fills the report's batch, row and resume counts
-/// and `platform_invalid` with the members that had nothing to send, and finishes the phase.
+/// Sends every batch with `send(seq, batch)`, fills the report's batch, row and resume counts,
+/// and finishes the phase; the number of members that had nothing to send.
 pub async fn send_batches<F, Fut>(
     members: BoxStream<'static, Result<RecordBatch>>,
     limits: BatchLimits,
@@ -27,7 +27,7 @@ pub async fn send_batches<F, Fut>(
     delivery: &Delivery,
     report: &mut SinkReport,
     send: F,
-) -> Result<()>
+) -> Result<u64>
 where
     F: Fn(u64, RecordBatch) -> Fut,
     Fut: Future<Output = Result<Sent>> + Send + 'static,
@@ -50,15 +50,17 @@ where
             })
         })
         .buffer_unordered(concurrency);
+    let mut without_identifier = 0;
     while let Some(result) = results.next().await {
         let (rows, sent) =
             result.map_err(|e| Error::internal(format!("an upload task failed: {e}")))??;
         report.batches += 1;
         report.rows += rows;
         match sent {
-            Some(s) => report.platform_invalid += s.without_identifier,
+            Some(s) => without_identifier += s.without_identifier,
             None => report.resumed_batches += 1,
         }
     }
-    delivery.checkpoint.finish(phase).await
+    delivery.checkpoint.finish(phase).await?;
+    Ok(without_identifier)
 }

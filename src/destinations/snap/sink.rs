@@ -174,7 +174,7 @@ pub async fn run(
         destination: config.name.clone(),
         ..SinkReport::default()
     };
-    single_step::send_batches(
+    let without_identifier = single_step::send_batches(
         members,
         config.batch,
         config.concurrency,
@@ -211,5 +211,10 @@ pub async fn run(
         },
         config.ad_account_id
     ));
+    if without_identifier > 0 {
+        report.outputs.push(format!(
+            "{without_identifier} members with no e-mail, phone or mobile ad id were not sent"
+        ));
+    }
     Ok(report)
 }

@@ -383,13 +383,8 @@ pub async fn run(
     target.apply(pending).await?;
     checkpoint.finish(phase).await?;
 
-    if without_identifier > 0 {
-        tracing::info!(destination = %config.name, members = without_identifier,
-            "members without the audience's identifier were not sent");
-    }
     report.requests = api.service.counters.requests.load(Ordering::Relaxed);
     report.retries = api.service.counters.retries.load(Ordering::Relaxed);
-    report.platform_invalid = without_identifier;
     report.outputs.push(match &target.id {
         Some(id) => format!(
             "TikTok audience {id} ({}) of advertiser {}, {}",
@@ -402,5 +397,11 @@ pub async fn run(
         ),
         None => format!("TikTok: nothing sent, no member has {}", kind.kind()),
     });
+    if without_identifier > 0 {
+        report.outputs.push(format!(
+            "{without_identifier} members without {} were not sent",
+            kind.kind()
+        ));
+    }
     Ok(report)
 }
