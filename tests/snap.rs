@@ -183,9 +183,11 @@ fn the_request_rate_limit_throttles_with_429_and_the_run_completes() {
         },
         ..Default::default()
     });
+    // Far above the sandbox's rate, one request at a time: Snap sends no wait hint, so the
+    // backoff alone must outlast the rolling second.
     let job = f.snap_job(
         100,
-        "audience = \"rate\"\nconcurrency = 4\nbatch = { max_rows = 100 }",
+        "audience = \"rate\"\nconcurrency = 1\nbatch = { max_rows = 100 }",
     );
     let (code, out) = f.run_job(&job, DAY2, ENV);
     assert_eq!(code, 0, "{out}");

@@ -213,6 +213,27 @@ fn with_errors_throttling_and_dropped_connections_every_member_arrives_once() {
 }
 
 #[test]
+fn the_qps_limit_answers_40100_in_http_200_and_the_run_completes() {
+    let f = Fixture::new(activator::sandbox::SandboxConfig {
+        tiktok: activator::sandbox::tiktok::TikTokLimits {
+            requests_per_second: Some(5),
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    // Far above the sandbox's QPS, one upload at a time: TikTok sends no wait hint.
+    let job = f.tiktok_job(
+        100,
+        "audience = \"qps\"\nconcurrency = 1\nbatch = { max_rows = 200 }",
+    );
+    let (code, out) = f.run_job(&job, DAY2, ENV);
+    assert_eq!(code, 0, "{out}");
+    assert!(f.sandbox.state.store.stats().rate_limited > 0);
+    assert!(out.contains("code 40100"), "{out}");
+    assert_eq!(f.audience_emails("qps"), f.exported(DAY2, "email_sha256"));
+}
+
+#[test]
 fn the_sandbox_checks_the_md5_signature_of_a_file() {
     use activator::destinations::tiktok::request::{md5_hex, multipart};
     let f = Fixture::with_faults(FaultConfig::default());
