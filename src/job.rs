@@ -126,6 +126,10 @@ enum DestinationFile {
     Export(ExportFile),
     Meta(crate::destinations::meta::config::MetaFile),
     Google(crate::destinations::google::config::GoogleFile),
+    #[serde(rename = "tiktok")]
+    TikTok(crate::destinations::tiktok::config::TikTokFile),
+    Snap(crate::destinations::snap::config::SnapFile),
+    Rest(crate::destinations::rest::config::RestFile),
 }
 
 #[derive(Debug, Deserialize)]
@@ -210,31 +214,49 @@ pub enum Destination {
     Export(Export),
     Meta(crate::destinations::meta::config::MetaConfig),
     Google(crate::destinations::google::config::GoogleConfig),
+    TikTok(crate::destinations::tiktok::config::TikTokConfig),
+    Snap(crate::destinations::snap::config::SnapConfig),
+    Rest(crate::destinations::rest::config::RestConfig),
 }
 
 impl Destination {
-    /// Whether the destination's `base_url` is `sandbox` (an in-process sandbox).
+    /// Whether the destination's `base_url` (a REST destination's `url` or `remove_url`) is
+    /// `sandbox` (an in-process sandbox).
     pub fn wants_sandbox(&self) -> bool {
         match self {
             Destination::Meta(m) => m.base_url == "sandbox",
             Destination::Google(g) => g.base_url == "sandbox",
+            Destination::TikTok(t) => t.base_url == "sandbox",
+            Destination::Snap(s) => s.base_url == "sandbox",
+            Destination::Rest(r) => {
+                r.add.url == "sandbox" || r.remove.as_ref().is_some_and(|e| e.url == "sandbox")
+            }
             Destination::Export(_) => false,
         }
     }
 
-    /// Points a `base_url = "sandbox"` destination at a running sandbox.
+    /// Points a `sandbox` destination at a running sandbox (a REST destination at the route
+    /// that records its requests, `/_sandbox/rest/{name}`).
     pub fn use_sandbox(&mut self, url: &str) {
-        if let Destination::Meta(m) = self
-            && m.base_url == "sandbox"
-        {
-            m.base_url = url.to_string();
-            m.in_process_sandbox = true;
-        }
-        if let Destination::Google(g) = self
-            && g.base_url == "sandbox"
-        {
-            g.base_url = url.to_string();
-            g.in_process_sandbox = true;
+        let (base_url, in_process) = match self {
+            Destination::Meta(m) => (&mut m.base_url, &mut m.in_process_sandbox),
+            Destination::Google(g) => (&mut g.base_url, &mut g.in_process_sandbox),
+            Destination::TikTok(t) => (&mut t.base_url, &mut t.in_process_sandbox),
+            Destination::Snap(s) => (&mut s.base_url, &mut s.in_process_sandbox),
+            Destination::Rest(r) => {
+                let recorder = format!("{url}/_sandbox/rest/{}", r.name);
+                for e in std::iter::once(&mut r.add).chain(r.remove.as_mut()) {
+                    if e.url == "sandbox" {
+                        e.url = recorder.clone();
+                    }
+                }
+                return;
+            }
+            Destination::Export(_) => return,
+        };
+        if base_url == "sandbox" {
+            *base_url = url.to_string();
+            *in_process = true;
         }
     }
 
@@ -244,6 +266,9 @@ impl Destination {
             Destination::Export(_) => crate::state::SyncMode::Add,
             Destination::Meta(m) => m.sync,
             Destination::Google(g) => g.sync,
+            Destination::TikTok(t) => t.sync,
+            Destination::Snap(s) => s.sync,
+            Destination::Rest(r) => r.sync,
         }
     }
 
@@ -253,6 +278,9 @@ impl Destination {
             Destination::Export(e) => e.batch,
             Destination::Meta(m) => m.batch,
             Destination::Google(g) => g.batch,
+            Destination::TikTok(t) => t.batch,
+            Destination::Snap(s) => s.batch,
+            Destination::Rest(r) => r.batch,
         }
     }
 
@@ -261,6 +289,9 @@ impl Destination {
             Destination::Export(e) => &e.name,
             Destination::Meta(m) => &m.name,
             Destination::Google(g) => &g.name,
+            Destination::TikTok(t) => &t.name,
+            Destination::Snap(s) => &s.name,
+            Destination::Rest(r) => &r.name,
         }
     }
 }
@@ -476,6 +507,43 @@ impl Job {
                     }
                     destinations.push(Destination::Google(g.resolve(&key, &ctx)?));
                 }
+                DestinationFile::TikTok(t) => {
+                    let key = format!("destinations[{i}]");
+                    needs_meta_profile(file.profile, "tiktok", &at, &key)?;
+                    let config = t.resolve(&key, &ctx)?;
+                    let kind = config.calculate_type.id_kind().kind();
+                    if !identifiers.iter().any(|i| i.kind == kind) {
+                        return Err(Error::config(format!(
+                            "{at}: {key}.calculate_type: {} files are written from identifiers.{kind}, which the job does not map; \
+                             map it, or set calculate_type to the kind the job has (one kind per TikTok audience)",
+                            config.calculate_type.api_name()
+                        )));
+                    }
+                    destinations.push(Destination::TikTok(config));
+                }
+                DestinationFile::Snap(s) => {
+                    let key = format!("destinations[{i}]");
+                    needs_meta_profile(file.profile, "snap", &at, &key)?;
+                    if !identifiers
+                        .iter()
+                        .any(|i| matches!(i.kind, Kind::Email | Kind::Phone | Kind::MobileAdId))
+                    {
+                        return Err(Error::config(format!(
+                            "{at}: {key}: Snap customer lists take email, phone and mobile_ad_id; the job maps none of them"
+                        )));
+                    }
+                    destinations.push(Destination::Snap(s.resolve(&key, &ctx)?));
+                }
+                DestinationFile::Rest(r) => {
+                    let key = format!("destinations[{i}]");
+                    let columns: Vec<String> = identifiers
+                        .iter()
+                        .flat_map(|i| crate::identity::output_fields(file.profile, i.kind))
+                        .map(|f| f.name)
+                        .chain(file.consent.values().cloned())
+                        .collect();
+                    destinations.push(Destination::Rest(r.resolve(&key, &ctx, &name, &columns)?));
+                }
             }
         }
         if destinations.is_empty() {
@@ -538,6 +606,20 @@ impl Job {
             destinations,
         })
     }
+}
+
+/// TikTok and Snap match SHA-256 hex of e-mails trimmed and lowercased and of phones as digits
+/// with the country code and no `+` (shared/spec/platforms.md §9): what the meta profile writes.
+/// The google profile's gmail rule and `+`, or uid2's Base64, would give hashes that never match.
+fn needs_meta_profile(profile: Profile, platform: &str, at: &str, key: &str) -> Result<()> {
+    if profile == Profile::Meta {
+        return Ok(());
+    }
+    Err(Error::config(format!(
+        "{at}: {key}: a {platform} destination needs `profile = \"meta\"`: {platform} matches hashes of e-mails \
+         trimmed and lowercased and of phones as digits with the country code and no `+`, as the meta profile \
+         writes them; the job's {profile} profile would send hashes that never match"
+    )))
 }
 
 fn list(kinds: impl IntoIterator<Item = Kind>) -> String {

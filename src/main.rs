@@ -67,7 +67,8 @@ enum Command {
         #[arg(long, value_parser = parse_date)]
         date: Option<NaiveDate>,
     },
-    /// Serve the platform emulators (Meta, Google Data Manager) on loopback until interrupted.
+    /// Serve the platform emulators (Meta, Google Data Manager, TikTok, Snap) on loopback until
+    /// interrupted.
     Sandbox {
         #[arg(long, default_value_t = 8480)]
         port: u16,
@@ -251,9 +252,11 @@ fn main() -> ExitCode {
                     google: activator::sandbox::google::GoogleLimits {
                         requests_per_minute: google_requests_per_minute,
                     },
+                    ..Default::default()
                 };
                 let sandbox = activator::sandbox::Sandbox::start(([127, 0, 0, 1], port).into(), config).await?;
-                println!("sandbox serving on {} (Meta: {}/v25.0/..., Google Data Manager: {}/v1/...; introspection: {}/_sandbox/audiences)", sandbox.url, sandbox.url, sandbox.url, sandbox.url);
+                let url = &sandbox.url;
+                println!("sandbox serving on {url} (Meta: {url}/v25.0/..., Google Data Manager: {url}/v1/..., TikTok: {url}/open_api/v1.3/dmp/custom_audience/..., Snap: {url}/v1/adaccounts/..., REST recorder: {url}/_sandbox/rest/NAME; introspection: {url}/_sandbox/audiences)");
                 let _ = tokio::signal::ctrl_c().await;
                 Ok(())
             }

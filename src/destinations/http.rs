@@ -26,6 +26,17 @@ pub enum Verdict<T> {
     Fail(String),
 }
 
+impl<T> Verdict<T> {
+    /// The same verdict with the done value transformed.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Verdict<U> {
+        match self {
+            Verdict::Done(v) => Verdict::Done(f(v)),
+            Verdict::Retry { after, why } => Verdict::Retry { after, why },
+            Verdict::Fail(why) => Verdict::Fail(why),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct RetryPolicy {
     pub max_attempts: u32,
@@ -123,48 +134,87 @@ impl Service {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            if let Some(l) = &self.limiter {
-                l.acquire().await;
+            let verdict = self.attempt(&build, &classify).await;
+            if let Some(v) = self.settle(what, attempt, verdict).await? {
+                return Ok(v);
             }
-            self.counters.requests.fetch_add(1, Ordering::Relaxed);
-            let outcome = match build(&self.client).send().await {
-                Ok(response) => {
-                    let status = response.status();
-                    let headers = response.headers().clone();
-                    match response.bytes().await {
-                        Ok(body) => classify(status, &headers, &body),
-                        // The answer was cut off: the request may have been applied.
-                        Err(e) => Verdict::Retry {
-                            after: None,
-                            why: format!("reading the answer: {}", without_url(&e)),
-                        },
-                    }
+        }
+    }
+
+    /// Finds a named object (an audience) or creates it, and never creates it twice. Creating is
+    /// not idempotent: a create whose answer was lost (a dropped connection, a timeout, a server
+    /// error after the fact) may have been applied, so each new try looks the object up first.
+    pub async fn find_or_create<T, Found: std::future::Future<Output = Result<Option<T>>>>(
+        &self,
+        what: &str,
+        find: impl Fn() -> Found,
+        build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+        classify: impl Fn(StatusCode, &HeaderMap, &[u8]) -> Verdict<T>,
+    ) -> Result<T> {
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            if let Some(found) = find().await? {
+                return Ok(found);
+            }
+            let verdict = self.attempt(&build, &classify).await;
+            if let Some(v) = self.settle(what, attempt, verdict).await? {
+                return Ok(v);
+            }
+        }
+    }
+
+    /// One request and what its answer means; a transport failure is worth a retry.
+    async fn attempt<T>(
+        &self,
+        build: &impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+        classify: &impl Fn(StatusCode, &HeaderMap, &[u8]) -> Verdict<T>,
+    ) -> Verdict<T> {
+        if let Some(l) = &self.limiter {
+            l.acquire().await;
+        }
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        match build(&self.client).send().await {
+            Ok(response) => {
+                let status = response.status();
+                let headers = response.headers().clone();
+                match response.bytes().await {
+                    Ok(body) => classify(status, &headers, &body),
+                    // The answer was cut off: the request may have been applied.
+                    Err(e) => Verdict::Retry {
+                        after: None,
+                        why: format!("reading the answer: {}", without_url(&e)),
+                    },
                 }
-                Err(e) => Verdict::Retry {
-                    after: None,
-                    why: without_url(&e),
-                },
-            };
-            match outcome {
-                Verdict::Done(v) => return Ok(v),
-                Verdict::Fail(why) => {
-                    return Err(Error::config(format!(
-                        "{}: {what}: the platform refused it: {why}",
+            }
+            Err(e) => Verdict::Retry {
+                after: None,
+                why: without_url(&e),
+            },
+        }
+    }
+
+    /// `Some` when done; `None` after waiting out a retryable answer; an error when the answer
+    /// is permanent or the attempts are spent.
+    async fn settle<T>(&self, what: &str, attempt: u32, verdict: Verdict<T>) -> Result<Option<T>> {
+        match verdict {
+            Verdict::Done(v) => Ok(Some(v)),
+            Verdict::Fail(why) => Err(Error::config(format!(
+                "{}: {what}: the platform refused it: {why}",
+                self.name
+            ))),
+            Verdict::Retry { after, why } => {
+                if attempt >= self.policy.max_attempts {
+                    return Err(Error::transient(format!(
+                        "{}: {what}: gave up after {attempt} attempts; last: {why}",
                         self.name
                     )));
                 }
-                Verdict::Retry { after, why } => {
-                    if attempt >= self.policy.max_attempts {
-                        return Err(Error::transient(format!(
-                            "{}: {what}: gave up after {attempt} attempts; last: {why}",
-                            self.name
-                        )));
-                    }
-                    self.counters.retries.fetch_add(1, Ordering::Relaxed);
-                    let wait = self.backoff(attempt, after);
-                    tracing::warn!(destination = %self.name, what, attempt, wait_ms = wait.as_millis() as u64, reason = %why, "retrying");
-                    tokio::time::sleep(wait).await;
-                }
+                self.counters.retries.fetch_add(1, Ordering::Relaxed);
+                let wait = self.backoff(attempt, after);
+                tracing::warn!(destination = %self.name, what, attempt, wait_ms = wait.as_millis() as u64, reason = %why, "retrying");
+                tokio::time::sleep(wait).await;
+                Ok(None)
             }
         }
     }

@@ -1,12 +1,19 @@
 //! Destinations: where members go. Each is a folder of small files (config, encoder, writer or
 //! service, sink) and its sink reads as one pipeline over a stream of member batches; batching
-//! (`crate::batch`) is shared.
+//! (`crate::batch`), retries (`http`), secrets, job-file settings, the single-step driver and
+//! the single-key identifiers TikTok and Snap take are shared.
 
 pub mod export;
 pub mod google;
 pub mod http;
+pub mod ids;
 pub mod meta;
+pub mod rest;
 pub mod secrets;
+pub mod settings;
+pub mod single_step;
+pub mod snap;
+pub mod tiktok;
 
 use crate::error::Result;
 use crate::job::Destination;
@@ -107,6 +114,11 @@ pub async fn deliver(
         Destination::Google(config) => {
             google::sink::run(config, run, schema, members, delivery).await
         }
+        Destination::TikTok(config) => {
+            tiktok::sink::run(config, run, schema, members, delivery).await
+        }
+        Destination::Snap(config) => snap::sink::run(config, run, schema, members, delivery).await,
+        Destination::Rest(config) => rest::sink::run(config, run, schema, members, delivery).await,
     }
 }
 

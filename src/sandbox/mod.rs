@@ -1,18 +1,23 @@
-//! The sandbox: emulators of the platforms' audience APIs (Meta, Google Data Manager) on loopback, so connectors can be
-//! tested (and the demo run) without an account. One axum router per platform, each with its own
-//! state machine and limits; fault injection (`faults`) and the `/_sandbox` introspection
-//! routes are shared:
+//! The sandbox: emulators of the platforms' audience APIs (Meta, Google Data Manager, TikTok,
+//! Snap) on loopback, so connectors can be tested (and the demo run) without an account, and a
+//! recording endpoint for the generic REST destination. One axum router per platform, each with
+//! its own state machine and limits; fault injection (`faults`) and the `/_sandbox`
+//! introspection routes are shared:
 //!
 //! - `GET  /_sandbox/audiences` — every audience: id, platform, account, name, size
 //! - `GET  /_sandbox/audiences/{id}/members` — its members as JSON objects of identifiers
 //! - `GET  /_sandbox/stats` — requests, uploads, retries seen, sessions, faults injected
 //! - `POST /_sandbox/faults` — set the fault configuration (JSON `FaultConfig`)
 //! - `POST /_sandbox/reset` — forget everything
+//! - `POST|PUT|PATCH|DELETE /_sandbox/rest/{name}` — record a request; `GET` lists them
 
 pub mod faults;
 pub mod google;
 pub mod meta;
+pub mod rest;
+pub mod snap;
 pub mod state;
+pub mod tiktok;
 
 use crate::error::{Error, Result};
 use axum::Router;
@@ -31,6 +36,8 @@ pub struct SandboxConfig {
     pub faults: FaultConfig,
     pub meta: meta::MetaLimits,
     pub google: google::GoogleLimits,
+    pub tiktok: tiktok::TikTokLimits,
+    pub snap: snap::SnapLimits,
 }
 
 #[derive(Clone)]
@@ -39,6 +46,9 @@ pub struct AppState {
     pub faults: Arc<Faults>,
     pub meta: Arc<meta::MetaState>,
     pub google: Arc<google::GoogleState>,
+    pub tiktok: Arc<tiktok::TikTokState>,
+    pub snap: Arc<snap::SnapState>,
+    pub rest: Arc<rest::RestState>,
 }
 
 pub fn router(config: SandboxConfig) -> (Router, AppState) {
@@ -46,11 +56,18 @@ pub fn router(config: SandboxConfig) -> (Router, AppState) {
     *meta_state.limits.lock().unwrap() = config.meta;
     let google_state = google::GoogleState::default();
     *google_state.limits.lock().unwrap() = config.google;
+    let tiktok_state = tiktok::TikTokState::default();
+    *tiktok_state.limits.lock().unwrap() = config.tiktok;
+    let snap_state = snap::SnapState::default();
+    *snap_state.limits.lock().unwrap() = config.snap;
     let app = AppState {
         google: Arc::new(google_state),
         store: Arc::new(state::Store::default()),
         faults: Arc::new(Faults::new(config.faults)),
         meta: Arc::new(meta_state),
+        tiktok: Arc::new(tiktok_state),
+        snap: Arc::new(snap_state),
+        rest: Arc::new(rest::RestState::default()),
     };
     let router = Router::new()
         .route("/_sandbox/audiences", get(audiences))
@@ -58,6 +75,22 @@ pub fn router(config: SandboxConfig) -> (Router, AppState) {
         .route("/_sandbox/stats", get(stats))
         .route("/_sandbox/faults", post(set_faults))
         .route("/_sandbox/reset", post(reset))
+        .route("/_sandbox/rest/{name}", any(rest::endpoint))
+        // TikTok's API for Business: /open_api/v1.3/dmp/custom_audience/... (trailing slashes
+        // are part of TikTok's paths).
+        .route(
+            "/open_api/{version}/dmp/custom_audience/file/upload/",
+            post(tiktok::upload),
+        )
+        .route("/open_api/{version}/dmp/custom_audience/create/", post(tiktok::create))
+        .route("/open_api/{version}/dmp/custom_audience/update/", post(tiktok::update))
+        .route("/open_api/{version}/dmp/custom_audience/list/", get(tiktok::list))
+        // Snap's Marketing API.
+        .route(
+            "/v1/adaccounts/{account}/segments",
+            get(snap::segments).post(snap::segments),
+        )
+        .route("/v1/segments/{id}/users", post(snap::users).delete(snap::users))
         // Google's Data Manager API.
         .route(
             "/v1/accountTypes/{account_type}/accounts/{account}/userLists",
@@ -99,6 +132,8 @@ async fn set_faults(
 
 async fn reset(State(app): State<AppState>) -> Response {
     app.store.reset();
+    app.tiktok.reset();
+    app.rest.reset();
     StatusCode::NO_CONTENT.into_response()
 }
 

@@ -1,5 +1,6 @@
 //! What the sandbox keeps: audiences and their members, per platform, and counters, so a test
-//! can ask exactly who is in each audience and what the sandbox saw.
+//! can ask exactly who is in each audience and what the sandbox saw; and the rolling call
+//! window rate-limited platforms throttle with.
 
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -57,8 +58,51 @@ pub struct Stats {
     pub rate_limited: u64,
     pub rejected: u64,
     pub sessions: u64,
-    /// The largest number of rows (members) seen in one request.
+    /// The largest number of rows (members) seen in one request: identifiers for Snap, lines
+    /// of one file for TikTok.
     pub max_rows_per_request: u64,
+    /// The largest request body (TikTok: file) seen, in bytes.
+    pub max_bytes_per_request: u64,
+    /// The most files one TikTok create or update call named.
+    pub max_files_per_request: u64,
+    /// TikTok files uploaded (signature checked against the file's MD5).
+    pub files_uploaded: u64,
+    /// TikTok uploads whose `file_signature` was not the file's MD5.
+    pub signature_mismatches: u64,
+}
+
+/// A member of a platform that matches each identifier on its own (TikTok, Snap), as the
+/// store keeps it: `{"EMAIL_SHA256":"<hash>"}`.
+pub fn single_key_member(key: &str, value: &str) -> String {
+    serde_json::json!({ key: value }).to_string()
+}
+
+/// Calls in a rolling window, for platforms that throttle by request rate.
+#[derive(Default)]
+pub struct CallWindow {
+    calls: Mutex<std::collections::VecDeque<std::time::Instant>>,
+}
+
+impl CallWindow {
+    /// Counts a call unless `budget` calls were made within `window` already.
+    pub fn admit(&self, budget: Option<u64>, window: std::time::Duration) -> bool {
+        let Some(budget) = budget else {
+            return true;
+        };
+        let now = std::time::Instant::now();
+        let mut calls = self.calls.lock().unwrap();
+        while calls
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > window)
+        {
+            calls.pop_front();
+        }
+        if calls.len() as u64 >= budget {
+            return false;
+        }
+        calls.push_back(now);
+        true
+    }
 }
 
 #[derive(Default)]

@@ -332,3 +332,105 @@ impl SandboxFixture {
         })
     }
 }
+
+/// Jobs over generated CRM data for the platform tests (TikTok, Snap, REST).
+impl SandboxFixture {
+    /// A job over generated CRM data (5,000 customers, three days): consenting customers worth at
+    /// least `min_value`, with e-mail, phone, mobile ad id, first name, zip and country, exported
+    /// to `out/` and sent to the destination `destination` describes (the body of a
+    /// `[[destinations]]` table). Each run has a state of its own unless it is given
+    /// `self.state_env()`, with which runs follow each other as nightly runs do.
+    pub fn crm_job(&self, min_value: u32, destination: &str) -> PathBuf {
+        let data = generated_data(5_000, 3);
+        let sql = self.dir.path().join("segment.sql");
+        std::fs::write(
+            &sql,
+            "SELECT customer_id, email, phone, mobile_ad_id, first_name, zip, country\n\
+             FROM customers\n\
+             WHERE dt = '{{ run_date }}' AND marketing_consent AND lifetime_value >= {{ vars.min_value }}\n",
+        )
+        .unwrap();
+        let job = format!(
+            r#"segment = "{sql}"
+profile = "meta"
+[vars]
+min_value = {min_value}
+[[tables]]
+name = "customers"
+url = "{data}/customers"
+partitions = ["dt"]
+[identifiers]
+email = "email"
+phone = "phone"
+mobile_ad_id = "mobile_ad_id"
+first_name = "first_name"
+zip = "zip"
+country = "country"
+[[destinations]]
+type = "export"
+url = "{out}"
+[[destinations]]
+{destination}
+"#,
+            sql = sql.display(),
+            data = data.display(),
+            out = self.dir.path().join("out").display(),
+        );
+        let path = self.dir.path().join("job.toml");
+        std::fs::write(&path, job).unwrap();
+        path
+    }
+
+    /// `ACTIVATOR_STATE` for runs that share the fixture's state folder (mirror runs).
+    pub fn state_env(&self) -> String {
+        self.dir.path().join("state").display().to_string()
+    }
+
+    /// Runs a job for `date` with debug logs and `env`: its exit code and all it printed.
+    pub fn run_job(&self, job: &Path, date: &str, env: &[(&str, &str)]) -> (i32, String) {
+        let out = activator()
+            .arg("run")
+            .arg(job)
+            .args(["--date", date, "--quiet"])
+            .env("ACTIVATOR_LOG", "debug")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        (out.status.code().unwrap_or(-1), text(&out))
+    }
+
+    /// The non-null values of a column of the export a `crm_job` wrote for `date`.
+    pub fn exported(&self, date: &str, column: &str) -> std::collections::BTreeSet<String> {
+        parquet_column(
+            &self.dir.path().join(format!("out/job-{date}.parquet")),
+            column,
+        )
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    /// Asserts that no raw e-mail of the generated data (as written, or trimmed and lowercased)
+    /// appears in `printed`.
+    pub fn assert_no_raw_emails(&self, printed: &str) {
+        let customers = generated_data(5_000, 3).join("customers");
+        let mut checked = 0;
+        for file in walk(&customers)
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        {
+            for e in parquet_column(&file, "email").into_iter().flatten() {
+                let e = e.trim();
+                if e.contains('@') {
+                    checked += 1;
+                    assert!(!printed.contains(e), "a raw e-mail is in the logs");
+                    assert!(
+                        !printed.contains(&e.to_lowercase()),
+                        "a normalized e-mail is in the logs"
+                    );
+                }
+            }
+        }
+        assert!(checked > 1000, "{checked} e-mails checked");
+    }
+}
