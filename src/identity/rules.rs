@@ -180,7 +180,12 @@ fn name(profile: Profile, s: &str, out: &mut String) -> Result<(), &'static str>
         Profile::Google => push_lowercase(s, out),
         _ => {
             for c in s.chars() {
-                if matches!(
+                // ASCII has no marks, and its letters are a-z and A-Z: no table lookups.
+                if c.is_ascii() {
+                    if c.is_ascii_alphabetic() {
+                        out.push(c.to_ascii_lowercase());
+                    }
+                } else if matches!(
                     c.general_category_group(),
                     GeneralCategoryGroup::Letter | GeneralCategoryGroup::Mark
                 ) {
@@ -275,7 +280,11 @@ fn zip(
         Profile::Google => out.push_str(s),
         _ => {
             for c in s.chars() {
-                if c != ' ' && c != '-' && !c.is_whitespace() {
+                if c.is_ascii() {
+                    if c != '-' && !c.is_whitespace() {
+                        out.push(c.to_ascii_lowercase());
+                    }
+                } else if !c.is_whitespace() {
                     out.extend(c.to_lowercase());
                 }
             }

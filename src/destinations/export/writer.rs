@@ -37,8 +37,8 @@ impl FileWriter {
         Ok(match format {
             ExportFormat::Parquet => FileWriter::Parquet(Box::new(AsyncArrowWriter::try_new(
                 out,
-                schema,
-                Some(encoder::parquet_properties()),
+                schema.clone(),
+                Some(encoder::parquet_properties(&schema)),
             )?)),
             ExportFormat::Csv | ExportFormat::Ndjson => FileWriter::Text {
                 out,
