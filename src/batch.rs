@@ -240,7 +240,10 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(shape(b.cut(&batch(&["a"; 3]))), [(3, false)]);
-        assert_eq!(shape(b.cut(&batch(&["b"; 6]))), [(1, true), (4, true), (1, false)]);
+        assert_eq!(
+            shape(b.cut(&batch(&["b"; 6]))),
+            [(1, true), (4, true), (1, false)]
+        );
         assert_eq!(shape(b.cut(&batch(&["c"; 3]))), [(3, false)]);
         // The batch filled up exactly: it ends before the next input's first row.
         assert_eq!(shape(b.cut(&batch(&["d"; 2]))), [(0, true), (2, false)]);

@@ -153,7 +153,10 @@ fn publish(report: &activator::report::RunReport, json: Option<&PathBuf>) -> Res
     if let Some(path) = json {
         let text = serde_json::to_string_pretty(report).expect("report serializes");
         std::fs::write(path, text).map_err(|e| {
-            Error::config(format!("cannot write the report to {}: {e}", path.display()))
+            Error::config(format!(
+                "cannot write the report to {}: {e}",
+                path.display()
+            ))
         })?;
     }
     Ok(())

@@ -107,7 +107,10 @@ impl RunReport {
                     d.requests,
                     d.retries,
                     if d.resumed_batches > 0 {
-                        format!(", {} batches acknowledged before the resume", d.resumed_batches)
+                        format!(
+                            ", {} batches acknowledged before the resume",
+                            d.resumed_batches
+                        )
                     } else {
                         String::new()
                     }

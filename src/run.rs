@@ -72,7 +72,10 @@ pub async fn run(job: &Job, run_date: NaiveDate, options: &RunOptions) -> Result
     let state = StateStore::open(&job.state, &job.name, !options.dry_run)?;
 
     if !options.dry_run && !options.force {
-        if let Some(done) = state.read_json::<Done>(&StateStore::done_file(&date)).await? {
+        if let Some(done) = state
+            .read_json::<Done>(&StateStore::done_file(&date))
+            .await?
+        {
             let mut report: RunReport = state
                 .read_json(&done.report_file)
                 .await?
@@ -166,7 +169,8 @@ pub async fn run(job: &Job, run_date: NaiveDate, options: &RunOptions) -> Result
                 first_error.get_or_insert(e);
             }
             Err(e) => {
-                first_error.get_or_insert(Error::internal(format!("a destination task failed: {e}")));
+                first_error
+                    .get_or_insert(Error::internal(format!("a destination task failed: {e}")));
             }
         }
     }
@@ -179,7 +183,16 @@ pub async fn run(job: &Job, run_date: NaiveDate, options: &RunOptions) -> Result
     report
         .seconds
         .insert("send".into(), send_started.elapsed().as_secs_f64());
-    finish(job, &state, report, Some(pending), started, options, sandbox).await
+    finish(
+        job,
+        &state,
+        report,
+        Some(pending),
+        started,
+        options,
+        sandbox,
+    )
+    .await
 }
 
 fn run_info(job: &Job, run_date: NaiveDate, run_id: &str) -> RunInfo {
@@ -522,7 +535,11 @@ async fn diff(
             destination: d.name().to_string(),
             mode: mode.to_string(),
             added: if mode == SyncMode::Remove { 0 } else { adds },
-            removed: if mode == SyncMode::Remove { adds } else { removes },
+            removed: if mode == SyncMode::Remove {
+                adds
+            } else {
+                removes
+            },
             rows: adds + removes,
             batches: batches(adds) + batches(removes),
             ..SinkReport::default()
@@ -578,9 +595,8 @@ async fn send(
     info: &RunInfo,
 ) -> Result<SinkReport> {
     let run_dir = StateStore::run_dir(&pending.run_date, &pending.run_id);
-    let checkpoint = Arc::new(
-        Checkpoint::load(state, format!("{run_dir}/{}.checkpoint.json", pd.name)).await?,
-    );
+    let checkpoint =
+        Arc::new(Checkpoint::load(state, format!("{run_dir}/{}.checkpoint.json", pd.name)).await?);
     let mut report = SinkReport {
         destination: pd.name.clone(),
         mode: pd.mode.to_string(),
@@ -628,7 +644,9 @@ async fn send(
             report.retries += r.retries;
             report.resumed_batches += r.resumed_batches;
             report.platform_invalid += r.platform_invalid;
-            report.platform_invalid_samples.extend(r.platform_invalid_samples);
+            report
+                .platform_invalid_samples
+                .extend(r.platform_invalid_samples);
             for o in r.outputs {
                 if !report.outputs.contains(&o) {
                     report.outputs.push(o);
@@ -791,7 +809,7 @@ impl Progress {
     }
 }
 
-/// Per-date summary lines of a backfill.
+/// The dates of a backfill, `from` to `to` inclusive.
 pub fn backfill_dates(from: NaiveDate, to: NaiveDate) -> Result<Vec<NaiveDate>> {
     if to < from {
         return Err(Error::config(format!(

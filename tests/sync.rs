@@ -184,14 +184,25 @@ fn mirror_sends_only_the_differences_and_the_audience_equals_the_segment() {
     let (code, out) = s.run(&job, DAY2, &[]);
     assert_eq!(code, 0, "{out}");
     let day2 = s.segment(DAY2);
-    assert_eq!(s.audience(), day2, "the audience is the second date's segment");
+    assert_eq!(
+        s.audience(),
+        day2,
+        "the audience is the second date's segment"
+    );
     let joined = day2.difference(&day1).count() as u64;
     let left = day1.difference(&day2).count() as u64;
-    assert!(joined > 0 && left > 0, "the data drifts: {joined} joined, {left} left");
+    assert!(
+        joined > 0 && left > 0,
+        "the data drifts: {joined} joined, {left} left"
+    );
     let meta = meta_report(&s.report(DAY2)).clone();
     assert_eq!(meta["added"], joined, "{meta}");
     assert_eq!(meta["removed"], left, "{meta}");
-    assert_eq!(meta["rows"], joined + left, "only the differences were sent: {meta}");
+    assert_eq!(
+        meta["rows"],
+        joined + left,
+        "only the differences were sent: {meta}"
+    );
     assert!(out.contains("added") && out.contains("removed"), "{out}");
     assert!(!out.contains(TOKEN));
 
@@ -225,8 +236,7 @@ fn killed_runs_resume(s: &Sync) {
     let stats = s.f.sandbox.state.store.stats();
     assert_eq!(stats.batches_accepted_twice, 0, "{stats:?}");
     assert_eq!(s.audience(), s.segment(DAY2));
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(report["resumed"], true);
     let meta = meta_report(&report);
     // Every batch accepted before the kills is either in the checkpoint (not sent again) or,
@@ -244,8 +254,14 @@ fn killed_runs_resume(s: &Sync) {
         "{meta} {stats:?}"
     );
     let batches = meta["batches"].as_u64().unwrap();
-    assert_eq!(stats.batches_accepted, batches, "each batch accepted once: {stats:?} {meta}");
-    assert_eq!(meta["rows"], meta["added"].as_u64().unwrap() + meta["removed"].as_u64().unwrap());
+    assert_eq!(
+        stats.batches_accepted, batches,
+        "each batch accepted once: {stats:?} {meta}"
+    );
+    assert_eq!(
+        meta["rows"],
+        meta["added"].as_u64().unwrap() + meta["removed"].as_u64().unwrap()
+    );
 }
 
 #[test]
@@ -284,7 +300,10 @@ fn a_killed_run_resumes_with_its_state_on_s3() {
         names.iter().any(|n| n.contains("destinations/meta/syncs/")),
         "{names:?}"
     );
-    assert!(names.iter().any(|n| n.contains("reports/2026-11-25/")), "{names:?}");
+    assert!(
+        names.iter().any(|n| n.contains("reports/2026-11-25/")),
+        "{names:?}"
+    );
 }
 
 #[test]
@@ -316,7 +335,10 @@ fn a_backfill_killed_on_its_second_date_resumes() {
     let deadline = Instant::now() + Duration::from_secs(120);
     while files_below(&first).is_empty() {
         assert!(Instant::now() < deadline, "the first date did not finish");
-        assert!(child.try_wait().unwrap().is_none(), "the backfill ended early");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the backfill ended early"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     let accepted = s.f.sandbox.state.store.stats().batches_accepted;
@@ -350,16 +372,29 @@ fn guards_stop_an_empty_segment_and_a_mass_removal() {
     let empty = s.job("mirror", 1_000_000, "");
     let (code, out) = s.run(&empty, DAY2, &[]);
     assert_eq!(code, 4, "{out}");
-    assert!(out.contains("no members") && out.contains("--allow-empty"), "{out}");
+    assert!(
+        out.contains("no members") && out.contains("--allow-empty"),
+        "{out}"
+    );
     // Few are worth 2,000: most would be removed.
     let shrunk = s.job("mirror", 2_000, "");
     let (code, out) = s.run(&shrunk, DAY2, &[]);
     assert_eq!(code, 4, "{out}");
-    assert!(out.contains("would remove") && out.contains("--allow-mass-removal"), "{out}");
-    assert_eq!(s.f.sandbox.state.store.stats().upload_requests, before, "nothing sent");
+    assert!(
+        out.contains("would remove") && out.contains("--allow-mass-removal"),
+        "{out}"
+    );
+    assert_eq!(
+        s.f.sandbox.state.store.stats().upload_requests,
+        before,
+        "nothing sent"
+    );
     assert_eq!(s.audience(), members);
     assert!(
-        !s.f.dir.path().join(format!("out/sync-{DAY2}.parquet")).exists(),
+        !s.f.dir
+            .path()
+            .join(format!("out/sync-{DAY2}.parquet"))
+            .exists(),
         "the export did not commit either"
     );
 
@@ -401,7 +436,10 @@ fn plan_sends_nothing_and_writes_nothing() {
     assert_eq!(code, 0, "{out}");
     let meta = meta_report(&s.report(DAY2)).clone();
     assert!(
-        planned_adds.contains(&format!("{} added, {} removed", meta["added"], meta["removed"])),
+        planned_adds.contains(&format!(
+            "{} added, {} removed",
+            meta["added"], meta["removed"]
+        )),
         "{planned_adds} vs {meta}"
     );
 }
@@ -424,7 +462,10 @@ fn emf_lines_carry_the_run_figures() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines.len(), 3, "{stdout}"); // the run, the export, meta
-    assert_eq!(lines[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"], "Activator");
+    assert_eq!(
+        lines[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+        "Activator"
+    );
     assert!(lines[0]["Members"].as_u64().unwrap() > 1000);
     let meta = lines.iter().find(|l| l["Destination"] == "meta").unwrap();
     assert_eq!(meta["Added"], lines[0]["Members"]);
@@ -475,7 +516,11 @@ url = "{out}"
     let out = run_ok(activator().args(args));
     assert!(text(&out).contains("3 dates"), "{}", text(&out));
     for date in ["2026-11-23", "2026-11-24", "2026-11-25"] {
-        assert!(dir.path().join(format!("out/export-{date}.parquet")).is_file());
+        assert!(
+            dir.path()
+                .join(format!("out/export-{date}.parquet"))
+                .is_file()
+        );
         let reports = dir.path().join(format!("state/export/reports/{date}"));
         assert_eq!(files_below(&reports).len(), 1, "{date}");
     }

@@ -18,11 +18,11 @@ pub mod tiktok;
 use crate::error::Result;
 use crate::job::Destination;
 use crate::state::checkpoint::Checkpoint;
-use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use chrono::NaiveDate;
 use futures::stream::BoxStream;
+use std::sync::Arc;
 
 /// What a run tells its destinations.
 #[derive(Clone, Debug)]
@@ -108,9 +108,7 @@ pub async fn deliver(
 ) -> Result<SinkReport> {
     match destination {
         Destination::Export(config) => export::sink::run(config, run, schema, members).await,
-        Destination::Meta(config) => {
-            meta::sink::run(config, run, schema, members, delivery).await
-        }
+        Destination::Meta(config) => meta::sink::run(config, run, schema, members, delivery).await,
         Destination::Google(config) => {
             google::sink::run(config, run, schema, members, delivery).await
         }

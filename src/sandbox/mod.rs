@@ -82,15 +82,27 @@ pub fn router(config: SandboxConfig) -> (Router, AppState) {
             "/open_api/{version}/dmp/custom_audience/file/upload/",
             post(tiktok::upload),
         )
-        .route("/open_api/{version}/dmp/custom_audience/create/", post(tiktok::create))
-        .route("/open_api/{version}/dmp/custom_audience/update/", post(tiktok::update))
-        .route("/open_api/{version}/dmp/custom_audience/list/", get(tiktok::list))
+        .route(
+            "/open_api/{version}/dmp/custom_audience/create/",
+            post(tiktok::create),
+        )
+        .route(
+            "/open_api/{version}/dmp/custom_audience/update/",
+            post(tiktok::update),
+        )
+        .route(
+            "/open_api/{version}/dmp/custom_audience/list/",
+            get(tiktok::list),
+        )
         // Snap's Marketing API.
         .route(
             "/v1/adaccounts/{account}/segments",
             get(snap::segments).post(snap::segments),
         )
-        .route("/v1/segments/{id}/users", post(snap::users).delete(snap::users))
+        .route(
+            "/v1/segments/{id}/users",
+            post(snap::users).delete(snap::users),
+        )
         // Google's Data Manager API.
         .route(
             "/v1/accountTypes/{account_type}/accounts/{account}/userLists",

@@ -152,7 +152,12 @@ impl Store {
     /// The audience without its members (a copy of millions of them on every request made
     /// large uploads quadratic); `members` reads those.
     pub fn get(&self, id: &str) -> Option<Audience> {
-        self.inner.lock().unwrap().audiences.get(id).map(Audience::summary)
+        self.inner
+            .lock()
+            .unwrap()
+            .audiences
+            .get(id)
+            .map(Audience::summary)
     }
 
     pub fn list(&self) -> Vec<Audience> {

@@ -45,10 +45,6 @@ impl Checkpoint {
         })
     }
 
-    pub async fn snapshot(&self) -> CheckpointData {
-        self.data.lock().await.clone()
-    }
-
     async fn update(&self, f: impl FnOnce(&mut CheckpointData)) -> Result<()> {
         let mut data = self.data.lock().await;
         f(&mut data);

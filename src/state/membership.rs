@@ -66,8 +66,7 @@ pub fn without_key(batch: &RecordBatch) -> RecordBatch {
 
 fn key_array(keys: impl Iterator<Item = u128>) -> ArrayRef {
     Arc::new(
-        FixedSizeBinaryArray::try_from_iter(keys.map(|k| k.to_be_bytes()))
-            .expect("16-byte keys"),
+        FixedSizeBinaryArray::try_from_iter(keys.map(|k| k.to_be_bytes())).expect("16-byte keys"),
     )
 }
 
@@ -153,7 +152,10 @@ impl Spill {
             return Ok(());
         }
         self.keys.sort_unstable_by_key(|(k, _)| *k);
-        let path = self.dir.path().join(format!("keys-{:05}.bin", self.runs.len()));
+        let path = self
+            .dir
+            .path()
+            .join(format!("keys-{:05}.bin", self.runs.len()));
         let mut out = BufWriter::new(File::create(&path).map_err(io_error)?);
         for (k, r) in self.keys.drain(..) {
             out.write_all(&k.to_be_bytes()).map_err(io_error)?;
@@ -209,7 +211,8 @@ impl Keys for RunFile {
 
 /// A `keys.parquet` file, read in order.
 struct KeysFile {
-    batches: Box<dyn Iterator<Item = std::result::Result<RecordBatch, arrow::error::ArrowError>> + Send>,
+    batches:
+        Box<dyn Iterator<Item = std::result::Result<RecordBatch, arrow::error::ArrowError>> + Send>,
     batch: Option<RecordBatch>,
     row: usize,
 }
@@ -360,7 +363,12 @@ pub fn merge(
     let mut sources: Vec<RunFile> = runs
         .runs
         .iter()
-        .map(|p| Ok(RunFile(BufReader::with_capacity(1 << 16, File::open(p).map_err(io_error)?))))
+        .map(|p| {
+            Ok(RunFile(BufReader::with_capacity(
+                1 << 16,
+                File::open(p).map_err(io_error)?,
+            )))
+        })
         .collect::<Result<_>>()?;
     let mut out = keys.map(KeysWriter::create).transpose()?;
     let mut diffs = vec![];
@@ -469,8 +477,8 @@ pub fn member_batches(path: &Path) -> Result<Box<dyn Iterator<Item = Result<Reco
 
 /// The member schema of a members file.
 pub fn member_schema(path: &Path) -> Result<SchemaRef> {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).map_err(io_error)?)?
-        .build()?;
+    let reader =
+        ParquetRecordBatchReaderBuilder::try_new(File::open(path).map_err(io_error)?)?.build()?;
     let schema = reader.schema();
     let fields: Vec<_> = schema
         .fields()

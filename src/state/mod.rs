@@ -211,7 +211,11 @@ impl StateStore {
         };
         match self
             .store
-            .put_opts(&self.path(rel), PutPayload::from(Bytes::from(bytes)), options)
+            .put_opts(
+                &self.path(rel),
+                PutPayload::from(Bytes::from(bytes)),
+                options,
+            )
             .await
         {
             Ok(_) => Ok(true),
@@ -349,27 +353,6 @@ impl StateStore {
     pub fn report_file(run_date: &str, run_id: &str) -> String {
         format!("reports/{run_date}/{run_id}.json")
     }
-
-    /// Lists the reports of a date (for tests and the CLI).
-    pub async fn reports(&self, run_date: &str) -> Result<Vec<String>> {
-        let prefix = self.path(&format!("reports/{run_date}"));
-        let objects: Vec<_> = self
-            .store
-            .list(Some(&prefix))
-            .try_collect()
-            .await
-            .map_err(|e| self.at(e))?;
-        let mut names: Vec<String> = objects
-            .iter()
-            .filter_map(|o| o.location.filename().map(str::to_string))
-            .collect();
-        names.sort();
-        Ok(names)
-    }
-
-    pub fn store(&self) -> Arc<dyn ObjectStore> {
-        self.store.clone()
-    }
 }
 
 #[cfg(test)]
@@ -397,7 +380,11 @@ mod tests {
         assert!(state.head("meta").await.unwrap().is_none());
         state.commit("meta", &head(1, "first")).await.unwrap();
         let err = state.commit("meta", &head(1, "second")).await.unwrap_err();
-        assert!(err.message.contains("another run of job job committed sync 1 first"), "{err}");
+        assert!(
+            err.message
+                .contains("another run of job job committed sync 1 first"),
+            "{err}"
+        );
         assert_eq!(state.head("meta").await.unwrap().unwrap().run_id, "first");
         state.commit("meta", &head(2, "third")).await.unwrap();
         assert_eq!(state.head("meta").await.unwrap().unwrap().generation, 2);

@@ -4,8 +4,8 @@
 use crate::error::Result;
 use crate::job::ExportFormat;
 use arrow::array::RecordBatch;
-use parquet::basic::Compression;
 use arrow::datatypes::Schema;
+use parquet::basic::Compression;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
@@ -22,9 +22,15 @@ pub fn parquet_properties(schema: &Schema) -> WriterProperties {
         .set_max_row_group_row_count(Some(128 * 1024));
     for field in schema.fields() {
         let name = field.name();
-        let distinct = ["email", "phone", "mobile_ad_id", "external_id", "member_key"]
-            .iter()
-            .any(|k| name.starts_with(k));
+        let distinct = [
+            "email",
+            "phone",
+            "mobile_ad_id",
+            "external_id",
+            "member_key",
+        ]
+        .iter()
+        .any(|k| name.starts_with(k));
         if distinct {
             let path = ColumnPath::from(name.as_str());
             builder = builder

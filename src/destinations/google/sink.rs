@@ -163,7 +163,10 @@ pub async fn run(
                 - chrono::Duration::seconds(config.replace_clock_margin_secs as i64);
             if op == Op::Replace {
                 checkpoint
-                    .set_session(phase, &t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+                    .set_session(
+                        phase,
+                        &t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                    )
                     .await?;
             }
             t

@@ -179,11 +179,7 @@ pub async fn run(
         Op::Add | Op::Remove => format!("{audience_id}/users"),
         Op::Replace => format!("{audience_id}/usersreplace"),
     };
-    let method = if op == Op::Remove {
-        "DELETE"
-    } else {
-        "POST"
-    };
+    let method = if op == Op::Remove { "DELETE" } else { "POST" };
     // Unique within the ad account; positive 63-bit. A resumed run goes on with the session its
     // killed attempt opened (Meta keeps it open 90 minutes).
     let resumed_session = checkpoint
