@@ -636,6 +636,7 @@ async fn send(
             let delivery = Delivery {
                 op,
                 checkpoint: checkpoint.clone(),
+                members: Some(rows),
             };
             let r = destinations::deliver(destination, info, schema, members, &delivery).await?;
             report.batches += r.batches;

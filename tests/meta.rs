@@ -274,3 +274,84 @@ fn the_call_budget_throttles_with_80003_and_the_run_still_completes() {
     assert!(stats.rate_limited > 0, "{stats:?}");
     assert_eq!(emails(&f.audience("budget").1), f.exported_emails());
 }
+
+/// The sandbox takes an upload in both of the Graph API's encodings: a form with `payload` and
+/// `session` as JSON strings and the token in the query, and a JSON body with `payload` as an
+/// object. Badly hashed rows are counted invalid, not added; over 10,000 rows is error 100.
+#[test]
+fn the_sandbox_takes_form_and_json_uploads_alike() {
+    let f = Fixture::new(SandboxConfig::default());
+    let audience = f
+        .sandbox
+        .state
+        .store
+        .create("meta", "1234567890", "encodings");
+    let url = format!("{}/v25.0/{}/users", f.sandbox.url, audience.id);
+    let (a, b, c) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let send = |request: reqwest::RequestBuilder| -> (u16, serde_json::Value) {
+        rt.block_on(async {
+            let response = request.send().await.unwrap();
+            (response.status().as_u16(), response.json().await.unwrap())
+        })
+    };
+    let client = reqwest::Client::new();
+    let payload =
+        serde_json::json!({"schema": ["EMAIL", "FN"], "data": [[a, ""], [b, "not a hash"]]});
+    let (status, form) = send(client.post(format!("{url}?access_token={TOKEN}")).form(&[
+        ("payload", payload.to_string()),
+        (
+            "session",
+            r#"{"session_id":9,"batch_seq":1,"last_batch_flag":false}"#.into(),
+        ),
+    ]));
+    assert_eq!(status, 200, "{form}");
+    assert_eq!(
+        (
+            form["num_received"].as_u64(),
+            form["num_invalid_entries"].as_u64()
+        ),
+        (Some(2), Some(1))
+    );
+    let body = serde_json::json!({
+        "access_token": TOKEN,
+        "session": {"session_id": 9, "batch_seq": 2, "last_batch_flag": true, "estimated_num_total": 3},
+        "payload": {"schema": ["FN", "EMAIL"], "data": [[c, a]]},
+    });
+    let (status, json) = send(client.post(&url).json(&body));
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(
+        (
+            json["num_received"].as_u64(),
+            json["num_invalid_entries"].as_u64()
+        ),
+        (Some(3), Some(0))
+    );
+    let members: BTreeSet<String> = f
+        .sandbox
+        .state
+        .store
+        .members(&audience.id)
+        .unwrap()
+        .iter()
+        .map(|m| m.to_string())
+        .collect();
+    let expected: BTreeSet<String> = [
+        serde_json::json!({"EMAIL": a}),
+        serde_json::json!({"EMAIL": a, "FN": c}),
+    ]
+    .iter()
+    .map(|m| m.to_string())
+    .collect();
+    assert_eq!(members, expected);
+    let rows: Vec<[&str; 1]> = vec![[a.as_str()]; 10_001];
+    let (status, over) = send(client.post(&url).json(&serde_json::json!({
+        "access_token": TOKEN,
+        "payload": {"schema": ["EMAIL"], "data": rows},
+    })));
+    assert_eq!(
+        (status, over["error"]["code"].as_u64()),
+        (400, Some(100)),
+        "{over}"
+    );
+}

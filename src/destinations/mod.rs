@@ -61,6 +61,8 @@ impl Op {
 pub struct Delivery {
     pub op: Op,
     pub checkpoint: Arc<Checkpoint>,
+    /// How many members the stream holds, when known (Meta's `estimated_num_total`).
+    pub members: Option<u64>,
 }
 
 impl Delivery {
@@ -69,6 +71,7 @@ impl Delivery {
         Delivery {
             op,
             checkpoint: Arc::new(Checkpoint::in_memory()),
+            members: None,
         }
     }
 }

@@ -94,8 +94,10 @@ impl Faults {
         }
     }
 
-    pub fn invalid_row(&self) -> bool {
+    /// Draws, row by row, whether a row is to be answered as invalid (the rate read once, not
+    /// per row of a 10,000-row request).
+    pub fn invalid_rows(&self) -> impl FnMut() -> bool + '_ {
         let rate = self.config.lock().unwrap().invalid_row_rate;
-        rate > 0.0 && self.roll() < rate
+        move || rate > 0.0 && self.roll() < rate
     }
 }

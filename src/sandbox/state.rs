@@ -6,6 +6,21 @@ use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
+/// Members by the 128-bit digest of their canonical JSON: the JSON and when the member was last
+/// added. Keyed by digest because hashing 400-byte members again on every lookup and every
+/// growth of the table was a good part of an upload's time.
+pub type MemberMap = HashMap<u128, (String, i64), foldhash::fast::RandomState>;
+
+/// The digest of a canonical member: two seeded 64-bit hashes, so that two different members
+/// of even billions collide with negligible chance.
+fn digest(member: &str) -> u128 {
+    use std::hash::BuildHasher;
+    const LOW: foldhash::quality::FixedState = foldhash::quality::FixedState::with_seed(0x5eed);
+    const HIGH: foldhash::quality::FixedState =
+        foldhash::quality::FixedState::with_seed(0x9e37_79b9_7f4a_7c15);
+    ((HIGH.hash_one(member) as u128) << 64) | LOW.hash_one(member) as u128
+}
+
 /// One audience (Meta custom audience, Google user list).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Audience {
@@ -13,13 +28,12 @@ pub struct Audience {
     pub platform: String,
     pub account: String,
     pub name: String,
-    /// Members as canonical JSON objects of their identifiers (`{"EMAIL": "...", ...}`).
+    /// Members as canonical JSON objects of their identifiers (`{"EMAIL": "...", ...}`), each
+    /// with when it was last added (microseconds since the epoch), for Google's `removeAll` as
+    /// of a time. A hash map, not a sorted set: uploads of millions of members insert in
+    /// constant time, and only a listing sorts.
     #[serde(skip)]
-    pub members: BTreeSet<String>,
-    /// When each member was last added (microseconds since the epoch), for Google's
-    /// `removeAll` as of a time.
-    #[serde(skip)]
-    pub added: HashMap<String, i64>,
+    pub members: MemberMap,
     pub size: usize,
 }
 
@@ -30,8 +44,7 @@ impl Audience {
             platform: self.platform.clone(),
             account: self.account.clone(),
             name: self.name.clone(),
-            members: BTreeSet::new(),
-            added: HashMap::new(),
+            members: MemberMap::default(),
             size: self.size,
         }
     }
@@ -117,8 +130,9 @@ struct Inner {
     stats: Stats,
     /// Applied batches: (audience, session, batch) -> times.
     batches: HashMap<(String, String, u64), u64>,
-    /// Fingerprints of applied batches' contents: (audience, add, members).
-    contents: std::collections::HashSet<(String, bool, u64)>,
+    /// Fingerprints of applied batches' contents (audience, add, members): the wrapping sum of
+    /// the members' digests, which does not depend on their order.
+    contents: std::collections::HashSet<(String, bool, u128)>,
 }
 
 impl Store {
@@ -173,9 +187,11 @@ impl Store {
     pub fn members(&self, id: &str) -> Option<Vec<serde_json::Value>> {
         let inner = self.inner.lock().unwrap();
         let a = inner.audiences.get(id)?;
+        let mut sorted: Vec<&String> = a.members.values().map(|(m, _)| m).collect();
+        sorted.sort_unstable();
         Some(
-            a.members
-                .iter()
+            sorted
+                .into_iter()
                 .map(|m| serde_json::from_str(m).unwrap_or_default())
                 .collect(),
         )
@@ -192,6 +208,8 @@ impl Store {
         members: Vec<String>,
         replace: bool,
     ) {
+        // Digests before the lock: requests apply one at a time, but hash in parallel.
+        let digests: Vec<u128> = members.iter().map(|m| digest(m)).collect();
         let mut inner = self.inner.lock().unwrap();
         if let Some((session, seq)) = batch {
             let times = inner
@@ -205,12 +223,11 @@ impl Store {
             }
         }
         if !members.is_empty() {
-            use std::hash::{Hash, Hasher};
-            let mut sorted: Vec<&String> = members.iter().collect();
-            sorted.sort();
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            sorted.hash(&mut h);
-            if !inner.contents.insert((id.to_string(), add, h.finish())) {
+            if !inner.contents.insert((
+                id.to_string(),
+                add,
+                digests.iter().fold(0, |a, d| a.wrapping_add(*d)),
+            )) {
                 inner.stats.batches_accepted_twice += 1;
             }
         }
@@ -220,16 +237,16 @@ impl Store {
         };
         if replace {
             a.members.clear();
-            a.added.clear();
         }
         let now = chrono::Utc::now().timestamp_micros();
-        for m in members {
+        if add {
+            a.members.reserve(members.len());
+        }
+        for (m, d) in members.into_iter().zip(digests) {
             if add {
-                a.added.insert(m.clone(), now);
-                a.members.insert(m);
+                a.members.insert(d, (m, now));
             } else {
-                a.added.remove(&m);
-                a.members.remove(&m);
+                a.members.remove(&d);
             }
         }
         a.size = a.members.len();
@@ -240,21 +257,21 @@ impl Store {
         let mut inner = self.inner.lock().unwrap();
         if let Some(a) = inner.audiences.get_mut(id) {
             let cutoff = as_of.map(|t| t.timestamp_micros()).unwrap_or(i64::MAX);
-            let added = &a.added;
-            a.members
-                .retain(|m| added.get(m).is_some_and(|t| *t >= cutoff));
-            let members = &a.members;
-            a.added.retain(|m, _| members.contains(m));
+            a.members.retain(|_, (_, added)| *added >= cutoff);
             a.size = a.members.len();
         }
     }
 
     /// Replaces an audience's members wholesale (end of a replace session).
-    pub fn set_members(&self, id: &str, members: BTreeSet<String>) {
+    pub fn set_members(&self, id: &str, members: impl IntoIterator<Item = String>) {
         let mut inner = self.inner.lock().unwrap();
         if let Some(a) = inner.audiences.get_mut(id) {
-            a.size = members.len();
-            a.members = members;
+            let now = chrono::Utc::now().timestamp_micros();
+            a.members = members
+                .into_iter()
+                .map(|m| (digest(&m), (m, now)))
+                .collect();
+            a.size = a.members.len();
         }
     }
 
@@ -264,7 +281,7 @@ impl Store {
             .unwrap()
             .audiences
             .get(id)
-            .map(|a| a.members.clone())
+            .map(|a| a.members.values().map(|(m, _)| m.clone()).collect())
             .unwrap_or_default()
     }
 }

@@ -37,25 +37,7 @@ impl Api {
             .await
     }
 
-    async fn post(
-        &self,
-        what: &str,
-        path: &str,
-        method: &str,
-        form: &[(&str, &str)],
-    ) -> Result<Value> {
-        self.post_with(what, path, method, form, service::classify)
-            .await
-    }
-
-    async fn post_with(
-        &self,
-        what: &str,
-        path: &str,
-        method: &str,
-        form: &[(&str, &str)],
-        classify: impl Fn(StatusCode, &HeaderMap, &[u8]) -> Verdict<Value>,
-    ) -> Result<Value> {
+    async fn post(&self, what: &str, path: &str, form: &[(&str, &str)]) -> Result<Value> {
         let url = format!("{}/{path}", self.root);
         self.service
             .call(
@@ -63,11 +45,35 @@ impl Api {
                 |c| {
                     let mut f: Vec<(&str, &str)> = form.to_vec();
                     f.push(("access_token", self.token.expose()));
-                    if method == "DELETE" {
-                        c.delete(&url).form(&f)
+                    c.post(&url).form(&f)
+                },
+                service::classify,
+            )
+            .await
+    }
+
+    /// A JSON-bodied call; the body (token included) is built once and shared by every try.
+    async fn send_json(
+        &self,
+        what: &str,
+        path: &str,
+        method: &str,
+        body: bytes::Bytes,
+        classify: impl Fn(StatusCode, &HeaderMap, &[u8]) -> Verdict<Value>,
+    ) -> Result<Value> {
+        let url = format!("{}/{path}", self.root);
+        self.service
+            .call(
+                what,
+                |c| {
+                    let request = if method == "DELETE" {
+                        c.delete(&url)
                     } else {
-                        c.post(&url).form(&f)
-                    }
+                        c.post(&url)
+                    };
+                    request
+                        .header(reqwest::header::CONTENT_TYPE, "application/json")
+                        .body(body.clone())
                 },
                 classify,
             )
@@ -101,7 +107,6 @@ impl Api {
             .post(
                 "create audience",
                 &path,
-                "POST",
                 &[
                     ("name", name),
                     ("subtype", "CUSTOM"),
@@ -155,6 +160,7 @@ pub async fn run(
     delivery: &Delivery,
 ) -> Result<SinkReport> {
     let op = delivery.op;
+    let total = delivery.members;
     let phase = op.phase();
     let checkpoint = delivery.checkpoint.clone();
     let key = format!("destination {}", config.name);
@@ -217,14 +223,15 @@ pub async fn run(
                 if checkpoint.is_acked(phase, seq).await {
                     return Ok::<(Value, u64, bool), Error>((Value::Null, rows, true));
                 }
-                let payload = payload_schema.payload(&batch);
-                let session = request::session(session_id, seq, last);
+                let session = request::session(session_id, seq, last, total);
+                let body = payload_schema.upload_body(&batch, &session, api.token.expose());
+                drop(batch);
                 let answer = api
-                    .post_with(
+                    .send_json(
                         &format!("upload batch {seq}"),
                         &edge,
                         method,
-                        &[("payload", payload.as_str()), ("session", session.as_str())],
+                        body.into(),
                         move |status, headers, body| match service::classify(status, headers, body)
                         {
                             // "Session already finished" in answer to the last batch: an
