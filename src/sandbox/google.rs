@@ -3,14 +3,14 @@
 //! `{"error": {code, message, status, details}}`; HTTP 429 RESOURCE_EXHAUSTED with the quota
 //! name past the per-minute request budget.
 
-use super::AppState;
+use super::{AppState, Cell};
 use super::faults::Fault;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -229,48 +229,134 @@ pub async fn create_user_list(
     )
 }
 
-/// One audience member to its canonical form, or why it is invalid.
-fn member(m: &Value, encoding: &str) -> Result<String, &'static str> {
-    let ids = m["userData"]["userIdentifiers"]
-        .as_array()
+/// An `audienceMembers` request, read without a tree of its members: their strings borrow from
+/// the body.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MembersRequest<'a> {
+    #[serde(default)]
+    destinations: Value,
+    #[serde(borrow, default)]
+    audience_members: Option<Vec<MemberIn<'a>>>,
+    #[serde(default)]
+    encoding: Value,
+    #[serde(default)]
+    terms_of_service: Value,
+    #[serde(default)]
+    consent: Value,
+    #[serde(default)]
+    remove_as_of_time: Value,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MemberIn<'a> {
+    #[serde(borrow, default)]
+    user_data: Option<UserDataIn<'a>>,
+    #[serde(default)]
+    consent: Value,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UserDataIn<'a> {
+    #[serde(borrow, default)]
+    user_identifiers: Option<Vec<IdentifierIn<'a>>>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct IdentifierIn<'a> {
+    #[serde(borrow, default)]
+    email_address: Option<Cell<'a>>,
+    #[serde(borrow, default)]
+    phone_number: Option<Cell<'a>>,
+    #[serde(borrow, default)]
+    address: Option<AddressIn<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AddressIn<'a> {
+    #[serde(borrow, default)]
+    given_name: Option<Cell<'a>>,
+    #[serde(borrow, default)]
+    family_name: Option<Cell<'a>>,
+    #[serde(borrow, default)]
+    region_code: Option<Cell<'a>>,
+    #[serde(borrow, default)]
+    postal_code: Option<Cell<'a>>,
+}
+
+/// The fields of a canonical member, in the order `serde_json` prints a `BTreeMap`'s keys.
+const CANONICAL_FIELDS: [&str; 6] = [
+    "emailAddress",
+    "familyName",
+    "givenName",
+    "phoneNumber",
+    "postalCode",
+    "regionCode",
+];
+
+/// One audience member to its canonical form (`{"emailAddress":"…",…}`), or the field that is
+/// invalid.
+fn member(m: &MemberIn, encoding: &str) -> Result<String, &'static str> {
+    let ids = m
+        .user_data
+        .as_ref()
+        .and_then(|u| u.user_identifiers.as_ref())
         .ok_or("userData.userIdentifiers")?;
     if ids.is_empty() || ids.len() > MAX_IDENTIFIERS {
         return Err("user_identifiers");
     }
-    let hashed = |v: &Value| -> Option<String> {
-        let s = v.as_str()?;
+    let hashed = |v: &Option<Cell>| -> Option<String> {
+        let s = v.as_ref()?.0.as_deref()?;
         let ok = match encoding {
-            "HEX" => s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()),
+            "HEX" => s.len() == 64 && s.bytes().fold(true, |ok, b| ok & b.is_ascii_hexdigit()),
             _ => s.len() == 44,
         };
         ok.then(|| s.to_ascii_lowercase())
     };
-    let mut canonical = BTreeMap::new();
+    let text = |v: &Option<Cell>| v.as_ref().and_then(|c| c.0.as_deref()).map(str::to_string);
+    // Slots in CANONICAL_FIELDS order; a later identifier of a kind replaces an earlier one.
+    let mut fields: [Option<String>; 6] = Default::default();
     for id in ids {
-        if let Some(e) = id.get("emailAddress") {
-            canonical.insert("emailAddress", hashed(e).ok_or("email_address")?);
-        } else if let Some(p) = id.get("phoneNumber") {
-            canonical.insert("phoneNumber", hashed(p).ok_or("phone_number")?);
-        } else if let Some(a) = id.get("address") {
-            let given = hashed(&a["givenName"]).ok_or("address.given_name")?;
-            let family = hashed(&a["familyName"]).ok_or("address.family_name")?;
-            let region = a["regionCode"]
-                .as_str()
-                .filter(|r| r.len() == 2)
-                .ok_or("address.region_code")?;
-            let postal = a["postalCode"]
-                .as_str()
-                .filter(|p| !p.is_empty())
-                .ok_or("address.postal_code")?;
-            canonical.insert("givenName", given);
-            canonical.insert("familyName", family);
-            canonical.insert("regionCode", region.to_string());
-            canonical.insert("postalCode", postal.to_string());
+        if id.email_address.is_some() {
+            fields[0] = Some(hashed(&id.email_address).ok_or("email_address")?);
+        } else if id.phone_number.is_some() {
+            fields[3] = Some(hashed(&id.phone_number).ok_or("phone_number")?);
+        } else if let Some(a) = &id.address {
+            fields[2] = Some(hashed(&a.given_name).ok_or("address.given_name")?);
+            fields[1] = Some(hashed(&a.family_name).ok_or("address.family_name")?);
+            fields[5] = Some(
+                text(&a.region_code)
+                    .filter(|r| r.len() == 2)
+                    .ok_or("address.region_code")?,
+            );
+            fields[4] = Some(
+                text(&a.postal_code)
+                    .filter(|p| !p.is_empty())
+                    .ok_or("address.postal_code")?,
+            );
         } else {
             return Err("user_identifiers");
         }
     }
-    Ok(serde_json::to_string(&canonical).unwrap())
+    let mut out = String::with_capacity(400);
+    out.push('{');
+    for (name, value) in CANONICAL_FIELDS.iter().zip(&fields) {
+        if let Some(v) = value {
+            if out.len() > 1 {
+                out.push(',');
+            }
+            out.push('"');
+            out.push_str(name);
+            out.push_str("\":");
+            out.push_str(&serde_json::to_string(v).unwrap_or_default());
+        }
+    }
+    out.push('}');
+    Ok(out)
 }
 
 /// `audienceMembers:ingest`, `:remove` and `:removeAll`.
@@ -284,10 +370,10 @@ pub async fn audience_members(
         Ok(f) => f,
         Err(r) => return r,
     };
-    let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+    let Ok(v) = serde_json::from_slice::<MembersRequest>(&body) else {
         return invalid("body", "not JSON");
     };
-    let Some(destinations) = v["destinations"].as_array().filter(|d| !d.is_empty()) else {
+    let Some(destinations) = v.destinations.as_array().filter(|d| !d.is_empty()) else {
         return invalid("destinations", "at least one destination is required");
     };
     if destinations.len() > MAX_DESTINATIONS {
@@ -316,7 +402,7 @@ pub async fn audience_members(
     }
     let action = action.trim_start_matches("audienceMembers:").to_string();
     if action == "removeAll" {
-        let as_of = match v.get("removeAsOfTime").and_then(|t| t.as_str()) {
+        let as_of = match v.remove_as_of_time.as_str() {
             None => None,
             Some(t) => match chrono::DateTime::parse_from_rfc3339(t) {
                 Ok(t) if t <= chrono::Utc::now() => Some(t.with_timezone(&chrono::Utc)),
@@ -333,7 +419,7 @@ pub async fn audience_members(
             axum::Json(json!({"requestId": new_request(&app, lists, 0, 0, true)})).into_response(),
         );
     }
-    let Some(members) = v["audienceMembers"].as_array() else {
+    let Some(members) = &v.audience_members else {
         return invalid("audience_members", "is required");
     };
     app.store.with(|s| {
@@ -347,7 +433,7 @@ pub async fn audience_members(
             "at most 10000 audience members per request",
         );
     }
-    let encoding = enum_name(&v["encoding"], ENCODINGS).unwrap_or_default();
+    let encoding = enum_name(&v.encoding, ENCODINGS).unwrap_or_default();
     if encoding != "HEX" && encoding != "BASE64" {
         app.store.with(|s| s.rejected += 1);
         return invalid("encoding", "is required for user data: HEX or BASE64");
@@ -355,7 +441,7 @@ pub async fn audience_members(
     let ingest = action == "ingest";
     if ingest {
         let tos = enum_name(
-            &v["termsOfService"]["customerMatchTermsOfServiceStatus"],
+            &v.terms_of_service["customerMatchTermsOfServiceStatus"],
             TOS,
         );
         if tos.as_deref() != Some("ACCEPTED") {
@@ -369,9 +455,9 @@ pub async fn audience_members(
                 ],
             );
         }
-        for (i, c) in [&v["consent"]]
+        for (i, c) in [&v.consent]
             .into_iter()
-            .chain(members.iter().map(|m| &m["consent"]))
+            .chain(members.iter().map(|m| &m.consent))
             .enumerate()
         {
             for field in ["adUserData", "adPersonalization"] {
@@ -393,10 +479,11 @@ pub async fn audience_members(
     for (i, m) in members.iter().enumerate() {
         match member(m, &encoding) {
             Ok(c) => {
-                identifiers += m["userData"]["userIdentifiers"]
-                    .as_array()
-                    .map(|a| a.len() as u64)
-                    .unwrap_or(0);
+                identifiers += m
+                    .user_data
+                    .as_ref()
+                    .and_then(|u| u.user_identifiers.as_ref())
+                    .map_or(0, |ids| ids.len() as u64);
                 canonical.push(c);
             }
             Err(field) => {
@@ -409,9 +496,13 @@ pub async fn audience_members(
         }
     }
     let records = canonical.len() as u64;
-    for list in &lists {
-        app.store
-            .apply(list, None, ingest, canonical.clone(), false);
+    for (i, list) in lists.iter().enumerate() {
+        let members = if i + 1 == lists.len() {
+            std::mem::take(&mut canonical)
+        } else {
+            canonical.clone()
+        };
+        app.store.apply(list, None, ingest, members, false);
     }
     let id = new_request(&app, lists, records, identifiers, !ingest);
     finish(

@@ -8,6 +8,7 @@
 //! 80003 when the call budget of the rolling window is spent.
 
 use super::AppState;
+use super::Cell;
 use super::faults::Fault;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -172,59 +173,6 @@ enum Row<'a> {
     Many(Vec<Cell<'a>>),
     One(Cell<'a>),
     Other,
-}
-
-/// A cell: its string, or `None` for any other JSON value (sent as missing).
-struct Cell<'a>(Option<Cow<'a, str>>);
-
-impl<'a> Cell<'a> {
-    fn text(&self) -> &str {
-        self.0.as_deref().unwrap_or("")
-    }
-}
-
-struct CellVisitor;
-
-impl<'de> Visitor<'de> for CellVisitor {
-    type Value = Cell<'de>;
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON value")
-    }
-    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Cell<'de>, E> {
-        Ok(Cell(Some(Cow::Borrowed(v))))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Cell<'de>, E> {
-        Ok(Cell(Some(Cow::Owned(v.to_string()))))
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Cell<'de>, E> {
-        Ok(Cell(None))
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Cell<'de>, E> {
-        Ok(Cell(None))
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Cell<'de>, E> {
-        Ok(Cell(None))
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Cell<'de>, E> {
-        Ok(Cell(None))
-    }
-    fn visit_unit<E>(self) -> Result<Cell<'de>, E> {
-        Ok(Cell(None))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Cell<'de>, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Cell(None))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Cell<'de>, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(Cell(None))
-    }
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for Cell<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Cell<'a>, D::Error> {
-        d.deserialize_any(CellVisitor)
-    }
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for Row<'a> {

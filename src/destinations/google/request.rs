@@ -56,40 +56,61 @@ impl MemberEncoder {
         Some([self.given?, self.family?, self.region?, self.postal?])
     }
 
-    /// The `audienceMembers` array of a batch, and how many rows had no usable identifier.
-    pub fn members(&self, batch: &RecordBatch) -> (Vec<Value>, u64) {
-        let s = |i: Option<usize>| i.map(|i| batch.column(i).as_string::<i32>());
-        let b = |i: Option<usize>| {
-            i.and_then(|i| batch.column(i).as_any().downcast_ref::<BooleanArray>())
-        };
-        let (email, phone) = (s(self.email), s(self.phone));
-        let address: Option<[&StringArray; 4]> = self
-            .address_columns()
-            .map(|cols| cols.map(|i| batch.column(i).as_string::<i32>()));
-        let (aud, ap) = (b(self.ad_user_data), b(self.ad_personalization));
-        let mut out = Vec::with_capacity(batch.num_rows());
-        let mut skipped = 0;
+    /// How many rows of a batch go out as members, and how many have no usable identifier.
+    pub fn count(&self, batch: &RecordBatch) -> (u64, u64) {
+        let columns = self.columns(batch);
+        let usable = (0..batch.num_rows())
+            .filter(|&row| columns.usable(row))
+            .count() as u64;
+        (usable, batch.num_rows() as u64 - usable)
+    }
+
+    /// Writes the `audienceMembers` array of a batch as JSON, straight from its columns: a
+    /// tree of JSON values per member cost more than sending it.
+    pub fn write_members(&self, batch: &RecordBatch, out: &mut Vec<u8>) {
+        let c = self.columns(batch);
+        out.push(b'[');
+        let mut first = true;
         for row in 0..batch.num_rows() {
-            let mut ids = vec![];
-            if let Some(v) = value(email, row) {
-                ids.push(json!({"emailAddress": v}));
-            }
-            if let Some(v) = value(phone, row) {
-                ids.push(json!({"phoneNumber": v}));
-            }
-            if let Some(cols) = &address
-                && cols.iter().all(|c| c.is_valid(row))
-            {
-                ids.push(json!({"address": {
-                    "givenName": cols[0].value(row), "familyName": cols[1].value(row),
-                    "regionCode": cols[2].value(row), "postalCode": cols[3].value(row),
-                }}));
-            }
-            if ids.is_empty() {
-                skipped += 1;
+            if !c.usable(row) {
                 continue;
             }
-            let mut member = json!({"userData": {"userIdentifiers": ids}});
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.extend_from_slice(b"{\"userData\":{\"userIdentifiers\":[");
+            let mut ids = 0;
+            let mut id = |out: &mut Vec<u8>, prefix: &[u8]| {
+                if ids > 0 {
+                    out.push(b',');
+                }
+                ids += 1;
+                out.extend_from_slice(prefix);
+            };
+            if let Some(v) = value(c.email, row) {
+                id(out, b"{\"emailAddress\":");
+                push_json_string(out, v);
+                out.push(b'}');
+            }
+            if let Some(v) = value(c.phone, row) {
+                id(out, b"{\"phoneNumber\":");
+                push_json_string(out, v);
+                out.push(b'}');
+            }
+            if let Some(a) = c.address.filter(|a| a.iter().all(|c| c.is_valid(row))) {
+                id(out, b"{\"address\":{");
+                for (i, (name, column)) in ADDRESS_FIELDS.iter().zip(a).enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    push_json_string(out, name);
+                    out.push(b':');
+                    push_json_string(out, column.value(row));
+                }
+                out.extend_from_slice(b"}}");
+            }
+            out.extend_from_slice(b"]}");
             let status = |a: Option<&BooleanArray>| {
                 a.filter(|a| a.is_valid(row)).map(|a| {
                     if a.value(row) {
@@ -99,19 +120,79 @@ impl MemberEncoder {
                     }
                 })
             };
-            let mut consent = serde_json::Map::new();
-            if let Some(s) = status(aud) {
-                consent.insert("adUserData".into(), s.into());
-            }
-            if let Some(s) = status(ap) {
-                consent.insert("adPersonalization".into(), s.into());
-            }
+            let consent: Vec<(&str, &str)> = [("adUserData", c.ad_user_data), ("adPersonalization", c.ad_personalization)]
+                .into_iter()
+                .filter_map(|(field, column)| Some((field, status(column)?)))
+                .collect();
             if !consent.is_empty() {
-                member["consent"] = Value::Object(consent);
+                out.extend_from_slice(b",\"consent\":{");
+                for (i, (field, status)) in consent.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    push_json_string(out, field);
+                    out.push(b':');
+                    push_json_string(out, status);
+                }
+                out.push(b'}');
             }
-            out.push(member);
+            out.push(b'}');
         }
-        (out, skipped)
+        out.push(b']');
+    }
+
+    fn columns<'a>(&self, batch: &'a RecordBatch) -> Columns<'a> {
+        let s = |i: Option<usize>| i.map(|i| batch.column(i).as_string::<i32>());
+        let b = |i: Option<usize>| {
+            i.and_then(|i| batch.column(i).as_any().downcast_ref::<BooleanArray>())
+        };
+        Columns {
+            email: s(self.email),
+            phone: s(self.phone),
+            address: self
+                .address_columns()
+                .map(|cols| cols.map(|i| batch.column(i).as_string::<i32>())),
+            ad_user_data: b(self.ad_user_data),
+            ad_personalization: b(self.ad_personalization),
+        }
+    }
+}
+
+/// The address fields, in the order of `MemberEncoder::address_columns`.
+const ADDRESS_FIELDS: [&str; 4] = ["givenName", "familyName", "regionCode", "postalCode"];
+
+/// A batch's columns, by the part of a member they fill.
+struct Columns<'a> {
+    email: Option<&'a StringArray>,
+    phone: Option<&'a StringArray>,
+    address: Option<[&'a StringArray; 4]>,
+    ad_user_data: Option<&'a BooleanArray>,
+    ad_personalization: Option<&'a BooleanArray>,
+}
+
+impl Columns<'_> {
+    /// Whether the row has an identifier Customer Match takes.
+    fn usable(&self, row: usize) -> bool {
+        value(self.email, row).is_some()
+            || value(self.phone, row).is_some()
+            || self
+                .address
+                .is_some_and(|a| a.iter().all(|c| c.is_valid(row)))
+    }
+}
+
+/// `v` as a JSON string; hashes and enum names need no escaping, and the test for it does not
+/// branch per byte.
+fn push_json_string(out: &mut Vec<u8>, v: &str) {
+    let plain = v
+        .bytes()
+        .fold(true, |ok, b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\'));
+    if plain {
+        out.push(b'"');
+        out.extend_from_slice(v.as_bytes());
+        out.push(b'"');
+    } else {
+        let _ = serde_json::to_writer(&mut *out, v);
     }
 }
 
@@ -131,20 +212,21 @@ pub fn destination(config: &GoogleConfig, user_list_id: &str) -> Value {
     d
 }
 
-/// The body of `audienceMembers:ingest` (or `:remove` when `ingest` is false).
+/// The body of `audienceMembers:ingest` (or `:remove` when `ingest` is false) for a batch: the
+/// request's fields, then its members written by `encoder`.
 pub fn body(
     config: &GoogleConfig,
     destination: &Value,
-    members: Vec<Value>,
+    encoder: &MemberEncoder,
+    batch: &RecordBatch,
     ingest: bool,
-) -> Value {
-    let mut body = json!({
+) -> Vec<u8> {
+    let mut head = json!({
         "destinations": [destination],
-        "audienceMembers": members,
         "encoding": "HEX",
     });
     if ingest {
-        body["termsOfService"] = json!({"customerMatchTermsOfServiceStatus": "ACCEPTED"});
+        head["termsOfService"] = json!({"customerMatchTermsOfServiceStatus": "ACCEPTED"});
         let mut consent = serde_json::Map::new();
         if let Some(c) = config.ad_user_data {
             consent.insert("adUserData".into(), c.api_name().into());
@@ -153,8 +235,60 @@ pub fn body(
             consent.insert("adPersonalization".into(), c.api_name().into());
         }
         if !consent.is_empty() {
-            body["consent"] = Value::Object(consent);
+            head["consent"] = Value::Object(consent);
         }
     }
-    body
+    let mut out = serde_json::to_vec(&head).unwrap_or_default();
+    out.reserve(batch.num_rows() * 420);
+    // The object stays open for the members: `{...,"audienceMembers":[...]}`.
+    out.pop();
+    out.extend_from_slice(b",\"audienceMembers\":");
+    encoder.write_members(batch, &mut out);
+    out.push(b'}');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::ArrayRef;
+    use std::sync::Arc;
+
+    #[test]
+    fn members_are_written_as_proto3_json_with_consent_and_addresses() {
+        let strings = |v: Vec<Option<&str>>| Arc::new(StringArray::from(v)) as ArrayRef;
+        let batch = RecordBatch::try_from_iter([
+            ("email_sha256", strings(vec![Some("e1"), None, None])),
+            ("phone_sha256", strings(vec![None, Some("p2"), None])),
+            ("first_name_sha256", strings(vec![Some("f1"), Some("f2"), None])),
+            ("last_name_sha256", strings(vec![Some("l1"), None, None])),
+            ("country", strings(vec![Some("US"), Some("US"), None])),
+            ("zip", strings(vec![Some("02139"), Some("1"), None])),
+            (
+                "consent_data",
+                Arc::new(BooleanArray::from(vec![Some(true), Some(false), None])) as ArrayRef,
+            ),
+        ])
+        .unwrap();
+        let encoder = MemberEncoder::new(
+            &batch.schema(),
+            &[("ad_user_data".to_string(), "consent_data".to_string())],
+        )
+        .unwrap();
+        assert_eq!(encoder.count(&batch), (2, 1));
+        let mut out = vec![];
+        encoder.write_members(&batch, &mut out);
+        let members: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            members,
+            json!([
+                {"userData": {"userIdentifiers": [
+                    {"emailAddress": "e1"},
+                    {"address": {"givenName": "f1", "familyName": "l1", "regionCode": "US", "postalCode": "02139"}},
+                ]}, "consent": {"adUserData": "CONSENT_GRANTED"}},
+                {"userData": {"userIdentifiers": [{"phoneNumber": "p2"}]},
+                 "consent": {"adUserData": "CONSENT_DENIED"}},
+            ])
+        );
+    }
 }

@@ -40,8 +40,13 @@ impl Api {
     }
 
     async fn post(&self, what: &str, path: &str, body: &Value) -> Result<Value> {
-        let url = format!("{}/{path}", self.root);
         let bytes = serde_json::to_vec(body).map_err(|e| Error::internal(e.to_string()))?;
+        self.post_bytes(what, path, bytes.into()).await
+    }
+
+    /// A JSON body built once and shared by every try.
+    async fn post_bytes(&self, what: &str, path: &str, bytes: bytes::Bytes) -> Result<Value> {
+        let url = format!("{}/{path}", self.root);
         self.service
             .call(
                 what,
@@ -183,6 +188,8 @@ pub async fn run(
         destination: config.name.clone(),
         ..SinkReport::default()
     };
+    // What every request body needs, shared by the upload tasks.
+    let encoding = Arc::new((config.clone(), destination.clone(), encoder.clone()));
     let mut request_ids = vec![];
     let mut skipped = 0u64;
     let mut batches = batch::batched(members, config.batch);
@@ -195,10 +202,9 @@ pub async fn run(
         if let Some(batch) = next {
             let batch = batch?;
             seq += 1;
-            let (members, none) = encoder.members(&batch);
+            let (rows, none) = encoder.count(&batch);
             skipped += none;
-            let rows = members.len() as u64;
-            if members.is_empty() {
+            if rows == 0 {
                 continue;
             }
             if checkpoint.is_acked(phase, seq).await {
@@ -207,13 +213,16 @@ pub async fn run(
                 report.rows += rows;
                 continue;
             }
-            let body = request::body(config, &destination, members, ingest);
             let api = api.clone();
             let checkpoint = checkpoint.clone();
-            // Spawned, so requests progress while the next batch is being read.
+            let encoding = encoding.clone();
+            // Spawned, so requests are encoded and progress while the next batch is read.
             in_flight.push(tokio::spawn(async move {
+                let (config, destination, encoder) = &*encoding;
+                let body = request::body(config, destination, encoder, &batch, ingest);
+                drop(batch);
                 let answer = api
-                    .post(&format!("upload batch {seq}"), method, &body)
+                    .post_bytes(&format!("upload batch {seq}"), method, body.into())
                     .await?;
                 checkpoint.ack(phase, seq).await?;
                 Ok::<(Value, u64), Error>((answer, rows))
