@@ -3,8 +3,8 @@
 //! `{"error": {code, message, status, details}}`; HTTP 429 RESOURCE_EXHAUSTED with the quota
 //! name past the per-minute request budget.
 
-use super::{AppState, Cell};
 use super::faults::Fault;
+use super::{AppState, Cell};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};

@@ -19,7 +19,6 @@ pub mod snap;
 pub mod state;
 pub mod tiktok;
 
-use std::borrow::Cow;
 use crate::error::{Error, Result};
 use axum::Router;
 use axum::body::Body;
@@ -28,6 +27,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use faults::{FaultConfig, Faults};
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -258,4 +258,3 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for Cell<'a> {
         d.deserialize_any(CellVisitor)
     }
 }
-

@@ -120,10 +120,13 @@ impl MemberEncoder {
                     }
                 })
             };
-            let consent: Vec<(&str, &str)> = [("adUserData", c.ad_user_data), ("adPersonalization", c.ad_personalization)]
-                .into_iter()
-                .filter_map(|(field, column)| Some((field, status(column)?)))
-                .collect();
+            let consent: Vec<(&str, &str)> = [
+                ("adUserData", c.ad_user_data),
+                ("adPersonalization", c.ad_personalization),
+            ]
+            .into_iter()
+            .filter_map(|(field, column)| Some((field, status(column)?)))
+            .collect();
             if !consent.is_empty() {
                 out.extend_from_slice(b",\"consent\":{");
                 for (i, (field, status)) in consent.into_iter().enumerate() {
@@ -260,7 +263,10 @@ mod tests {
         let batch = RecordBatch::try_from_iter([
             ("email_sha256", strings(vec![Some("e1"), None, None])),
             ("phone_sha256", strings(vec![None, Some("p2"), None])),
-            ("first_name_sha256", strings(vec![Some("f1"), Some("f2"), None])),
+            (
+                "first_name_sha256",
+                strings(vec![Some("f1"), Some("f2"), None]),
+            ),
             ("last_name_sha256", strings(vec![Some("l1"), None, None])),
             ("country", strings(vec![Some("US"), Some("US"), None])),
             ("zip", strings(vec![Some("02139"), Some("1"), None])),

@@ -251,7 +251,7 @@ pub async fn run(
         }
     }
 
-    let statuses = poll(&api, &request_ids).await?;
+    let statuses = poll(&api, &request_ids, config.concurrency).await?;
     if op == Op::Replace {
         let body = json!({
             "destinations": [destination],
@@ -265,7 +265,7 @@ pub async fn run(
             )
             .await?;
         if let Some(id) = answer["requestId"].as_str() {
-            poll(&api, &[id.to_string()]).await?;
+            poll(&api, &[id.to_string()], 1).await?;
         }
     }
     checkpoint.finish(phase).await?;
@@ -296,63 +296,78 @@ struct Statuses {
     failed_records: u64,
 }
 
-/// Waits until every request is processed; a FAILED request fails the run.
-async fn poll(api: &Api, ids: &[String]) -> Result<Statuses> {
+/// Waits until every request is processed, polling up to `concurrency` of them at a time; a
+/// FAILED request fails the run.
+async fn poll(api: &Api, ids: &[String], concurrency: usize) -> Result<Statuses> {
     let mut statuses = Statuses::default();
-    for id in ids {
-        let mut wait = Duration::from_millis(200);
-        for attempt in 0.. {
-            let answer = api
-                .get(
-                    "request status",
-                    "v1/requestStatus:retrieve",
-                    &[("requestId", id)],
-                )
-                .await?;
-            let per = answer["requestStatusPerDestination"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            let processing = per.iter().any(|d| {
-                matches!(
-                    d["requestStatus"].as_str(),
-                    Some("PROCESSING") | Some("REQUEST_STATUS_UNKNOWN") | None
-                )
-            });
-            if per.is_empty() || processing {
-                if attempt >= 60 {
-                    return Err(Error::transient(format!(
-                        "{}: request {id} was still being processed after {attempt} polls; rerun later",
-                        api.service.name
-                    )));
-                }
-            } else {
-                for d in &per {
-                    if d["requestStatus"] == "FAILED" {
-                        return Err(Error::config(format!(
-                            "{}: request {id} failed: {}",
-                            api.service.name, d["errorInfo"]
-                        )));
-                    }
-                    if let Some(r) = d["audienceMembersIngestionStatus"]["userDataIngestionStatus"]
-                        ["uploadMatchRateRange"]
-                        .as_str()
-                    {
-                        *statuses.match_rates.entry(r.to_string()).or_default() += 1;
-                    }
-                    for e in d["errorInfo"]["errorCounts"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                    {
-                        statuses.failed_records += e["recordCount"].as_u64().unwrap_or(0);
-                    }
-                }
-                break;
+    let mut waiting = ids.iter();
+    let mut answers = FuturesUnordered::new();
+    loop {
+        while answers.len() < concurrency.max(1)
+            && let Some(id) = waiting.next()
+        {
+            answers.push(poll_one(api, id));
+        }
+        let Some(per) = answers.next().await else {
+            break;
+        };
+        for d in &per? {
+            if let Some(r) = d["audienceMembersIngestionStatus"]["userDataIngestionStatus"]
+                ["uploadMatchRateRange"]
+                .as_str()
+            {
+                *statuses.match_rates.entry(r.to_string()).or_default() += 1;
             }
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_secs(30));
+            for e in d["errorInfo"]["errorCounts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                statuses.failed_records += e["recordCount"].as_u64().unwrap_or(0);
+            }
         }
     }
     Ok(statuses)
+}
+
+/// One request's statuses per destination, once it is processed.
+async fn poll_one(api: &Api, id: &str) -> Result<Vec<Value>> {
+    let mut wait = Duration::from_millis(200);
+    for attempt in 0.. {
+        let answer = api
+            .get(
+                "request status",
+                "v1/requestStatus:retrieve",
+                &[("requestId", id)],
+            )
+            .await?;
+        let per = answer["requestStatusPerDestination"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let processing = per.iter().any(|d| {
+            matches!(
+                d["requestStatus"].as_str(),
+                Some("PROCESSING") | Some("REQUEST_STATUS_UNKNOWN") | None
+            )
+        });
+        if !per.is_empty() && !processing {
+            if let Some(d) = per.iter().find(|d| d["requestStatus"] == "FAILED") {
+                return Err(Error::config(format!(
+                    "{}: request {id} failed: {}",
+                    api.service.name, d["errorInfo"]
+                )));
+            }
+            return Ok(per);
+        }
+        if attempt >= 60 {
+            break;
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(30));
+    }
+    Err(Error::transient(format!(
+        "{}: request {id} was still being processed after 60 polls; rerun later",
+        api.service.name
+    )))
 }
