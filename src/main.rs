@@ -192,6 +192,20 @@ fn init_logging() {
         .init();
 }
 
+/// Tells glibc's malloc to keep what is freed and to grow its heaps in large steps. The sandbox
+/// receives megabyte request bodies and keeps millions of members; by default glibc hands each
+/// freed body back to the kernel and grows thread heaps page by page, and the page faults and
+/// `mprotect` calls that follow were a third of the sandbox's time in a 5-million-member upload.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters, under the allocator's own lock.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        libc::mallopt(libc::M_TOP_PAD, 256 << 20);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
@@ -239,6 +253,7 @@ fn main() -> ExitCode {
                 meta_window_secs,
                 google_requests_per_minute,
             } => {
+                keep_freed_memory();
                 let config = activator::sandbox::SandboxConfig {
                     faults: activator::sandbox::faults::FaultConfig {
                         error_rate,

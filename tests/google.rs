@@ -137,6 +137,16 @@ fn with_faults_every_member_arrives() {
     assert_eq!(f.list_emails("flaky"), f.exported_emails());
     let stats = f.sandbox.state.store.stats();
     assert!(stats.injected_errors + stats.injected_throttles + stats.injected_drops > 0);
+    // Created once, though a create may have been applied and its answer lost.
+    let store = &f.sandbox.state.store;
+    assert_eq!(
+        store
+            .list()
+            .iter()
+            .filter(|a| a.platform == "google")
+            .count(),
+        1
+    );
 }
 
 #[test]

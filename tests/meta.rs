@@ -164,6 +164,12 @@ fn with_errors_throttling_and_dropped_connections_every_member_arrives() {
         "{stats:?}"
     );
     assert!(out.contains("retries"), "{out}");
+    // Created once, though a create may have been applied and its answer lost.
+    let store = &f.sandbox.state.store;
+    assert_eq!(
+        store.list().iter().filter(|a| a.platform == "meta").count(),
+        1
+    );
     // Neither the token nor a raw e-mail appears in what the run printed.
     assert!(!out.contains(TOKEN), "token in the logs");
     let raw = parquet_column(

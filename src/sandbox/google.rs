@@ -10,6 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -300,7 +301,7 @@ const CANONICAL_FIELDS: [&str; 6] = [
 
 /// One audience member to its canonical form (`{"emailAddress":"…",…}`), or the field that is
 /// invalid.
-fn member(m: &MemberIn, encoding: &str) -> Result<String, &'static str> {
+fn member<'a>(m: &'a MemberIn, encoding: &str) -> Result<String, &'static str> {
     let ids = m
         .user_data
         .as_ref()
@@ -309,17 +310,23 @@ fn member(m: &MemberIn, encoding: &str) -> Result<String, &'static str> {
     if ids.is_empty() || ids.len() > MAX_IDENTIFIERS {
         return Err("user_identifiers");
     }
-    let hashed = |v: &Option<Cell>| -> Option<String> {
-        let s = v.as_ref()?.0.as_deref()?;
+    let text = |v: &'a Option<Cell>| v.as_ref().and_then(|c| c.0.as_deref());
+    let hashed = |v: &'a Option<Cell>| -> Option<Cow<'a, str>> {
+        let s = text(v)?;
         let ok = match encoding {
             "HEX" => s.len() == 64 && s.bytes().fold(true, |ok, b| ok & b.is_ascii_hexdigit()),
             _ => s.len() == 44,
         };
-        ok.then(|| s.to_ascii_lowercase())
+        if !ok {
+            None
+        } else if s.bytes().any(|b| b.is_ascii_uppercase()) {
+            Some(Cow::Owned(s.to_ascii_lowercase()))
+        } else {
+            Some(Cow::Borrowed(s))
+        }
     };
-    let text = |v: &Option<Cell>| v.as_ref().and_then(|c| c.0.as_deref()).map(str::to_string);
     // Slots in CANONICAL_FIELDS order; a later identifier of a kind replaces an earlier one.
-    let mut fields: [Option<String>; 6] = Default::default();
+    let mut fields: [Option<Cow<'a, str>>; 6] = Default::default();
     for id in ids {
         if id.email_address.is_some() {
             fields[0] = Some(hashed(&id.email_address).ok_or("email_address")?);
@@ -328,16 +335,10 @@ fn member(m: &MemberIn, encoding: &str) -> Result<String, &'static str> {
         } else if let Some(a) = &id.address {
             fields[2] = Some(hashed(&a.given_name).ok_or("address.given_name")?);
             fields[1] = Some(hashed(&a.family_name).ok_or("address.family_name")?);
-            fields[5] = Some(
-                text(&a.region_code)
-                    .filter(|r| r.len() == 2)
-                    .ok_or("address.region_code")?,
-            );
-            fields[4] = Some(
-                text(&a.postal_code)
-                    .filter(|p| !p.is_empty())
-                    .ok_or("address.postal_code")?,
-            );
+            let region = text(&a.region_code).filter(|r| r.len() == 2);
+            fields[5] = Some(Cow::Borrowed(region.ok_or("address.region_code")?));
+            let postal = text(&a.postal_code).filter(|p| !p.is_empty());
+            fields[4] = Some(Cow::Borrowed(postal.ok_or("address.postal_code")?));
         } else {
             return Err("user_identifiers");
         }
@@ -352,7 +353,7 @@ fn member(m: &MemberIn, encoding: &str) -> Result<String, &'static str> {
             out.push('"');
             out.push_str(name);
             out.push_str("\":");
-            out.push_str(&serde_json::to_string(v).unwrap_or_default());
+            super::push_json_str(&mut out, v);
         }
     }
     out.push('}');

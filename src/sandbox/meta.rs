@@ -239,15 +239,7 @@ fn canonical_member(keys: &[(&str, usize)], values: &[&str]) -> Option<String> {
         m.push('"');
         m.push_str(key);
         m.push_str("\":");
-        if v.bytes()
-            .fold(true, |ok, b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\'))
-        {
-            m.push('"');
-            m.push_str(v);
-            m.push('"');
-        } else {
-            m.push_str(&serde_json::to_string(v).unwrap_or_default());
-        }
+        super::push_json_str(&mut m, v);
     }
     m.push('}');
     (m.len() > 2).then_some(m)

@@ -258,3 +258,17 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for Cell<'a> {
         d.deserialize_any(CellVisitor)
     }
 }
+
+/// Appends `v` as a JSON string: as it is when it needs no escaping (hashes never do; the test
+/// does not branch per byte), else escaped by `serde_json`.
+pub fn push_json_str(out: &mut String, v: &str) {
+    if v.bytes()
+        .fold(true, |ok, b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\'))
+    {
+        out.push('"');
+        out.push_str(v);
+        out.push('"');
+    } else {
+        out.push_str(&serde_json::to_string(v).unwrap_or_default());
+    }
+}

@@ -7,7 +7,7 @@ use super::config::GoogleConfig;
 use super::request::{self, MemberEncoder};
 use super::service;
 use crate::batch;
-use crate::destinations::http::{RetryPolicy, Service};
+use crate::destinations::http::{RetryPolicy, Service, Verdict};
 use crate::destinations::meta::config::AudienceRef;
 use crate::destinations::{Delivery, Op, RunInfo, SinkReport, secrets};
 use crate::error::{Error, Result};
@@ -68,45 +68,58 @@ impl Api {
         }
     }
 
+    /// The id of the user list named `name`, created if there is none, and never twice: a
+    /// create whose answer was lost is looked up before it is tried again.
     async fn find_or_create(&self, config: &GoogleConfig, name: &str) -> Result<String> {
         let path = format!(
             "v1/accountTypes/{}/accounts/{}/userLists",
             config.account_type, config.account_id
         );
+        let url = format!("{}/{path}", self.root);
+        let body = json!({
+            "displayName": name,
+            "description": "Managed by activator",
+            "membershipStatus": "OPEN",
+            "ingestedUserListInfo": {"uploadKeyTypes": ["CONTACT_ID"]},
+        });
+        self.service
+            .find_or_create(
+                "create user list",
+                || self.find(&path, name),
+                |c| self.auth(c.post(&url)).json(&body),
+                |status, headers, answer| match service::classify(status, headers, answer) {
+                    Verdict::Done(v) => match list_id(&v) {
+                        Ok(id) => Verdict::Done(id),
+                        Err(e) => Verdict::Fail(e.to_string()),
+                    },
+                    other => other.map(|_| String::new()),
+                },
+            )
+            .await
+    }
+
+    /// The id of the user list named `name` under `path`, if there is one.
+    async fn find(&self, path: &str, name: &str) -> Result<Option<String>> {
         let mut page_token: Option<String> = None;
         loop {
             let mut query = vec![("pageSize", "1000")];
             if let Some(t) = &page_token {
                 query.push(("pageToken", t.as_str()));
             }
-            let page = self.get("list user lists", &path, &query).await?;
+            let page = self.get("list user lists", path, &query).await?;
             if let Some(found) = page["userLists"]
                 .as_array()
                 .into_iter()
                 .flatten()
                 .find(|l| l["displayName"].as_str() == Some(name))
             {
-                return list_id(found);
+                return Ok(Some(list_id(found)?));
             }
             match page["nextPageToken"].as_str() {
                 Some(t) if !t.is_empty() => page_token = Some(t.to_string()),
-                _ => break,
+                _ => return Ok(None),
             }
         }
-        let created = self
-            .post(
-                "create user list",
-                &path,
-                &json!({
-                    "displayName": name,
-                    "description": "Managed by activator",
-                    "membershipStatus": "OPEN",
-                    "ingestedUserListInfo": {"uploadKeyTypes": ["CONTACT_ID"]},
-                }),
-            )
-            .await?;
-        tracing::info!(destination = %config.name, "created user list");
-        list_id(&created)
     }
 }
 

@@ -37,21 +37,6 @@ impl Api {
             .await
     }
 
-    async fn post(&self, what: &str, path: &str, form: &[(&str, &str)]) -> Result<Value> {
-        let url = format!("{}/{path}", self.root);
-        self.service
-            .call(
-                what,
-                |c| {
-                    let mut f: Vec<(&str, &str)> = form.to_vec();
-                    f.push(("access_token", self.token.expose()));
-                    c.post(&url).form(&f)
-                },
-                service::classify,
-            )
-            .await
-    }
-
     /// A JSON-bodied call; the body (token included) is built once and shared by every try.
     async fn send_json(
         &self,
@@ -80,43 +65,56 @@ impl Api {
             .await
     }
 
-    /// The id of the audience named `name` in the account, created if there is none.
+    /// The id of the audience named `name` in the account, created if there is none, and never
+    /// twice: a create whose answer was lost is looked up before it is tried again.
     async fn find_or_create(&self, config: &MetaConfig, name: &str) -> Result<String> {
         let path = format!("act_{}/customaudiences", config.ad_account_id);
+        let url = format!("{}/{path}", self.root);
+        let form = [
+            ("name", name),
+            ("subtype", "CUSTOM"),
+            ("description", "Managed by activator"),
+            ("customer_file_source", config.customer_file_source.as_str()),
+            ("access_token", self.token.expose()),
+        ];
+        self.service
+            .find_or_create(
+                "create audience",
+                || self.find(&path, name),
+                |c| c.post(&url).form(&form),
+                |status, headers, answer| match service::classify(status, headers, answer) {
+                    Verdict::Done(v) => match id_of(&v) {
+                        Ok(id) => Verdict::Done(id),
+                        Err(e) => Verdict::Fail(e.to_string()),
+                    },
+                    other => other.map(|_| String::new()),
+                },
+            )
+            .await
+    }
+
+    /// The id of the audience named `name` under `path`, if there is one.
+    async fn find(&self, path: &str, name: &str) -> Result<Option<String>> {
         let mut after: Option<String> = None;
         loop {
             let mut query = vec![("fields", "id,name"), ("limit", "500")];
             if let Some(a) = &after {
                 query.push(("after", a.as_str()));
             }
-            let page = self.get("list audiences", &path, &query).await?;
+            let page = self.get("list audiences", path, &query).await?;
             if let Some(found) = page["data"]
                 .as_array()
                 .into_iter()
                 .flatten()
                 .find(|a| a["name"].as_str() == Some(name))
             {
-                return id_of(found);
+                return Ok(Some(id_of(found)?));
             }
             match page["paging"]["cursors"]["after"].as_str() {
                 Some(a) if page["paging"]["next"].is_string() => after = Some(a.to_string()),
-                _ => break,
+                _ => return Ok(None),
             }
         }
-        let created = self
-            .post(
-                "create audience",
-                &path,
-                &[
-                    ("name", name),
-                    ("subtype", "CUSTOM"),
-                    ("description", "Managed by activator"),
-                    ("customer_file_source", &config.customer_file_source),
-                ],
-            )
-            .await?;
-        tracing::info!(destination = %config.name, "created audience");
-        id_of(&created)
     }
 }
 
