@@ -14,6 +14,7 @@ pub mod members;
 pub mod report;
 pub mod run;
 pub mod sandbox;
+pub mod scratch;
 pub mod segment;
 pub mod state;
 pub mod storage;

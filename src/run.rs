@@ -449,10 +449,7 @@ async fn diff(
     platforms: &[&Destination],
     options: &RunOptions,
 ) -> Result<(Pending, Vec<SinkReport>)> {
-    let work = tempfile::Builder::new()
-        .prefix("activator-diff-")
-        .tempdir()
-        .map_err(|e| Error::transient(format!("cannot create a temporary folder: {e}")))?;
+    let work = crate::scratch::dir("diff")?;
     let mut heads = vec![];
     // Only mirror destinations with an earlier sync need a diff.
     let mut targets: Vec<Option<DiffTarget>> = vec![];
@@ -602,10 +599,7 @@ async fn send(
         mode: pd.mode.to_string(),
         ..SinkReport::default()
     };
-    let work = tempfile::Builder::new()
-        .prefix("activator-send-")
-        .tempdir()
-        .map_err(|e| Error::transient(format!("cannot create a temporary folder: {e}")))?;
+    let work = crate::scratch::dir("send")?;
     let steps: Vec<(Op, &str, u64)> = match pd.mode {
         SyncMode::Add => vec![(Op::Add, pd.adds_file.as_str(), pd.adds)],
         SyncMode::Replace => vec![(Op::Replace, pd.adds_file.as_str(), pd.adds)],

@@ -107,10 +107,7 @@ pub struct Spill {
 
 impl Spill {
     pub fn new(members_schema: &SchemaRef) -> Result<Spill> {
-        let dir = tempfile::Builder::new()
-            .prefix("activator-members-")
-            .tempdir()
-            .map_err(|e| Error::transient(format!("cannot create a temporary folder: {e}")))?;
+        let dir = crate::scratch::dir("members")?;
         let schema = keyed_schema(members_schema);
         let members = parquet_writer(&dir.path().join("members.parquet"), &schema)?;
         Ok(Spill {
