@@ -30,7 +30,10 @@ export META_ACCESS_TOKEN=bench GOOGLE_ACCESS_TOKEN=bench ACTIVATOR_LOG=warn
 export STATE_URL=$work/state ACTIVATOR_STATE=$work/state SYNC_MODE=add
 rows=()
 rows+=("$(measure export "$bin" run jobs/bench_b1.toml --date 2026-11-25 --quiet)")
+curl -s -X POST "$PLATFORM_URL/_sandbox/reset" > /dev/null
 rows+=("$(AUDIENCE=b1-meta measure meta "$bin" run jobs/bench_b1_meta.toml --date 2026-11-25 --quiet)")
+# The sandbox forgets Meta's 5 million members before Google's run, so each starts alike.
+curl -s -X POST "$PLATFORM_URL/_sandbox/reset" > /dev/null
 rows+=("$(AUDIENCE=b1-google measure google "$bin" run jobs/bench_b1_google.toml --date 2026-11-25 --quiet)")
 printf '%-8s %10s %10s %12s %14s %14s\n' run wall_s peak_MiB members members_per_s wall/export
 read -r _ ew _ _ <<<"${rows[0]}"
