@@ -45,6 +45,15 @@ enum Command {
         #[arg(long)]
         report_json: Option<PathBuf>,
     },
+    /// Delete the files of old runs from a job's sync state: members, diffs and checkpoints of
+    /// finished dates before the last --keep-days, except what the destinations' current syncs
+    /// refer to. Reports stay.
+    Prune {
+        job: PathBuf,
+        /// Dates within this many days before today (UTC) are kept whole.
+        #[arg(long, default_value_t = 7)]
+        keep_days: u32,
+    },
     /// Run a job for each date from --from to --to, in order; each date is a run with its own
     /// report and state, resumable like a run.
     Backfill {
@@ -231,6 +240,18 @@ fn main() -> ExitCode {
                 let options = run::RunOptions { dry_run: true, ..run::RunOptions::default() };
                 let report = run::run(&job, date.unwrap_or_else(today), &options).await?;
                 publish(&report, report_json.as_ref())
+            }
+            Command::Prune { job, keep_days } => {
+                let job = Job::load(&job)?;
+                let before = today() - chrono::Duration::days(keep_days.into());
+                let state = activator::state::StateStore::open(&job.state, &job.name, false)?;
+                let (files, bytes) = state.prune(&before.to_string()).await?;
+                println!(
+                    "activator: pruned job {}: deleted {files} files ({:.1} MB) of runs finished before {before}",
+                    job.name,
+                    bytes as f64 / 1e6
+                );
+                Ok(())
             }
             Command::Backfill { job, from, to, parallel, flags } => {
                 let job = Job::load(&job)?;

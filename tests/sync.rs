@@ -547,3 +547,67 @@ url = "{out}"
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("--parallel is for jobs that only export"));
 }
+
+/// `prune` deletes the files of old finished runs but keeps what the destination's current sync
+/// refers to, so the next mirror run still diffs against it; reports stay.
+#[test]
+fn prune_deletes_old_runs_but_not_the_current_sync() {
+    let s = Sync::new(FaultConfig::default());
+    let job = s.job("mirror", 100, "");
+    for date in ["2026-11-23", DAY1] {
+        let (code, out) = s.run(&job, date, &[]);
+        assert_eq!(code, 0, "{out}");
+    }
+    let runs = Path::new(&s.state).join("sync/runs");
+    // The run folders of a date that hold files (an object store has no empty folders).
+    let run_folders = |date: &str| -> BTreeSet<String> {
+        let dir = runs.join(date);
+        walk(&dir)
+            .iter()
+            .filter_map(|f| {
+                let mut parts = f.strip_prefix(&dir).ok()?.iter();
+                let folder = parts.next()?;
+                parts.next()?; // a file in a run folder, not the date's done.json
+                Some(folder.to_string_lossy().into_owned())
+            })
+            .collect()
+    };
+    assert_eq!(run_folders("2026-11-23").len(), 1);
+    assert_eq!(run_folders(DAY1).len(), 1);
+    let job_arg = job.display().to_string();
+
+    // Within the kept days: nothing goes.
+    let out = s
+        .command(&["prune", &job_arg, "--keep-days", "100000"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("deleted 0 files"), "{}", text(&out));
+
+    let out = s
+        .command(&["prune", &job_arg, "--keep-days", "0"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(run_folders("2026-11-23").is_empty(), "{}", text(&out));
+    assert_eq!(run_folders(DAY1).len(), 1, "the current sync's run is kept");
+    assert!(runs.join("2026-11-23/done.json").exists());
+    assert!(Path::new(&s.state).join("sync/reports/2026-11-23").exists());
+
+    // The next mirror run diffs against the kept sync and sends only the differences.
+    let (code, out) = s.run(&job, DAY2, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(s.audience(), s.segment(DAY2));
+    let meta = meta_report(&s.report(DAY2)).clone();
+    let (day1, day2) = (s.segment(DAY1), s.segment(DAY2));
+    assert_eq!(
+        meta["added"],
+        day2.difference(&day1).count() as u64,
+        "{meta}"
+    );
+    assert_eq!(
+        meta["removed"],
+        day1.difference(&day2).count() as u64,
+        "{meta}"
+    );
+}

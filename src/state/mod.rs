@@ -303,6 +303,73 @@ impl StateStore {
         format!("destinations/{destination}/syncs")
     }
 
+    /// Deletes the run folders (`runs/{date}/{run_id}/`) of finished dates before `before`
+    /// (YYYY-MM-DD) that no destination's current sync refers to: the members, diffs and
+    /// checkpoints of old runs, which nothing reads again. An unfinished date (no `done.json`, or
+    /// a `pending.json`) is kept whole, since a rerun resumes it; reports and `done.json` stay.
+    /// Returns the files and bytes deleted.
+    pub async fn prune(&self, before: &str) -> Result<(u64, u64)> {
+        let mut referenced = std::collections::BTreeSet::new();
+        for destination in self.children("destinations").await? {
+            if let Some(head) = self.head(&destination).await? {
+                for file in [&head.members_file, &head.keys_file] {
+                    if let Some((folder, _)) = file.rsplit_once('/') {
+                        referenced.insert(folder.to_string());
+                    }
+                }
+            }
+        }
+        let (mut files, mut bytes) = (0, 0);
+        for date in self.children("runs").await? {
+            if date.as_str() >= before
+                || self
+                    .read_json::<Done>(&Self::done_file(&date))
+                    .await?
+                    .is_none()
+                || self
+                    .read_json::<serde_json::Value>(&Self::pending_file(&date))
+                    .await?
+                    .is_some()
+            {
+                continue;
+            }
+            for run_id in self.children(&format!("runs/{date}")).await? {
+                let folder = Self::run_dir(&date, &run_id);
+                if referenced.contains(&folder) {
+                    continue;
+                }
+                let objects: Vec<_> = self
+                    .store
+                    .list(Some(&self.path(&folder)))
+                    .try_collect()
+                    .await
+                    .map_err(|e| self.at(e))?;
+                for o in objects {
+                    match self.store.delete(&o.location).await {
+                        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                        Err(e) => return Err(self.at(e)),
+                    }
+                    files += 1;
+                    bytes += o.size;
+                }
+            }
+        }
+        Ok((files, bytes))
+    }
+
+    /// The names of the folders directly below `rel`.
+    async fn children(&self, rel: &str) -> Result<Vec<String>> {
+        match self.store.list_with_delimiter(Some(&self.path(rel))).await {
+            Ok(listing) => Ok(listing
+                .common_prefixes
+                .iter()
+                .filter_map(|p| p.filename().map(str::to_string))
+                .collect()),
+            Err(object_store::Error::NotFound { .. }) => Ok(vec![]),
+            Err(e) => Err(self.at(e)),
+        }
+    }
+
     /// The destination's last committed sync.
     pub async fn head(&self, destination: &str) -> Result<Option<SyncHead>> {
         let prefix = self.path(&Self::syncs(destination));
