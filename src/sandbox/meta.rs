@@ -119,32 +119,24 @@ fn bad_param(message: &str) -> Response {
 /// megabytes, and parsing it into a tree only to print it again cost more than the upload.
 type Params<'a> = HashMap<String, Cow<'a, str>>;
 
-fn params<'a>(query: &HashMap<String, String>, headers: &HeaderMap, body: &'a Bytes) -> Params<'a> {
+fn params<'a>(
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: &'a Bytes,
+) -> (Params<'a>, Option<Payload<'a>>) {
     let mut p: Params<'a> = query
         .iter()
         .map(|(k, v)| (k.clone(), Cow::Owned(v.clone())))
         .collect();
+    let mut inline = None;
     let json = headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     if json {
-        if let Ok(map) = serde_json::from_slice::<HashMap<String, &'a RawValue>>(body) {
-            for (k, raw) in map {
-                let text = raw.get();
-                let v = if text.starts_with('"') {
-                    match serde_json::from_str::<&'a str>(text) {
-                        Ok(s) => Cow::Borrowed(s),
-                        // Escapes: the string has to be unescaped into a copy.
-                        Err(_) => {
-                            Cow::Owned(serde_json::from_str::<String>(text).unwrap_or_default())
-                        }
-                    }
-                } else {
-                    Cow::Borrowed(text)
-                };
-                p.insert(k, v);
-            }
+        if let Ok(body) = serde_json::from_slice::<JsonBody>(body) {
+            p.extend(body.params);
+            inline = body.payload;
         }
     } else if let Ok(pairs) = serde_urlencoded::from_bytes::<Vec<(String, String)>>(body) {
         p.extend(pairs.into_iter().map(|(k, v)| (k, Cow::Owned(v))));
@@ -155,7 +147,89 @@ fn params<'a>(query: &HashMap<String, String>, headers: &HeaderMap, body: &'a By
         p.entry("access_token".into())
             .or_insert_with(|| Cow::Owned(token.to_string()));
     }
-    p
+    (p, inline)
+}
+
+/// A JSON body read in one pass: a `payload` object straight into a `Payload`, every other
+/// parameter as its text (a string unescaped, any other value as its JSON).
+struct JsonBody<'a> {
+    params: Params<'a>,
+    payload: Option<Payload<'a>>,
+}
+
+impl<'de> Deserialize<'de> for JsonBody<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<JsonBody<'de>, D::Error> {
+        struct BodyVisitor;
+        impl<'de> Visitor<'de> for BodyVisitor {
+            type Value = JsonBody<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JsonBody<'de>, A::Error> {
+                let mut body = JsonBody {
+                    params: Params::new(),
+                    payload: None,
+                };
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "payload" {
+                        match map.next_value::<PayloadParam<'de>>()? {
+                            PayloadParam::Parsed(p) => body.payload = Some(p),
+                            PayloadParam::Text(t) => {
+                                body.params.insert(key, t);
+                            }
+                        }
+                    } else {
+                        let raw: &'de RawValue = map.next_value()?;
+                        body.params.insert(key, raw_text(raw));
+                    }
+                }
+                Ok(body)
+            }
+        }
+        d.deserialize_map(BodyVisitor)
+    }
+}
+
+/// A JSON parameter's text: a string unescaped (borrowed when it has no escapes), any other
+/// value as its JSON.
+fn raw_text(raw: &RawValue) -> Cow<'_, str> {
+    let text = raw.get();
+    if !text.starts_with('"') {
+        return Cow::Borrowed(text);
+    }
+    match serde_json::from_str::<&str>(text) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => Cow::Owned(serde_json::from_str::<String>(text).unwrap_or_default()),
+    }
+}
+
+/// `payload` as a JSON body has it: an object, read in place, or a string of JSON.
+enum PayloadParam<'a> {
+    Parsed(Payload<'a>),
+    Text(Cow<'a, str>),
+}
+
+impl<'de> Deserialize<'de> for PayloadParam<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<PayloadParam<'de>, D::Error> {
+        struct PayloadVisitor;
+        impl<'de> Visitor<'de> for PayloadVisitor {
+            type Value = PayloadParam<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a payload object or string")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<PayloadParam<'de>, A::Error> {
+                Payload::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(PayloadParam::Parsed)
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<PayloadParam<'de>, E> {
+                Ok(PayloadParam::Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<PayloadParam<'de>, E> {
+                Ok(PayloadParam::Text(Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_any(PayloadVisitor)
+    }
 }
 
 /// `payload`, parsed without a tree: cells borrow from the request.
@@ -350,7 +424,7 @@ pub async fn graph(
             return throttled(minutes);
         }
     };
-    let p = params(&query, &headers, &body);
+    let (p, inline) = params(&query, &headers, &body);
     if p.get("access_token").is_none_or(|t| t.is_empty()) {
         return error(
             StatusCode::BAD_REQUEST,
@@ -398,9 +472,9 @@ pub async fn graph(
                 false,
             ),
         },
-        (Method::POST, [id, "users"]) => upload(&app, id, &p, Upload::Add),
-        (Method::DELETE, [id, "users"]) => upload(&app, id, &p, Upload::Remove),
-        (Method::POST, [id, "usersreplace"]) => upload(&app, id, &p, Upload::Replace),
+        (Method::POST, [id, "users"]) => upload(&app, id, &p, inline, Upload::Add),
+        (Method::DELETE, [id, "users"]) => upload(&app, id, &p, inline, Upload::Remove),
+        (Method::POST, [id, "usersreplace"]) => upload(&app, id, &p, inline, Upload::Replace),
         _ => error(
             StatusCode::BAD_REQUEST,
             2500,
@@ -466,7 +540,13 @@ fn valid_value(key: &str, v: &str) -> bool {
     }
 }
 
-fn upload(app: &AppState, id: &str, p: &Params, kind: Upload) -> Response {
+fn upload<'a>(
+    app: &AppState,
+    id: &str,
+    p: &'a Params,
+    inline: Option<Payload<'a>>,
+    kind: Upload,
+) -> Response {
     app.store.with(|s| s.upload_requests += 1);
     let Some(audience) = app.store.get(id).filter(|a| a.platform == "meta") else {
         app.store.with(|s| s.rejected += 1);
@@ -478,10 +558,11 @@ fn upload(app: &AppState, id: &str, p: &Params, kind: Upload) -> Response {
             false,
         );
     };
-    let Some(payload) = p
-        .get("payload")
-        .and_then(|s| serde_json::from_str::<Payload>(s).ok())
-    else {
+    let payload = inline.or_else(|| {
+        p.get("payload")
+            .and_then(|s| serde_json::from_str::<Payload>(s).ok())
+    });
+    let Some(payload) = payload else {
         app.store.with(|s| s.rejected += 1);
         return bad_param("The parameter payload is required and must be JSON");
     };
@@ -567,6 +648,15 @@ fn upload(app: &AppState, id: &str, p: &Params, kind: Upload) -> Response {
         let s = sessions.entry(key.clone()).or_default();
         if new {
             app.store.with(|st| st.sessions += 1);
+            // Room for the members the session says are coming, at once rather than by
+            // doubling (each doubling rehashes every member so far).
+            if let Some(n) = session
+                .as_ref()
+                .and_then(|s| s["estimated_num_total"].as_u64())
+                .filter(|_| kind != Upload::Remove)
+            {
+                app.store.reserve(id, n.min(100_000_000) as usize);
+            }
             s.replace = kind == Upload::Replace;
             s.started = Some(Instant::now());
         }

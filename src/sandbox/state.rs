@@ -6,19 +6,98 @@ use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
-/// Members by the 128-bit digest of their canonical JSON: the JSON and when the member was last
-/// added. Keyed by digest because hashing 400-byte members again on every lookup and every
-/// growth of the table was a good part of an upload's time.
-pub type MemberMap = HashMap<u128, (String, i64), foldhash::fast::RandomState>;
+/// An audience's members: canonical JSON texts, each with when it was last added (microseconds
+/// since the epoch, for Google's `removeAll` as of a time). The texts lie end to end in one
+/// buffer and a hash table holds where each starts, its hash and its time: a 5-million-member
+/// upload then costs one hash and one copy per member, where a map of `String`s cost an
+/// allocation each, page faults, and hashing 400-byte members again whenever the table grew.
+/// A removed member's bytes stay in the buffer until the audience is cleared.
+#[derive(Clone, Default)]
+pub struct MemberSet {
+    texts: Vec<u8>,
+    table: hashbrown::HashTable<Slot>,
+}
 
-/// The digest of a canonical member: two seeded 64-bit hashes, so that two different members
-/// of even billions collide with negligible chance.
-fn digest(member: &str) -> u128 {
-    use std::hash::BuildHasher;
-    const LOW: foldhash::quality::FixedState = foldhash::quality::FixedState::with_seed(0x5eed);
-    const HIGH: foldhash::quality::FixedState =
-        foldhash::quality::FixedState::with_seed(0x9e37_79b9_7f4a_7c15);
-    ((HIGH.hash_one(member) as u128) << 64) | LOW.hash_one(member) as u128
+#[derive(Clone, Copy)]
+struct Slot {
+    hash: u64,
+    start: usize,
+    len: u32,
+    added: i64,
+}
+
+impl std::fmt::Debug for MemberSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "MemberSet({} members)", self.len())
+    }
+}
+
+impl MemberSet {
+    /// A member's hash (also what batch fingerprints add up).
+    pub fn hash(member: &str) -> u64 {
+        use std::hash::BuildHasher;
+        const STATE: foldhash::quality::FixedState =
+            foldhash::quality::FixedState::with_seed(0x5eed);
+        STATE.hash_one(member.as_bytes())
+    }
+
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.texts.clear();
+        self.table.clear();
+    }
+
+    pub fn reserve(&mut self, additional: usize) {
+        self.table.reserve(additional, |s| s.hash);
+    }
+
+    fn text<'a>(texts: &'a [u8], slot: &Slot) -> &'a [u8] {
+        &texts[slot.start..slot.start + slot.len as usize]
+    }
+
+    /// Adds a member whose hash is `hash`, or sets when it was added if it is in already.
+    pub fn insert(&mut self, member: &str, hash: u64, added: i64) {
+        let texts = &self.texts;
+        let same = |s: &Slot| s.hash == hash && Self::text(texts, s) == member.as_bytes();
+        if let Some(slot) = self.table.find_mut(hash, same) {
+            slot.added = added;
+            return;
+        }
+        let slot = Slot {
+            hash,
+            start: self.texts.len(),
+            len: member.len() as u32,
+            added,
+        };
+        self.texts.extend_from_slice(member.as_bytes());
+        self.table.insert_unique(hash, slot, |s| s.hash);
+    }
+
+    pub fn remove(&mut self, member: &str, hash: u64) {
+        let texts = &self.texts;
+        let same = |s: &Slot| s.hash == hash && Self::text(texts, s) == member.as_bytes();
+        if let Ok(entry) = self.table.find_entry(hash, same) {
+            entry.remove();
+        }
+    }
+
+    /// Keeps the members added at or after `cutoff`.
+    pub fn retain_added_since(&mut self, cutoff: i64) {
+        self.table.retain(|s| s.added >= cutoff);
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.table
+            .iter()
+            .map(|s| std::str::from_utf8(Self::text(&self.texts, s)).unwrap_or_default())
+    }
 }
 
 /// One audience (Meta custom audience, Google user list).
@@ -28,12 +107,9 @@ pub struct Audience {
     pub platform: String,
     pub account: String,
     pub name: String,
-    /// Members as canonical JSON objects of their identifiers (`{"EMAIL": "...", ...}`), each
-    /// with when it was last added (microseconds since the epoch), for Google's `removeAll` as
-    /// of a time. A hash map, not a sorted set: uploads of millions of members insert in
-    /// constant time, and only a listing sorts.
+    /// Members as canonical JSON objects of their identifiers (`{"EMAIL": "...", ...}`).
     #[serde(skip)]
-    pub members: MemberMap,
+    pub members: MemberSet,
     pub size: usize,
 }
 
@@ -44,7 +120,7 @@ impl Audience {
             platform: self.platform.clone(),
             account: self.account.clone(),
             name: self.name.clone(),
-            members: MemberMap::default(),
+            members: MemberSet::default(),
             size: self.size,
         }
     }
@@ -131,8 +207,8 @@ struct Inner {
     /// Applied batches: (audience, session, batch) -> times.
     batches: HashMap<(String, String, u64), u64>,
     /// Fingerprints of applied batches' contents (audience, add, members): the wrapping sum of
-    /// the members' digests, which does not depend on their order.
-    contents: std::collections::HashSet<(String, bool, u128)>,
+    /// the members' hashes, which does not depend on their order.
+    contents: std::collections::HashSet<(String, bool, u64)>,
 }
 
 impl Store {
@@ -187,7 +263,7 @@ impl Store {
     pub fn members(&self, id: &str) -> Option<Vec<serde_json::Value>> {
         let inner = self.inner.lock().unwrap();
         let a = inner.audiences.get(id)?;
-        let mut sorted: Vec<&String> = a.members.values().map(|(m, _)| m).collect();
+        let mut sorted: Vec<&str> = a.members.iter().collect();
         sorted.sort_unstable();
         Some(
             sorted
@@ -208,8 +284,8 @@ impl Store {
         members: Vec<String>,
         replace: bool,
     ) {
-        // Digests before the lock: requests apply one at a time, but hash in parallel.
-        let digests: Vec<u128> = members.iter().map(|m| digest(m)).collect();
+        // Hashes before the lock: requests apply one at a time, but hash in parallel.
+        let hashes: Vec<u64> = members.iter().map(|m| MemberSet::hash(m)).collect();
         let mut inner = self.inner.lock().unwrap();
         if let Some((session, seq)) = batch {
             let times = inner
@@ -226,7 +302,7 @@ impl Store {
             if !inner.contents.insert((
                 id.to_string(),
                 add,
-                digests.iter().fold(0, |a, d| a.wrapping_add(*d)),
+                hashes.iter().fold(0, |a, h| a.wrapping_add(*h)),
             )) {
                 inner.stats.batches_accepted_twice += 1;
             }
@@ -242,14 +318,21 @@ impl Store {
         if add {
             a.members.reserve(members.len());
         }
-        for (m, d) in members.into_iter().zip(digests) {
+        for (m, h) in members.iter().zip(hashes) {
             if add {
-                a.members.insert(d, (m, now));
+                a.members.insert(m, h, now);
             } else {
-                a.members.remove(&d);
+                a.members.remove(m, h);
             }
         }
         a.size = a.members.len();
+    }
+
+    /// Makes room for `additional` more members in an audience.
+    pub fn reserve(&self, id: &str, additional: usize) {
+        if let Some(a) = self.inner.lock().unwrap().audiences.get_mut(id) {
+            a.members.reserve(additional);
+        }
     }
 
     /// Removes the members last added before `as_of` (all of them without a time).
@@ -257,7 +340,7 @@ impl Store {
         let mut inner = self.inner.lock().unwrap();
         if let Some(a) = inner.audiences.get_mut(id) {
             let cutoff = as_of.map(|t| t.timestamp_micros()).unwrap_or(i64::MAX);
-            a.members.retain(|_, (_, added)| *added >= cutoff);
+            a.members.retain_added_since(cutoff);
             a.size = a.members.len();
         }
     }
@@ -267,10 +350,10 @@ impl Store {
         let mut inner = self.inner.lock().unwrap();
         if let Some(a) = inner.audiences.get_mut(id) {
             let now = chrono::Utc::now().timestamp_micros();
-            a.members = members
-                .into_iter()
-                .map(|m| (digest(&m), (m, now)))
-                .collect();
+            a.members.clear();
+            for m in members {
+                a.members.insert(&m, MemberSet::hash(&m), now);
+            }
             a.size = a.members.len();
         }
     }
@@ -281,7 +364,7 @@ impl Store {
             .unwrap()
             .audiences
             .get(id)
-            .map(|a| a.members.values().map(|(m, _)| m.clone()).collect())
+            .map(|a| a.members.iter().map(str::to_string).collect())
             .unwrap_or_default()
     }
 }
