@@ -10,6 +10,7 @@ pub mod destinations;
 pub mod error;
 pub mod identity;
 pub mod job;
+pub mod json;
 pub mod members;
 pub mod report;
 pub mod run;

@@ -259,12 +259,9 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for Cell<'a> {
     }
 }
 
-/// Appends `v` as a JSON string: as it is when it needs no escaping (hashes never do; the test
-/// does not branch per byte), else escaped by `serde_json`.
+/// Appends `v` as a JSON string (see `crate::json`).
 pub fn push_json_str(out: &mut String, v: &str) {
-    if v.bytes()
-        .fold(true, |ok, b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\'))
-    {
+    if crate::json::is_plain(v) {
         out.push('"');
         out.push_str(v);
         out.push('"');

@@ -90,12 +90,12 @@ impl MemberEncoder {
             };
             if let Some(v) = value(c.email, row) {
                 id(out, b"{\"emailAddress\":");
-                push_json_string(out, v);
+                crate::json::push_string(out, v);
                 out.push(b'}');
             }
             if let Some(v) = value(c.phone, row) {
                 id(out, b"{\"phoneNumber\":");
-                push_json_string(out, v);
+                crate::json::push_string(out, v);
                 out.push(b'}');
             }
             if let Some(a) = c.address.filter(|a| a.iter().all(|c| c.is_valid(row))) {
@@ -104,9 +104,9 @@ impl MemberEncoder {
                     if i > 0 {
                         out.push(b',');
                     }
-                    push_json_string(out, name);
+                    crate::json::push_string(out, name);
                     out.push(b':');
-                    push_json_string(out, column.value(row));
+                    crate::json::push_string(out, column.value(row));
                 }
                 out.extend_from_slice(b"}}");
             }
@@ -120,23 +120,27 @@ impl MemberEncoder {
                     }
                 })
             };
-            let consent: Vec<(&str, &str)> = [
+            // The member's own consent, if its columns say anything.
+            let mut consent_open = false;
+            for (field, column) in [
                 ("adUserData", c.ad_user_data),
                 ("adPersonalization", c.ad_personalization),
-            ]
-            .into_iter()
-            .filter_map(|(field, column)| Some((field, status(column)?)))
-            .collect();
-            if !consent.is_empty() {
-                out.extend_from_slice(b",\"consent\":{");
-                for (i, (field, status)) in consent.into_iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    push_json_string(out, field);
-                    out.push(b':');
-                    push_json_string(out, status);
-                }
+            ] {
+                let Some(status) = status(column) else {
+                    continue;
+                };
+                let opening: &[u8] = if consent_open {
+                    b","
+                } else {
+                    b",\"consent\":{"
+                };
+                out.extend_from_slice(opening);
+                consent_open = true;
+                crate::json::push_string(out, field);
+                out.push(b':');
+                crate::json::push_string(out, status);
+            }
+            if consent_open {
                 out.push(b'}');
             }
             out.push(b'}');
@@ -181,21 +185,6 @@ impl Columns<'_> {
             || self
                 .address
                 .is_some_and(|a| a.iter().all(|c| c.is_valid(row)))
-    }
-}
-
-/// `v` as a JSON string; hashes and enum names need no escaping, and the test for it does not
-/// branch per byte.
-fn push_json_string(out: &mut Vec<u8>, v: &str) {
-    let plain = v
-        .bytes()
-        .fold(true, |ok, b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\'));
-    if plain {
-        out.push(b'"');
-        out.extend_from_slice(v.as_bytes());
-        out.push(b'"');
-    } else {
-        let _ = serde_json::to_writer(&mut *out, v);
     }
 }
 

@@ -61,7 +61,7 @@ impl PayloadSchema {
     pub fn upload_body(&self, batch: &RecordBatch, session: &str, token: &str) -> Vec<u8> {
         let mut out = Vec::with_capacity(batch.num_rows() * self.keys.len() * 70 + 256);
         out.extend_from_slice(b"{\"access_token\":");
-        push_json_string(&mut out, token);
+        crate::json::push_string(&mut out, token);
         out.extend_from_slice(b",\"session\":");
         out.extend_from_slice(session.as_bytes());
         out.extend_from_slice(b",\"payload\":");
@@ -76,7 +76,7 @@ impl PayloadSchema {
             if i > 0 {
                 s.push(b',');
             }
-            push_json_string(s, k);
+            crate::json::push_string(s, k);
         }
         s.extend_from_slice(b"],\"data\":[");
         let columns: Vec<_> = self
@@ -95,27 +95,12 @@ impl PayloadSchema {
                 }
                 // Unknown keys are sent as "".
                 let v = if c.is_valid(row) { c.value(row) } else { "" };
-                push_json_string(s, v);
+                crate::json::push_string(s, v);
             }
             s.push(b']');
         }
         // Individual keys, each normalized and hashed on its own.
         s.extend_from_slice(b"],\"is_raw\":true}");
-    }
-}
-
-/// `v` as a JSON string. Hashes need no escaping; the test for it is branch-free, so it runs
-/// over a 64-byte hash in a few instructions.
-fn push_json_string(s: &mut Vec<u8>, v: &str) {
-    let plain = v
-        .bytes()
-        .fold(true, |ok, b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\'));
-    if plain {
-        s.push(b'"');
-        s.extend_from_slice(v.as_bytes());
-        s.push(b'"');
-    } else {
-        let _ = serde_json::to_writer(&mut *s, v);
     }
 }
 
