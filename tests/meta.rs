@@ -136,10 +136,13 @@ fn remove_and_replace() {
     assert_eq!(code, 0, "{out}");
     assert!(f.audience("a").1.is_empty());
     // Replace swaps whatever is there for the segment.
-    f.sandbox
-        .state
-        .store
-        .apply(&id, None, true, vec![r#"{"EMAIL":"stale"}"#.into()], false);
+    f.sandbox.state.store.apply(
+        &id,
+        None,
+        true,
+        [r#"{"EMAIL":"stale"}"#.to_string()].into_iter().collect(),
+        false,
+    );
     let (code, out) = f.run(&f.job(&format!("audience_id = \"{id}\"\noperation = \"replace\"")));
     assert_eq!(code, 0, "{out}");
     assert_eq!(emails(&f.audience("a").1), f.exported_emails());

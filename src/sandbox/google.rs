@@ -4,6 +4,7 @@
 //! name past the per-minute request budget.
 
 use super::faults::Fault;
+use super::state::MemberBatch;
 use super::{AppState, Cell};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -301,7 +302,7 @@ const CANONICAL_FIELDS: [&str; 6] = [
 
 /// One audience member to its canonical form (`{"emailAddress":"…",…}`), or the field that is
 /// invalid.
-fn member<'a>(m: &'a MemberIn, encoding: &str) -> Result<String, &'static str> {
+fn member<'a>(m: &'a MemberIn, encoding: &str, out: &mut String) -> Result<(), &'static str> {
     let ids = m
         .user_data
         .as_ref()
@@ -343,21 +344,22 @@ fn member<'a>(m: &'a MemberIn, encoding: &str) -> Result<String, &'static str> {
             return Err("user_identifiers");
         }
     }
-    let mut out = String::with_capacity(400);
     out.push('{');
+    let mut first = true;
     for (name, value) in CANONICAL_FIELDS.iter().zip(&fields) {
         if let Some(v) = value {
-            if out.len() > 1 {
+            if !first {
                 out.push(',');
             }
+            first = false;
             out.push('"');
             out.push_str(name);
             out.push_str("\":");
-            super::push_json_str(&mut out, v);
+            super::push_json_str(out, v);
         }
     }
     out.push('}');
-    Ok(out)
+    Ok(())
 }
 
 /// `audienceMembers:ingest`, `:remove` and `:removeAll`.
@@ -371,7 +373,9 @@ pub async fn audience_members(
         Ok(f) => f,
         Err(r) => return r,
     };
-    let Ok(v) = serde_json::from_slice::<MembersRequest>(&body) else {
+    // Checked as UTF-8 once here, so the parser need not check every string it borrows.
+    let text = std::str::from_utf8(&body).unwrap_or_default();
+    let Ok(v) = serde_json::from_str::<MembersRequest>(text) else {
         return invalid("body", "not JSON");
     };
     let Some(destinations) = v.destinations.as_array().filter(|d| !d.is_empty()) else {
@@ -475,17 +479,21 @@ pub async fn audience_members(
             vec![],
         );
     }
-    let mut canonical = vec![];
+    let mut canonical = MemberBatch::with_capacity(members.len(), 400);
     let mut identifiers = 0u64;
     for (i, m) in members.iter().enumerate() {
-        match member(m, &encoding) {
-            Ok(c) => {
+        let mut outcome = Ok(());
+        canonical.push_with(|out| {
+            outcome = member(m, &encoding, out);
+            outcome.is_ok()
+        });
+        match outcome {
+            Ok(()) => {
                 identifiers += m
                     .user_data
                     .as_ref()
                     .and_then(|u| u.user_identifiers.as_ref())
                     .map_or(0, |ids| ids.len() as u64);
-                canonical.push(c);
             }
             Err(field) => {
                 app.store.with(|s| s.rejected += 1);

@@ -296,8 +296,13 @@ pub async fn users(
             ),
         );
     }
-    app.store
-        .apply(&id, None, method != Method::DELETE, members, false);
+    app.store.apply(
+        &id,
+        None,
+        method != Method::DELETE,
+        members.into_iter().collect(),
+        false,
+    );
     let response = axum::Json(
         json!({"request_status": "SUCCESS", "request_id": request_id(&app), "users": answers}),
     )

@@ -350,8 +350,13 @@ pub async fn create(State(app): State<AppState>, headers: HeaderMap, body: Bytes
         .unwrap()
         .insert(audience.id.clone(), calculate_type.to_string());
     for (path, members) in files {
-        app.store
-            .apply(&audience.id, Some((path, 0)), true, members, false);
+        app.store.apply(
+            &audience.id,
+            Some((path, 0)),
+            true,
+            members.into_iter().collect(),
+            false,
+        );
     }
     let response = envelope(&app, 0, "OK", json!({ "custom_audience_id": audience.id }));
     finish(&app, fault, response)
@@ -428,8 +433,13 @@ pub async fn update(State(app): State<AppState>, headers: HeaderMap, body: Bytes
     }
     for (i, (path, members)) in files.into_iter().enumerate() {
         let replace = action == "REPLACE" && i == 0;
-        app.store
-            .apply(id, Some((path, 0)), action != "REMOVE", members, replace);
+        app.store.apply(
+            id,
+            Some((path, 0)),
+            action != "REMOVE",
+            members.into_iter().collect(),
+            replace,
+        );
     }
     let response = envelope(&app, 0, "OK", json!({}));
     finish(&app, fault, response)
