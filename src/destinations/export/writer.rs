@@ -3,21 +3,30 @@
 //! Files go up as multipart uploads: S3 shows an object only when its upload completes, and the
 //! local store writes a hidden staging file that it renames on completion and removes when the
 //! writer is dropped. So a failed or killed run leaves no partial file under the final name.
+//!
+//! Parquet is encoded by the synchronous `ArrowWriter` into a buffer that is handed to the
+//! upload whole at each row group, without a copy (`BufWriter::put`). parquet's own
+//! `AsyncArrowWriter` regrows its buffer from nothing for every row group and copies it into
+//! the upload: a tenth of an export's CPU went to those copies and their page faults.
 
 use super::encoder;
 use crate::error::Result;
 use crate::job::ExportFormat;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
+use bytes::Bytes;
 use object_store::ObjectStore;
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
-use parquet::arrow::AsyncArrowWriter;
+use parquet::arrow::ArrowWriter;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 
 pub enum FileWriter {
-    Parquet(Box<AsyncArrowWriter<BufWriter>>),
+    Parquet {
+        writer: Box<ArrowWriter<Vec<u8>>>,
+        out: BufWriter,
+    },
     Text {
         out: BufWriter,
         format: ExportFormat,
@@ -35,11 +44,14 @@ impl FileWriter {
     ) -> Result<FileWriter> {
         let out = BufWriter::with_capacity(store, path, 16 * 1024 * 1024);
         Ok(match format {
-            ExportFormat::Parquet => FileWriter::Parquet(Box::new(AsyncArrowWriter::try_new(
+            ExportFormat::Parquet => FileWriter::Parquet {
+                writer: Box::new(ArrowWriter::try_new(
+                    Vec::new(),
+                    schema.clone(),
+                    Some(encoder::parquet_properties(&schema)),
+                )?),
                 out,
-                schema.clone(),
-                Some(encoder::parquet_properties(&schema)),
-            )?)),
+            },
             ExportFormat::Csv | ExportFormat::Ndjson => FileWriter::Text {
                 out,
                 format,
@@ -51,7 +63,13 @@ impl FileWriter {
 
     pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         match self {
-            FileWriter::Parquet(w) => w.write(batch).await?,
+            FileWriter::Parquet { writer, out } => {
+                let row_groups = writer.flushed_row_groups().len();
+                writer.write(batch)?;
+                if writer.flushed_row_groups().len() != row_groups {
+                    hand_over(writer, out).await?;
+                }
+            }
             FileWriter::Text {
                 out,
                 format,
@@ -71,8 +89,15 @@ impl FileWriter {
     /// Completes the upload: the file appears under its name.
     pub async fn commit(self) -> Result<()> {
         match self {
-            FileWriter::Parquet(w) => {
-                w.close().await?;
+            FileWriter::Parquet {
+                mut writer,
+                mut out,
+            } => {
+                writer.finish()?;
+                hand_over(&mut writer, &mut out).await?;
+                out.shutdown().await.map_err(|e| {
+                    crate::error::Error::transient(format!("completing export: {e}"))
+                })?;
             }
             FileWriter::Text { mut out, .. } => {
                 out.shutdown().await.map_err(|e| {
@@ -82,4 +107,17 @@ impl FileWriter {
         }
         Ok(())
     }
+}
+
+/// Hands the encoded row groups to the upload. The next row group's buffer gets the room this
+/// one needed up front, so it is not copied through a chain of reallocations as it grows.
+async fn hand_over(writer: &mut ArrowWriter<Vec<u8>>, out: &mut BufWriter) -> Result<()> {
+    let buffer = writer.inner_mut();
+    if buffer.is_empty() {
+        return Ok(());
+    }
+    let next = Vec::with_capacity(buffer.len() + buffer.len() / 8);
+    let full = std::mem::replace(buffer, next);
+    out.put(Bytes::from(full)).await?;
+    Ok(())
 }
