@@ -3,7 +3,9 @@
 //!   time vs. the interleaved SHA-NI lanes of `identity::sha256x`;
 //! - the whole identity transform of a batch (meta profile, the B1 columns);
 //! - phone + country alone: the uniform `(212) 555-NNNN` column of the B1 batch, and a mixed
-//!   one with the shapes, countries and shares `shared/bench/gen_data.py` writes.
+//!   one with the shapes, countries and shares `shared/bench/gen_data.py` writes;
+//! - dropping duplicates: the B1 audience's 5.2 million member keys through `Members::admit`
+//!   in batches of 8,192, against one hash set of them all.
 //!
 //! Run: `cargo bench --profile bench-release --bench kernels`.
 
@@ -216,6 +218,45 @@ fn main() {
         rows,
         || {
             identity::transform(&phone_plan, &mixed).unwrap();
+        },
+    );
+
+    // Duplicates: member keys are uniform 128-bit hashes.
+    let members = 5_200_000;
+    let mut rng = Rng(0x5eed);
+    let keys: Vec<u128> = (0..members)
+        .map(|_| (u128::from(rng.next()) << 64) | u128::from(rng.next()))
+        .collect();
+    let batches: Vec<(RecordBatch, Vec<u128>)> = keys
+        .chunks(8192)
+        .map(|k| {
+            let rows = arrow::array::UInt32Array::from_iter_values(0..k.len() as u32);
+            let batch = RecordBatch::try_from_iter([("row", Arc::new(rows) as ArrayRef)]);
+            (batch.unwrap(), k.to_vec())
+        })
+        .collect();
+    rate("one hash set of member keys (members)", members, || {
+        let mut seen: std::collections::HashSet<u128, foldhash::fast::RandomState> =
+            Default::default();
+        for k in &keys {
+            seen.insert(*k);
+        }
+        assert_eq!(seen.len(), members);
+    });
+    rate(
+        "Members::admit, batches of 8,192 (members)",
+        members,
+        || {
+            let mut seen = activator::members::Members::new();
+            for (batch, keys) in &batches {
+                let batch = identity::MemberBatch {
+                    batch: batch.clone(),
+                    keys: keys.clone(),
+                    tally: Default::default(),
+                };
+                seen.admit(batch).unwrap();
+            }
+            assert_eq!(seen.unique(), members as u64);
         },
     );
 }

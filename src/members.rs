@@ -25,12 +25,32 @@ impl Hasher for KeyHasher {
     }
 }
 
+/// Sets the keys are spread over, by their top bits. A batch's keys are inserted one set at a
+/// time, so each insert lands in a set small enough to stay in cache: one set of 5 million
+/// members spent most of its time waiting on memory.
+const PARTITIONS: usize = 256;
+
+fn partition(key: u128) -> usize {
+    (key >> 120) as usize
+}
+
+type KeySet = hashbrown::HashSet<u128, BuildHasherDefault<KeyHasher>>;
+
 /// Drops members seen before in the run and sums the counts.
-#[derive(Default)]
 pub struct Members {
-    seen: hashbrown::HashSet<u128, BuildHasherDefault<KeyHasher>>,
+    seen: Vec<KeySet>,
     pub tally: Tally,
     pub duplicates: u64,
+}
+
+impl Default for Members {
+    fn default() -> Members {
+        Members {
+            seen: (0..PARTITIONS).map(|_| KeySet::default()).collect(),
+            tally: Tally::default(),
+            duplicates: 0,
+        }
+    }
 }
 
 impl Members {
@@ -38,13 +58,33 @@ impl Members {
         Members::default()
     }
 
-    /// The members of `batch` not seen before, and their keys.
+    /// The members of `batch` not seen before, and their keys. Of a member that comes twice
+    /// in the batch, the first row is kept.
     pub fn admit(
         &mut self,
         batch: MemberBatch,
     ) -> Result<(RecordBatch, Vec<u128>), arrow::error::ArrowError> {
         self.tally.add(&batch.tally);
-        let keep: Vec<bool> = batch.keys.iter().map(|k| self.seen.insert(*k)).collect();
+        let keys = &batch.keys;
+        // The rows in partition order (a counting sort, stable, so first rows stay first).
+        let mut starts = [0usize; PARTITIONS + 1];
+        for k in keys {
+            starts[partition(*k) + 1] += 1;
+        }
+        for p in 0..PARTITIONS {
+            starts[p + 1] += starts[p];
+        }
+        let mut order = vec![0u32; keys.len()];
+        for (row, k) in keys.iter().enumerate() {
+            let slot = &mut starts[partition(*k)];
+            order[*slot] = row as u32;
+            *slot += 1;
+        }
+        let mut keep = vec![false; keys.len()];
+        for row in order {
+            let key = keys[row as usize];
+            keep[row as usize] = self.seen[partition(key)].insert(key);
+        }
         let dropped = keep.iter().filter(|k| !**k).count();
         if dropped == 0 {
             return Ok((batch.batch, batch.keys));
@@ -63,6 +103,52 @@ impl Members {
 
     /// Members sent: those admitted, less duplicates.
     pub fn unique(&self) -> u64 {
-        self.seen.len() as u64
+        self.seen.iter().map(|s| s.len() as u64).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, UInt32Array};
+    use std::sync::Arc;
+
+    fn batch(keys: &[u128]) -> MemberBatch {
+        let rows = UInt32Array::from_iter_values(0..keys.len() as u32);
+        MemberBatch {
+            batch: RecordBatch::try_from_iter([("row", Arc::new(rows) as _)]).unwrap(),
+            keys: keys.to_vec(),
+            tally: Tally::default(),
+        }
+    }
+
+    fn rows(batch: &RecordBatch) -> Vec<u32> {
+        let rows = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<UInt32Array>()
+            .unwrap();
+        (0..rows.len()).map(|i| rows.value(i)).collect()
+    }
+
+    #[test]
+    fn a_member_is_admitted_once_by_its_first_row_across_batches_and_partitions() {
+        let high = |p: u128, low: u128| (p << 120) | low;
+        let mut members = Members::new();
+        let (first, keys) = members
+            .admit(batch(&[high(7, 1), high(200, 1), high(7, 1), high(0, 5)]))
+            .unwrap();
+        assert_eq!(
+            rows(&first),
+            [0, 1, 3],
+            "the second row of a member is dropped"
+        );
+        assert_eq!(keys, [high(7, 1), high(200, 1), high(0, 5)]);
+        let (second, _) = members
+            .admit(batch(&[high(0, 5), high(200, 2), high(7, 1)]))
+            .unwrap();
+        assert_eq!(rows(&second), [1], "members of earlier batches are dropped");
+        assert_eq!(members.unique(), 4);
+        assert_eq!(members.duplicates, 3);
     }
 }
