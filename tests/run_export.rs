@@ -166,6 +166,49 @@ fn per_batch_csv_and_ndjson_exports_respect_the_row_limit() {
     }
 }
 
+/// An export given up (the run failed or was stopped) leaves nothing in the bucket: no file
+/// under its name, and no unfinished multipart upload, which S3 would keep, billed and absent
+/// from listings, until a lifecycle rule removed it.
+#[test]
+fn an_export_given_up_leaves_no_unfinished_upload_in_s3() {
+    use activator::destinations::export::writer::FileWriter;
+    use activator::job::ExportFormat;
+    use arrow::array::{RecordBatch, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use object_store::ObjectStoreExt;
+    use std::sync::Arc;
+
+    let moto = Moto::start();
+    moto.create_bucket("drop");
+    let store = moto.store("drop");
+    let path = object_store::path::Path::from("audiences/given-up.parquet");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let file = rt.block_on(async {
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "email_sha256",
+            DataType::Utf8,
+            false,
+        )]));
+        let mut file = FileWriter::create(
+            store.clone(),
+            path.clone(),
+            ExportFormat::Parquet,
+            schema.clone(),
+        )
+        .unwrap();
+        // 400,000 hashes: three row groups, 25 MB, past the 16 MB the writer buffers before it
+        // begins a multipart upload.
+        let hashes = StringArray::from_iter_values((0..400_000u32).map(|i| format!("{i:064x}")));
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(hashes)]).unwrap();
+        file.write(&batch).await.unwrap();
+        file
+    });
+    assert_eq!(moto.unfinished_uploads("drop"), 1, "the upload has begun");
+    rt.block_on(file.abort()).unwrap();
+    assert_eq!(moto.unfinished_uploads("drop"), 0);
+    assert!(rt.block_on(store.head(&path)).is_err(), "no file appears");
+}
+
 #[test]
 fn runs_against_s3_with_hive_partitions() {
     let moto = Moto::start();

@@ -213,6 +213,21 @@ server.stop()
             .unwrap();
         assert!(status.success(), "create bucket {bucket}");
     }
+
+    /// Multipart uploads begun in `bucket` and neither completed nor aborted.
+    pub fn unfinished_uploads(&self, bucket: &str) -> usize {
+        let out = Command::new(python())
+            .args([
+                "-c",
+                "import sys, boto3; c = boto3.client('s3', endpoint_url=sys.argv[1], aws_access_key_id='test', aws_secret_access_key='test', region_name='us-east-1'); print(len(c.list_multipart_uploads(Bucket=sys.argv[2]).get('Uploads', [])))",
+                &self.endpoint,
+                bucket,
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "list uploads in {bucket}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    }
 }
 
 impl Drop for Moto {

@@ -39,24 +39,32 @@ pub async fn run(
         ExportLayout::PerRun => {
             let path = folder.clone().join(format!("{stem}.{ext}"));
             let mut file = FileWriter::create(store.clone(), path.clone(), config.format, schema)?;
-            let mut open = false;
-            while let Some(batch) = members.next().await {
-                // On an error the writer is dropped un-committed: no file appears.
-                let batch = batch?;
-                file.write(&batch)
-                    .await
-                    .map_err(|e| e.context(format!("export to {}", config.url)))?;
-                report.rows += batch.num_rows() as u64;
-                for (piece, ends) in cutter.cut(&batch) {
-                    open |= piece.num_rows() > 0;
-                    if ends {
-                        report.batches += 1;
-                        open = false;
+            let written = async {
+                let mut open = false;
+                while let Some(batch) = members.next().await {
+                    let batch = batch?;
+                    file.write(&batch)
+                        .await
+                        .map_err(|e| e.context(format!("export to {}", config.url)))?;
+                    report.rows += batch.num_rows() as u64;
+                    for (piece, ends) in cutter.cut(&batch) {
+                        open |= piece.num_rows() > 0;
+                        if ends {
+                            report.batches += 1;
+                            open = false;
+                        }
                     }
                 }
+                if open {
+                    report.batches += 1;
+                }
+                Ok::<(), crate::error::Error>(())
             }
-            if open {
-                report.batches += 1;
+            .await;
+            if let Err(e) = written {
+                // No file appears; the upload begun is aborted.
+                file.abort().await.ok();
+                return Err(e);
             }
             file.commit()
                 .await
@@ -107,35 +115,45 @@ async fn write_parts(
 ) -> Result<()> {
     let ext = config.format.extension();
     let mut part: Option<FileWriter> = None;
-    while let Some(batch) = members.next().await {
-        let batch = batch?;
-        for (piece, ends) in cutter.cut(&batch) {
-            if piece.num_rows() > 0 {
-                if part.is_none() {
-                    let path = staging
-                        .clone()
-                        .join(format!("part-{:05}.{ext}", report.batches));
-                    part = Some(FileWriter::create(
-                        store.clone(),
-                        path,
-                        config.format,
-                        schema.clone(),
-                    )?);
+    let written = async {
+        while let Some(batch) = members.next().await {
+            let batch = batch?;
+            for (piece, ends) in cutter.cut(&batch) {
+                if piece.num_rows() > 0 {
+                    if part.is_none() {
+                        let path = staging
+                            .clone()
+                            .join(format!("part-{:05}.{ext}", report.batches));
+                        part = Some(FileWriter::create(
+                            store.clone(),
+                            path,
+                            config.format,
+                            schema.clone(),
+                        )?);
+                    }
+                    part.as_mut().expect("open part").write(&piece).await?;
+                    report.rows += piece.num_rows() as u64;
                 }
-                part.as_mut().expect("open part").write(&piece).await?;
-                report.rows += piece.num_rows() as u64;
-            }
-            if ends && let Some(file) = part.take() {
-                file.commit().await?;
-                report.batches += 1;
+                if ends && let Some(file) = part.take() {
+                    file.commit().await?;
+                    report.batches += 1;
+                }
             }
         }
+        if let Some(file) = part.take() {
+            file.commit().await?;
+            report.batches += 1;
+        }
+        Ok::<(), crate::error::Error>(())
     }
-    if let Some(file) = part.take() {
-        file.commit().await?;
-        report.batches += 1;
+    .await;
+    if written.is_err()
+        && let Some(file) = part.take()
+    {
+        // The caller removes the staging folder; the upload begun is aborted here.
+        file.abort().await.ok();
     }
-    Ok(())
+    written
 }
 
 async fn remove_prefix(store: &Arc<dyn ObjectStore>, prefix: &Path) -> Result<()> {

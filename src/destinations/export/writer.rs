@@ -86,6 +86,15 @@ impl FileWriter {
         Ok(())
     }
 
+    /// Gives the file up: nothing appears under its name, and an S3 multipart upload already
+    /// begun is aborted, not left in the bucket (billed, and invisible to listings) until a
+    /// lifecycle rule removes it.
+    pub async fn abort(self) -> Result<()> {
+        let (FileWriter::Parquet { mut out, .. } | FileWriter::Text { mut out, .. }) = self;
+        out.abort().await?;
+        Ok(())
+    }
+
     /// Completes the upload: the file appears under its name.
     pub async fn commit(self) -> Result<()> {
         match self {
