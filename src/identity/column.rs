@@ -120,13 +120,18 @@ struct Normalized {
 }
 
 impl Normalized {
-    fn value(&self, row: usize) -> &[u8] {
+    fn range(&self, row: usize) -> (usize, usize) {
         let start = if row == 0 {
             0
         } else {
             self.ends[row - 1] as usize
         };
-        &self.data[start..self.ends[row] as usize]
+        (start, self.ends[row] as usize)
+    }
+
+    fn value(&self, row: usize) -> &[u8] {
+        let (start, end) = self.range(row);
+        &self.data[start..end]
     }
 
     fn present(&self, row: usize) -> bool {
@@ -134,8 +139,53 @@ impl Normalized {
     }
 }
 
+/// Remembers, within one batch, what each distinct value of a column became, so a value that
+/// repeats is worked out once. Names, cities, countries and genders repeat: a CRM table of
+/// millions holds a few thousand first names. A column whose values are mostly distinct (e-mails,
+/// phones) turns it off after a sample, so it costs them almost nothing.
+struct Repeats<K> {
+    seen: hashbrown::HashMap<K, u32, foldhash::fast::FixedState>,
+    lookups: u32,
+    on: bool,
+}
+
+impl<K: std::hash::Hash + Eq> Repeats<K> {
+    /// Lookups before deciding whether the column repeats enough to keep remembering.
+    const SAMPLE: u32 = 512;
+
+    fn new() -> Self {
+        Repeats {
+            seen: hashbrown::HashMap::with_hasher(foldhash::fast::FixedState::with_seed(0x5eed)),
+            lookups: 0,
+            on: true,
+        }
+    }
+
+    /// The index stored with an earlier equal key; else remembers `index` for `key` and returns
+    /// `None`.
+    fn find_or_insert(&mut self, key: K, index: u32) -> Option<u32> {
+        if !self.on {
+            return None;
+        }
+        self.lookups += 1;
+        // Fewer than one repeat in four values: remembering costs more than it saves.
+        if self.lookups == Self::SAMPLE && self.seen.len() as u32 * 4 > Self::SAMPLE * 3 {
+            self.on = false;
+            self.seen = hashbrown::HashMap::default();
+            return None;
+        }
+        match self.seen.entry(key) {
+            hashbrown::hash_map::Entry::Occupied(e) => Some(*e.get()),
+            hashbrown::hash_map::Entry::Vacant(e) => {
+                e.insert(index);
+                None
+            }
+        }
+    }
+}
+
 /// Calls `f(row, value)` for each row of a string column of any Arrow string type.
-fn for_each_str(array: &dyn Array, mut f: impl FnMut(usize, Option<&str>)) {
+fn for_each_str<'a>(array: &'a dyn Array, mut f: impl FnMut(usize, Option<&'a str>)) {
     match array.data_type() {
         DataType::Utf8 => {
             let a = array.as_string::<i32>();
@@ -177,32 +227,45 @@ fn normalize_column(
     };
     let mut value = String::new();
     let mut invalid: BTreeMap<&'static str, u64> = BTreeMap::new();
+    // Only phones, states and zips read the row's region; for other kinds equal text is enough.
+    let by_region = matches!(input.kind, Kind::Phone | Kind::State | Kind::Zip);
+    let mut repeats = Repeats::new();
     for_each_str(array, |row, raw| {
         let outcome = match raw {
             None => Outcome::Missing,
             Some(raw) => {
-                let ctx = RowContext {
-                    region: regions.get(row).copied().flatten(),
-                };
-                normalize(
-                    plan.profile,
-                    input.kind,
-                    raw,
-                    input.hashed,
-                    ctx,
-                    scratch,
-                    &mut value,
-                )
+                let region = regions.get(row).copied().flatten();
+                let key = (raw, if by_region { region } else { None });
+                match repeats.find_or_insert(key, row as u32) {
+                    Some(earlier) => {
+                        let earlier = earlier as usize;
+                        let (start, end) = out.range(earlier);
+                        out.data.extend_from_within(start..end);
+                        out.outcome[earlier]
+                    }
+                    None => {
+                        let ctx = RowContext { region };
+                        let outcome = normalize(
+                            plan.profile,
+                            input.kind,
+                            raw,
+                            input.hashed,
+                            ctx,
+                            scratch,
+                            &mut value,
+                        );
+                        if matches!(outcome, Outcome::Valid | Outcome::PreHashed) {
+                            out.data.extend_from_slice(value.as_bytes());
+                        }
+                        outcome
+                    }
+                }
             }
         };
         match outcome {
-            Outcome::Valid => out.data.extend_from_slice(value.as_bytes()),
-            Outcome::PreHashed => {
-                tally.pre_hashed += 1;
-                out.data.extend_from_slice(value.as_bytes());
-            }
+            Outcome::PreHashed => tally.pre_hashed += 1,
             Outcome::Invalid(reason) => *invalid.entry(reason).or_default() += 1,
-            Outcome::Missing => {}
+            Outcome::Valid | Outcome::Missing => {}
         }
         out.ends.push(out.data.len() as u32);
         out.outcome.push(outcome);
@@ -233,6 +296,9 @@ fn output_column(
     let mut validity = Vec::with_capacity(members.len());
     // Values to hash, with where their digests go; hashed together once the layout is known.
     let mut to_hash: Vec<(usize, &[u8])> = Vec::new();
+    // A value hashed earlier in this column: its digest is copied, (to, from), once written.
+    let mut copies: Vec<(usize, usize)> = Vec::new();
+    let mut repeats = Repeats::new();
     for &row in members {
         let present = values.present(row);
         if present {
@@ -248,6 +314,8 @@ fn output_column(
                     data.resize(start + width, 0);
                     if values.outcome[row] == Outcome::PreHashed && field.part.is_none() {
                         hash::reencode_hex(part, encoding, &mut data[start..]);
+                    } else if let Some(earlier) = repeats.find_or_insert(part, start as u32) {
+                        copies.push((start, earlier as usize));
                     } else {
                         to_hash.push((start, part));
                     }
@@ -258,6 +326,9 @@ fn output_column(
         offsets.push(data.len() as i32);
     }
     hash::hash_many_into(&to_hash, encoding, &mut data);
+    for (to, from) in copies {
+        data.copy_within(from..from + width, to);
+    }
     let nulls = NullBuffer::from(validity);
     let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
     // SAFETY: every value is normalized text (valid UTF-8, as it came from a &str) or ASCII
@@ -493,5 +564,73 @@ mod tests {
         let country = out.batch.column(2).as_string::<i32>();
         assert_eq!(country.value(0), "US");
         assert_eq!(country.value(2), "US");
+    }
+
+    #[test]
+    fn repeated_values_are_worked_out_once_with_the_same_result() {
+        // Names repeat in every case and padding; phones repeat in two countries, where the
+        // same digits are valid in one and not the other; e-mails are all distinct.
+        let n = 3000;
+        let names = [" JOSÉ", "josé", "José\u{a0}", "1234", "O'Brien"];
+        let countries = ["GB", "US"];
+        let strings = |f: &dyn Fn(usize) -> String| -> ArrayRef {
+            Arc::new(StringArray::from((0..n).map(f).collect::<Vec<_>>()))
+        };
+        let batch = RecordBatch::try_from_iter([
+            ("email", strings(&|i| format!("p{i}@example.com"))),
+            ("phone", strings(&|_| "020 7946 0958".to_string())),
+            (
+                "first_name",
+                strings(&|i| names[i % names.len()].to_string()),
+            ),
+            ("country", strings(&|i| countries[(i / 5) % 2].to_string())),
+        ])
+        .unwrap();
+        let input = |kind, column: &str| InputColumn {
+            kind,
+            column: column.into(),
+            hashed: false,
+        };
+        let plan = IdentityPlan::new(
+            Profile::Meta,
+            vec![
+                input(Kind::Email, "email"),
+                input(Kind::Phone, "phone"),
+                input(Kind::FirstName, "first_name"),
+                input(Kind::Country, "country"),
+            ],
+            None,
+            vec![],
+        );
+        let out = transform(&plan, &batch).unwrap();
+        assert_eq!(out.batch.num_rows(), n, "every row has an e-mail");
+        let column = |name: &str| {
+            let i = out.batch.schema().index_of(name).unwrap();
+            out.batch.column(i).as_string::<i32>().clone()
+        };
+        let (email, phone, first) = (
+            column("email_sha256"),
+            column("phone_sha256"),
+            column("first_name_sha256"),
+        );
+        let hex = |v: &str| hash::hash_to_string(v, Encoding::Hex);
+        for row in 0..n {
+            assert_eq!(email.value(row), hex(&format!("p{row}@example.com")));
+            match names[row % names.len()] {
+                "1234" => assert!(first.is_null(row)),
+                "O'Brien" => assert_eq!(first.value(row), hex("obrien")),
+                _ => assert_eq!(first.value(row), hex("josé"), "row {row}"),
+            }
+            if countries[(row / 5) % 2] == "GB" {
+                assert_eq!(phone.value(row), hex("442079460958"), "row {row}");
+            } else {
+                assert!(phone.is_null(row), "a GB national number is no US phone");
+            }
+        }
+        assert_eq!(out.tally.invalid["first_name:no_letters"], (n / 5) as u64);
+        assert_eq!(
+            out.tally.invalid.values().sum::<u64>(),
+            (n / 5 + n / 2) as u64
+        );
     }
 }
