@@ -129,8 +129,21 @@ fn push_lowercase(s: &str, out: &mut String) {
         out[start..].make_ascii_lowercase();
     } else {
         for c in s.chars() {
-            out.extend(c.to_lowercase());
+            push_lower_char(c, out);
         }
+    }
+}
+
+/// Appends `c` in lower case, as `char::to_lowercase` does. ASCII and Latin-1 (most of the
+/// letters in a CRM's names and e-mails) by their rule, without a search of the Unicode table.
+#[inline]
+fn push_lower_char(c: char, out: &mut String) {
+    match c {
+        'A'..='Z' | '\u{C0}'..='\u{D6}' | '\u{D8}'..='\u{DE}' => {
+            out.push(char::from_u32(c as u32 + 0x20).unwrap_or(c))
+        }
+        '\0'..='\u{FF}' => out.push(c),
+        _ => out.extend(c.to_lowercase()),
     }
 }
 
@@ -141,14 +154,15 @@ fn email(profile: Profile, s: &str, out: &mut String) -> Result<(), &'static str
     let Some((local, domain)) = out.split_once('@') else {
         return Err("shape");
     };
-    let domain_ok = domain
-        .char_indices()
-        .any(|(i, c)| c == '.' && i > 0 && i + 1 < domain.len());
-    if local.is_empty()
-        || domain.contains('@')
-        || !domain_ok
-        || out.chars().any(char::is_whitespace)
-    {
+    // A `.` neither first nor last; bytes suffice, as no other character's UTF-8 holds one.
+    let d = domain.as_bytes();
+    let domain_ok = d.len() >= 3 && d[1..d.len() - 1].contains(&b'.');
+    let white_space = if out.is_ascii() {
+        out.bytes().any(|b| matches!(b, b' ' | b'\t'..=b'\r'))
+    } else {
+        out.chars().any(char::is_whitespace)
+    };
+    if local.is_empty() || domain.contains('@') || !domain_ok || white_space {
         return Err("shape");
     }
     let canonical_gmail = match profile {
@@ -189,7 +203,7 @@ fn name(profile: Profile, s: &str, out: &mut String) -> Result<(), &'static str>
                     c.general_category_group(),
                     GeneralCategoryGroup::Letter | GeneralCategoryGroup::Mark
                 ) {
-                    out.extend(c.to_lowercase());
+                    push_lower_char(c, out);
                 }
             }
         }
@@ -233,7 +247,7 @@ fn state(
     }
     for c in s.chars() {
         if c.is_alphabetic() {
-            out.extend(c.to_lowercase());
+            push_lower_char(c, out);
         }
     }
     if out.is_empty() {
@@ -285,7 +299,7 @@ fn zip(
                         out.push(c.to_ascii_lowercase());
                     }
                 } else if !c.is_whitespace() {
-                    out.extend(c.to_lowercase());
+                    push_lower_char(c, out);
                 }
             }
         }
@@ -352,4 +366,26 @@ fn mobile_ad_id(s: &str, out: &mut String) -> Result<(), &'static str> {
     out.push_str(s);
     out.make_ascii_lowercase();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lower_case_by_rule_is_unicode_lower_case() {
+        for c in (0..=0x2FFFF).filter_map(char::from_u32) {
+            let mut ours = String::new();
+            push_lower_char(c, &mut ours);
+            assert_eq!(
+                ours,
+                c.to_lowercase().collect::<String>(),
+                "U+{:04X}",
+                c as u32
+            );
+        }
+        let mut out = String::new();
+        push_lowercase("JOSÉ.Øvergaard+İ@GMAIL.com", &mut out);
+        assert_eq!(out, "josé.øvergaard+i\u{307}@gmail.com");
+    }
 }
