@@ -571,10 +571,22 @@ mod tests {
         // Names repeat in every case and padding; phones repeat in two countries, where the
         // same digits are valid in one and not the other; e-mails are all distinct.
         let n = 3000;
+        for view in [false, true] {
+            repeated_values_in(n, view);
+        }
+    }
+
+    fn repeated_values_in(n: usize, view: bool) {
         let names = [" JOSÉ", "josé", "José\u{a0}", "1234", "O'Brien"];
         let countries = ["GB", "US"];
+        // Views (what Parquet gives) or plain strings.
         let strings = |f: &dyn Fn(usize) -> String| -> ArrayRef {
-            Arc::new(StringArray::from((0..n).map(f).collect::<Vec<_>>()))
+            let values = (0..n).map(f).collect::<Vec<_>>();
+            if view {
+                Arc::new(StringViewArray::from(values))
+            } else {
+                Arc::new(StringArray::from(values))
+            }
         };
         let batch = RecordBatch::try_from_iter([
             ("email", strings(&|i| format!("p{i}@example.com"))),
