@@ -43,7 +43,7 @@ pub fn encode_digest(digest: &[u8; 32], encoding: Encoding, out: &mut [u8]) {
 /// Hashes many values, writing each encoded digest at its offset in `out`. Short values go
 /// through the interleaved SHA-NI kernel `LANES` at a time; the rest one by one through `sha2`.
 pub fn hash_many_into(values: &[(usize, &[u8])], encoding: Encoding, out: &mut [u8]) {
-    use super::sha256x::{LANES, MAX_ONE_BLOCK, available, digest_lanes};
+    use super::sha256x::{LANES, MAX_ONE_BLOCK, available, digest_lanes, hex_lanes};
     let width = encoded_len(encoding);
     if !available() {
         for (offset, v) in values {
@@ -63,9 +63,13 @@ pub fn hash_many_into(values: &[(usize, &[u8])], encoding: Encoding, out: &mut [
         lane_values[filled] = v;
         filled += 1;
         if filled == LANES {
-            let digests = digest_lanes(lane_values);
-            for (d, o) in digests.iter().zip(lane_offsets) {
-                encode_digest(d, encoding, &mut out[o..o + width]);
+            if encoding == Encoding::Hex {
+                hex_lanes(lane_values, out, lane_offsets);
+            } else {
+                let digests = digest_lanes(lane_values);
+                for (d, o) in digests.iter().zip(lane_offsets) {
+                    encode_digest(d, encoding, &mut out[o..o + width]);
+                }
             }
             filled = 0;
         }
