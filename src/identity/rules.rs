@@ -41,7 +41,10 @@ pub struct Scratch {
 /// Common cleaning: NFC, then trim Unicode white space (no-break space included) and the
 /// zero-width characters U+200B and U+FEFF. Returns the cleaned slice.
 pub fn clean<'a>(raw: &'a str, nfc: &'a mut String) -> &'a str {
-    let s = if raw.is_ascii()
+    // Characters below U+0300 (lead bytes below 0xCC: ASCII, Latin-1, Latin Extended-A and B)
+    // neither combine nor compose with what precedes them, so such text is NFC as it stands:
+    // the accents of European names need no table lookups.
+    let s = if raw.bytes().all(|b| b < 0xCC)
         || unicode_normalization::is_nfc_quick(raw.chars())
             == unicode_normalization::IsNormalized::Yes
     {
@@ -387,5 +390,28 @@ mod tests {
         let mut out = String::new();
         push_lowercase("JOSÉ.Øvergaard+İ@GMAIL.com", &mut out);
         assert_eq!(out, "josé.øvergaard+i\u{307}@gmail.com");
+    }
+
+    #[test]
+    fn text_below_u0300_is_nfc_as_it_stands() {
+        // None of these characters combines: every pair of them is its own NFC.
+        let below: Vec<char> = (0..0x300).filter_map(char::from_u32).collect();
+        let mut pair = String::new();
+        for &a in &below {
+            for &b in &below {
+                pair.clear();
+                pair.push(a);
+                pair.push(b);
+                assert!(
+                    pair.nfc().eq(pair.chars()),
+                    "U+{:04X} U+{:04X}",
+                    a as u32,
+                    b as u32
+                );
+            }
+        }
+        let mut nfc = String::new();
+        assert_eq!(clean("\u{a0}Jose\u{301} ", &mut nfc), "José");
+        assert_eq!(clean(" Chloé\u{a0}", &mut nfc), "Chloé");
     }
 }
