@@ -283,6 +283,7 @@ fn main() -> ExitCode {
                         latency_ms,
                         invalid_row_rate,
                         seed: 1,
+                        once: vec![],
                     },
                     meta: activator::sandbox::meta::MetaLimits {
                         calls_per_window: meta_calls_per_window,

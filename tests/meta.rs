@@ -5,7 +5,7 @@
 mod common;
 
 use activator::sandbox::SandboxConfig;
-use activator::sandbox::faults::FaultConfig;
+use activator::sandbox::faults::{FaultConfig, FaultName, TargetedFault};
 use common::SandboxFixture as Fixture;
 use common::*;
 use std::collections::BTreeSet;
@@ -155,6 +155,12 @@ fn with_errors_throttling_and_dropped_connections_every_member_arrives() {
         throttle_rate: 0.1,
         drop_rate: 0.1,
         seed: 7,
+        // The audience is created, and the answer saying so is lost.
+        once: vec![TargetedFault {
+            fault: FaultName::Drop,
+            method: Some("POST".into()),
+            path_ends_with: "/customaudiences".into(),
+        }],
         ..FaultConfig::default()
     });
     let (code, out) = f.run(&f.job("audience = \"flaky\"\nconcurrency = 3"));
@@ -167,7 +173,17 @@ fn with_errors_throttling_and_dropped_connections_every_member_arrives() {
         "{stats:?}"
     );
     assert!(out.contains("retries"), "{out}");
-    // Created once, though a create may have been applied and its answer lost.
+    // Created once, though the first create was applied and its answer lost.
+    assert!(
+        f.sandbox
+            .state
+            .faults
+            .config
+            .lock()
+            .unwrap()
+            .once
+            .is_empty()
+    );
     let store = &f.sandbox.state.store;
     assert_eq!(
         store.list().iter().filter(|a| a.platform == "meta").count(),

@@ -8,7 +8,7 @@ mod common;
 
 use activator::identity::{Encoding, hash::hash_to_string};
 use activator::sandbox::SandboxConfig;
-use activator::sandbox::faults::FaultConfig;
+use activator::sandbox::faults::{FaultConfig, FaultName, TargetedFault};
 use activator::sandbox::snap::SnapLimits;
 use common::SandboxFixture as Fixture;
 use std::collections::BTreeSet;
@@ -154,6 +154,12 @@ fn with_errors_throttling_and_dropped_connections_every_member_arrives() {
         throttle_rate: 0.1,
         drop_rate: 0.1,
         seed: 5,
+        // The segment is created, and the answer saying so is lost.
+        once: vec![TargetedFault {
+            fault: FaultName::Drop,
+            method: Some("POST".into()),
+            path_ends_with: "/segments".into(),
+        }],
         ..FaultConfig::default()
     });
     let job = f.snap_job(
@@ -163,6 +169,16 @@ fn with_errors_throttling_and_dropped_connections_every_member_arrives() {
     let (code, out) = f.run_job(&job, DAY2, ENV);
     assert_eq!(code, 0, "{out}");
     assert_eq!(f.segment("flaky"), f.expected(DAY2));
+    assert!(
+        f.sandbox
+            .state
+            .faults
+            .config
+            .lock()
+            .unwrap()
+            .once
+            .is_empty()
+    );
     assert_eq!(f.sandbox.state.store.list().len(), 1, "created once");
     let stats = f.sandbox.state.store.stats();
     assert!(

@@ -5,7 +5,7 @@
 
 mod common;
 
-use activator::sandbox::faults::FaultConfig;
+use activator::sandbox::faults::{FaultConfig, FaultName, TargetedFault};
 use common::SandboxFixture as Fixture;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -181,6 +181,12 @@ fn with_errors_throttling_and_dropped_connections_every_member_arrives_once() {
         throttle_rate: 0.1,
         drop_rate: 0.1,
         seed: 11,
+        // The audience is created, and the answer saying so is lost.
+        once: vec![TargetedFault {
+            fault: FaultName::Drop,
+            method: Some("POST".into()),
+            path_ends_with: "/custom_audience/create/".into(),
+        }],
         ..FaultConfig::default()
     });
     let job = f.tiktok_job(
@@ -195,7 +201,18 @@ fn with_errors_throttling_and_dropped_connections_every_member_arrives_once() {
         stats.injected_errors > 0 && stats.injected_throttles > 0 && stats.injected_drops > 0,
         "{stats:?}"
     );
-    // Created once although creates were retried; no file applied twice.
+    // Created once although the first create was applied and its answer lost; no file
+    // applied twice.
+    assert!(
+        f.sandbox
+            .state
+            .faults
+            .config
+            .lock()
+            .unwrap()
+            .once
+            .is_empty()
+    );
     assert_eq!(
         f.sandbox
             .state

@@ -1,6 +1,7 @@
 //! Fault injection shared by every emulated platform: transient errors, throttling, latency,
-//! dropped connections and invalid rows, set by flags for the whole sandbox or per request by
-//! the `X-Sandbox-Fault` header (`error`, `throttle`, `drop`, `slow`).
+//! dropped connections and invalid rows, set by flags for the whole sandbox, per request by
+//! the `X-Sandbox-Fault` header (`error`, `throttle`, `drop`, `slow`), or aimed once at the next
+//! request of a method and path (`FaultConfig::once`, which sets that header on its way in).
 //!
 //! A "dropped connection" is the nastiest case for a client: the platform applies the request,
 //! then the response never arrives. The sandbox applies the request and then aborts the
@@ -26,6 +27,42 @@ pub struct FaultConfig {
     pub invalid_row_rate: f64,
     /// Seed of the fault dice, so a test run is repeatable.
     pub seed: u64,
+    /// Faults aimed at particular requests, each spent on the first request it matches: how a
+    /// test loses the answer to one audience creation and nothing else.
+    pub once: Vec<TargetedFault>,
+}
+
+/// A fault for the next request of a method whose path ends a given way.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TargetedFault {
+    pub fault: FaultName,
+    /// `POST`, `GET`, ...; any method when absent.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// The end of the request's path: `/customaudiences`, `/userLists`.
+    pub path_ends_with: String,
+}
+
+/// The faults a request can ask for by name, as in the `X-Sandbox-Fault` header.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FaultName {
+    Error,
+    Throttle,
+    Drop,
+    Slow,
+}
+
+impl FaultName {
+    pub fn header(self) -> &'static str {
+        match self {
+            FaultName::Error => "error",
+            FaultName::Throttle => "throttle",
+            FaultName::Drop => "drop",
+            FaultName::Slow => "slow",
+        }
+    }
 }
 
 /// What to do to one request.
@@ -55,6 +92,18 @@ impl Faults {
     pub fn set(&self, config: FaultConfig) {
         *self.state.lock().unwrap() = config.seed.max(1);
         *self.config.lock().unwrap() = config;
+    }
+
+    /// The targeted fault this request meets, if any, as its header value; spent once taken.
+    pub fn take_targeted(&self, method: &str, path: &str) -> Option<&'static str> {
+        let mut config = self.config.lock().unwrap();
+        let i = config.once.iter().position(|t| {
+            t.method
+                .as_deref()
+                .is_none_or(|m| m.eq_ignore_ascii_case(method))
+                && path.ends_with(&t.path_ends_with)
+        })?;
+        Some(config.once.remove(i).fault.header())
     }
 
     /// A uniform number in [0, 1).
@@ -99,5 +148,41 @@ impl Faults {
     pub fn invalid_rows(&self) -> impl FnMut() -> bool + '_ {
         let rate = self.config.lock().unwrap().invalid_row_rate;
         move || rate > 0.0 && self.roll() < rate
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_targeted_fault_meets_the_first_matching_request_once() {
+        let faults = Faults::new(FaultConfig {
+            once: vec![TargetedFault {
+                fault: FaultName::Drop,
+                method: Some("POST".into()),
+                path_ends_with: "/customaudiences".into(),
+            }],
+            ..FaultConfig::default()
+        });
+        assert_eq!(
+            faults.take_targeted("GET", "/v25.0/act_1/customaudiences"),
+            None
+        );
+        assert_eq!(faults.take_targeted("POST", "/v25.0/123/users"), None);
+        assert_eq!(
+            faults.take_targeted("post", "/v25.0/act_1/customaudiences"),
+            Some("drop")
+        );
+        assert_eq!(
+            faults.take_targeted("POST", "/v25.0/act_1/customaudiences"),
+            None
+        );
+        let parsed: FaultConfig = serde_json::from_str(
+            r#"{"once": [{"fault": "throttle", "path_ends_with": "/userLists"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(parsed.once[0].fault, FaultName::Throttle);
+        assert_eq!(parsed.once[0].method, None);
     }
 }

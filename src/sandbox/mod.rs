@@ -7,7 +7,8 @@
 //! - `GET  /_sandbox/audiences` — every audience: id, platform, account, name, size
 //! - `GET  /_sandbox/audiences/{id}/members` — its members as JSON objects of identifiers
 //! - `GET  /_sandbox/stats` — requests, uploads, retries seen, sessions, faults injected
-//! - `POST /_sandbox/faults` — set the fault configuration (JSON `FaultConfig`)
+//! - `POST /_sandbox/faults` — set the fault configuration (JSON `FaultConfig`; its `once` list
+//!   aims a fault at the next request of a method and path)
 //! - `POST /_sandbox/reset` — forget everything
 //! - `POST|PUT|PATCH|DELETE /_sandbox/rest/{name}` — record a request; `GET` lists them
 
@@ -116,8 +117,31 @@ pub fn router(config: SandboxConfig) -> (Router, AppState) {
         // A full Meta request (10,000 rows of up to 15 keys) is several megabytes; axum's
         // default limit is 2 MB.
         .layer(axum::extract::DefaultBodyLimit::max(128 * 1024 * 1024))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            targeted_faults,
+        ))
         .with_state(app.clone());
     (router, app)
+}
+
+/// Marks a request a targeted fault aims at with the `X-Sandbox-Fault` header, so each
+/// platform's handler treats it as it treats the header.
+async fn targeted_faults(
+    State(app): State<AppState>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(fault) = app
+        .faults
+        .take_targeted(request.method().as_str(), request.uri().path())
+    {
+        request.headers_mut().insert(
+            "x-sandbox-fault",
+            axum::http::HeaderValue::from_static(fault),
+        );
+    }
+    next.run(request).await
 }
 
 async fn audiences(State(app): State<AppState>) -> Response {
