@@ -135,7 +135,26 @@ fn per_batch_csv_and_ndjson_exports_respect_the_row_limit() {
                 .unwrap();
         let members = report["members"].as_u64().unwrap();
         assert!(members > 200, "{}", text(&out));
-        let files = files_below(&out_dir);
+        let mut files = files_below(&out_dir);
+        // The parts, and the marker that says they are all there.
+        let marker = files
+            .iter()
+            .position(|f| f == "job-2026-11-25/_SUCCESS")
+            .expect("the folder is marked complete");
+        files.remove(marker);
+        let manifest: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out_dir.join("job-2026-11-25/_SUCCESS")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(manifest["rows"].as_u64(), Some(members));
+        assert_eq!(manifest["run_date"], "2026-11-25");
+        let listed: Vec<String> = manifest["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| format!("job-2026-11-25/{}", f.as_str().unwrap()))
+            .collect();
+        assert_eq!(listed, files);
         assert_eq!(files.len() as u64, members.div_ceil(100), "{files:?}");
         let mut lines = 0;
         for f in &files {
@@ -162,7 +181,9 @@ fn per_batch_csv_and_ndjson_exports_respect_the_row_limit() {
                 .arg(&job)
                 .args(["--date", "2026-11-25", "--quiet"]),
         );
-        assert_eq!(files_below(&out_dir), files);
+        let mut again = files_below(&out_dir);
+        again.retain(|f| !f.ends_with("_SUCCESS"));
+        assert_eq!(again, files);
     }
 }
 

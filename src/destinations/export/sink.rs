@@ -3,7 +3,9 @@
 //! `per_run` writes one file, `{job}-{date}.{ext}`, as a single upload that completes only when
 //! the run does. `per_batch` writes `part-NNNNN.{ext}` files into a staging folder and moves them
 //! into `{job}-{date}/` when every batch is written, replacing what an earlier run of the same
-//! date left there. Either way a rerun for the same date overwrites, never duplicates.
+//! date left there, then writes `_SUCCESS` (a manifest of the parts): readers that wait for it
+//! never see a folder half moved. Either way a rerun for the same date overwrites, never
+//! duplicates.
 
 use super::writer::FileWriter;
 use crate::batch;
@@ -17,6 +19,10 @@ use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use std::sync::Arc;
+
+/// The marker of a complete `per_batch` folder, as Hadoop and Spark write it (and skip when
+/// reading, with other `_` files): a JSON manifest of the run and its parts.
+pub const SUCCESS: &str = "_SUCCESS";
 
 pub async fn run(
     config: &Export,
@@ -90,14 +96,32 @@ pub async fn run(
                 return Err(e.context(format!("export to {}", config.url)));
             }
             let target = folder.clone().join(stem.as_str());
+            let marker = target.clone().join(SUCCESS);
+            // The marker goes first and comes back last: a folder without it is incomplete.
+            match store.delete(&marker).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
             remove_prefix(&store, &target).await?;
+            let mut files = vec![];
             for i in 0..report.batches {
                 let name = format!("part-{i:05}.{ext}");
                 let from = staging.clone().join(name.as_str());
                 let to = target.clone().join(name.as_str());
                 store.rename(&from, &to).await?;
                 report.outputs.push(display(&config.url, &folder, &to));
+                files.push(name);
             }
+            let manifest = serde_json::json!({
+                "job": run.job,
+                "run_date": run.run_date.to_string(),
+                "run_id": run.run_id,
+                "rows": report.rows,
+                "files": files,
+            });
+            store
+                .put(&marker, manifest.to_string().into_bytes().into())
+                .await?;
             remove_prefix(&store, &staging).await.ok();
         }
     }
