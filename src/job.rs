@@ -36,6 +36,8 @@ struct JobFile {
     destinations: Vec<DestinationFile>,
     /// Where sync state, checkpoints and run reports live (`s3://bucket/prefix` or a folder).
     state: Option<String>,
+    /// Days of finished runs' files kept in the state store (see `Job::state_keep_days`).
+    state_keep_days: Option<u32>,
     #[serde(default)]
     guards: GuardsFile,
 }
@@ -321,8 +323,15 @@ pub struct Job {
     pub destinations: Vec<Destination>,
     /// The state store's URL.
     pub state: Url,
+    /// After a successful run, the files of finished runs more than this many days before its
+    /// run date are deleted, as `activator prune` does: what the current syncs refer to, the
+    /// reports and unfinished dates stay. Default 7.
+    pub state_keep_days: u32,
     pub guards: Guards,
 }
+
+/// Days of old runs' files a job keeps when its file does not say.
+pub const DEFAULT_STATE_KEEP_DAYS: u32 = 7;
 
 impl Job {
     /// Reads, parses and checks a job file.
@@ -593,6 +602,7 @@ impl Job {
 
         Ok(Job {
             state,
+            state_keep_days: file.state_keep_days.unwrap_or(DEFAULT_STATE_KEEP_DAYS),
             guards,
             path: path.to_path_buf(),
             name,

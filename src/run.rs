@@ -752,6 +752,7 @@ async fn finish(
     if pending.is_some() {
         state.delete(&StateStore::pending_file(&date)).await?;
     }
+    prune_old_runs(job, state, &date).await;
     tracing::info!(
         job = %job.name,
         run_date = %date,
@@ -761,6 +762,31 @@ async fn finish(
         "run finished"
     );
     Ok(report)
+}
+
+/// Deletes the files of runs finished more than the job's `state_keep_days` before `date`, so
+/// the state store does not grow by a membership a night. The run has succeeded by now: a
+/// failure here is only a warning, and the next run or `activator prune` tries again.
+async fn prune_old_runs(job: &Job, state: &StateStore, date: &str) {
+    let Ok(run_date) = NaiveDate::parse_from_str(date, "%Y-%m-%d") else {
+        return;
+    };
+    let before = run_date - chrono::Duration::days(job.state_keep_days.into());
+    match state.prune(&before.to_string()).await {
+        Ok((0, _)) => {}
+        Ok((files, bytes)) => tracing::info!(
+            job = %job.name,
+            before = %before,
+            files,
+            bytes,
+            "deleted the files of runs finished before the kept days"
+        ),
+        Err(e) => tracing::warn!(
+            job = %job.name,
+            "could not delete old runs' files from the state store (activator prune will): {}",
+            e.message
+        ),
+    }
 }
 
 /// A spinner with counts on a terminal; a log line every 10 seconds elsewhere (AWS Batch logs).

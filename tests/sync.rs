@@ -154,6 +154,20 @@ batch = {{ max_rows = 100 }}
         emails.into_iter().zip(phones).collect()
     }
 
+    /// The run folders of a date that hold files (an object store has no empty folders).
+    fn run_folders(&self, date: &str) -> BTreeSet<String> {
+        let dir = Path::new(&self.state).join("sync/runs").join(date);
+        walk(&dir)
+            .iter()
+            .filter_map(|f| {
+                let mut parts = f.strip_prefix(&dir).ok()?.iter();
+                let folder = parts.next()?;
+                parts.next()?; // a file in a run folder, not the date's done.json
+                Some(folder.to_string_lossy().into_owned())
+            })
+            .collect()
+    }
+
     fn report(&self, date: &str) -> serde_json::Value {
         let dir = Path::new(&self.state).join(format!("sync/reports/{date}"));
         let files = files_below(&dir);
@@ -559,19 +573,7 @@ fn prune_deletes_old_runs_but_not_the_current_sync() {
         assert_eq!(code, 0, "{out}");
     }
     let runs = Path::new(&s.state).join("sync/runs");
-    // The run folders of a date that hold files (an object store has no empty folders).
-    let run_folders = |date: &str| -> BTreeSet<String> {
-        let dir = runs.join(date);
-        walk(&dir)
-            .iter()
-            .filter_map(|f| {
-                let mut parts = f.strip_prefix(&dir).ok()?.iter();
-                let folder = parts.next()?;
-                parts.next()?; // a file in a run folder, not the date's done.json
-                Some(folder.to_string_lossy().into_owned())
-            })
-            .collect()
-    };
+    let run_folders = |date: &str| s.run_folders(date);
     assert_eq!(run_folders("2026-11-23").len(), 1);
     assert_eq!(run_folders(DAY1).len(), 1);
     let job_arg = job.display().to_string();
@@ -610,4 +612,29 @@ fn prune_deletes_old_runs_but_not_the_current_sync() {
         day1.difference(&day2).count() as u64,
         "{meta}"
     );
+}
+
+/// A run deletes, once it has succeeded, the files of runs finished more than the job's
+/// `state_keep_days` before its date, as `prune` would; runs within them stay.
+#[test]
+fn a_run_prunes_runs_older_than_the_kept_days() {
+    let s = Sync::new(FaultConfig::default());
+    let kept = s.job("mirror", 100, "");
+    let text = std::fs::read_to_string(&kept).unwrap();
+    // A top-level key, so before the first table.
+    std::fs::write(&kept, format!("state_keep_days = 1\n{text}")).unwrap();
+    for date in ["2026-11-23", DAY1] {
+        let (code, out) = s.run(&kept, date, &[]);
+        assert_eq!(code, 0, "{out}");
+    }
+    assert_eq!(s.run_folders("2026-11-23").len(), 1, "one day before: kept");
+    let (code, out) = s.run(&kept, DAY2, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        s.run_folders("2026-11-23").is_empty(),
+        "two days before: gone"
+    );
+    assert_eq!(s.run_folders(DAY1).len(), 1, "one day before: kept");
+    assert!(Path::new(&s.state).join("sync/reports/2026-11-23").exists());
+    assert_eq!(s.audience(), s.segment(DAY2));
 }
