@@ -165,20 +165,15 @@ fn main() {
         ),
     ])
     .unwrap();
-    let input = |kind, c: &str| InputColumn {
-        kind,
-        column: c.into(),
-        hashed: false,
-    };
     let plan = IdentityPlan::new(
         Profile::Meta,
         vec![
-            input(Kind::Email, "email"),
-            input(Kind::Phone, "phone"),
-            input(Kind::FirstName, "first_name"),
-            input(Kind::LastName, "last_name"),
-            input(Kind::Zip, "zip"),
-            input(Kind::Country, "country"),
+            InputColumn::new(Kind::Email, "email"),
+            InputColumn::new(Kind::Phone, "phone"),
+            InputColumn::new(Kind::FirstName, "first_name"),
+            InputColumn::new(Kind::LastName, "last_name"),
+            InputColumn::new(Kind::Zip, "zip"),
+            InputColumn::new(Kind::Country, "country"),
         ],
         None,
         vec![],
@@ -189,7 +184,10 @@ fn main() {
     let phones = batch.project(&[1, 5]).unwrap();
     let phone_plan = IdentityPlan::new(
         Profile::Meta,
-        vec![input(Kind::Phone, "phone"), input(Kind::Country, "country")],
+        vec![
+            InputColumn::new(Kind::Phone, "phone"),
+            InputColumn::new(Kind::Country, "country"),
+        ],
         None,
         vec![],
     );

@@ -3,7 +3,7 @@
 
 mod common;
 
-use activator::sandbox::faults::{FaultConfig, FaultName, TargetedFault};
+use activator::sandbox::faults::FaultConfig;
 use common::SandboxFixture as Fixture;
 use common::*;
 use std::collections::BTreeSet;
@@ -131,11 +131,7 @@ fn with_faults_every_member_arrives() {
         drop_rate: 0.1,
         seed: 3,
         // The user list is created, and the answer saying so is lost.
-        once: vec![TargetedFault {
-            fault: FaultName::Drop,
-            method: Some("POST".into()),
-            path_ends_with: "/userLists".into(),
-        }],
+        once: create_answer_lost("/userLists"),
         ..Default::default()
     });
     let (code, out) = f.run(100, "user_list = \"flaky\"\nconcurrency = 3");
@@ -144,16 +140,7 @@ fn with_faults_every_member_arrives() {
     let stats = f.sandbox.state.store.stats();
     assert!(stats.injected_errors + stats.injected_throttles + stats.injected_drops > 0);
     // Created once, though the first create was applied and its answer lost.
-    assert!(
-        f.sandbox
-            .state
-            .faults
-            .config
-            .lock()
-            .unwrap()
-            .once
-            .is_empty()
-    );
+    assert!(f.targeted_faults_spent());
     let store = &f.sandbox.state.store;
     assert_eq!(
         store

@@ -5,7 +5,7 @@
 mod common;
 
 use activator::sandbox::SandboxConfig;
-use activator::sandbox::faults::{FaultConfig, FaultName, TargetedFault};
+use activator::sandbox::faults::FaultConfig;
 use common::SandboxFixture as Fixture;
 use common::*;
 use std::collections::BTreeSet;
@@ -156,11 +156,7 @@ fn with_errors_throttling_and_dropped_connections_every_member_arrives() {
         drop_rate: 0.1,
         seed: 7,
         // The audience is created, and the answer saying so is lost.
-        once: vec![TargetedFault {
-            fault: FaultName::Drop,
-            method: Some("POST".into()),
-            path_ends_with: "/customaudiences".into(),
-        }],
+        once: create_answer_lost("/customaudiences"),
         ..FaultConfig::default()
     });
     let (code, out) = f.run(&f.job("audience = \"flaky\"\nconcurrency = 3"));
@@ -174,16 +170,7 @@ fn with_errors_throttling_and_dropped_connections_every_member_arrives() {
     );
     assert!(out.contains("retries"), "{out}");
     // Created once, though the first create was applied and its answer lost.
-    assert!(
-        f.sandbox
-            .state
-            .faults
-            .config
-            .lock()
-            .unwrap()
-            .once
-            .is_empty()
-    );
+    assert!(f.targeted_faults_spent());
     let store = &f.sandbox.state.store;
     assert_eq!(
         store.list().iter().filter(|a| a.platform == "meta").count(),

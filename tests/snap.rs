@@ -8,9 +8,10 @@ mod common;
 
 use activator::identity::{Encoding, hash::hash_to_string};
 use activator::sandbox::SandboxConfig;
-use activator::sandbox::faults::{FaultConfig, FaultName, TargetedFault};
+use activator::sandbox::faults::FaultConfig;
 use activator::sandbox::snap::SnapLimits;
 use common::SandboxFixture as Fixture;
+use common::create_answer_lost;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
@@ -155,11 +156,7 @@ fn with_errors_throttling_and_dropped_connections_every_member_arrives() {
         drop_rate: 0.1,
         seed: 5,
         // The segment is created, and the answer saying so is lost.
-        once: vec![TargetedFault {
-            fault: FaultName::Drop,
-            method: Some("POST".into()),
-            path_ends_with: "/segments".into(),
-        }],
+        once: create_answer_lost("/segments"),
         ..FaultConfig::default()
     });
     let job = f.snap_job(
@@ -169,16 +166,7 @@ fn with_errors_throttling_and_dropped_connections_every_member_arrives() {
     let (code, out) = f.run_job(&job, DAY2, ENV);
     assert_eq!(code, 0, "{out}");
     assert_eq!(f.segment("flaky"), f.expected(DAY2));
-    assert!(
-        f.sandbox
-            .state
-            .faults
-            .config
-            .lock()
-            .unwrap()
-            .once
-            .is_empty()
-    );
+    assert!(f.targeted_faults_spent());
     assert_eq!(f.sandbox.state.store.list().len(), 1, "created once");
     let stats = f.sandbox.state.store.stats();
     assert!(

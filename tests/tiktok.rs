@@ -5,8 +5,9 @@
 
 mod common;
 
-use activator::sandbox::faults::{FaultConfig, FaultName, TargetedFault};
+use activator::sandbox::faults::FaultConfig;
 use common::SandboxFixture as Fixture;
+use common::create_answer_lost;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
@@ -182,11 +183,7 @@ fn with_errors_throttling_and_dropped_connections_every_member_arrives_once() {
         drop_rate: 0.1,
         seed: 11,
         // The audience is created, and the answer saying so is lost.
-        once: vec![TargetedFault {
-            fault: FaultName::Drop,
-            method: Some("POST".into()),
-            path_ends_with: "/custom_audience/create/".into(),
-        }],
+        once: create_answer_lost("/custom_audience/create/"),
         ..FaultConfig::default()
     });
     let job = f.tiktok_job(
@@ -203,16 +200,7 @@ fn with_errors_throttling_and_dropped_connections_every_member_arrives_once() {
     );
     // Created once although the first create was applied and its answer lost; no file
     // applied twice.
-    assert!(
-        f.sandbox
-            .state
-            .faults
-            .config
-            .lock()
-            .unwrap()
-            .once
-            .is_empty()
-    );
+    assert!(f.targeted_faults_spent());
     assert_eq!(
         f.sandbox
             .state

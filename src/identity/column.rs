@@ -26,6 +26,17 @@ pub struct InputColumn {
     pub hashed: bool,
 }
 
+impl InputColumn {
+    /// A column of raw values (not hashed already).
+    pub fn new(kind: Kind, column: &str) -> InputColumn {
+        InputColumn {
+            kind,
+            column: column.into(),
+            hashed: false,
+        }
+    }
+}
+
 /// What to do with a segment's result, worked out once per run.
 #[derive(Clone, Debug)]
 pub struct IdentityPlan {
@@ -470,17 +481,12 @@ mod tests {
     use arrow::array::{StringArray, StringViewArray};
 
     fn plan(profile: Profile) -> IdentityPlan {
-        let input = |kind, column: &str| InputColumn {
-            kind,
-            column: column.into(),
-            hashed: false,
-        };
         IdentityPlan::new(
             profile,
             vec![
-                input(Kind::Email, "email"),
-                input(Kind::Phone, "phone"),
-                input(Kind::Country, "country"),
+                InputColumn::new(Kind::Email, "email"),
+                InputColumn::new(Kind::Phone, "phone"),
+                InputColumn::new(Kind::Country, "country"),
             ],
             None,
             vec![],
@@ -598,18 +604,13 @@ mod tests {
             ("country", strings(&|i| countries[(i / 5) % 2].to_string())),
         ])
         .unwrap();
-        let input = |kind, column: &str| InputColumn {
-            kind,
-            column: column.into(),
-            hashed: false,
-        };
         let plan = IdentityPlan::new(
             Profile::Meta,
             vec![
-                input(Kind::Email, "email"),
-                input(Kind::Phone, "phone"),
-                input(Kind::FirstName, "first_name"),
-                input(Kind::Country, "country"),
+                InputColumn::new(Kind::Email, "email"),
+                InputColumn::new(Kind::Phone, "phone"),
+                InputColumn::new(Kind::FirstName, "first_name"),
+                InputColumn::new(Kind::Country, "country"),
             ],
             None,
             vec![],

@@ -346,6 +346,28 @@ impl SandboxFixture {
             ..Default::default()
         })
     }
+
+    /// Whether every fault aimed at a particular request (`FaultConfig::once`) has been met.
+    pub fn targeted_faults_spent(&self) -> bool {
+        self.sandbox
+            .state
+            .faults
+            .config
+            .lock()
+            .unwrap()
+            .once
+            .is_empty()
+    }
+}
+
+/// Faults that let the next `POST` to a path ending in `path_ends_with` (an audience creation)
+/// be applied and then drop its answer.
+pub fn create_answer_lost(path_ends_with: &str) -> Vec<activator::sandbox::faults::TargetedFault> {
+    vec![activator::sandbox::faults::TargetedFault {
+        fault: activator::sandbox::faults::FaultName::Drop,
+        method: Some("POST".into()),
+        path_ends_with: path_ends_with.into(),
+    }]
 }
 
 /// Jobs over generated CRM data for the platform tests (TikTok, Snap, REST).
