@@ -274,6 +274,16 @@ impl Destination {
         }
     }
 
+    /// For platforms that match each identifier on its own (TikTok, Snap), where an identifier
+    /// in the audience may stand for several members: the kinds they are sent.
+    pub fn single_key_kinds(&self) -> Option<Vec<crate::destinations::ids::IdKind>> {
+        match self {
+            Destination::TikTok(t) => Some(vec![t.calculate_type.id_kind()]),
+            Destination::Snap(_) => Some(crate::destinations::ids::IdKind::ALL.to_vec()),
+            _ => None,
+        }
+    }
+
     /// Batch limits, to plan requests.
     pub fn batch_limits(&self) -> BatchLimits {
         match self {

@@ -116,6 +116,13 @@ impl RunReport {
                     }
                 );
             }
+            if d.identifiers_kept > 0 {
+                let _ = writeln!(
+                    s,
+                    "    {} identifiers of members who left were kept: members still in the segment have them",
+                    d.identifiers_kept
+                );
+            }
             if d.platform_invalid > 0 {
                 let _ = writeln!(
                     s,

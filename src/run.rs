@@ -612,6 +612,7 @@ async fn send(
         ],
     };
     if !checkpoint.is_committed().await {
+        let mut kept_identifiers = None;
         for (op, file, rows) in steps {
             if rows == 0 && op != Op::Replace {
                 continue;
@@ -626,13 +627,25 @@ async fn send(
             }
             let local = state.fetch(file, work.path()).await?;
             let schema = membership::member_schema(&local)?;
-            let members = file_stream(local);
+            let mut members = file_stream(local);
+            if let Some(kinds) = destination.single_key_kinds()
+                && op == Op::Remove
+                && pd.mode == SyncMode::Mirror
+            {
+                let current = state.fetch(&pending.members_file, work.path()).await?;
+                let (stripped, kept) = without_held_identifiers(kinds, current, members).await?;
+                members = stripped;
+                kept_identifiers = Some(kept);
+            }
             let delivery = Delivery {
                 op,
                 checkpoint: checkpoint.clone(),
                 members: Some(rows),
             };
             let r = destinations::deliver(destination, info, schema, members, &delivery).await?;
+            if let Some(kept) = kept_identifiers.take() {
+                report.identifiers_kept = kept.load(std::sync::atomic::Ordering::Relaxed);
+            }
             report.batches += r.batches;
             report.rows += r.rows;
             report.requests += r.requests;
@@ -698,6 +711,46 @@ fn file_stream(path: PathBuf) -> BoxStream<'static, Result<RecordBatch>> {
         }
     });
     rx.boxed()
+}
+
+/// The members to remove, less the identifiers that members of the current membership file
+/// hold (`ids::HeldIdentifiers`), for platforms that match each identifier on its own; and a
+/// count of the identifiers kept, complete once the stream has ended. The filter depends on the
+/// run's files only, so a resumed run cuts the same batches.
+async fn without_held_identifiers(
+    kinds: Vec<destinations::ids::IdKind>,
+    current: PathBuf,
+    removes: BoxStream<'static, Result<RecordBatch>>,
+) -> Result<(
+    BoxStream<'static, Result<RecordBatch>>,
+    Arc<std::sync::atomic::AtomicU64>,
+)> {
+    let held = tokio::task::spawn_blocking(move || {
+        let mut held = destinations::ids::HeldIdentifiers::new(kinds);
+        for batch in membership::member_batches(&current)? {
+            held.hold(&batch?);
+        }
+        Ok::<_, Error>(held)
+    })
+    .await
+    .map_err(|e| Error::internal(format!("reading the current members stopped: {e}")))??;
+    tracing::debug!(identifiers = held.len(), "identifiers current members hold");
+    let kept = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = kept.clone();
+    let stripped = removes
+        .filter_map(move |batch| {
+            let out = batch.and_then(|b| held.strip(&b)).map(|(b, n)| {
+                count.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                b
+            });
+            // A batch whose identifiers are all held leaves nothing to send.
+            futures::future::ready(match out {
+                Ok(b) if b.num_rows() == 0 => None,
+                other => Some(other),
+            })
+        })
+        .boxed();
+    Ok((stripped, kept))
 }
 
 /// Writes the report and the date's done marker, clears the pending run.

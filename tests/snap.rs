@@ -149,6 +149,70 @@ fn mirror_over_two_runs_leaves_exactly_the_second_segment() {
 }
 
 #[test]
+fn a_mirror_keeps_the_identifiers_that_members_who_stayed_share_with_those_who_left() {
+    let f = Fixture::with_faults(FaultConfig::default());
+    let job = f.shared_identifiers_job(&format!(
+        r#"type = "snap"
+ad_account_id = "{ACCOUNT}"
+access_token = "env:SNAP_ACCESS_TOKEN"
+base_url = "{url}"
+audience = "household"
+sync = "mirror""#,
+        url = f.sandbox.url
+    ));
+    let state = f.state_env();
+    let env = [ENV[0], ("ACTIVATOR_STATE", state.as_str())];
+    let ids = |emails: &[&str], phones: &[&str]| -> Ids {
+        let email = |e: &&str| ("EMAIL_SHA256".to_string(), hash_to_string(e, Encoding::Hex));
+        let phone = |p: &&str| {
+            let p = format!("141555501{p}");
+            (
+                "PHONE_SHA256".to_string(),
+                hash_to_string(&p, Encoding::Hex),
+            )
+        };
+        emails
+            .iter()
+            .map(email)
+            .chain(phones.iter().map(phone))
+            .collect()
+    };
+    let (code, out) = f.run_job(&job, DAY1, &env);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        f.segment("household"),
+        ids(
+            &[
+                "stays@example.com",
+                "leaves@example.com",
+                "moves@example.com",
+                "shared@example.com"
+            ],
+            &["01", "02", "04", "05"]
+        )
+    );
+    let (code, out) = f.run_job(&job, DAY2, &env);
+    assert_eq!(code, 0, "{out}");
+    // leaves@ took its e-mail out but not the phone stays@ has; moves@ took its old phone out;
+    // shared@ stays with the phone it kept.
+    assert_eq!(
+        f.segment("household"),
+        ids(
+            &[
+                "stays@example.com",
+                "moves@example.com",
+                "shared@example.com"
+            ],
+            &["01", "03", "04"]
+        )
+    );
+    assert!(
+        out.contains("3 identifiers of members who left were kept"),
+        "…0101, moves@ and shared@: {out}"
+    );
+}
+
+#[test]
 fn with_errors_throttling_and_dropped_connections_every_member_arrives() {
     let f = Fixture::with_faults(FaultConfig {
         error_rate: 0.1,

@@ -5,7 +5,10 @@
 
 mod common;
 
+use activator::identity::{Encoding, hash::hash_to_string};
+use activator::sandbox::SandboxConfig;
 use activator::sandbox::faults::FaultConfig;
+use activator::sandbox::tiktok::TikTokLimits;
 use common::SandboxFixture as Fixture;
 use common::create_answer_lost;
 use std::collections::BTreeSet;
@@ -173,6 +176,52 @@ fn mirror_over_two_runs_leaves_exactly_the_second_segment() {
     assert!(day1.difference(&day2).count() > 0 && day2.difference(&day1).count() > 0);
     assert_eq!(f.audience_emails("m"), day2);
     assert!(out.contains("removed"), "{out}");
+}
+
+#[test]
+fn a_mirror_keeps_an_e_mail_that_a_member_who_stayed_shares_with_one_who_left() {
+    // An audience of a handful: the sandbox's TikTok takes one below its 1,000 floor here.
+    let f = Fixture::new(SandboxConfig {
+        tiktok: TikTokLimits {
+            min_audience_size: 0,
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    let job = f.shared_identifiers_job(&format!(
+        r#"type = "tiktok"
+advertiser_id = "7000000001"
+access_token = "env:TIKTOK_ACCESS_TOKEN"
+base_url = "{url}"
+audience = "household"
+sync = "mirror""#,
+        url = f.sandbox.url
+    ));
+    let state = f.state_env();
+    let env = [ENV[0], ("ACTIVATOR_STATE", state.as_str())];
+    let emails = |names: &[&str]| -> BTreeSet<String> {
+        names
+            .iter()
+            .map(|n| hash_to_string(&format!("{n}@example.com"), Encoding::Hex))
+            .collect()
+    };
+    let (code, out) = f.run_job(&job, DAY1, &env);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        f.audience_emails("household"),
+        emails(&["stays", "leaves", "moves", "shared"])
+    );
+    let (code, out) = f.run_job(&job, DAY2, &env);
+    assert_eq!(code, 0, "{out}");
+    // shared@ with …0105 left, shared@ with …0104 stayed: the e-mail stays.
+    assert_eq!(
+        f.audience_emails("household"),
+        emails(&["stays", "moves", "shared"])
+    );
+    assert!(
+        out.contains("2 identifiers of members who left were kept"),
+        "moves@ and shared@: {out}"
+    );
 }
 
 #[test]

@@ -98,6 +98,9 @@ pub struct SinkReport {
     pub platform_invalid: u64,
     /// A few of the platform's invalid-entry samples, masked.
     pub platform_invalid_samples: Vec<String>,
+    /// Identifiers of members who left that were not removed, because a member still in the
+    /// segment has them (platforms that match each identifier on its own).
+    pub identifiers_kept: u64,
 }
 
 /// Drives one destination over the member stream until it ends; an `Err` item means the run

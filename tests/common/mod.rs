@@ -418,6 +418,51 @@ url = "{out}"
         path
     }
 
+    /// A job whose segment is a fixed list of (e-mail, phone) members per date, in which members
+    /// share identifiers, sent to the destination `destination` describes. On 2026-11-24:
+    /// stays@ and leaves@ share the phone …0101, moves@ has …0102, and shared@ comes with
+    /// …0104 and with …0105. On 2026-11-25: stays@ with …0101, moves@ with a new phone …0103,
+    /// shared@ with …0104 only (three of five members gone: the removal guard is opened).
+    pub fn shared_identifiers_job(&self, destination: &str) -> PathBuf {
+        let data = generated_data(5_000, 3);
+        let sql = self.dir.path().join("shared.sql");
+        std::fs::write(
+            &sql,
+            "SELECT email, phone FROM (VALUES\n\
+             ('2026-11-24', 'stays@example.com', '+14155550101'),\n\
+             ('2026-11-24', 'leaves@example.com', '+14155550101'),\n\
+             ('2026-11-24', 'moves@example.com', '+14155550102'),\n\
+             ('2026-11-24', 'shared@example.com', '+14155550104'),\n\
+             ('2026-11-24', 'shared@example.com', '+14155550105'),\n\
+             ('2026-11-25', 'stays@example.com', '+14155550101'),\n\
+             ('2026-11-25', 'moves@example.com', '+14155550103'),\n\
+             ('2026-11-25', 'shared@example.com', '+14155550104')\n\
+             ) AS t(day, email, phone) WHERE day = '{{ run_date }}'\n",
+        )
+        .unwrap();
+        let job = format!(
+            r#"segment = "{sql}"
+profile = "meta"
+[[tables]]
+name = "customers"
+url = "{data}/customers"
+partitions = ["dt"]
+[identifiers]
+email = "email"
+phone = "phone"
+[guards]
+max_removal_share = 1.0
+[[destinations]]
+{destination}
+"#,
+            sql = sql.display(),
+            data = data.display(),
+        );
+        let path = self.dir.path().join("shared.toml");
+        std::fs::write(&path, job).unwrap();
+        path
+    }
+
     /// `ACTIVATOR_STATE` for runs that share the fixture's state folder (mirror runs).
     pub fn state_env(&self) -> String {
         self.dir.path().join("state").display().to_string()
