@@ -220,6 +220,13 @@ async fn read_and_diff(
 ) -> Result<(RunReport, Option<Pending>)> {
     let started = Instant::now();
     let date = run_date.to_string();
+    if job
+        .identifiers
+        .iter()
+        .any(|c| c.kind == identity::Kind::Phone && !c.hashed)
+    {
+        std::thread::spawn(identity::phone::warm_up);
+    }
     let ctx = segment::context(job).await?;
     let sql = segment::render(job, run_date)?;
     let df = segment::plan(&ctx, job, &sql).await?;

@@ -303,6 +303,13 @@ struct FastTables {
     possible_lengths: Vec<u32>,
 }
 
+/// Loads the phone metadata and builds the fast path's tables (a tenth of a second or more),
+/// so that a run does it while DataFusion plans and starts reading, not in the worker of the
+/// first batch while the others wait for it.
+pub fn warm_up() {
+    tables();
+}
+
 fn tables() -> &'static FastTables {
     static TABLES: OnceLock<FastTables> = OnceLock::new();
     TABLES.get_or_init(|| {
