@@ -4,7 +4,7 @@
 //! name past the per-minute request budget.
 
 use super::faults::Fault;
-use super::state::MemberBatch;
+use super::state::{MemberBatch, push_member_value};
 use super::{AppState, Cell};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -302,7 +302,7 @@ const CANONICAL_FIELDS: [&str; 6] = [
 
 /// One audience member to its canonical form (`{"emailAddress":"…",…}`), or the field that is
 /// invalid.
-fn member<'a>(m: &'a MemberIn, encoding: &str, out: &mut String) -> Result<(), &'static str> {
+fn member<'a>(m: &'a MemberIn, encoding: &str, out: &mut Vec<u8>) -> Result<(), &'static str> {
     let ids = m
         .user_data
         .as_ref()
@@ -344,21 +344,21 @@ fn member<'a>(m: &'a MemberIn, encoding: &str, out: &mut String) -> Result<(), &
             return Err("user_identifiers");
         }
     }
-    out.push('{');
+    out.push(b'{');
     let mut first = true;
     for (name, value) in CANONICAL_FIELDS.iter().zip(&fields) {
         if let Some(v) = value {
             if !first {
-                out.push(',');
+                out.push(b',');
             }
             first = false;
-            out.push('"');
-            out.push_str(name);
-            out.push_str("\":");
-            super::push_json_str(out, v);
+            out.push(b'"');
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"\":");
+            push_member_value(out, v);
         }
     }
-    out.push('}');
+    out.push(b'}');
     Ok(())
 }
 

@@ -10,7 +10,7 @@
 use super::AppState;
 use super::Cell;
 use super::faults::Fault;
-use super::state::MemberBatch;
+use super::state::{MemberBatch, push_member_value};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode};
@@ -79,7 +79,7 @@ struct Session {
     finished: bool,
     replace: bool,
     /// Members gathered by a replace session, swapped in when it finishes.
-    replacement: Vec<String>,
+    replacement: MemberBatch,
     started: Option<Instant>,
 }
 
@@ -359,10 +359,10 @@ impl<'de> Visitor<'de> for RowSeed<'_, 'de> {
 }
 
 /// Writes a member as the store keeps it: `{"KEY":"value",...}` with its keys in order, as
-/// `serde_json` prints a `BTreeMap`. False if a value is badly hashed or none is present.
-fn canonical_member(keys: &[(&str, usize)], values: &[&str], m: &mut String) -> bool {
+/// `serde_json` prints a `BTreeMap`, its values packed. False if a value is badly hashed or none is present.
+fn canonical_member(keys: &[(&str, usize)], values: &[&str], m: &mut Vec<u8>) -> bool {
     let start = m.len();
-    m.push('{');
+    m.push(b'{');
     for &(key, i) in keys {
         let v = values[i];
         if v.is_empty() {
@@ -372,14 +372,14 @@ fn canonical_member(keys: &[(&str, usize)], values: &[&str], m: &mut String) -> 
             return false;
         }
         if m.len() > start + 1 {
-            m.push(',');
+            m.push(b',');
         }
-        m.push('"');
-        m.push_str(key);
-        m.push_str("\":");
-        super::push_json_str(m, v);
+        m.push(b'"');
+        m.extend_from_slice(key.as_bytes());
+        m.extend_from_slice(b"\":");
+        push_member_value(m, v);
     }
-    m.push('}');
+    m.push(b'}');
     m.len() > start + 2
 }
 
@@ -755,7 +755,7 @@ fn upload<'a>(
                     false,
                 );
             }
-            s.replacement.extend(members.iter().map(str::to_string));
+            s.replacement.append(&members);
         }
         s.received += data.len() as u64;
         received = s.received;

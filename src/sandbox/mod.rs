@@ -282,14 +282,3 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for Cell<'a> {
         d.deserialize_any(CellVisitor)
     }
 }
-
-/// Appends `v` as a JSON string (see `crate::json`).
-pub fn push_json_str(out: &mut String, v: &str) {
-    if crate::json::is_plain(v) {
-        out.push('"');
-        out.push_str(v);
-        out.push('"');
-    } else {
-        out.push_str(&serde_json::to_string(v).unwrap_or_default());
-    }
-}

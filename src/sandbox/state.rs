@@ -6,12 +6,13 @@ use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
-/// An audience's members: canonical JSON texts, each with when it was last added (microseconds
-/// since the epoch, for Google's `removeAll` as of a time). The texts lie end to end in one
-/// buffer and a hash table holds where each starts, its hash and its time: a 5-million-member
-/// upload then costs one hash and one copy per member, where a map of `String`s cost an
-/// allocation each, page faults, and hashing 400-byte members again whenever the table grew.
-/// A removed member's bytes stay in the buffer until the audience is cleared.
+/// An audience's members: canonical JSON texts in their packed form (`pack`), each with when it
+/// was last added (microseconds since the epoch, for Google's `removeAll` as of a time). The
+/// members lie end to end in one buffer and a hash table holds where each starts, its hash and
+/// its time: a 5-million-member upload then costs one hash and one copy per member, where a map
+/// of `String`s cost an allocation each, page faults, and hashing 400-byte members again
+/// whenever the table grew. A removed member's bytes stay in the buffer until the audience is
+/// cleared.
 #[derive(Clone, Default)]
 pub struct MemberSet {
     texts: Vec<u8>,
@@ -32,13 +33,87 @@ impl std::fmt::Debug for MemberSet {
     }
 }
 
+/// Marks a packed hash: the 32 bytes that follow stand for `"` + their 64 lowercase hex digits
+/// + `"`. JSON text never holds the byte 0x01 (control characters are escaped in strings).
+const PACKED_HEX: u8 = 0x01;
+
+/// Appends a member's identifier value as the store keeps it: a SHA-256 in lowercase hex as
+/// `PACKED_HEX` and its 32 bytes, anything else as a JSON string. Members are mostly such
+/// hashes: packed, an audience of 5 million takes about half the memory (and page faults) of
+/// its JSON text, and a member is unpacked only when a test asks who is in the audience.
+pub fn push_member_value(out: &mut Vec<u8>, v: &str) {
+    match packed_hex(v.as_bytes()) {
+        Some(digest) => {
+            out.push(PACKED_HEX);
+            out.extend_from_slice(&digest);
+        }
+        None => crate::json::push_string(out, v),
+    }
+}
+
+/// The 32 bytes of a SHA-256 in lowercase hex. (The check folds without branches and the
+/// decoding is SIMD: a digit at a time, this was most of the sandbox's CPU in a large upload.)
+fn packed_hex(v: &[u8]) -> Option<[u8; 32]> {
+    let lower_hex = |b: u8| b.is_ascii_digit() | (b'a'..=b'f').contains(&b);
+    if v.len() != 64 || !v.iter().fold(true, |ok, &b| ok & lower_hex(b)) {
+        return None;
+    }
+    let mut digest = [0u8; 32];
+    faster_hex::hex_decode(v, &mut digest).ok()?;
+    Some(digest)
+}
+
+/// A canonical JSON text in its packed form: each string that is a SHA-256 in lowercase hex
+/// packed as `push_member_value` packs it.
+pub fn pack(text: &str, out: &mut Vec<u8>) {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        // A quote, 64 hex digits and a quote is a whole string: after a string's closing quote
+        // JSON has `:`, `,`, `]` or `}`, and a quote inside a string is escaped.
+        if bytes[i] == b'"'
+            && bytes.get(i + 65) == Some(&b'"')
+            && let Some(digest) = packed_hex(&bytes[i + 1..i + 65])
+        {
+            out.push(PACKED_HEX);
+            out.extend_from_slice(&digest);
+            i += 66;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+}
+
+/// The canonical JSON text of a packed member.
+pub fn unpack(packed: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = Vec::with_capacity(packed.len() * 2);
+    let mut i = 0;
+    while i < packed.len() {
+        if packed[i] == PACKED_HEX && i + 33 <= packed.len() {
+            out.push(b'"');
+            for b in &packed[i + 1..i + 33] {
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 15)]);
+            }
+            out.push(b'"');
+            i += 33;
+        } else {
+            out.push(packed[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap_or_default()
+}
+
 impl MemberSet {
-    /// A member's hash (also what batch fingerprints add up).
-    pub fn hash(member: &str) -> u64 {
+    /// A packed member's hash (also what batch fingerprints add up).
+    pub fn hash(member: &[u8]) -> u64 {
         use std::hash::BuildHasher;
         const STATE: foldhash::quality::FixedState =
             foldhash::quality::FixedState::with_seed(0x5eed);
-        STATE.hash_one(member.as_bytes())
+        STATE.hash_one(member)
     }
 
     pub fn len(&self) -> usize {
@@ -62,10 +137,10 @@ impl MemberSet {
         &texts[slot.start..slot.start + slot.len as usize]
     }
 
-    /// Adds a member whose hash is `hash`, or sets when it was added if it is in already.
-    pub fn insert(&mut self, member: &str, hash: u64, added: i64) {
+    /// Adds a packed member whose hash is `hash`, or sets when it was added if it is in already.
+    pub fn insert(&mut self, member: &[u8], hash: u64, added: i64) {
         let texts = &self.texts;
-        let same = |s: &Slot| s.hash == hash && Self::text(texts, s) == member.as_bytes();
+        let same = |s: &Slot| s.hash == hash && Self::text(texts, s) == member;
         if let Some(slot) = self.table.find_mut(hash, same) {
             slot.added = added;
             return;
@@ -76,13 +151,13 @@ impl MemberSet {
             len: member.len() as u32,
             added,
         };
-        self.texts.extend_from_slice(member.as_bytes());
+        self.texts.extend_from_slice(member);
         self.table.insert_unique(hash, slot, |s| s.hash);
     }
 
-    pub fn remove(&mut self, member: &str, hash: u64) {
+    pub fn remove(&mut self, member: &[u8], hash: u64) {
         let texts = &self.texts;
-        let same = |s: &Slot| s.hash == hash && Self::text(texts, s) == member.as_bytes();
+        let same = |s: &Slot| s.hash == hash && Self::text(texts, s) == member;
         if let Ok(entry) = self.table.find_entry(hash, same) {
             entry.remove();
         }
@@ -93,18 +168,19 @@ impl MemberSet {
         self.table.retain(|s| s.added >= cutoff);
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &str> {
+    /// The members as canonical JSON texts.
+    pub fn iter(&self) -> impl Iterator<Item = String> {
         self.table
             .iter()
-            .map(|s| std::str::from_utf8(Self::text(&self.texts, s)).unwrap_or_default())
+            .map(|s| unpack(Self::text(&self.texts, s)))
     }
 }
 
-/// The members of one request, as an emulator builds them: canonical texts end to end in one
+/// The members of one request, as an emulator builds them: packed members end to end in one
 /// buffer, so a 10,000-row request costs two growing buffers rather than a `String` per member.
 #[derive(Clone, Debug, Default)]
 pub struct MemberBatch {
-    texts: String,
+    texts: Vec<u8>,
     ends: Vec<usize>,
 }
 
@@ -112,14 +188,15 @@ impl MemberBatch {
     /// Room for `members` members of about `bytes_each` bytes.
     pub fn with_capacity(members: usize, bytes_each: usize) -> MemberBatch {
         MemberBatch {
-            texts: String::with_capacity(members * bytes_each),
+            texts: Vec::with_capacity(members * bytes_each),
             ends: Vec::with_capacity(members),
         }
     }
 
-    /// Appends a member written by `write`, which returns false (or writes nothing) to leave it
-    /// out; whatever it wrote is then taken back. Returns whether the member was kept.
-    pub fn push_with(&mut self, write: impl FnOnce(&mut String) -> bool) -> bool {
+    /// Appends a member written by `write` in its packed form (keys and punctuation as JSON
+    /// text, values through `push_member_value`), which returns false (or writes nothing) to
+    /// leave it out; whatever it wrote is then taken back. Returns whether the member was kept.
+    pub fn push_with(&mut self, write: impl FnOnce(&mut Vec<u8>) -> bool) -> bool {
         let start = self.texts.len();
         if write(&mut self.texts) && self.texts.len() > start {
             self.ends.push(self.texts.len());
@@ -130,9 +207,10 @@ impl MemberBatch {
         }
     }
 
+    /// Appends a member given as canonical JSON text.
     pub fn push(&mut self, member: &str) {
         self.push_with(|out| {
-            out.push_str(member);
+            pack(member, out);
             true
         });
     }
@@ -145,7 +223,15 @@ impl MemberBatch {
         self.ends.is_empty()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &str> {
+    /// Appends the members of `other`.
+    pub fn append(&mut self, other: &MemberBatch) {
+        let offset = self.texts.len();
+        self.texts.extend_from_slice(&other.texts);
+        self.ends.extend(other.ends.iter().map(|e| e + offset));
+    }
+
+    /// The packed members.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
         let starts = std::iter::once(0).chain(self.ends.iter().copied());
         starts.zip(&self.ends).map(|(s, &e)| &self.texts[s..e])
     }
@@ -324,12 +410,12 @@ impl Store {
     pub fn members(&self, id: &str) -> Option<Vec<serde_json::Value>> {
         let inner = self.inner.lock().unwrap();
         let a = inner.audiences.get(id)?;
-        let mut sorted: Vec<&str> = a.members.iter().collect();
+        let mut sorted: Vec<String> = a.members.iter().collect();
         sorted.sort_unstable();
         Some(
             sorted
                 .into_iter()
-                .map(|m| serde_json::from_str(m).unwrap_or_default())
+                .map(|m| serde_json::from_str(&m).unwrap_or_default())
                 .collect(),
         )
     }
@@ -407,13 +493,13 @@ impl Store {
     }
 
     /// Replaces an audience's members wholesale (end of a replace session).
-    pub fn set_members(&self, id: &str, members: impl IntoIterator<Item = String>) {
+    pub fn set_members(&self, id: &str, members: MemberBatch) {
         let mut inner = self.inner.lock().unwrap();
         if let Some(a) = inner.audiences.get_mut(id) {
             let now = chrono::Utc::now().timestamp_micros();
             a.members.clear();
-            for m in members {
-                a.members.insert(&m, MemberSet::hash(&m), now);
+            for m in members.iter() {
+                a.members.insert(m, MemberSet::hash(m), now);
             }
             a.size = a.members.len();
         }
@@ -425,7 +511,7 @@ impl Store {
             .unwrap()
             .audiences
             .get(id)
-            .map(|a| a.members.iter().map(str::to_string).collect())
+            .map(|a| a.members.iter().collect())
             .unwrap_or_default()
     }
 }
@@ -439,17 +525,49 @@ mod tests {
         let mut batch = MemberBatch::default();
         batch.push(r#"{"EMAIL":"a"}"#);
         assert!(!batch.push_with(|out| {
-            out.push_str("half a member");
+            out.extend_from_slice(b"half a member");
             false
         }));
         assert!(!batch.push_with(|_| true), "an empty member is not kept");
         assert!(batch.push_with(|out| {
-            out.push_str(r#"{"EMAIL":"b"}"#);
+            out.extend_from_slice(br#"{"EMAIL":"b"}"#);
             true
         }));
-        let members: Vec<&str> = batch.iter().collect();
+        let members: Vec<String> = batch.iter().map(unpack).collect();
         assert_eq!(members, [r#"{"EMAIL":"a"}"#, r#"{"EMAIL":"b"}"#]);
         assert_eq!(batch.len(), 2);
+    }
+
+    #[test]
+    fn members_are_kept_with_their_hex_hashes_packed_and_read_back_as_they_were_written() {
+        let hex = "0123456789abcdef".repeat(4);
+        let texts = [
+            format!(r#"{{"EMAIL":"{hex}","FN":"{hex}"}}"#),
+            // Not packed: upper case, 63 digits, a quote inside a string, raw values.
+            format!(r#"{{"EMAIL":"{}"}}"#, hex.to_uppercase()),
+            format!(r#"{{"EMAIL":"{}"}}"#, &hex[1..]),
+            format!(r#"{{"EXTERN_ID":"a\"{hex}\"b","MADID":"x"}}"#),
+            r#"{"COUNTRY":"us","ZIP":"02134"}"#.to_string(),
+        ];
+        for text in &texts {
+            let mut packed = vec![];
+            pack(text, &mut packed);
+            assert_eq!(&unpack(&packed), text);
+        }
+        let mut packed = vec![];
+        pack(&texts[0], &mut packed);
+        assert_eq!(packed.len(), texts[0].len() - 2 * 33, "two hashes packed");
+
+        let mut written = vec![];
+        written.extend_from_slice(br#"{"EMAIL":"#);
+        push_member_value(&mut written, &hex);
+        written.extend_from_slice(br#","FN":"#);
+        push_member_value(&mut written, &hex);
+        written.push(b'}');
+        assert_eq!(
+            written, packed,
+            "written packed, or packed from text: the same member"
+        );
     }
 
     #[test]
