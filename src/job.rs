@@ -38,6 +38,8 @@ struct JobFile {
     state: Option<String>,
     /// Days of finished runs' files kept in the state store (see `Job::state_keep_days`).
     state_keep_days: Option<u32>,
+    /// See `Job::send_adds_while_reading`.
+    send_adds_while_reading: Option<bool>,
     #[serde(default)]
     guards: GuardsFile,
 }
@@ -337,6 +339,12 @@ pub struct Job {
     /// run date are deleted, as `activator prune` does: what the current syncs refer to, the
     /// reports and unfinished dates stay. Default 7.
     pub state_keep_days: u32,
+    /// Platform destinations in `add` mode are sent members as the segment is read, as exports
+    /// are, instead of from the run's stored membership once it is read: uploading overlaps
+    /// reading and hashing. What that gives up: a run killed while reading is not resumed batch
+    /// by batch; its rerun sends the whole segment again (adding a member twice is harmless on
+    /// every platform), and a run that fails while reading has added part of the segment.
+    pub send_adds_while_reading: bool,
     pub guards: Guards,
 }
 
@@ -613,6 +621,7 @@ impl Job {
         Ok(Job {
             state,
             state_keep_days: file.state_keep_days.unwrap_or(DEFAULT_STATE_KEEP_DAYS),
+            send_adds_while_reading: file.send_adds_while_reading.unwrap_or(false),
             guards,
             path: path.to_path_buf(),
             name,

@@ -9,7 +9,9 @@
 //! rerun after a crash finds the date's pending run, skips the batches its checkpoints say were
 //! acknowledged, and sends the rest in the same order, in the same platform session.
 //!
-//! Nothing is sent until the guards have passed; exports commit only then too.
+//! Nothing is sent until the guards have passed; exports commit only then too. The exception is
+//! a job's `send_adds_while_reading`: its `add` destinations take the members as they come, as
+//! exports do (the only guard that applies to them, an empty segment, has nothing to send).
 
 use crate::destinations::{self, Delivery, Op, RunInfo, SinkReport};
 use crate::error::{Error, Result};
@@ -158,13 +160,21 @@ pub async fn run(job: &Job, run_date: NaiveDate, options: &RunOptions) -> Result
         let pd = pd.clone();
         let info = info.clone();
         tasks.push(tokio::spawn(async move {
-            send(&state, &pending, &pd, &destination, &info).await
+            if pd.streamed {
+                // Sent while reading; its report is the read's.
+                commit_sync(&state, &pending, &pd).await.map(|()| None)
+            } else {
+                send(&state, &pending, &pd, &destination, &info)
+                    .await
+                    .map(Some)
+            }
         }));
     }
     let mut first_error = None;
     for t in tasks {
         match t.await {
-            Ok(Ok(r)) => report.destinations.push(r),
+            Ok(Ok(Some(r))) => report.destinations.push(r),
+            Ok(Ok(None)) => {}
             Ok(Err(e)) => {
                 first_error.get_or_insert(e);
             }
@@ -295,6 +305,22 @@ async fn read_and_diff(
         }
     }
     let platforms: Vec<&Destination> = destinations.iter().filter(|d| from_state(d)).collect();
+    // Platforms in `add` mode may take the members as they come too; their syncs commit after
+    // the diff, as the others' do after sending.
+    let mut streamed = vec![];
+    if job.send_adds_while_reading && !options.dry_run {
+        for destination in platforms.iter().filter(|d| d.sync_mode() == SyncMode::Add) {
+            let (tx, rx) = futures::channel::mpsc::channel::<Result<RecordBatch>>(2);
+            senders.push(tx);
+            streamed.push(destination.name().to_string());
+            let destination = (*destination).clone();
+            let info = info.clone();
+            let schema = schema.clone();
+            sinks.push(tokio::spawn(async move {
+                send_while_reading(&destination, &info, schema, rx).await
+            }));
+        }
+    }
 
     // The membership is gathered on a thread of its own: sorting and spilling are blocking work.
     let (spill_tx, spill_thread) = if platforms.is_empty() {
@@ -434,10 +460,13 @@ async fn read_and_diff(
     }
     let mut read = report.clone();
     read.destinations.clear();
-    let pending = Pending {
+    let mut pending = Pending {
         read: serde_json::to_value(&read).unwrap_or_default(),
         ..pending
     };
+    for pd in pending.destinations.iter_mut() {
+        pd.streamed = streamed.contains(&pd.name);
+    }
     state
         .write_json(&StateStore::pending_file(&date), &pending)
         .await?;
@@ -563,6 +592,7 @@ async fn diff(
             adds,
             removes_file: format!("{run_dir}/{}.removes.parquet", d.name()),
             removes,
+            streamed: false,
         });
     }
     if !options.dry_run {
@@ -668,25 +698,7 @@ async fn send(
                 }
             }
         }
-        if pd.mode != SyncMode::Remove {
-            let head = SyncHead {
-                generation: pd.base_generation + 1,
-                run_date: pending.run_date.clone(),
-                run_id: pending.run_id.clone(),
-                mode: pd.mode,
-                members_file: pending.members_file.clone(),
-                keys_file: pending.keys_file.clone(),
-                members: pending.members,
-                committed_at: chrono::Utc::now().to_rfc3339(),
-            };
-            if let Err(e) = state.commit(&pd.name, &head).await {
-                // A killed attempt of this very run may have committed just before it died.
-                match state.head(&pd.name).await? {
-                    Some(h) if h.run_id == pending.run_id => {}
-                    _ => return Err(e),
-                }
-            }
-        }
+        commit_head(state, pending, pd).await?;
         checkpoint.committed().await?;
     }
     match pd.mode {
@@ -698,6 +710,78 @@ async fn send(
         SyncMode::Add | SyncMode::Replace => report.added = pd.adds,
     }
     Ok(report)
+}
+
+/// Makes the pending run's membership the destination's current sync (unless it removes).
+async fn commit_head(state: &StateStore, pending: &Pending, pd: &PendingDestination) -> Result<()> {
+    if pd.mode == SyncMode::Remove {
+        return Ok(());
+    }
+    let head = SyncHead {
+        generation: pd.base_generation + 1,
+        run_date: pending.run_date.clone(),
+        run_id: pending.run_id.clone(),
+        mode: pd.mode,
+        members_file: pending.members_file.clone(),
+        keys_file: pending.keys_file.clone(),
+        members: pending.members,
+        committed_at: chrono::Utc::now().to_rfc3339(),
+    };
+    if let Err(e) = state.commit(&pd.name, &head).await {
+        // A killed attempt of this very run may have committed just before it died.
+        match state.head(&pd.name).await? {
+            Some(h) if h.run_id == pending.run_id => {}
+            _ => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Commits the sync of a destination that was sent while the segment was read.
+async fn commit_sync(state: &StateStore, pending: &Pending, pd: &PendingDestination) -> Result<()> {
+    let run_dir = StateStore::run_dir(&pending.run_date, &pending.run_id);
+    let checkpoint =
+        Checkpoint::load(state, format!("{run_dir}/{}.checkpoint.json", pd.name)).await?;
+    if !checkpoint.is_committed().await {
+        commit_head(state, pending, pd).await?;
+        checkpoint.committed().await?;
+    }
+    Ok(())
+}
+
+/// Sends an `add` destination the members as the segment is read. The destination starts at the
+/// first member, so an empty segment (which the guard then stops) finds, creates or opens
+/// nothing; an `Err` item means the read failed and stops it.
+async fn send_while_reading(
+    destination: &Destination,
+    info: &RunInfo,
+    schema: arrow::datatypes::SchemaRef,
+    mut members: futures::channel::mpsc::Receiver<Result<RecordBatch>>,
+) -> Result<SinkReport> {
+    let first = loop {
+        match members.next().await {
+            None => {
+                return Ok(SinkReport {
+                    destination: destination.name().to_string(),
+                    ..SinkReport::default()
+                });
+            }
+            Some(Err(e)) => return Err(e),
+            Some(Ok(b)) if b.num_rows() == 0 => continue,
+            Some(Ok(b)) => break b,
+        }
+    };
+    let members = futures::stream::once(async { Ok(first) })
+        .chain(members)
+        .boxed();
+    destinations::deliver(
+        destination,
+        info,
+        schema,
+        members,
+        &Delivery::fresh(Op::Add),
+    )
+    .await
 }
 
 /// A local membership file's member batches as a stream, read on a blocking thread.

@@ -374,6 +374,76 @@ fn a_backfill_killed_on_its_second_date_resumes() {
     assert_eq!(s.audience(), s.segment("2026-11-25"));
 }
 
+impl Sync {
+    /// `job`, with its `add` destinations sent while the segment is read.
+    fn job_sending_while_reading(&self, mode: &str, min_value: u32) -> PathBuf {
+        let path = self.job(mode, min_value, "");
+        let job = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, format!("send_adds_while_reading = true\n{job}")).unwrap();
+        path
+    }
+}
+
+#[test]
+fn adds_sent_while_reading_arrive_once_and_commit_the_sync() {
+    // Errors, throttling and dropped connections on the way.
+    let s = Sync::new(FaultConfig {
+        error_rate: 0.1,
+        throttle_rate: 0.1,
+        drop_rate: 0.05,
+        ..FaultConfig::default()
+    });
+    let job = s.job_sending_while_reading("add", 100);
+    let (code, out) = s.run(&job, DAY1, &[]);
+    assert_eq!(code, 0, "{out}");
+    let day1 = s.segment(DAY1);
+    assert!(day1.len() > 1000, "{}", day1.len());
+    assert_eq!(s.audience(), day1);
+    let report = s.report(DAY1);
+    assert_eq!(
+        report["destinations"].as_array().unwrap().len(),
+        2,
+        "the export and meta, once each: {report}"
+    );
+    let meta = meta_report(&report).clone();
+    assert_eq!(meta["added"], day1.len(), "{meta}");
+    assert_eq!(meta["rows"], day1.len(), "{meta}");
+    let stats = s.f.sandbox.state.store.stats();
+    assert!(
+        stats.injected_errors + stats.injected_drops > 0,
+        "{stats:?}"
+    );
+    assert!(stats.max_rows_per_request <= 100, "{stats:?}");
+    assert!(!out.contains(TOKEN));
+
+    // The sync was committed: a mirror run the next day sends only the differences.
+    let mirror = s.job("mirror", 100, "");
+    let (code, out) = s.run(&mirror, DAY2, &[]);
+    assert_eq!(code, 0, "{out}");
+    let day2 = s.segment(DAY2);
+    assert_eq!(s.audience(), day2);
+    let meta = meta_report(&s.report(DAY2)).clone();
+    assert_eq!(
+        meta["rows"],
+        day2.symmetric_difference(&day1).count(),
+        "{meta}"
+    );
+}
+
+#[test]
+fn adds_sent_while_reading_touch_nothing_when_the_segment_is_empty() {
+    let s = Sync::new(FaultConfig::default());
+    let empty = s.job_sending_while_reading("add", 1_000_000);
+    let (code, out) = s.run(&empty, DAY1, &[]);
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("no members"), "{out}");
+    assert!(
+        s.f.sandbox.state.store.list().is_empty(),
+        "no audience was found or created"
+    );
+    assert_eq!(s.f.sandbox.state.store.stats().requests, 0);
+}
+
 #[test]
 fn guards_stop_an_empty_segment_and_a_mass_removal() {
     let s = Sync::new(FaultConfig::default());

@@ -116,6 +116,10 @@ pub struct PendingDestination {
     pub adds: u64,
     pub removes_file: String,
     pub removes: u64,
+    /// Sent while the segment was read (`send_adds_while_reading`): only its sync is left to
+    /// commit.
+    #[serde(default)]
+    pub streamed: bool,
 }
 
 /// The date's finished run.
