@@ -340,6 +340,7 @@ async fn read_and_diff(
     let progress = Progress::new(options.progress);
     let mut members = Members::new();
     let mut failure = None;
+    let mut stopped_sink = None;
     while let Some(item) = members_stream.next().await {
         let (batch, keys) = match item.and_then(|b| members.admit(b).map_err(Error::from)) {
             Ok(b) => b,
@@ -354,12 +355,15 @@ async fn read_and_diff(
         {
             break; // The spill thread failed; its error is collected below.
         }
-        let mut stopped = false;
-        for tx in senders.iter_mut() {
-            stopped |= tx.send(Ok(batch.clone())).await.is_err();
+        for (i, tx) in senders.iter_mut().enumerate() {
+            if tx.send(Ok(batch.clone())).await.is_err() {
+                stopped_sink = Some(i);
+            }
         }
-        if stopped {
-            // An export failed; its error is collected below.
+        if stopped_sink.is_some() {
+            // A destination fed as members come failed: the run fails with its error (below),
+            // before any guard, diff or commit, and the other destinations are told to abandon.
+            failure = Some(Error::internal("a destination stopped"));
             break;
         }
     }
@@ -417,7 +421,10 @@ async fn read_and_diff(
             return Ok(None);
         };
         let diff_started = Instant::now();
-        let pending = diff(job, state, &date, &run_id, sorted, &platforms, options).await?;
+        let pending = diff(
+            job, state, &date, &run_id, sorted, &platforms, &streamed, options,
+        )
+        .await?;
         report
             .seconds
             .insert("diff".into(), diff_started.elapsed().as_secs_f64());
@@ -433,12 +440,46 @@ async fn read_and_diff(
                     .await;
             }
             drop(senders);
-            for s in sinks {
-                let _ = s.await;
+            let mut sink_error = None;
+            for (i, s) in sinks.into_iter().enumerate() {
+                if let Ok(Err(e)) = s.await
+                    && Some(i) == stopped_sink
+                {
+                    sink_error = Some(e);
+                }
             }
-            return Err(e);
+            return Err(sink_error.unwrap_or(e));
         }
     };
+    // Destinations sent while reading finish first: exports commit only if they succeeded.
+    let exports = senders.len() - streamed.len();
+    drop(senders.split_off(exports));
+    let mut streamed_reports = vec![];
+    let mut streamed_error = None;
+    for sink in sinks.split_off(exports) {
+        match sink.await {
+            Ok(Ok(r)) => streamed_reports.push(r),
+            Ok(Err(e)) => {
+                streamed_error.get_or_insert(e);
+            }
+            Err(e) => {
+                streamed_error
+                    .get_or_insert(Error::internal(format!("a destination task failed: {e}")));
+            }
+        }
+    }
+    if let Some(e) = streamed_error {
+        for tx in senders.iter_mut() {
+            let _ = tx
+                .send(Err(Error::internal("the run stopped before delivery")))
+                .await;
+        }
+        drop(senders);
+        for s in sinks {
+            let _ = s.await;
+        }
+        return Err(e);
+    }
     drop(senders);
     for sink in sinks {
         match sink.await {
@@ -447,6 +488,7 @@ async fn read_and_diff(
             Err(e) => return Err(Error::internal(format!("a destination task failed: {e}"))),
         }
     }
+    report.destinations.extend(streamed_reports);
     for r in report.destinations.iter_mut() {
         r.mode = SyncMode::Add.to_string();
         r.added = r.rows;
@@ -458,8 +500,11 @@ async fn read_and_diff(
         report.destinations.extend(planned);
         return Ok((report, None));
     }
+    // A resumed run's report starts from this: it keeps the destinations sent while reading,
+    // which have only their syncs left to commit.
     let mut read = report.clone();
-    read.destinations.clear();
+    read.destinations
+        .retain(|d| streamed.contains(&d.destination));
     let mut pending = Pending {
         read: serde_json::to_value(&read).unwrap_or_default(),
         ..pending
@@ -483,6 +528,7 @@ async fn diff(
     run_id: &str,
     sorted: membership::SortedRuns,
     platforms: &[&Destination],
+    streamed: &[String],
     options: &RunOptions,
 ) -> Result<(Pending, Vec<SinkReport>)> {
     let work = crate::scratch::dir("diff")?;
@@ -554,11 +600,19 @@ async fn diff(
             if share > allowed && !options.allow_mass_removal && !options.dry_run {
                 return Err(Error::guard(format!(
                     "destination {}: this mirror run would remove {removes} of the {previous} members \
-                     of the last sync ({:.0}%, more than the {:.0}% the job allows); nothing was sent. \
+                     of the last sync ({:.0}%, more than the {:.0}% the job allows); nothing was sent{}. \
                      If the segment really shrank, run with --allow-mass-removal (or raise guards.max_removal_share)",
                     d.name(),
                     share * 100.0,
-                    allowed * 100.0
+                    allowed * 100.0,
+                    if streamed.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " to it (the add destinations {} were sent the segment as it was read)",
+                            streamed.join(", ")
+                        )
+                    }
                 )));
             }
         }
@@ -593,6 +647,7 @@ async fn diff(
             removes_file: format!("{run_dir}/{}.removes.parquet", d.name()),
             removes,
             streamed: false,
+            strip_held_identifiers: d.single_key_kinds().is_some(),
         });
     }
     if !options.dry_run {
@@ -668,6 +723,7 @@ async fn send(
             if let Some(kinds) = destination.single_key_kinds()
                 && op == Op::Remove
                 && pd.mode == SyncMode::Mirror
+                && pd.strip_held_identifiers
             {
                 let current = state.fetch(&pending.members_file, work.path()).await?;
                 let (stripped, kept) = without_held_identifiers(kinds, current, members).await?;

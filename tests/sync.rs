@@ -431,6 +431,33 @@ fn adds_sent_while_reading_arrive_once_and_commit_the_sync() {
 }
 
 #[test]
+fn a_destination_failing_while_reading_fails_the_run_with_its_error_and_nothing_commits() {
+    let s = Sync::new(FaultConfig::default());
+    let path = s.job_sending_while_reading("add", 100);
+    // An audience that does not exist: Meta refuses the first upload, for good.
+    let job = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("audience = \"b1\"", "audience_id = \"999\"");
+    std::fs::write(&path, job).unwrap();
+    let (code, out) = s.run(&path, DAY1, &[]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("error code 100"),
+        "the platform's error: {out}"
+    );
+    assert!(
+        !s.f.dir
+            .path()
+            .join(format!("out/sync-{DAY1}.parquet"))
+            .exists(),
+        "the export did not commit a part of the segment"
+    );
+    let state = Path::new(&s.state).join("sync");
+    assert!(!state.join(format!("runs/{DAY1}/pending.json")).exists());
+    assert!(!state.join("destinations").exists(), "no sync committed");
+}
+
+#[test]
 fn adds_sent_while_reading_touch_nothing_when_the_segment_is_empty() {
     let s = Sync::new(FaultConfig::default());
     let empty = s.job_sending_while_reading("add", 1_000_000);

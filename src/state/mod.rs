@@ -120,6 +120,10 @@ pub struct PendingDestination {
     /// commit.
     #[serde(default)]
     pub streamed: bool,
+    /// Its removes leave out the identifiers current members hold (TikTok, Snap). Pending runs
+    /// stored before this existed cut their batches without, and resume so.
+    #[serde(default)]
+    pub strip_held_identifiers: bool,
 }
 
 /// The date's finished run.
