@@ -170,20 +170,8 @@ pub async fn run(job: &Job, run_date: NaiveDate, options: &RunOptions) -> Result
             }
         }));
     }
-    let mut first_error = None;
-    for t in tasks {
-        match t.await {
-            Ok(Ok(Some(r))) => report.destinations.push(r),
-            Ok(Ok(None)) => {}
-            Ok(Err(e)) => {
-                first_error.get_or_insert(e);
-            }
-            Err(e) => {
-                first_error
-                    .get_or_insert(Error::internal(format!("a destination task failed: {e}")));
-            }
-        }
-    }
+    let (sent, first_error) = join_tasks(tasks).await;
+    report.destinations.extend(sent.into_iter().flatten());
     if let Some(e) = first_error {
         return Err(e.context(format!(
             "the run stopped; its checkpoints are in {}: rerun the same command to resume",
@@ -434,60 +422,24 @@ async fn read_and_diff(
     let pending = match outcome {
         Ok(p) => p,
         Err(e) => {
-            for tx in senders.iter_mut() {
-                let _ = tx
-                    .send(Err(Error::internal("the run stopped before delivery")))
-                    .await;
-            }
-            drop(senders);
-            let mut sink_error = None;
-            for (i, s) in sinks.into_iter().enumerate() {
-                if let Ok(Err(e)) = s.await
-                    && Some(i) == stopped_sink
-                {
-                    sink_error = Some(e);
-                }
-            }
+            let sink_error = abandon(senders, sinks, stopped_sink).await;
             return Err(sink_error.unwrap_or(e));
         }
     };
     // Destinations sent while reading finish first: exports commit only if they succeeded.
     let exports = senders.len() - streamed.len();
     drop(senders.split_off(exports));
-    let mut streamed_reports = vec![];
-    let mut streamed_error = None;
-    for sink in sinks.split_off(exports) {
-        match sink.await {
-            Ok(Ok(r)) => streamed_reports.push(r),
-            Ok(Err(e)) => {
-                streamed_error.get_or_insert(e);
-            }
-            Err(e) => {
-                streamed_error
-                    .get_or_insert(Error::internal(format!("a destination task failed: {e}")));
-            }
-        }
-    }
+    let (streamed_reports, streamed_error) = join_tasks(sinks.split_off(exports)).await;
     if let Some(e) = streamed_error {
-        for tx in senders.iter_mut() {
-            let _ = tx
-                .send(Err(Error::internal("the run stopped before delivery")))
-                .await;
-        }
-        drop(senders);
-        for s in sinks {
-            let _ = s.await;
-        }
+        abandon(senders, sinks, None).await;
         return Err(e);
     }
     drop(senders);
-    for sink in sinks {
-        match sink.await {
-            Ok(Ok(r)) => report.destinations.push(r),
-            Ok(Err(e)) => return Err(e),
-            Err(e) => return Err(Error::internal(format!("a destination task failed: {e}"))),
-        }
+    let (exported, export_error) = join_tasks(sinks).await;
+    if let Some(e) = export_error {
+        return Err(e);
     }
+    report.destinations.extend(exported);
     report.destinations.extend(streamed_reports);
     for r in report.destinations.iter_mut() {
         r.mode = SyncMode::Add.to_string();
@@ -766,6 +718,49 @@ async fn send(
         SyncMode::Add | SyncMode::Replace => report.added = pd.adds,
     }
     Ok(report)
+}
+
+/// Waits for destination tasks: what each returned, and the first error.
+async fn join_tasks<T>(tasks: Vec<tokio::task::JoinHandle<Result<T>>>) -> (Vec<T>, Option<Error>) {
+    let mut done = vec![];
+    let mut first_error = None;
+    for t in tasks {
+        match t.await {
+            Ok(Ok(r)) => done.push(r),
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(e) => {
+                first_error
+                    .get_or_insert(Error::internal(format!("a destination task failed: {e}")));
+            }
+        }
+    }
+    (done, first_error)
+}
+
+/// Tells destinations fed as members come to abandon what they started, and waits for them;
+/// returns the error of the one at `index`, if it failed.
+async fn abandon(
+    mut senders: Vec<futures::channel::mpsc::Sender<Result<RecordBatch>>>,
+    sinks: Vec<tokio::task::JoinHandle<Result<SinkReport>>>,
+    index: Option<usize>,
+) -> Option<Error> {
+    for tx in senders.iter_mut() {
+        let _ = tx
+            .send(Err(Error::internal("the run stopped before delivery")))
+            .await;
+    }
+    drop(senders);
+    let mut error = None;
+    for (i, s) in sinks.into_iter().enumerate() {
+        if let Ok(Err(e)) = s.await
+            && Some(i) == index
+        {
+            error = Some(e);
+        }
+    }
+    error
 }
 
 /// Makes the pending run's membership the destination's current sync (unless it removes).
