@@ -25,19 +25,21 @@ const ACCOUNT: &str = "8adc3db7-8148-4fbf-999c-8d2266369d74";
 type Ids = BTreeSet<(String, String)>;
 
 impl Fixture {
-    fn snap_job(&self, min_value: u32, extra: &str) -> PathBuf {
-        self.crm_job(
-            min_value,
-            &format!(
-                r#"type = "snap"
+    /// A Snap destination at the fixture's sandbox, with `extra` keys.
+    fn snap_destination(&self, extra: &str) -> String {
+        format!(
+            r#"type = "snap"
 ad_account_id = "{ACCOUNT}"
 access_token = "env:SNAP_ACCESS_TOKEN"
 base_url = "{url}"
 requests_per_second = 200
 {extra}"#,
-                url = self.sandbox.url
-            ),
+            url = self.sandbox.url
         )
+    }
+
+    fn snap_job(&self, min_value: u32, extra: &str) -> PathBuf {
+        self.crm_job(min_value, &self.snap_destination(extra))
     }
 
     fn segment(&self, name: &str) -> Ids {
@@ -151,15 +153,8 @@ fn mirror_over_two_runs_leaves_exactly_the_second_segment() {
 #[test]
 fn a_mirror_keeps_the_identifiers_that_members_who_stayed_share_with_those_who_left() {
     let f = Fixture::with_faults(FaultConfig::default());
-    let job = f.shared_identifiers_job(&format!(
-        r#"type = "snap"
-ad_account_id = "{ACCOUNT}"
-access_token = "env:SNAP_ACCESS_TOKEN"
-base_url = "{url}"
-audience = "household"
-sync = "mirror""#,
-        url = f.sandbox.url
-    ));
+    let job = f
+        .shared_identifiers_job(&f.snap_destination("audience = \"household\"\nsync = \"mirror\""));
     let state = f.state_env();
     let env = [ENV[0], ("ACTIVATOR_STATE", state.as_str())];
     let ids = |emails: &[&str], phones: &[&str]| -> Ids {

@@ -20,19 +20,21 @@ const DAY2: &str = "2026-11-25";
 const ENV: &[(&str, &str)] = &[("TIKTOK_ACCESS_TOKEN", TOKEN)];
 
 impl Fixture {
-    fn tiktok_job(&self, min_value: u32, extra: &str) -> PathBuf {
-        self.crm_job(
-            min_value,
-            &format!(
-                r#"type = "tiktok"
+    /// A TikTok destination at the fixture's sandbox, with `extra` keys.
+    fn tiktok_destination(&self, extra: &str) -> String {
+        format!(
+            r#"type = "tiktok"
 advertiser_id = "7000000001"
 access_token = "env:TIKTOK_ACCESS_TOKEN"
 base_url = "{url}"
 requests_per_second = 200
 {extra}"#,
-                url = self.sandbox.url
-            ),
+            url = self.sandbox.url
         )
+    }
+
+    fn tiktok_job(&self, min_value: u32, extra: &str) -> PathBuf {
+        self.crm_job(min_value, &self.tiktok_destination(extra))
     }
 
     fn audience_emails(&self, name: &str) -> BTreeSet<String> {
@@ -188,15 +190,9 @@ fn a_mirror_keeps_an_e_mail_that_a_member_who_stayed_shares_with_one_who_left() 
         },
         ..Default::default()
     });
-    let job = f.shared_identifiers_job(&format!(
-        r#"type = "tiktok"
-advertiser_id = "7000000001"
-access_token = "env:TIKTOK_ACCESS_TOKEN"
-base_url = "{url}"
-audience = "household"
-sync = "mirror""#,
-        url = f.sandbox.url
-    ));
+    let job = f.shared_identifiers_job(
+        &f.tiktok_destination("audience = \"household\"\nsync = \"mirror\""),
+    );
     let state = f.state_env();
     let env = [ENV[0], ("ACTIVATOR_STATE", state.as_str())];
     let emails = |names: &[&str]| -> BTreeSet<String> {
