@@ -494,8 +494,8 @@ async fn diff(
             (Some(h), SyncMode::Mirror) => Some(DiffTarget {
                 previous_members: state.fetch(&h.members_file, work.path()).await?,
                 previous_keys: state.fetch(&h.keys_file, work.path()).await?,
-                adds: work.path().join(format!("{}.adds.parquet", d.name())),
-                removes: work.path().join(format!("{}.removes.parquet", d.name())),
+                adds: work.path().join(format!("{}.adds.arrow", d.name())),
+                removes: work.path().join(format!("{}.removes.arrow", d.name())),
             }),
             _ => None,
         };
@@ -535,7 +535,7 @@ async fn diff(
         .collect();
 
     let run_dir = StateStore::run_dir(date, run_id);
-    let members_file = format!("{run_dir}/members.parquet");
+    let members_file = format!("{run_dir}/members.arrow");
     let keys_file = format!("{run_dir}/keys.parquet");
     let mut pending_destinations = vec![];
     let mut planned = vec![];
@@ -591,12 +591,12 @@ async fn diff(
             // Without an earlier sync every member is an add: the members file serves.
             adds_file: match mode {
                 SyncMode::Mirror if head.is_some() => {
-                    format!("{run_dir}/{}.adds.parquet", d.name())
+                    format!("{run_dir}/{}.adds.arrow", d.name())
                 }
                 _ => members_file.clone(),
             },
             adds,
-            removes_file: format!("{run_dir}/{}.removes.parquet", d.name()),
+            removes_file: format!("{run_dir}/{}.removes.arrow", d.name()),
             removes,
             streamed: false,
             strip_held_identifiers: d.single_key_kinds().is_some(),

@@ -6,14 +6,17 @@
 //! ```text
 //! {job}/destinations/{dest}/syncs/{generation:08}.json   committed syncs; the newest is the head
 //! {job}/runs/{date}/pending.json                         a run whose deltas are computed, sending
-//! {job}/runs/{date}/{run_id}/members.parquet             that run's members (hashes, keyed)
+//! {job}/runs/{date}/{run_id}/members.arrow               that run's members (hashes, keyed)
 //! {job}/runs/{date}/{run_id}/keys.parquet                their keys, sorted, with row numbers
-//! {job}/runs/{date}/{run_id}/{dest}.adds.parquet         members to add, to remove
-//! {job}/runs/{date}/{run_id}/{dest}.removes.parquet
+//! {job}/runs/{date}/{run_id}/{dest}.adds.arrow           members to add, to remove
+//! {job}/runs/{date}/{run_id}/{dest}.removes.arrow
 //! {job}/runs/{date}/{run_id}/{dest}.checkpoint.json      batches the platform acknowledged
 //! {job}/runs/{date}/done.json                            the date's finished run
 //! {job}/reports/{date}/{run_id}.json                     run reports
 //! ```
+//!
+//! Members files are Arrow IPC files; runs of builds before it wrote Parquet (`.parquet`), which
+//! are still read (see `membership`).
 //!
 //! A sync commits by creating the next generation's file with a conditional put (create only if
 //! absent): of two runs racing on one destination, the second fails to create it and stops with
