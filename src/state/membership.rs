@@ -5,9 +5,9 @@
 //! member, gathered in runs of bounded size, sorted and spilled to local files, then merged into
 //! `keys.parquet` (sorted by key). The merge walks each destination's previous `keys.parquet` in
 //! the same pass: keys only there were removed, keys only here were added. The rows of the adds
-//! and removes are then read from the members files by row number (Parquet row selection) into
-//! their own files. So the diff moves keys, not members: whatever the audience's size, memory
-//! holds one run of keys, and only the members that changed are copied.
+//! and removes are then read from the members files by row number into their own files. So the
+//! diff moves keys, not members: whatever the audience's size, memory holds one run of keys, and
+//! only the members that changed are copied.
 //!
 //! Members files are Arrow IPC rather than Parquet: hashes do not compress, so Parquet's encoding
 //! bought nothing and writing it was about a sixth of an upload run's CPU, where IPC writes the
@@ -87,7 +87,7 @@ fn io_error(e: std::io::Error) -> Error {
     Error::transient(format!("local temporary files: {e}"))
 }
 
-/// Parquet settings for these files: hashes do not compress and every value is distinct, so no
+/// Parquet settings for `keys.parquet`: keys do not compress and every value is distinct, so no
 /// compression, dictionaries or statistics to spend time on; small row groups, as the writer
 /// buffers one whole.
 fn writer_properties() -> parquet::file::properties::WriterProperties {
@@ -108,9 +108,12 @@ fn parquet_writer(path: &Path, schema: &SchemaRef) -> Result<ArrowWriter<File>> 
     )?)
 }
 
-/// Writes a members file (Arrow IPC) and records each batch's rows in its footer.
+/// Writes a members file (Arrow IPC) and records each batch's rows in its footer. Small batches
+/// (a sparse diff's selections, a selective segment's) are gathered into batches of about
+/// `CHUNK_ROWS`, as each batch costs a message header and padding; large ones go as they are.
 struct MembersWriter {
     writer: FileWriter<BufWriter<File>>,
+    coalescer: arrow::compute::BatchCoalescer,
     batch_rows: Vec<usize>,
 }
 
@@ -119,19 +122,33 @@ impl MembersWriter {
         let file = File::create(path).map_err(io_error)?;
         Ok(MembersWriter {
             writer: FileWriter::try_new_buffered(file, schema)?,
+            coalescer: arrow::compute::BatchCoalescer::new(schema.clone(), CHUNK_ROWS)
+                .with_biggest_coalesce_batch_size(Some(CHUNK_ROWS / 2)),
             batch_rows: vec![],
         })
     }
 
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         if batch.num_rows() > 0 {
-            self.writer.write(batch)?;
-            self.batch_rows.push(batch.num_rows());
+            self.coalescer.push_batch(batch.clone())?;
+            self.write_completed()?;
+        }
+        Ok(())
+    }
+
+    fn write_completed(&mut self) -> Result<()> {
+        while let Some(batch) = self.coalescer.next_completed_batch() {
+            if batch.num_rows() > 0 {
+                self.writer.write(&batch)?;
+                self.batch_rows.push(batch.num_rows());
+            }
         }
         Ok(())
     }
 
     fn finish(mut self) -> Result<()> {
+        self.coalescer.finish_buffered_batch()?;
+        self.write_completed()?;
         let rows: Vec<String> = self.batch_rows.iter().map(|n| n.to_string()).collect();
         self.writer.write_metadata(BATCH_ROWS, rows.join(","));
         self.writer.finish()?;
@@ -144,7 +161,12 @@ impl MembersWriter {
 fn is_ipc(path: &Path) -> Result<bool> {
     let mut magic = [0u8; 6];
     let mut file = File::open(path).map_err(io_error)?;
-    Ok(file.read_exact(&mut magic).is_ok() && &magic == b"ARROW1")
+    match file.read_exact(&mut magic) {
+        Ok(()) => Ok(&magic == b"ARROW1"),
+        // Too short for either: the Parquet reader says what is wrong with it.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(io_error(e)),
+    }
 }
 
 fn ipc_reader(path: &Path) -> Result<FileReader<BufReader<File>>> {
@@ -507,10 +529,12 @@ fn extract_ipc(
     rows: &[u32],
     writer: &mut MembersWriter,
 ) -> Result<()> {
+    // Trusted only if it names every batch; each batch read is checked against it.
     let batch_rows: Option<Vec<u64>> = reader
         .custom_metadata()
         .get(BATCH_ROWS)
-        .and_then(|v| v.split(',').map(|n| n.parse().ok()).collect());
+        .and_then(|v| v.split(',').map(|n| n.parse().ok()).collect())
+        .filter(|sizes: &Vec<u64>| sizes.len() == reader.num_batches());
     let (mut index, mut start, mut i) = (0usize, 0u64, 0usize);
     while i < rows.len() {
         let row = rows[i] as u64;
@@ -526,6 +550,15 @@ fn extract_ipc(
         }
         let Some(batch) = reader.next() else { break };
         let batch = batch?;
+        if let Some(sizes) = &batch_rows
+            && sizes[index] != batch.num_rows() as u64
+        {
+            return Err(Error::internal(format!(
+                "a members file's batch {index} has {} rows where its footer says {}",
+                batch.num_rows(),
+                sizes[index]
+            )));
+        }
         let end = start + batch.num_rows() as u64;
         let mut take = vec![];
         while i < rows.len() && (rows[i] as u64) < end {
@@ -772,5 +805,52 @@ mod tests {
         assert!(is_ipc(&target.removes).unwrap());
         assert_eq!(values_of(&target.adds), ["h10", "h2"]);
         assert_eq!(values_of(&target.removes), ["h1", "h9"]);
+    }
+    #[test]
+    fn ipc_members_files_are_read_with_or_without_their_footer_sizes() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (b1, _) = members(&[1, 2, 3]);
+        let (b2, _) = members(&[4, 5]);
+        // Written without the footer's sizes: read in order.
+        let bare = d.join("bare.arrow");
+        let mut w = FileWriter::try_new(File::create(&bare).unwrap(), &b1.schema()).unwrap();
+        w.write(&b1).unwrap();
+        w.write(&b2).unwrap();
+        w.finish().unwrap();
+        let out = d.join("out.arrow");
+        extract(&bare, vec![4, 1], &out).unwrap();
+        assert_eq!(values_of(&out), ["h2", "h5"]);
+        let past = extract(&bare, vec![1, 5], &d.join("past.arrow")).unwrap_err();
+        assert!(past.to_string().contains("row 5"), "{past}");
+
+        // Small batches are gathered; the footer's sizes lead to the rows.
+        let gathered = d.join("gathered.arrow");
+        let mut w = MembersWriter::create(&gathered, &b1.schema()).unwrap();
+        for k in 0..100u128 {
+            w.write(&members(&[k]).0).unwrap();
+        }
+        w.write(&members(&(100..20_000).collect::<Vec<_>>()).0)
+            .unwrap();
+        w.finish().unwrap();
+        let reader = ipc_reader(&gathered).unwrap();
+        assert!(
+            reader.num_batches() <= 4,
+            "{} batches",
+            reader.num_batches()
+        );
+        extract(&gathered, vec![19_999, 3, 8_500], &out).unwrap();
+        assert_eq!(values_of(&out), ["h3", "h8500", "h19999"]);
+
+        // No members at all.
+        let empty = d.join("empty.arrow");
+        MembersWriter::create(&empty, &b1.schema())
+            .unwrap()
+            .finish()
+            .unwrap();
+        assert!(values_of(&empty).is_empty());
+        assert_eq!(member_schema(&empty).unwrap().fields().len(), 1);
+        extract(&empty, vec![], &out).unwrap();
+        assert!(values_of(&out).is_empty());
     }
 }
