@@ -776,6 +776,7 @@ mod tests {
         assert_eq!(values_of(&target.adds), adds);
         assert_eq!(values_of(&target.removes), removes);
     }
+
     #[test]
     fn parquet_members_files_of_earlier_builds_still_diff() {
         let dir = tempfile::tempdir().unwrap();
@@ -806,6 +807,7 @@ mod tests {
         assert_eq!(values_of(&target.adds), ["h10", "h2"]);
         assert_eq!(values_of(&target.removes), ["h1", "h9"]);
     }
+
     #[test]
     fn ipc_members_files_are_read_with_or_without_their_footer_sizes() {
         let dir = tempfile::tempdir().unwrap();
