@@ -15,6 +15,9 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
 measure() { # name, command...: prints "name wall_s peak_mib members"
   local name=$1; shift
+  # Each run starts with no dirty pages: otherwise the kernel writes the previous run's files
+  # back (1 GB of export, 2 GB of members) during this one, and that cost ~2 s of the Meta run.
+  sync
   /usr/bin/time -f "%e %M" -o "$work/$name.time" "$@" --report-json "$work/$name.json" > "$work/$name.log" 2>&1 \
     || { echo "$name failed:"; tail -20 "$work/$name.log"; exit 1; }
   read -r wall kib < "$work/$name.time"
