@@ -502,7 +502,7 @@ async fn diff(
         targets.push(target);
         heads.push(head);
     }
-    let keys_local = work.path().join("keys.parquet");
+    let keys_local = work.path().join("keys.arrow");
     let t: Vec<DiffTarget> = targets
         .iter()
         .flatten()
@@ -536,7 +536,7 @@ async fn diff(
 
     let run_dir = StateStore::run_dir(date, run_id);
     let members_file = format!("{run_dir}/members.arrow");
-    let keys_file = format!("{run_dir}/keys.parquet");
+    let keys_file = format!("{run_dir}/keys.arrow");
     let mut pending_destinations = vec![];
     let mut planned = vec![];
     for ((d, head), c) in platforms.iter().zip(&heads).zip(&counts) {

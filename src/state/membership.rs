@@ -3,17 +3,18 @@
 //! Members are written as they arrive to a local Arrow IPC file (`members.arrow`, unsorted,
 //! each row with its `member_key`). Only the keys are sorted: (key, row) pairs, 20 bytes a
 //! member, gathered in runs of bounded size, sorted and spilled to local files, then merged into
-//! `keys.parquet` (sorted by key). The merge walks each destination's previous `keys.parquet` in
-//! the same pass: keys only there were removed, keys only here were added. The rows of the adds
+//! `keys.arrow` (sorted by key). The merge walks each destination's previous keys file in the
+//! same pass: keys only there were removed, keys only here were added. The rows of the adds
 //! and removes are then read from the members files by row number into their own files. So the
 //! diff moves keys, not members: whatever the audience's size, memory holds one run of keys, and
 //! only the members that changed are copied.
 //!
-//! Members files are Arrow IPC rather than Parquet: hashes do not compress, so Parquet's encoding
-//! bought nothing and writing it was about a sixth of an upload run's CPU, where IPC writes the
-//! column buffers as they are. Their footer lists each batch's rows, so rows are found by number
-//! without reading the batches before them. Files of earlier builds are Parquet; readers take
-//! either, told apart by their magic bytes. The sorted keys stay Parquet (`keys.parquet`).
+//! Members and keys files are Arrow IPC rather than Parquet: hashes do not compress, so
+//! Parquet's encoding bought nothing, and writing it was about a sixth of an upload run's CPU
+//! (members) and half of the merge that ends a run (keys), where IPC writes the column buffers
+//! as they are. A members file's footer lists each batch's rows, so rows are found by number
+//! without reading the batches before them. Files of earlier builds are Parquet
+//! (`members.parquet`, `keys.parquet`); readers take either, told apart by their magic bytes.
 //!
 //! Files carry hashes and the few values platforms take raw, never raw PII. The key is 16 bytes,
 //! big-endian, so byte order is key order.
@@ -25,7 +26,6 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt32Type};
 use arrow::ipc::reader::FileReader;
 use arrow::ipc::writer::FileWriter;
-use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection, RowSelector};
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -87,9 +87,9 @@ fn io_error(e: std::io::Error) -> Error {
     Error::transient(format!("local temporary files: {e}"))
 }
 
-/// Parquet settings for `keys.parquet`: keys do not compress and every value is distinct, so no
-/// compression, dictionaries or statistics to spend time on; small row groups, as the writer
-/// buffers one whole.
+/// Parquet settings of earlier builds' members and keys files (written here only to test that
+/// they are still read).
+#[cfg(test)]
 fn writer_properties() -> parquet::file::properties::WriterProperties {
     parquet::file::properties::WriterProperties::builder()
         .set_compression(parquet::basic::Compression::UNCOMPRESSED)
@@ -99,9 +99,10 @@ fn writer_properties() -> parquet::file::properties::WriterProperties {
         .build()
 }
 
-fn parquet_writer(path: &Path, schema: &SchemaRef) -> Result<ArrowWriter<File>> {
+#[cfg(test)]
+fn parquet_writer(path: &Path, schema: &SchemaRef) -> Result<parquet::arrow::ArrowWriter<File>> {
     let file = File::create(path).map_err(io_error)?;
-    Ok(ArrowWriter::try_new(
+    Ok(parquet::arrow::ArrowWriter::try_new(
         file,
         schema.clone(),
         Some(writer_properties()),
@@ -157,7 +158,7 @@ impl MembersWriter {
     }
 }
 
-/// Whether a members file is Arrow IPC (this build) or Parquet (earlier builds).
+/// Whether a members or keys file is Arrow IPC (this build) or Parquet (earlier builds).
 fn is_ipc(path: &Path) -> Result<bool> {
     let mut magic = [0u8; 6];
     let mut file = File::open(path).map_err(io_error)?;
@@ -285,7 +286,7 @@ impl Keys for RunFile {
     }
 }
 
-/// A `keys.parquet` file, read in order.
+/// A keys file (`keys.arrow`, or an earlier build's `keys.parquet`), read in order.
 struct KeysFile {
     batches:
         Box<dyn Iterator<Item = std::result::Result<RecordBatch, arrow::error::ArrowError>> + Send>,
@@ -295,11 +296,17 @@ struct KeysFile {
 
 impl KeysFile {
     fn open(path: &Path) -> Result<KeysFile> {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).map_err(io_error)?)?
-            .with_batch_size(CHUNK_ROWS)
-            .build()?;
+        let batches: Box<dyn Iterator<Item = _> + Send> = if is_ipc(path)? {
+            Box::new(ipc_reader(path)?)
+        } else {
+            Box::new(
+                ParquetRecordBatchReaderBuilder::try_new(File::open(path).map_err(io_error)?)?
+                    .with_batch_size(CHUNK_ROWS)
+                    .build()?,
+            )
+        };
         Ok(KeysFile {
-            batches: Box::new(reader),
+            batches,
             batch: None,
             row: 0,
         })
@@ -330,17 +337,18 @@ impl Keys for KeysFile {
     }
 }
 
-/// Writes (key, row) pairs to a `keys.parquet` file.
+/// Writes (key, row) pairs to a keys file (Arrow IPC).
 struct KeysWriter {
-    writer: ArrowWriter<File>,
+    writer: FileWriter<BufWriter<File>>,
     keys: Vec<u128>,
     rows: Vec<u32>,
 }
 
 impl KeysWriter {
     fn create(path: &Path) -> Result<KeysWriter> {
+        let file = File::create(path).map_err(io_error)?;
         Ok(KeysWriter {
-            writer: parquet_writer(path, &keys_schema())?,
+            writer: FileWriter::try_new_buffered(file, &keys_schema())?,
             keys: Vec::with_capacity(CHUNK_ROWS),
             rows: Vec::with_capacity(CHUNK_ROWS),
         })
@@ -372,7 +380,8 @@ impl KeysWriter {
 
     fn close(mut self) -> Result<()> {
         self.flush()?;
-        self.writer.close()?;
+        self.writer.finish()?;
+        self.writer.into_inner()?.flush().map_err(io_error)?;
         Ok(())
     }
 }
@@ -754,11 +763,11 @@ mod tests {
         let all: Vec<u128> = (0..60_000).map(|_| (next() as u128) << 40 | 7).collect();
         let (old, new) = (&all[..40_000], &all[20_000..]);
         let runs_old = sorted_runs(&old.chunks(7_000).collect::<Vec<_>>());
-        let k_old = d.join("old.keys.parquet");
+        let k_old = d.join("old.keys.arrow");
         merge(&runs_old, Some(&k_old), &[]).unwrap();
         let m_old = keep(&runs_old, d, "old");
         let runs_new = sorted_runs(&new.chunks(9_000).collect::<Vec<_>>());
-        let k_new = d.join("new.keys.parquet");
+        let k_new = d.join("new.keys.arrow");
         let target = DiffTarget {
             previous_members: m_old,
             previous_keys: k_old,
@@ -778,13 +787,22 @@ mod tests {
     }
 
     #[test]
-    fn parquet_members_files_of_earlier_builds_still_diff() {
+    fn parquet_members_and_keys_files_of_earlier_builds_still_diff() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         // An earlier build's sync: members and keys as Parquet.
         let first = sorted_runs(&[&[5, 1, 9], &[3, 7]]);
+        let k1_ipc = d.join("k1.arrow");
+        merge(&first, Some(&k1_ipc), &[]).unwrap();
+        assert!(is_ipc(&k1_ipc).unwrap());
         let k1 = d.join("k1.parquet");
-        merge(&first, Some(&k1), &[]).unwrap();
+        let mut writer = parquet_writer(&k1, &keys_schema()).unwrap();
+        for b in ipc_reader(&k1_ipc).unwrap() {
+            writer.write(&b.unwrap()).unwrap();
+        }
+        writer.close().unwrap();
+        assert!(!is_ipc(&k1).unwrap());
+        assert_eq!(keys_of(&k1), [1, 3, 5, 7, 9]);
         let m1 = d.join("m1.members.parquet");
         let mut writer = parquet_writer(&m1, &keyed_schema(&members(&[]).0.schema())).unwrap();
         for b in ipc_reader(&first.members_file).unwrap() {

@@ -7,7 +7,7 @@
 //! {job}/destinations/{dest}/syncs/{generation:08}.json   committed syncs; the newest is the head
 //! {job}/runs/{date}/pending.json                         a run whose deltas are computed, sending
 //! {job}/runs/{date}/{run_id}/members.arrow               that run's members (hashes, keyed)
-//! {job}/runs/{date}/{run_id}/keys.parquet                their keys, sorted, with row numbers
+//! {job}/runs/{date}/{run_id}/keys.arrow                  their keys, sorted, with row numbers
 //! {job}/runs/{date}/{run_id}/{dest}.adds.arrow           members to add, to remove
 //! {job}/runs/{date}/{run_id}/{dest}.removes.arrow
 //! {job}/runs/{date}/{run_id}/{dest}.checkpoint.json      batches the platform acknowledged
@@ -444,7 +444,7 @@ mod tests {
             run_id: run_id.into(),
             mode: SyncMode::Mirror,
             members_file: "runs/x/members.parquet".into(),
-            keys_file: "runs/x/keys.parquet".into(),
+            keys_file: "runs/x/keys.arrow".into(),
             members: 1,
             committed_at: String::new(),
         }
