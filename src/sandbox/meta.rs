@@ -359,7 +359,8 @@ impl<'de> Visitor<'de> for RowSeed<'_, 'de> {
 }
 
 /// Writes a member as the store keeps it: `{"KEY":"value",...}` with its keys in order, as
-/// `serde_json` prints a `BTreeMap`, its values packed. False if a value is badly hashed or none is present.
+/// `serde_json` prints a `BTreeMap`, its values packed. False if a value is badly hashed, a raw
+/// value is badly shaped, or no value is present.
 fn canonical_member(keys: &[(&str, usize)], values: &[&str], m: &mut Vec<u8>) -> bool {
     let start = m.len();
     m.push(b'{');
@@ -601,16 +602,17 @@ enum Upload {
 }
 
 /// Whether a raw (unhashed) value has the shape its key needs: any external id; a device id
-/// in lowercase (hex digits and dashes, 36 characters).
+/// in lowercase (hex digits and dashes, 36 characters). No other key is sent raw.
 fn valid_raw_value(key: &str, v: &str) -> bool {
     match key {
+        "EXTERN_ID" => true,
         "MADID" => {
             v.len() == 36
                 && v.bytes().fold(true, |ok, b| {
                     ok & (b.is_ascii_digit() | (b'a'..=b'f').contains(&b) | (b == b'-'))
                 })
         }
-        _ => true,
+        _ => false,
     }
 }
 
@@ -814,4 +816,53 @@ fn upload<'a>(
         body.as_object_mut().unwrap().remove("audience_id");
     }
     axum::Json(body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::state::unpack;
+
+    /// A row's member as the store keeps it, unpacked; None if the row is rejected.
+    fn member(schema: &[&'static str], values: &[&str]) -> Option<String> {
+        let mut keys: Vec<(&str, usize)> = schema.iter().copied().zip(0..).collect();
+        keys.sort_unstable();
+        let mut batch = MemberBatch::default();
+        if !batch.push_with(|out| canonical_member(&keys, values, out)) {
+            assert!(batch.is_empty(), "nothing kept of a rejected row");
+            return None;
+        }
+        Some(unpack(batch.iter().next().unwrap()))
+    }
+
+    #[test]
+    fn rows_become_members_with_sorted_keys_hashes_checked_and_raw_values_as_strings() {
+        let hash = "0123456789abcdef".repeat(4);
+        let madid = "6d92078a-8246-4ba4-ae5b-76104861e7dc";
+        assert_eq!(
+            member(&["LN", "EMAIL", "FN"], &[&hash, &hash, ""]).unwrap(),
+            format!(r#"{{"EMAIL":"{hash}","LN":"{hash}"}}"#),
+            "keys in order, empty values left out"
+        );
+        assert_eq!(
+            member(&["MADID", "EXTERN_ID"], &[madid, "crm \"7\""]).unwrap(),
+            format!(r#"{{"EXTERN_ID":"crm \"7\"","MADID":"{madid}"}}"#)
+        );
+        assert_eq!(
+            member(&["EXTERN_ID"], &[&hash]).unwrap(),
+            format!(r#"{{"EXTERN_ID":"{hash}"}}"#),
+            "an external id that looks like a hash is kept as it was"
+        );
+        let rejected: [(&[&'static str], &[&str]); 6] = [
+            (&["EMAIL"], &[&hash.to_uppercase()]),
+            (&["EMAIL"], &[&hash[1..]]),
+            (&["EMAIL", "FN"], &[&hash, "not a hash"]),
+            (&["MADID"], &[&madid.to_uppercase()]),
+            (&["MADID"], &[&madid[1..]]),
+            (&["EMAIL", "MADID"], &["", ""]),
+        ];
+        for (schema, values) in rejected {
+            assert_eq!(member(schema, values), None, "{schema:?} {values:?}");
+        }
+    }
 }

@@ -371,7 +371,7 @@ impl KeysWriter {
             keys_schema(),
             vec![
                 key_array(self.keys.drain(..)),
-                Arc::new(UInt32Array::from(std::mem::take(&mut self.rows))),
+                Arc::new(UInt32Array::from_iter_values(self.rows.drain(..))),
             ],
         )?;
         self.writer.write(&batch)?;
@@ -719,7 +719,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let first = sorted_runs(&[&[5, 1, 9], &[3, 7]]);
-        let k1 = d.join("k1.parquet");
+        let k1 = d.join("k1.arrow");
         merge(&first, Some(&k1), &[]).unwrap();
         assert_eq!(keys_of(&k1), [1, 3, 5, 7, 9]);
         let m1 = keep(&first, d, "m1");
@@ -727,7 +727,7 @@ mod tests {
 
         // 1 and 9 leave, 2 and 10 join.
         let second = sorted_runs(&[&[10, 3], &[5, 2, 7]]);
-        let k2 = d.join("k2.parquet");
+        let k2 = d.join("k2.arrow");
         let target = DiffTarget {
             previous_members: m1,
             previous_keys: k1,
@@ -784,6 +784,32 @@ mod tests {
         let removes: Vec<String> = all[..20_000].iter().map(|k| format!("h{k}")).collect();
         assert_eq!(values_of(&target.adds), adds);
         assert_eq!(values_of(&target.removes), removes);
+    }
+
+    #[test]
+    fn after_a_sync_of_no_members_every_member_is_an_add() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let none = sorted_runs(&[]);
+        let k0 = d.join("k0.arrow");
+        merge(&none, Some(&k0), &[]).unwrap();
+        assert!(is_ipc(&k0).unwrap());
+        assert!(keys_of(&k0).is_empty());
+        let target = DiffTarget {
+            previous_members: keep(&none, d, "m0"),
+            previous_keys: k0,
+            adds: d.join("a1.arrow"),
+            removes: d.join("r1.arrow"),
+        };
+        let counts = merge(
+            &sorted_runs(&[&[4, 2]]),
+            None,
+            std::slice::from_ref(&target),
+        )
+        .unwrap();
+        assert_eq!((counts[0].adds, counts[0].removes), (2, 0));
+        assert_eq!(values_of(&target.adds), ["h4", "h2"]);
+        assert!(values_of(&target.removes).is_empty());
     }
 
     #[test]

@@ -15,8 +15,8 @@
 //! {job}/reports/{date}/{run_id}.json                     run reports
 //! ```
 //!
-//! Members files are Arrow IPC files; runs of builds before it wrote Parquet (`.parquet`), which
-//! are still read (see `membership`).
+//! Members and keys files are Arrow IPC files; runs of earlier builds wrote Parquet
+//! (`.parquet`), which is still read (see `membership`).
 //!
 //! A sync commits by creating the next generation's file with a conditional put (create only if
 //! absent): of two runs racing on one destination, the second fails to create it and stops with
@@ -443,7 +443,7 @@ mod tests {
             run_date: "2026-11-25".into(),
             run_id: run_id.into(),
             mode: SyncMode::Mirror,
-            members_file: "runs/x/members.parquet".into(),
+            members_file: "runs/x/members.arrow".into(),
             keys_file: "runs/x/keys.arrow".into(),
             members: 1,
             committed_at: String::new(),
