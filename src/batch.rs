@@ -3,6 +3,11 @@
 //!
 //! Every destination goes through here, so each platform's limit (Meta's 10,000 rows, an export's
 //! file size) is one `BatchLimits` value, not code of its own.
+//!
+//! A destination-sized batch usually spans two input batches (the engine's are about 8,000 rows,
+//! Meta's and Google's requests 10,000). Encoders that write rows one by one take it as `Parts`,
+//! the input slices it spans, so nothing is copied; `batched` gives one `RecordBatch` for those
+//! that need one, at the cost of a copy (concatenating was a twentieth of a Meta upload's CPU).
 
 use crate::error::Result;
 use crate::job::BatchLimits;
@@ -32,6 +37,27 @@ pub fn row_sizes(batch: &RecordBatch) -> Vec<usize> {
     sizes
 }
 
+/// A destination-sized batch as the slices of input batches it spans, in order (one or more,
+/// none empty, all of the input's schema).
+pub type Parts = Vec<RecordBatch>;
+
+/// The rows of a batch in parts.
+pub fn num_rows(parts: &[RecordBatch]) -> usize {
+    parts.iter().map(RecordBatch::num_rows).sum()
+}
+
+/// A batch in parts as one batch: the part itself if there is one, else a copy.
+pub fn concat(parts: Parts) -> Result<RecordBatch> {
+    if parts.len() == 1 {
+        return Ok(parts.into_iter().next().expect("one part"));
+    }
+    let schema = parts
+        .first()
+        .map(|p| p.schema())
+        .ok_or_else(|| crate::error::Error::internal("a batch of no parts"))?;
+    Ok(arrow::compute::concat_batches(&schema, &parts)?)
+}
+
 /// Accumulates rows and hands out full batches.
 pub struct Batcher {
     limits: BatchLimits,
@@ -51,7 +77,7 @@ impl Batcher {
     }
 
     /// Adds a batch; returns the batches that are now full.
-    pub fn push(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
+    pub fn push(&mut self, batch: RecordBatch) -> Vec<Parts> {
         let mut full = vec![];
         let sizes = row_sizes(&batch);
         let mut start = 0;
@@ -64,7 +90,7 @@ impl Batcher {
                 if row > start {
                     self.pending.push(batch.slice(start, row - start));
                 }
-                full.push(self.take()?);
+                full.push(self.take());
                 start = row;
             }
             self.rows += 1;
@@ -74,7 +100,7 @@ impl Batcher {
         if row > start {
             self.pending.push(batch.slice(start, row - start));
         }
-        Ok(full)
+        full
     }
 
     /// Cuts without copying: the slices of `batch` in order, each flagged when it completes a
@@ -103,31 +129,37 @@ impl Batcher {
     }
 
     /// The last, partly filled batch.
-    pub fn finish(&mut self) -> Result<Option<RecordBatch>> {
+    pub fn finish(&mut self) -> Option<Parts> {
         if self.rows == 0 {
-            return Ok(None);
+            return None;
         }
-        self.take().map(Some)
+        Some(self.take())
     }
 
-    fn take(&mut self) -> Result<RecordBatch> {
-        let parts = std::mem::take(&mut self.pending);
+    fn take(&mut self) -> Parts {
         self.rows = 0;
         self.bytes = 0;
-        let batch = if parts.len() == 1 {
-            parts.into_iter().next().expect("one part")
-        } else {
-            arrow::compute::concat_batches(&parts[0].schema(), &parts)?
-        };
-        Ok(batch)
+        std::mem::take(&mut self.pending)
     }
 }
 
-/// Re-cuts a stream of batches to `limits`; an error passes through and ends the stream.
+/// Re-cuts a stream of batches to `limits`, each batch one `RecordBatch`; an error passes
+/// through and ends the stream.
 pub fn batched(
     input: BoxStream<'static, Result<RecordBatch>>,
     limits: BatchLimits,
 ) -> BoxStream<'static, Result<RecordBatch>> {
+    batched_parts(input, limits)
+        .map(|parts| parts.and_then(concat))
+        .boxed()
+}
+
+/// Re-cuts a stream of batches to `limits`, each batch in parts; an error passes through and
+/// ends the stream.
+pub fn batched_parts(
+    input: BoxStream<'static, Result<RecordBatch>>,
+    limits: BatchLimits,
+) -> BoxStream<'static, Result<Parts>> {
     let state = (
         input,
         Batcher::new(limits),
@@ -145,24 +177,14 @@ pub fn batched(
                     return None;
                 }
                 match input.next().await {
-                    Some(Ok(batch)) => match batcher.push(batch) {
-                        Ok(full) => ready.extend(full),
-                        Err(e) => {
-                            done = true;
-                            return Some((Err(e), (input, batcher, ready, done)));
-                        }
-                    },
+                    Some(Ok(batch)) => ready.extend(batcher.push(batch)),
                     Some(Err(e)) => {
                         done = true;
                         return Some((Err(e), (input, batcher, ready, done)));
                     }
                     None => {
                         done = true;
-                        match batcher.finish() {
-                            Ok(Some(last)) => ready.push_back(last),
-                            Ok(None) => {}
-                            Err(e) => return Some((Err(e), (input, batcher, ready, done))),
-                        }
+                        ready.extend(batcher.finish());
                     }
                 }
             }
@@ -205,6 +227,37 @@ mod tests {
             vec![batch(&["a"; 3]), batch(&["b"; 3]), batch(&["c"; 5])],
         );
         assert_eq!(sizes, [4, 4, 3]);
+    }
+
+    #[test]
+    fn a_batch_in_parts_is_the_input_slices_it_spans_uncopied() {
+        let limits = BatchLimits {
+            max_rows: 4,
+            max_bytes: usize::MAX,
+        };
+        let inputs = vec![batch(&["a"; 3]), batch(&["b"; 3]), batch(&["c"; 5])];
+        let values_of_a = inputs[0].column(0).to_data().buffers()[1].as_ptr();
+        let stream = futures::stream::iter(inputs.into_iter().map(Ok)).boxed();
+        let batches: Vec<Parts> = futures::executor::block_on(
+            batched_parts(stream, limits).map(|b| b.unwrap()).collect(),
+        );
+        let shape: Vec<Vec<usize>> = batches
+            .iter()
+            .map(|parts| parts.iter().map(RecordBatch::num_rows).collect())
+            .collect();
+        assert_eq!(shape, [vec![3, 1], vec![2, 2], vec![3]]);
+        assert_eq!(
+            batches[0][0].column(0).to_data().buffers()[1].as_ptr(),
+            values_of_a,
+            "a part shares its input's buffers"
+        );
+        let first = concat(batches[0].clone()).unwrap();
+        let first = first.column(0).as_string::<i32>();
+        assert_eq!(
+            first.iter().flatten().collect::<Vec<_>>(),
+            ["a", "a", "a", "b"]
+        );
+        assert_eq!(num_rows(&batches[1]), 4);
     }
 
     #[test]

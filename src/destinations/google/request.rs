@@ -56,29 +56,41 @@ impl MemberEncoder {
         Some([self.given?, self.family?, self.region?, self.postal?])
     }
 
-    /// How many rows of a batch go out as members, and how many have no usable identifier.
-    pub fn count(&self, batch: &RecordBatch) -> (u64, u64) {
-        let columns = self.columns(batch);
-        let usable = (0..batch.num_rows())
-            .filter(|&row| columns.usable(row))
-            .count() as u64;
-        (usable, batch.num_rows() as u64 - usable)
+    /// How many rows of a batch (in parts, `batch::Parts`) go out as members, and how many
+    /// have no usable identifier.
+    pub fn count(&self, parts: &[RecordBatch]) -> (u64, u64) {
+        let mut usable = 0;
+        for batch in parts {
+            let columns = self.columns(batch);
+            usable += (0..batch.num_rows())
+                .filter(|&row| columns.usable(row))
+                .count() as u64;
+        }
+        (usable, crate::batch::num_rows(parts) as u64 - usable)
     }
 
-    /// Writes the `audienceMembers` array of a batch as JSON, straight from its columns: a
-    /// tree of JSON values per member cost more than sending it.
-    pub fn write_members(&self, batch: &RecordBatch, out: &mut Vec<u8>) {
-        let c = self.columns(batch);
+    /// Writes the `audienceMembers` array of a batch (in parts) as JSON, straight from its
+    /// columns: a tree of JSON values per member cost more than sending it.
+    pub fn write_members(&self, parts: &[RecordBatch], out: &mut Vec<u8>) {
         out.push(b'[');
         let mut first = true;
+        for batch in parts {
+            self.write_part(batch, &mut first, out);
+        }
+        out.push(b']');
+    }
+
+    /// Writes the members of one part, each preceded by a comma unless it is the `first`.
+    fn write_part(&self, batch: &RecordBatch, first: &mut bool, out: &mut Vec<u8>) {
+        let c = self.columns(batch);
         for row in 0..batch.num_rows() {
             if !c.usable(row) {
                 continue;
             }
-            if !first {
+            if !*first {
                 out.push(b',');
             }
-            first = false;
+            *first = false;
             out.extend_from_slice(b"{\"userData\":{\"userIdentifiers\":[");
             let mut ids = 0;
             let mut id = |out: &mut Vec<u8>, prefix: &[u8]| {
@@ -145,7 +157,6 @@ impl MemberEncoder {
             }
             out.push(b'}');
         }
-        out.push(b']');
     }
 
     fn columns<'a>(&self, batch: &'a RecordBatch) -> Columns<'a> {
@@ -210,7 +221,7 @@ pub fn body(
     config: &GoogleConfig,
     destination: &Value,
     encoder: &MemberEncoder,
-    batch: &RecordBatch,
+    parts: &[RecordBatch],
     ingest: bool,
 ) -> Vec<u8> {
     let mut head = json!({
@@ -231,11 +242,11 @@ pub fn body(
         }
     }
     let mut out = serde_json::to_vec(&head).unwrap_or_default();
-    out.reserve(batch.num_rows() * 420);
+    out.reserve(crate::batch::num_rows(parts) * 420);
     // The object stays open for the members: `{...,"audienceMembers":[...]}`.
     out.pop();
     out.extend_from_slice(b",\"audienceMembers\":");
-    encoder.write_members(batch, &mut out);
+    encoder.write_members(parts, &mut out);
     out.push(b'}');
     out
 }
@@ -270,9 +281,16 @@ mod tests {
             &[("ad_user_data".to_string(), "consent_data".to_string())],
         )
         .unwrap();
-        assert_eq!(encoder.count(&batch), (2, 1));
+        let whole = std::slice::from_ref(&batch);
+        assert_eq!(encoder.count(whole), (2, 1));
         let mut out = vec![];
-        encoder.write_members(&batch, &mut out);
+        encoder.write_members(whole, &mut out);
+        // In parts, split after each row: the same members.
+        let parts = [batch.slice(0, 1), batch.slice(1, 1), batch.slice(2, 1)];
+        assert_eq!(encoder.count(&parts), (2, 1));
+        let mut in_parts = vec![];
+        encoder.write_members(&parts, &mut in_parts);
+        assert_eq!(in_parts, out, "a batch in parts is written as the batch");
         let members: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(
             members,

@@ -205,7 +205,7 @@ pub async fn run(
     let encoding = Arc::new((config.clone(), destination.clone(), encoder.clone()));
     let mut request_ids = vec![];
     let mut skipped = 0u64;
-    let mut batches = batch::batched(members, config.batch);
+    let mut batches = batch::batched_parts(members, config.batch);
     let mut in_flight = FuturesUnordered::new();
     let mut seq = 0u64;
     let mut ended = false;

@@ -211,12 +211,12 @@ pub async fn run(
         let edge = edge.clone();
         let payload_schema = payload_schema.clone();
         let checkpoint = checkpoint.clone();
-        move |batch: RecordBatch, seq: u64, last: bool| {
+        move |batch: batch::Parts, seq: u64, last: bool| {
             let api = api.clone();
             let edge = edge.clone();
             let checkpoint = checkpoint.clone();
             let payload_schema = payload_schema.clone();
-            let rows = batch.num_rows() as u64;
+            let rows = batch::num_rows(&batch) as u64;
             async move {
                 if checkpoint.is_acked(phase, seq).await {
                     return Ok::<(Value, u64, bool), Error>((Value::Null, rows, true));
@@ -252,9 +252,9 @@ pub async fn run(
         ..SinkReport::default()
     };
     let mut received = Received::default();
-    let mut batches = batch::batched(members, config.batch);
+    let mut batches = batch::batched_parts(members, config.batch);
     let mut in_flight = FuturesUnordered::new();
-    let mut held: Option<RecordBatch> = None;
+    let mut held: Option<batch::Parts> = None;
     let mut seq = 0u64;
     let settle = |result: Result<(Value, u64, bool)>,
                   report: &mut SinkReport,
