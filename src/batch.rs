@@ -84,7 +84,8 @@ impl Batcher {
         let mut row = 0;
         while row < batch.num_rows() {
             let size = sizes[row];
-            let over_rows = self.rows + 1 > self.limits.max_rows;
+            // A batch holds at least one row, whatever the limits say.
+            let over_rows = self.rows > 0 && self.rows + 1 > self.limits.max_rows;
             let over_bytes = self.rows > 0 && self.bytes + size > self.limits.max_bytes;
             if over_rows || over_bytes {
                 if row > start {
@@ -150,7 +151,15 @@ pub fn batched(
     limits: BatchLimits,
 ) -> BoxStream<'static, Result<RecordBatch>> {
     batched_parts(input, limits)
-        .map(|parts| parts.and_then(concat))
+        .scan(false, |failed, parts| {
+            // Nothing after an error: a connector must not send the batches that follow it.
+            if *failed {
+                return futures::future::ready(None);
+            }
+            let batch = parts.and_then(concat);
+            *failed = batch.is_err();
+            futures::future::ready(Some(batch))
+        })
         .boxed()
 }
 
@@ -236,7 +245,7 @@ mod tests {
             max_bytes: usize::MAX,
         };
         let inputs = vec![batch(&["a"; 3]), batch(&["b"; 3]), batch(&["c"; 5])];
-        let values_of_a = inputs[0].column(0).to_data().buffers()[1].as_ptr();
+        let values_of_b = inputs[1].column(0).to_data().buffers()[1].as_ptr();
         let stream = futures::stream::iter(inputs.into_iter().map(Ok)).boxed();
         let batches: Vec<Parts> = futures::executor::block_on(
             batched_parts(stream, limits).map(|b| b.unwrap()).collect(),
@@ -247,9 +256,9 @@ mod tests {
             .collect();
         assert_eq!(shape, [vec![3, 1], vec![2, 2], vec![3]]);
         assert_eq!(
-            batches[0][0].column(0).to_data().buffers()[1].as_ptr(),
-            values_of_a,
-            "a part shares its input's buffers"
+            batches[1][0].column(0).to_data().buffers()[1].as_ptr(),
+            values_of_b,
+            "a part (the last two rows of b) shares its input's buffers"
         );
         let first = concat(batches[0].clone()).unwrap();
         let first = first.column(0).as_string::<i32>();
@@ -258,6 +267,26 @@ mod tests {
             ["a", "a", "a", "b"]
         );
         assert_eq!(num_rows(&batches[1]), 4);
+    }
+
+    #[test]
+    fn a_batch_that_cannot_be_joined_ends_the_stream() {
+        let limits = BatchLimits {
+            max_rows: 4,
+            max_bytes: usize::MAX,
+        };
+        // Another type under the same name: the copy that joins the parts fails.
+        let other = RecordBatch::try_from_iter([(
+            "email_sha256",
+            Arc::new(arrow::array::Int32Array::from(vec![1; 3])) as _,
+        )])
+        .unwrap();
+        let inputs = vec![batch(&["a"; 3]), other, batch(&["c"; 5])];
+        let stream = futures::stream::iter(inputs.into_iter().map(Ok)).boxed();
+        let results: Vec<Result<RecordBatch>> =
+            futures::executor::block_on(batched(stream, limits).collect());
+        assert_eq!(results.len(), 1, "nothing follows the error");
+        assert!(results[0].is_err());
     }
 
     #[test]

@@ -291,6 +291,16 @@ mod tests {
         let mut in_parts = vec![];
         encoder.write_members(&parts, &mut in_parts);
         assert_eq!(in_parts, out, "a batch in parts is written as the batch");
+        // A first part of no usable member, and an empty part between the others.
+        let reordered = [
+            batch.slice(2, 1),
+            batch.slice(0, 1),
+            batch.slice(0, 0),
+            batch.slice(1, 1),
+        ];
+        let mut in_parts = vec![];
+        encoder.write_members(&reordered, &mut in_parts);
+        assert_eq!(in_parts, out, "no comma for members left out");
         let members: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(
             members,

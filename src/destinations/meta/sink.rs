@@ -211,19 +211,19 @@ pub async fn run(
         let edge = edge.clone();
         let payload_schema = payload_schema.clone();
         let checkpoint = checkpoint.clone();
-        move |batch: batch::Parts, seq: u64, last: bool| {
+        move |parts: batch::Parts, seq: u64, last: bool| {
             let api = api.clone();
             let edge = edge.clone();
             let checkpoint = checkpoint.clone();
             let payload_schema = payload_schema.clone();
-            let rows = batch::num_rows(&batch) as u64;
+            let rows = batch::num_rows(&parts) as u64;
             async move {
                 if checkpoint.is_acked(phase, seq).await {
                     return Ok::<(Value, u64, bool), Error>((Value::Null, rows, true));
                 }
                 let session = request::session(session_id, seq, last, total);
-                let body = payload_schema.upload_body(&batch, &session, api.token.expose());
-                drop(batch);
+                let body = payload_schema.upload_body(&parts, &session, api.token.expose());
+                drop(parts);
                 let answer = api
                     .send_json(
                         &format!("upload batch {seq}"),
