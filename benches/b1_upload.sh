@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark: B1 uploaded to the Meta and Google Data Manager sandboxes vs. the export-only run of
-# the same segment, one after another in the same session (wall seconds, peak memory, members/s);
+# the same segment, one after another in the same session (wall seconds, peak memory, members/s,
+# and CPU seconds of activator and of the sandbox, which shares the machine's cores with it);
 # then the request rate reached under a configured Meta call budget.
 #
 # Usage: benches/b1_upload.sh DATA_DIR [BIN]
@@ -13,19 +14,26 @@ work=$(mktemp -d)
 port=$((20000 + RANDOM % 20000))
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
-measure() { # name, command...: prints "name wall_s peak_mib members"
+sandbox_cpu() { # CPU seconds the sandbox has used so far
+  awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$sandbox/stat"
+}
+
+measure() { # name, command...: prints "name wall_s peak_mib members cpu_s sandbox_cpu_s"
   local name=$1; shift
   # Each run starts with no dirty pages: otherwise the kernel writes the previous run's files
   # back (1 GB of export, 2 GB of members) during this one, and that cost ~2 s of the Meta run.
   sync
-  /usr/bin/time -f "%e %M" -o "$work/$name.time" "$@" --report-json "$work/$name.json" > "$work/$name.log" 2>&1 \
+  local before; before=$(sandbox_cpu)
+  /usr/bin/time -f "%e %M %U %S" -o "$work/$name.time" "$@" --report-json "$work/$name.json" > "$work/$name.log" 2>&1 \
     || { echo "$name failed:"; tail -20 "$work/$name.log"; exit 1; }
-  read -r wall kib < "$work/$name.time"
+  read -r wall kib user sys < "$work/$name.time"
   members=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['members'])" "$work/$name.json")
-  echo "$name $wall $((kib / 1024)) $members"
+  echo "$name $wall $((kib / 1024)) $members $(awk -v u="$user" -v s="$sys" 'BEGIN{printf "%.2f", u + s}') \
+$(awk -v a="$(sandbox_cpu)" -v b="$before" 'BEGIN{printf "%.2f", a - b}')"
 }
 
 "$bin" sandbox --port "$port" > "$work/sandbox.log" 2>&1 &
+sandbox=$!
 sleep 1
 export B1_DATA=$data B1_OUT=$work/export PLATFORM_URL=http://127.0.0.1:$port
 export META_ACCESS_TOKEN=bench GOOGLE_ACCESS_TOKEN=bench ACTIVATOR_LOG=warn
@@ -38,13 +46,17 @@ rows+=("$(AUDIENCE=b1-meta measure meta "$bin" run jobs/bench_b1_meta.toml --dat
 # The sandbox forgets Meta's 5 million members before Google's run, so each starts alike.
 curl -s -X POST "$PLATFORM_URL/_sandbox/reset" > /dev/null
 rows+=("$(AUDIENCE=b1-google measure google "$bin" run jobs/bench_b1_google.toml --date 2026-11-25 --quiet)")
-printf '%-8s %10s %10s %12s %14s %14s\n' run wall_s peak_MiB members members_per_s wall/export
-read -r _ ew _ _ <<<"${rows[0]}"
+printf '%-8s %8s %9s %10s %13s %12s %7s %11s %11s\n' \
+  run wall_s peak_MiB members members_per_s wall/export cpu_s sandbox_cpu cpu/export
+read -r _ ew _ _ ec _ <<<"${rows[0]}"
 for r in "${rows[@]}"; do
-  read -r n w m k <<<"$r"
-  printf '%-8s %10s %10s %12s %14s %14s\n' "$n" "$w" "$m" "$k" \
-    "$(awk -v k="$k" -v w="$w" 'BEGIN{printf "%.0f", k/w}')" "$(awk -v a="$w" -v b="$ew" 'BEGIN{printf "%.2f", a/b}')"
+  read -r n w m k c sc <<<"$r"
+  printf '%-8s %8s %9s %10s %13s %12s %7s %11s %11s\n' "$n" "$w" "$m" "$k" \
+    "$(awk -v k="$k" -v w="$w" 'BEGIN{printf "%.0f", k/w}')" "$(awk -v a="$w" -v b="$ew" 'BEGIN{printf "%.2f", a/b}')" \
+    "$c" "$sc" "$(awk -v a="$c" -v s="$sc" -v b="$ec" 'BEGIN{printf "%.2f", (a + s) / b}')"
 done
+echo "cpu/export: activator's and the sandbox's CPU seconds over the export run's (the emulated"
+echo "platform's work runs on the same two cores; against a real platform it would not)."
 kill %1 2>/dev/null || true
 wait 2>/dev/null || true
 

@@ -159,3 +159,84 @@ fn an_unknown_user_list_stops_the_run() {
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("product_destination_id"), "{out}");
 }
+
+/// The sandbox validates `audienceMembers:ingest` as the Data Manager does, wherever the
+/// request's fields come in its body: the first invalid member is named, in the request's
+/// encoding; an unknown consent status is refused; hex is kept in lower case and base64 as sent.
+#[test]
+fn the_sandbox_validates_ingest_requests_in_their_encoding() {
+    let f = Fixture::with_faults(FaultConfig::default());
+    let list = f
+        .sandbox
+        .state
+        .store
+        .create("google", "1234567890", "validation");
+    let url = format!("{}/v1/audienceMembers:ingest", f.sandbox.url);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let send = |body: serde_json::Value| -> (u16, serde_json::Value) {
+        rt.block_on(async {
+            let response = reqwest::Client::new()
+                .post(&url)
+                .bearer_auth(TOKEN)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (response.status().as_u16(), response.json().await.unwrap())
+        })
+    };
+    let email =
+        |v: &str| serde_json::json!({"userData": {"userIdentifiers": [{"emailAddress": v}]}});
+    let (hex, base64) = (
+        "AB".repeat(32),
+        "Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFyYmE=",
+    );
+    // Members first, as serde_json orders an object's keys: the encoding is read after them.
+    let request = |members: Vec<serde_json::Value>, encoding: serde_json::Value| {
+        serde_json::json!({
+            "audienceMembers": members,
+            "consent": {"adUserData": "CONSENT_GRANTED", "adPersonalization": 1},
+            "destinations": [{"operatingAccount": {"accountType": "GOOGLE_ADS", "accountId": "1234567890"},
+                              "productDestinationId": list.id}],
+            "encoding": encoding,
+            "termsOfService": {"customerMatchTermsOfServiceStatus": "ACCEPTED"},
+        })
+    };
+    let field = |error: &serde_json::Value| {
+        error["error"]["details"][0]["fieldViolations"][0]["field"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+
+    let (status, error) = send(request(vec![email(&hex), email(base64)], "HEX".into()));
+    assert_eq!(status, 400, "{error}");
+    assert_eq!(field(&error), "audience_members[1].user_data.email_address");
+    let (status, error) = send(request(vec![email(&hex), email(base64)], "BASE64".into()));
+    assert_eq!(status, 400, "{error}");
+    assert_eq!(field(&error), "audience_members[0].user_data.email_address");
+
+    let mut unknown_consent = email(&hex);
+    unknown_consent["consent"] = serde_json::json!({"adUserData": "MAYBE"});
+    let (status, error) = send(request(vec![email(&hex), unknown_consent], "HEX".into()));
+    assert_eq!(status, 400, "{error}");
+    assert_eq!(field(&error), "consent[2].adUserData");
+
+    let (status, ok) = send(request(vec![email(&hex)], "HEX".into()));
+    assert_eq!(status, 200, "{ok}");
+    let (status, ok) = send(request(vec![email(base64)], 2.into()));
+    assert_eq!(status, 200, "{ok}");
+    let emails: BTreeSet<String> = f
+        .sandbox
+        .state
+        .store
+        .members(&list.id)
+        .unwrap()
+        .iter()
+        .map(|m| m["emailAddress"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        emails,
+        BTreeSet::from([hex.to_lowercase(), base64.to_string()])
+    );
+}
