@@ -15,7 +15,8 @@ port=$((20000 + RANDOM % 20000))
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
 sandbox_cpu() { # CPU seconds the sandbox has used so far
-  awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$sandbox/stat"
+  # utime and stime: fields 14 and 15, counted after the command name (which may hold spaces).
+  sed 's/.*) //' "/proc/$sandbox/stat" | awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($12 + $13) / hz}'
 }
 
 measure() { # name, command...: prints "name wall_s peak_mib members cpu_s sandbox_cpu_s"

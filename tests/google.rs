@@ -173,18 +173,20 @@ fn the_sandbox_validates_ingest_requests_in_their_encoding() {
         .create("google", "1234567890", "validation");
     let url = format!("{}/v1/audienceMembers:ingest", f.sandbox.url);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let send = |body: serde_json::Value| -> (u16, serde_json::Value) {
+    let send_text = |body: String| -> (u16, serde_json::Value) {
         rt.block_on(async {
             let response = reqwest::Client::new()
                 .post(&url)
                 .bearer_auth(TOKEN)
-                .json(&body)
+                .header("content-type", "application/json")
+                .body(body)
                 .send()
                 .await
                 .unwrap();
             (response.status().as_u16(), response.json().await.unwrap())
         })
     };
+    let send = |body: serde_json::Value| send_text(body.to_string());
     let email =
         |v: &str| serde_json::json!({"userData": {"userIdentifiers": [{"emailAddress": v}]}});
     let (hex, base64) = (
@@ -213,6 +215,16 @@ fn the_sandbox_validates_ingest_requests_in_their_encoding() {
     assert_eq!(status, 400, "{error}");
     assert_eq!(field(&error), "audience_members[1].user_data.email_address");
     let (status, error) = send(request(vec![email(&hex), email(base64)], "BASE64".into()));
+    assert_eq!(status, 400, "{error}");
+    assert_eq!(field(&error), "audience_members[0].user_data.email_address");
+    // The encoding before the members this time: the same verdict.
+    let encoding_first = format!(
+        r#"{{"encoding":"BASE64","termsOfService":{{"customerMatchTermsOfServiceStatus":"ACCEPTED"}},"destinations":[{{"operatingAccount":{{"accountType":"GOOGLE_ADS"}},"productDestinationId":"{}"}}],"audienceMembers":[{},{}]}}"#,
+        list.id,
+        email(&hex),
+        email(base64)
+    );
+    let (status, error) = send_text(encoding_first);
     assert_eq!(status, 400, "{error}");
     assert_eq!(field(&error), "audience_members[0].user_data.email_address");
 

@@ -4,7 +4,7 @@
 //! name past the per-minute request budget.
 
 use super::faults::Fault;
-use super::state::{MemberBatch, push_member_value};
+use super::state::{MemberBatch, packed_key, push_member_value};
 use super::{AppState, Cell};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -352,10 +352,22 @@ impl<'de> Visitor<'de> for MemberSeed<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let mut ids = None;
         let mut consent = Value::Null;
+        let mut seen = [false; 2];
         while let Some(field) = map.next_key::<MemberField>()? {
+            // A field given twice is an error, as in any proto3 JSON message.
+            let once = |seen: &mut bool, name| match std::mem::replace(seen, true) {
+                true => Err(serde::de::Error::duplicate_field(name)),
+                false => Ok(()),
+            };
             match field {
-                MemberField::UserData => map.next_value_seed(UserDataSeed(&mut ids))?,
-                MemberField::Consent => consent = map.next_value()?,
+                MemberField::UserData => {
+                    once(&mut seen[0], "userData")?;
+                    map.next_value_seed(UserDataSeed(&mut ids))?
+                }
+                MemberField::Consent => {
+                    once(&mut seen[1], "consent")?;
+                    consent = map.next_value()?
+                }
                 MemberField::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -399,9 +411,13 @@ impl<'de> Visitor<'de> for UserDataSeed<'_, 'de> {
         d.deserialize_map(self)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen = false;
         while let Some(field) = map.next_key::<UserDataField>()? {
             match field {
                 UserDataField::UserIdentifiers => {
+                    if std::mem::replace(&mut seen, true) {
+                        return Err(serde::de::Error::duplicate_field("userIdentifiers"));
+                    }
                     map.next_value_seed(IdentifiersSeed(&mut *self.0))?
                 }
                 UserDataField::Other => {
@@ -448,20 +464,16 @@ impl<'de> Visitor<'de> for IdentifiersSeed<'_, 'de> {
     }
 }
 
-/// A member's `userIdentifiers`, folded by kind as they are read, so a member is small and
-/// costs no allocation (a `Vec` of identifiers per member was a tenth of the emulator's time in
-/// a large upload). The last identifier of a kind is the one kept; one it replaces leaves only
-/// its verdict, as the service validates every identifier it is sent.
+/// A member's `userIdentifiers`, folded as they are read into the member's canonical fields
+/// and the verdict on them, so a member is small and needs no list (a `Vec` of identifiers per
+/// member was a tenth of the emulator's time in a large upload). Identifiers are judged in the
+/// order they come, as the service judges them; a later identifier of a kind replaces an
+/// earlier one's values.
 #[derive(Default)]
 struct Identifiers<'a> {
     count: usize,
-    email: Option<Cell<'a>>,
-    phone: Option<Cell<'a>>,
-    address: Option<AddressIn<'a>>,
-    /// The verdict on the identifiers replaced.
-    replaced: Verdict,
-    /// Whether an identifier had none of the fields Customer Match takes.
-    unknown: bool,
+    fields: Fields<'a>,
+    verdict: Verdict,
 }
 
 /// The encodings user data can come in, as a `Verdict` is indexed.
@@ -492,35 +504,18 @@ impl Verdict {
 impl<'a> Identifiers<'a> {
     fn push(&mut self, id: IdentifierIn<'a>) {
         self.count += 1;
+        let (fields, verdict) = (&mut self.fields, &mut self.verdict);
         // The kind is decided as the service does: an e-mail first, then a phone number.
-        let replaced = if let Some(email) = id.email_address {
-            self.email.replace(email).map(Replaced::Email)
+        if let Some(email) = id.email_address {
+            write_email(email, fields, verdict);
         } else if let Some(phone) = id.phone_number {
-            self.phone.replace(phone).map(Replaced::Phone)
+            write_phone(phone, fields, verdict);
         } else if let Some(address) = id.address {
-            self.address.replace(address).map(Replaced::Address)
+            write_address(address, fields, verdict);
         } else {
-            self.unknown = true;
-            None
-        };
-        if let Some(earlier) = replaced {
-            let mut fields = Fields::default();
-            let mut verdict = Verdict::default();
-            match &earlier {
-                Replaced::Email(v) => write_email(v, &mut fields, &mut verdict),
-                Replaced::Phone(v) => write_phone(v, &mut fields, &mut verdict),
-                Replaced::Address(a) => write_address(a, &mut fields, &mut verdict),
-            }
-            self.replaced.and(verdict);
+            verdict.check([false; 2], "user_identifiers");
         }
     }
-}
-
-/// An identifier a later one of its kind replaced.
-enum Replaced<'a> {
-    Email(Cell<'a>),
-    Phone(Cell<'a>),
-    Address(AddressIn<'a>),
 }
 
 #[derive(serde::Deserialize)]
@@ -557,17 +552,17 @@ const CANONICAL_FIELDS: [&str; 6] = [
     "regionCode",
 ];
 
+/// `CANONICAL_FIELDS` as members keep them (`packed_key`).
+static CANONICAL_KEYS: std::sync::LazyLock<[Vec<u8>; 6]> =
+    std::sync::LazyLock::new(|| CANONICAL_FIELDS.map(packed_key));
+
 /// A member's values, in `CANONICAL_FIELDS` order.
 type Fields<'c> = [Option<Cow<'c, str>>; 6];
 
-fn text<'c>(v: Option<&'c Cell>) -> Option<&'c str> {
-    v.and_then(|c| c.0.as_deref())
-}
-
-/// A hashed value in its canonical form (lowercase), and whether it is well formed in each
-/// encoding (`ENCODED`).
-fn hashed<'c>(v: Option<&'c Cell>) -> (Cow<'c, str>, [bool; 2]) {
-    let Some(s) = text(v) else {
+/// A hashed value in its canonical form (valid hex in lower case; base64 and anything else as
+/// sent), and whether it is well formed in each encoding (`ENCODED`).
+fn hashed(v: Option<Cell>) -> (Cow<str>, [bool; 2]) {
+    let Some(s) = v.and_then(|c| c.0) else {
         return (Cow::Borrowed(""), [false; 2]);
     };
     // One pass without branches for both questions (an early-exit search for upper case was
@@ -580,72 +575,61 @@ fn hashed<'c>(v: Option<&'c Cell>) -> (Cow<'c, str>, [bool; 2]) {
     let value = if upper && ok[0] {
         Cow::Owned(s.to_ascii_lowercase())
     } else {
-        Cow::Borrowed(s)
+        s
     };
     (value, ok)
 }
 
-fn write_email<'c>(v: &'c Cell, fields: &mut Fields<'c>, verdict: &mut Verdict) {
+fn write_email<'a>(v: Cell<'a>, fields: &mut Fields<'a>, verdict: &mut Verdict) {
     let (value, ok) = hashed(Some(v));
     verdict.check(ok, "email_address");
     fields[0] = Some(value);
 }
 
-fn write_phone<'c>(v: &'c Cell, fields: &mut Fields<'c>, verdict: &mut Verdict) {
+fn write_phone<'a>(v: Cell<'a>, fields: &mut Fields<'a>, verdict: &mut Verdict) {
     let (value, ok) = hashed(Some(v));
     verdict.check(ok, "phone_number");
     fields[3] = Some(value);
 }
 
-fn write_address<'c>(a: &'c AddressIn, fields: &mut Fields<'c>, verdict: &mut Verdict) {
-    let (given, ok) = hashed(a.given_name.as_ref());
+fn write_address<'a>(a: AddressIn<'a>, fields: &mut Fields<'a>, verdict: &mut Verdict) {
+    let (given, ok) = hashed(a.given_name);
     verdict.check(ok, "address.given_name");
     fields[2] = Some(given);
-    let (family, ok) = hashed(a.family_name.as_ref());
+    let (family, ok) = hashed(a.family_name);
     verdict.check(ok, "address.family_name");
     fields[1] = Some(family);
-    let region = text(a.region_code.as_ref()).filter(|r| r.len() == 2);
+    let region = a.region_code.and_then(|c| c.0).filter(|r| r.len() == 2);
     verdict.check([region.is_some(); 2], "address.region_code");
-    fields[5] = region.map(Cow::Borrowed);
-    let postal = text(a.postal_code.as_ref()).filter(|p| !p.is_empty());
+    fields[5] = region;
+    let postal = a.postal_code.and_then(|c| c.0).filter(|p| !p.is_empty());
     verdict.check([postal.is_some(); 2], "address.postal_code");
-    fields[4] = postal.map(Cow::Borrowed);
+    fields[4] = postal;
 }
 
 /// Writes a member's canonical form (`{"emailAddress":"…",…}`) and records in `verdict` the
-/// first field invalid in each encoding. Whatever is written is discarded if the member is
-/// invalid.
+/// first field invalid in each encoding. (`Members` keeps what is written if the member is valid
+/// in either encoding.)
 fn member(ids: Option<&Identifiers>, verdict: &mut Verdict, out: &mut Vec<u8>) {
     let Some(ids) = ids else {
         verdict.check([false; 2], "userData.userIdentifiers");
         return;
     };
-    if ids.count == 0 || ids.count > MAX_IDENTIFIERS || ids.unknown {
+    if ids.count == 0 || ids.count > MAX_IDENTIFIERS {
         verdict.check([false; 2], "user_identifiers");
         return;
     }
-    verdict.and(ids.replaced);
-    let mut fields = Fields::default();
-    if let Some(v) = &ids.email {
-        write_email(v, &mut fields, verdict);
-    }
-    if let Some(v) = &ids.phone {
-        write_phone(v, &mut fields, verdict);
-    }
-    if let Some(a) = &ids.address {
-        write_address(a, &mut fields, verdict);
-    }
+    verdict.and(ids.verdict);
+    let fields = &ids.fields;
     out.push(b'{');
     let mut first = true;
-    for (name, value) in CANONICAL_FIELDS.iter().zip(&fields) {
+    for (key, value) in CANONICAL_KEYS.iter().zip(fields) {
         if let Some(v) = value {
             if !first {
                 out.push(b',');
             }
             first = false;
-            out.push(b'"');
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b"\":");
+            out.extend_from_slice(key);
             push_member_value(out, v);
         }
     }
@@ -922,6 +906,52 @@ mod tests {
             canonical(&with_ids(&[email("not-a-hash"), email(B)])),
             Err("email_address")
         );
+    }
+
+    #[test]
+    fn identifiers_are_judged_in_the_order_they_come() {
+        let phone = |v: &str| format!(r#"{{"phoneNumber":"{v}"}}"#);
+        let unknown = r#"{"mobileId":"x"}"#.to_string();
+        assert_eq!(
+            canonical(&with_ids(&[phone("bad"), email("bad")])),
+            Err("phone_number")
+        );
+        assert_eq!(
+            canonical(&with_ids(&[email("bad"), unknown])),
+            Err("email_address")
+        );
+        let bad_region = format!(
+            r#"{{"address":{{"givenName":"{A}","familyName":"{B}","regionCode":"USA","postalCode":"1"}}}}"#
+        );
+        assert_eq!(
+            canonical(&with_ids(&[bad_region, phone("bad"), phone(A)])),
+            Err("address.region_code")
+        );
+    }
+
+    #[test]
+    fn a_field_given_twice_refuses_the_request() {
+        let twice = [
+            format!(
+                r#"[{{"userData":{{"userIdentifiers":[{}]}},"userData":{{}}}}]"#,
+                email(A)
+            ),
+            format!(
+                r#"[{{"userData":{{"userIdentifiers":[{}],"userIdentifiers":null}}}}]"#,
+                email(A)
+            ),
+            format!(
+                r#"[{{"consent":{{}},"userData":{{"userIdentifiers":[{}]}},"consent":{{}}}}]"#,
+                email(A)
+            ),
+        ];
+        for members in twice {
+            let error = serde_json::from_str::<Members>(&members).err();
+            assert!(
+                error.is_some_and(|e| e.to_string().contains("duplicate field")),
+                "{members}"
+            );
+        }
     }
 
     #[test]

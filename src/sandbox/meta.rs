@@ -10,7 +10,7 @@
 use super::AppState;
 use super::Cell;
 use super::faults::Fault;
-use super::state::{MemberBatch, push_member_value, push_packed_hash};
+use super::state::{MemberBatch, packed_key, push_member_value, push_packed_hash};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode};
@@ -361,10 +361,11 @@ impl<'de> Visitor<'de> for RowSeed<'_, 'de> {
 /// Writes a member as the store keeps it: `{"KEY":"value",...}` with its keys in order, as
 /// `serde_json` prints a `BTreeMap`, its values packed. False if a value is badly hashed, a raw
 /// value is badly shaped, or no value is present.
-fn canonical_member(keys: &[(&str, usize)], values: &[&str], m: &mut Vec<u8>) -> bool {
+fn canonical_member(keys: &[(&str, usize, Vec<u8>)], values: &[&str], m: &mut Vec<u8>) -> bool {
     let start = m.len();
     m.push(b'{');
-    for &(key, i) in keys {
+    for (key, i, packed_key) in keys {
+        let (key, i) = (*key, *i);
         let v = values[i];
         if v.is_empty() {
             continue;
@@ -372,9 +373,7 @@ fn canonical_member(keys: &[(&str, usize)], values: &[&str], m: &mut Vec<u8>) ->
         if m.len() > start + 1 {
             m.push(b',');
         }
-        m.push(b'"');
-        m.extend_from_slice(key.as_bytes());
-        m.extend_from_slice(b"\":");
+        m.extend_from_slice(packed_key);
         match key {
             // Raw values: stored as JSON strings.
             "EXTERN_ID" | "MADID" => {
@@ -685,7 +684,11 @@ fn upload<'a>(
     }
 
     // Rows to canonical members; invalid rows counted, with samples.
-    let mut sorted_keys: Vec<(&str, usize)> = schema.iter().copied().zip(0..).collect();
+    let mut sorted_keys: Vec<(&str, usize, Vec<u8>)> = schema
+        .iter()
+        .zip(0..)
+        .map(|(&key, i)| (key, i, packed_key(key)))
+        .collect();
     sorted_keys.sort_unstable();
     let mut members = MemberBatch::with_capacity(data.len(), 2 + schema.len() * 80);
     let mut invalid = 0u64;
@@ -825,7 +828,11 @@ mod tests {
 
     /// A row's member as the store keeps it, unpacked; None if the row is rejected.
     fn member(schema: &[&'static str], values: &[&str]) -> Option<String> {
-        let mut keys: Vec<(&str, usize)> = schema.iter().copied().zip(0..).collect();
+        let mut keys: Vec<(&str, usize, Vec<u8>)> = schema
+            .iter()
+            .zip(0..)
+            .map(|(&key, i)| (key, i, packed_key(key)))
+            .collect();
         keys.sort_unstable();
         let mut batch = MemberBatch::default();
         if !batch.push_with(|out| canonical_member(&keys, values, out)) {
