@@ -40,7 +40,7 @@ const PACKED_HEX: u8 = 0x01;
 /// Object keys the emulators' members use, each packed as one byte: `PACKED_KEY` + its index.
 /// A member is mostly hashes and these keys: with both packed, a Meta member of six hashes
 /// takes about 210 bytes rather than 270, which an audience of 5 million feels in page faults.
-const PACKED_KEYS: [&str; 20] = [
+const PACKED_KEYS: [&str; 21] = [
     "COUNTRY",
     "CT",
     "DOBD",
@@ -48,6 +48,7 @@ const PACKED_KEYS: [&str; 20] = [
     "DOBY",
     "EMAIL",
     "EXTERN_ID",
+    "FI",
     "FN",
     "GEN",
     "LN",
@@ -66,6 +67,7 @@ const PACKED_KEYS: [&str; 20] = [
 /// Marks a packed key: the byte `PACKED_KEY + i` stands for `"` + `PACKED_KEYS[i]` + `":`.
 /// (Bytes below 0x20 never appear raw in JSON text.)
 const PACKED_KEY: u8 = 0x02;
+const _: () = assert!(PACKED_KEY as usize + PACKED_KEYS.len() <= 0x20);
 
 /// An object key as members keep it, `"key":` packed if it is one of `PACKED_KEYS`. Emulators
 /// writing members straight from a request take their keys' forms from this once per request.
@@ -73,8 +75,9 @@ pub fn packed_key(key: &str) -> Vec<u8> {
     match PACKED_KEYS.iter().position(|k| *k == key) {
         Some(i) => vec![PACKED_KEY + i as u8],
         None => {
+            // As `pack` would pack it, even a key that looks like a hash.
             let mut out = vec![];
-            crate::json::push_string(&mut out, key);
+            push_member_value(&mut out, key);
             out.push(b':');
             out
         }
@@ -146,9 +149,11 @@ pub fn pack(text: &str, out: &mut Vec<u8>) {
             out.extend_from_slice(&digest);
             i += 66;
         } else if bytes[i] == b'"'
+            && (i == 0 || matches!(bytes[i - 1], b'{' | b','))
             && let Some((token, len)) = known_key(&bytes[i..])
         {
-            // A string followed by `:` is a key (a quote inside a string is escaped).
+            // A string that follows `{` or `,` and is followed by `:` is a key (a quote inside
+            // a string is escaped, so follows a backslash).
             out.push(token);
             i += len;
         } else {
@@ -274,9 +279,10 @@ impl MemberBatch {
         }
     }
 
-    /// Appends a member written by `write` in its packed form (keys and punctuation as JSON
-    /// text, values through `push_member_value` or `push_packed_hash`), which returns false (or writes nothing) to
-    /// leave it out; whatever it wrote is then taken back. Returns whether the member was kept.
+    /// Appends a member written by `write` in its packed form (compact JSON, keys through
+    /// `packed_key`, values through `push_member_value` or `push_packed_hash`: as `pack` would
+    /// pack its text), which returns false (or writes nothing) to leave it out; whatever it
+    /// wrote is then taken back. Returns whether the member was kept.
     pub fn push_with(&mut self, write: impl FnOnce(&mut Vec<u8>) -> bool) -> bool {
         let start = self.texts.len();
         if write(&mut self.texts) && self.texts.len() > start {
@@ -698,6 +704,23 @@ mod tests {
         assert_eq!(packed_key("regionCode").len(), 1);
         assert_eq!(packed_key("email"), br#""email":"#);
         assert_eq!(packed_key("a\"b"), br#""a\"b":"#);
+        // Written from a request or packed from text, a member is the same bytes, whatever its
+        // keys look like.
+        let hex = "0123456789abcdef".repeat(4);
+        for key in ["x\"EMAIL", "x\\", hex.as_str(), "EMAIL\"", "\"FN"] {
+            let mut text = b"{".to_vec();
+            crate::json::push_string(&mut text, key);
+            text.extend_from_slice(b":1}");
+            let text = String::from_utf8(text).unwrap();
+            let mut packed = vec![];
+            pack(&text, &mut packed);
+            assert_eq!(
+                packed,
+                [&b"{"[..], &packed_key(key), b"1}"].concat(),
+                "{text}"
+            );
+            assert_eq!(unpack(&packed), text);
+        }
         for key in PACKED_KEYS {
             let mut packed = vec![];
             pack(&format!(r#"{{"{key}":"v"}}"#), &mut packed);
