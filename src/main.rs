@@ -105,6 +105,12 @@ enum Command {
         /// The Data Manager's requests per minute (its per-project quota is 300); default: off.
         #[arg(long)]
         google_requests_per_minute: Option<u64>,
+        /// TikTok's requests per second (an app's QPS); default: off.
+        #[arg(long)]
+        tiktok_requests_per_second: Option<u64>,
+        /// Snap's requests per second (10 per token on average); default: off.
+        #[arg(long)]
+        snap_requests_per_second: Option<u64>,
     },
     /// Show how values normalize and hash, one JSON object per line.
     Hash {
@@ -273,6 +279,8 @@ fn main() -> ExitCode {
                 meta_calls_per_window,
                 meta_window_secs,
                 google_requests_per_minute,
+                tiktok_requests_per_second,
+                snap_requests_per_second,
             } => {
                 keep_freed_memory();
                 let config = activator::sandbox::SandboxConfig {
@@ -292,7 +300,14 @@ fn main() -> ExitCode {
                     google: activator::sandbox::google::GoogleLimits {
                         requests_per_minute: google_requests_per_minute,
                     },
-                    ..Default::default()
+                    tiktok: activator::sandbox::tiktok::TikTokLimits {
+                        requests_per_second: tiktok_requests_per_second,
+                        ..Default::default()
+                    },
+                    snap: activator::sandbox::snap::SnapLimits {
+                        requests_per_second: snap_requests_per_second,
+                        ..Default::default()
+                    },
                 };
                 let sandbox = activator::sandbox::Sandbox::start(([127, 0, 0, 1], port).into(), config).await?;
                 let url = &sandbox.url;

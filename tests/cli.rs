@@ -1,4 +1,4 @@
-//! The `validate` and `hash` commands.
+//! The `validate`, `hash` and `sandbox` commands.
 
 mod common;
 
@@ -90,4 +90,72 @@ fn unknown_profile_is_a_usage_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("meta, google or uid2"));
+}
+
+/// `activator sandbox` throttles each platform by the limits its flags set: past Snap's
+/// requests per second an HTTP 429, past TikTok's a code 40100 inside HTTP 200.
+#[test]
+fn sandbox_flags_set_each_platforms_request_rate() {
+    let port = free_port();
+    let mut sandbox = activator()
+        .args(["sandbox", "--port", &port.to_string()])
+        .args([
+            "--snap-requests-per-second",
+            "1",
+            "--tiktok-requests-per-second",
+            "1",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let results = rt.block_on(async {
+        let client = reqwest::Client::new();
+        let started = std::time::Instant::now();
+        while client
+            .get(format!("{url}/_sandbox/stats"))
+            .send()
+            .await
+            .is_err()
+        {
+            assert!(
+                started.elapsed().as_secs() < 30,
+                "the sandbox did not start"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let mut results = vec![];
+        for _ in 0..3 {
+            let snap = client
+                .get(format!("{url}/v1/adaccounts/1/segments"))
+                .bearer_auth("t")
+                .send()
+                .await
+                .unwrap();
+            let tiktok: serde_json::Value = client
+                .get(format!(
+                    "{url}/open_api/v1.3/dmp/custom_audience/list/?advertiser_id=1"
+                ))
+                .header("Access-Token", "t")
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            results.push((snap.status().as_u16(), tiktok["code"].as_u64()));
+        }
+        results
+    });
+    sandbox.kill().unwrap();
+    let _ = sandbox.wait();
+    assert_ne!(results[0].0, 429, "{results:?}");
+    assert_ne!(results[0].1, Some(40100), "{results:?}");
+    // Within a second of the first (of the second, should the machine stall a second between).
+    assert!(results[1..].iter().any(|r| r.0 == 429), "{results:?}");
+    assert!(
+        results[1..].iter().any(|r| r.1 == Some(40100)),
+        "{results:?}"
+    );
 }
