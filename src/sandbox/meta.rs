@@ -358,6 +358,18 @@ impl<'de> Visitor<'de> for RowSeed<'_, 'de> {
     }
 }
 
+/// A payload schema's keys in the order members list them (as `serde_json` prints a
+/// `BTreeMap`), each with its column in a row and its packed form (`packed_key`).
+fn member_keys<'a>(schema: &[&'a str]) -> Vec<(&'a str, usize, Vec<u8>)> {
+    let mut keys: Vec<_> = schema
+        .iter()
+        .zip(0..)
+        .map(|(&key, i)| (key, i, packed_key(key)))
+        .collect();
+    keys.sort_unstable();
+    keys
+}
+
 /// Writes a member as the store keeps it: `{"KEY":"value",...}` with its keys in order, as
 /// `serde_json` prints a `BTreeMap`, its values packed. False if a value is badly hashed, a raw
 /// value is badly shaped, or no value is present.
@@ -684,12 +696,7 @@ fn upload<'a>(
     }
 
     // Rows to canonical members; invalid rows counted, with samples.
-    let mut sorted_keys: Vec<(&str, usize, Vec<u8>)> = schema
-        .iter()
-        .zip(0..)
-        .map(|(&key, i)| (key, i, packed_key(key)))
-        .collect();
-    sorted_keys.sort_unstable();
+    let sorted_keys = member_keys(&schema);
     let mut members = MemberBatch::with_capacity(data.len(), 2 + schema.len() * 80);
     let mut invalid = 0u64;
     let mut samples = serde_json::Map::new();
@@ -828,12 +835,7 @@ mod tests {
 
     /// A row's member as the store keeps it, unpacked; None if the row is rejected.
     fn member(schema: &[&'static str], values: &[&str]) -> Option<String> {
-        let mut keys: Vec<(&str, usize, Vec<u8>)> = schema
-            .iter()
-            .zip(0..)
-            .map(|(&key, i)| (key, i, packed_key(key)))
-            .collect();
-        keys.sort_unstable();
+        let keys = member_keys(schema);
         let mut batch = MemberBatch::default();
         if !batch.push_with(|out| canonical_member(&keys, values, out)) {
             assert!(batch.is_empty(), "nothing kept of a rejected row");
