@@ -264,7 +264,7 @@ impl MemberSet {
 
 /// The members of one request, as an emulator builds them: packed members end to end in one
 /// buffer, so a 10,000-row request costs two growing buffers rather than a `String` per member.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct MemberBatch {
     texts: Vec<u8>,
     ends: Vec<usize>,
