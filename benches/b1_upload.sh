@@ -4,8 +4,10 @@
 # and CPU seconds of activator and of the sandbox, which shares the machine's cores with it);
 # then the request rate reached under a configured Meta call budget.
 #
-# Usage: benches/b1_upload.sh DATA_DIR [BIN]
+# Usage: [ROUNDS=3] benches/b1_upload.sh DATA_DIR [BIN]
 #   DATA_DIR made by shared/bench/gen_data.py; BIN defaults to target/bench-release/activator.
+#   Each round runs the export, Meta and Google (ROUNDS=3 puts each in each place once); the
+#   summary compares each upload's median wall and CPU seconds with the export's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=$1
@@ -23,7 +25,11 @@ measure() { # name, command...: prints "name wall_s peak_mib members cpu_s sandb
   local name=$1; shift
   # Each run starts with no dirty pages: otherwise the kernel writes the previous run's files
   # back (1 GB of export, 2 GB of members) during this one, and that cost ~2 s of the Meta run.
+  # Then the machine settles: started at once after the Meta run, an upload spent 1.5-2.5 s
+  # more in the kernel writing its own members file (Google: 8.2-9.5 s rather than 7.3-7.8 s,
+  # and Meta after Meta alike); 5 s later, no more.
   sync
+  sleep "${SETTLE_SECONDS:-5}"
   local before; before=$(sandbox_cpu)
   /usr/bin/time -f "%e %M %U %S" -o "$work/$name.time" "$@" --report-json "$work/$name.json" > "$work/$name.log" 2>&1 \
     || { echo "$name failed:"; tail -20 "$work/$name.log"; exit 1; }
@@ -38,24 +44,43 @@ sandbox=$!
 sleep 1
 export B1_DATA=$data B1_OUT=$work/export PLATFORM_URL=http://127.0.0.1:$port
 export META_ACCESS_TOKEN=bench GOOGLE_ACCESS_TOKEN=bench ACTIVATOR_LOG=warn
-# Fresh sync state: every run sends its whole audience (a first sync, all adds).
-export STATE_URL=$work/state ACTIVATOR_STATE=$work/state SYNC_MODE=add
+export SYNC_MODE=add
+# Rounds of the export, Meta and Google runs. On this VM a run is slower the later it comes after
+# others (fresh memory comes slower: 1.5-2.5 s more system time in an upload's third place), so
+# each round starts one later in the order (export-meta-google, meta-google-export, ...): over
+# three rounds each run holds each place once, and the ratios compare medians.
+jobs=(export meta google)
 rows=()
-rows+=("$(measure export "$bin" run jobs/bench_b1.toml --date 2026-11-25 --quiet)")
-curl -s -X POST "$PLATFORM_URL/_sandbox/reset" > /dev/null
-rows+=("$(AUDIENCE=b1-meta measure meta "$bin" run jobs/bench_b1_meta.toml --date 2026-11-25 --quiet)")
-# The sandbox forgets Meta's 5 million members before Google's run, so each starts alike.
-curl -s -X POST "$PLATFORM_URL/_sandbox/reset" > /dev/null
-rows+=("$(AUDIENCE=b1-google measure google "$bin" run jobs/bench_b1_google.toml --date 2026-11-25 --quiet)")
-printf '%-8s %8s %9s %10s %13s %12s %7s %11s %11s\n' \
-  run wall_s peak_MiB members members_per_s wall/export cpu_s sandbox_cpu cpu/export
-read -r _ ew _ _ ec _ <<<"${rows[0]}"
-for r in "${rows[@]}"; do
-  read -r n w m k c sc <<<"$r"
-  printf '%-8s %8s %9s %10s %13s %12s %7s %11s %11s\n' "$n" "$w" "$m" "$k" \
-    "$(awk -v k="$k" -v w="$w" 'BEGIN{printf "%.0f", k/w}')" "$(awk -v a="$w" -v b="$ew" 'BEGIN{printf "%.2f", a/b}')" \
-    "$c" "$sc" "$(awk -v a="$c" -v s="$sc" -v b="$ec" 'BEGIN{printf "%.2f", (a + s) / b}')"
+for round in $(seq "${ROUNDS:-3}"); do
+  for i in 0 1 2; do
+    name=${jobs[$(((round - 1 + i) % 3))]}
+    job=jobs/bench_b1_$name.toml
+    [ "$name" = export ] && job=jobs/bench_b1.toml
+    # Fresh sync state: every run sends its whole audience (a first sync, all adds).
+    export STATE_URL=$work/state$round/$name ACTIVATOR_STATE=$work/state$round/$name
+    rows+=("$round $(AUDIENCE=b1-$name measure "$name" "$bin" run "$job" --date 2026-11-25 --quiet)")
+    # The sandbox forgets each audience's 5 million members, so each run starts alike.
+    curl -s -X POST "$PLATFORM_URL/_sandbox/reset" > /dev/null
+  done
+  rm -rf "$work/state$round" "$work/export" # 1.6 GB of members files per upload
 done
+printf '%s\n' "${rows[@]}" | python3 -c '
+import statistics, sys
+rows = [line.split() for line in sys.stdin]
+print("%5s %-7s %7s %9s %9s %14s %6s %12s" % (
+    "round", "run", "wall_s", "peak_MiB", "members", "members_per_s", "cpu_s", "sandbox_cpu"))
+runs = {}
+for rnd, name, wall, mib, members, cpu, sandbox in rows:
+    runs.setdefault(name, []).append((float(wall), float(cpu) + float(sandbox), int(members)))
+    print("%5s %-7s %7s %9s %9s %14.0f %6s %12s" % (
+        rnd, name, wall, mib, members, int(members) / float(wall), cpu, sandbox))
+median = lambda name, i: statistics.median(r[i] for r in runs[name])
+for name in ("export", "meta", "google"):
+    walls = [r[0] for r in runs[name]]
+    print("median %-6s %5.2f s (%.2f-%.2f), %8.0f members/s, wall/export %.2f, cpu/export %.2f" % (
+        name, median(name, 0), min(walls), max(walls), runs[name][0][2] / median(name, 0),
+        median(name, 0) / median("export", 0), median(name, 1) / median("export", 1)))
+'
 echo "cpu/export: activator's and the sandbox's CPU seconds over the export run's (the emulated"
 echo "platform's work runs on the same two cores; against a real platform it would not)."
 kill %1 2>/dev/null || true
