@@ -32,7 +32,7 @@ measure() { # name, command...: prints "name wall_s peak_mib members cpu_s sandb
   sleep "${SETTLE_SECONDS:-5}"
   local before; before=$(sandbox_cpu)
   /usr/bin/time -f "%e %M %U %S" -o "$work/$name.time" "$@" --report-json "$work/$name.json" > "$work/$name.log" 2>&1 \
-    || { echo "$name failed:"; tail -20 "$work/$name.log"; exit 1; }
+    || { echo "$name failed:" >&2; tail -20 "$work/$name.log" >&2; exit 1; }
   read -r wall kib user sys < "$work/$name.time"
   members=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['members'])" "$work/$name.json")
   echo "$name $wall $((kib / 1024)) $members $(awk -v u="$user" -v s="$sys" 'BEGIN{printf "%.2f", u + s}') \
@@ -50,8 +50,10 @@ export SYNC_MODE=add
 # each round starts one later in the order (export-meta-google, meta-google-export, ...): over
 # three rounds each run holds each place once, and the ratios compare medians.
 jobs=(export meta google)
+rounds=${ROUNDS:-3}
+[[ $rounds =~ ^[1-9][0-9]*$ ]] || { echo "ROUNDS must be a number of rounds, 1 or more" >&2; exit 2; }
 rows=()
-for round in $(seq "${ROUNDS:-3}"); do
+for round in $(seq "$rounds"); do
   for i in 0 1 2; do
     name=${jobs[$(((round - 1 + i) % 3))]}
     job=jobs/bench_b1_$name.toml
@@ -90,6 +92,7 @@ wait 2>/dev/null || true
 port=$((port + 1))
 "$bin" sandbox --port "$port" --meta-calls-per-window 600 --meta-window-secs 60 > "$work/sandbox2.log" 2>&1 &
 sleep 1
+export STATE_URL=$work/state-throttled ACTIVATOR_STATE=$work/state-throttled
 cat > "$work/throttled.toml" <<JOB
 segment = "$PWD/sql/b1.sql"
 profile = "meta"

@@ -1053,6 +1053,7 @@ mod tests {
             r#"[{{"emailAddress":"{A}"}},{{"phoneNumber":null}},{{"address":{{"givenName":"{A}","familyName":"{B}","regionCode":"US","postalCode":"94105","x":[1,{{}}]}}}}]"#
         );
         let head = r#""destinations":[{"operatingAccount":{"accountType":"GOOGLE_ADS","accountId":"1"},"productDestinationId":"7"}],"encoding":"HEX","termsOfService":{"customerMatchTermsOfServiceStatus":"ACCEPTED"},"consent":{"adUserData":"CONSENT_GRANTED"}"#;
+        let members = |m: &str| format!(r#"{{{head},"audienceMembers":[{m}]}}"#);
         let taken = [
             format!(r#"{{{head},"audienceMembers":[{{"userData":{{"userIdentifiers":{ids}}}}}]}}"#),
             // Members first, spaced out, with fields the reader skips and per-member consent.
@@ -1063,6 +1064,12 @@ mod tests {
                 r#"{{{head},"audienceMembers":[{{"userData":null}},{{"userData":{{"userIdentifiers":null}}}},{{}},{{"userData":{{"userIdentifiers":[]}}}}]}}"#
             ),
             format!(r#"{{"audienceMembers":null,{head}}}"#),
+            // serde skips a field it does not know however deep it goes, and so does this reader.
+            members(&format!(
+                r#"{{"deep":{}{},"userData":null}}"#,
+                "[".repeat(200),
+                "]".repeat(200)
+            )),
             r#"{"removeAsOfTime":"2026-01-01T00:00:00Z","audienceMembers":[]}"#.to_string(),
             "{}".to_string(),
         ];
@@ -1073,7 +1080,6 @@ mod tests {
             );
             assert!(read_both(body).is_some(), "{body}");
         }
-        let members = |m: &str| format!(r#"{{{head},"audienceMembers":[{m}]}}"#);
         // Bodies the fast reader leaves to serde, which reads some and refuses others.
         let left = [
             members(&format!(
@@ -1106,5 +1112,21 @@ mod tests {
             );
             read_both(body);
         }
+        // serde refuses values nested past 127 levels from the top of the body: a member's
+        // consent 125 deep is refused, not read by the fast reader from its own top.
+        let deep = members(&format!(
+            r#"{{"consent":{}{}}}"#,
+            "[".repeat(125),
+            "]".repeat(125)
+        ));
+        assert!(fast::request(&deep).is_none());
+        assert!(read_request(&deep).is_none());
+        let fine = members(&format!(
+            r#"{{"consent":{}{}}}"#,
+            "[".repeat(60),
+            "]".repeat(60)
+        ));
+        assert!(fast::request(&fine).is_some());
+        assert!(read_both(&fine).is_some());
     }
 }

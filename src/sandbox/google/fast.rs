@@ -1,9 +1,10 @@
 //! A fast reader of `audienceMembers` request bodies in the shape clients write them: JSON,
-//! compact or spaced, whose members hold only the fields the Data Manager defines and whose
-//! identifier strings hold no escapes. It folds members into `Members` through the same
-//! functions as the serde reader, so what it reads it reads alike, and skips fields it does not
-//! know as serde does; on anything else (an escape in a string, a field given twice, a value of
-//! another type) it gives up, and the serde reader decides the body. (serde's visitors, one layer per level of a member, were
+//! compact or spaced, whose keys and identifier values hold no escapes. It folds members into
+//! `Members` through the same functions as the serde reader, so what it reads it reads alike;
+//! fields it does not know it skips with serde's own skipping, and other values (destinations,
+//! consent, ...) `serde_json` reads. On anything else (an escape where it reads a string itself,
+//! a field given twice, a value of another type, nesting near serde's limit) it gives up, and
+//! the serde reader decides the body. (serde's visitors, one layer per level of a member, were
 //! about half of the emulator's time in a large upload.)
 
 use super::{AddressIn, IdentifierIn, Identifiers, Members, MembersRequest};
@@ -49,7 +50,7 @@ pub(super) fn request(text: &str) -> Option<MembersRequest> {
                 request.remove_as_of_time = r.value()?;
             }
             _ => {
-                r.value()?; // ignored, as serde ignores fields it does not know
+                r.skip()?; // as serde skips fields it does not know
             }
         }
         Some(())
@@ -64,7 +65,7 @@ fn members(r: &mut Reader) -> Option<Members> {
     // up front, rather than buffers grown and copied as they fill.
     let rest = r.text.len() - r.at;
     let mut members = Members {
-        canonical: MemberBatch::with_capacity(rest / 128, 64),
+        canonical: MemberBatch::with_capacity((rest / 128).min(super::MAX_MEMBERS), 64),
         ..Default::default()
     };
     r.array(|r| member(r, &mut members))?;
@@ -77,7 +78,7 @@ fn member<'a>(r: &mut Reader<'a>, members: &mut Members) -> Option<()> {
     let mut seen = [false; 2];
     r.object(|r, key| {
         let Some(i) = ["userData", "consent"].iter().position(|k| *k == key) else {
-            return r.value().map(drop); // ignored, as serde ignores it
+            return r.skip(); // as serde skips it
         };
         if std::mem::replace(&mut seen[i], true) {
             return None;
@@ -98,7 +99,7 @@ fn user_data<'a>(r: &mut Reader<'a>, ids: &mut Option<Identifiers<'a>>) -> Optio
     let mut seen = false;
     r.object(|r, key| {
         if key != "userIdentifiers" {
-            return r.value().map(drop);
+            return r.skip();
         }
         if std::mem::replace(&mut seen, true) {
             return None;
@@ -124,7 +125,7 @@ fn identifier<'a>(r: &mut Reader<'a>, id: &mut IdentifierIn<'a>) -> Option<()> {
             .iter()
             .position(|k| *k == key)
         else {
-            return r.value().map(drop);
+            return r.skip();
         };
         if std::mem::replace(&mut seen[i], true) {
             return None;
@@ -147,7 +148,7 @@ fn address<'a>(r: &mut Reader<'a>, a: &mut AddressIn<'a>) -> Option<()> {
             .iter()
             .position(|k| *k == key)
         else {
-            return r.value().map(drop);
+            return r.skip();
         };
         if std::mem::replace(&mut seen[i], true) {
             return None;
@@ -221,11 +222,30 @@ impl<'a> Reader<'a> {
         Some(Some(Cell(Some(Cow::Borrowed(self.string()?)))))
     }
 
-    /// Any JSON value, read by `serde_json` from here.
+    /// A JSON value, read by `serde_json` from here. serde's reader counts nesting from the top
+    /// of the body and refuses it past 127 levels; read here, a value's levels count from
+    /// itself, so one nested over 64 levels (this reader is at most 7 deep) is left to serde.
     fn value(&mut self) -> Option<Value> {
+        fn nesting(v: &Value) -> usize {
+            match v {
+                Value::Array(a) => 1 + a.iter().map(nesting).max().unwrap_or(0),
+                Value::Object(o) => 1 + o.values().map(nesting).max().unwrap_or(0),
+                _ => 0,
+            }
+        }
+        self.parse::<Value>().filter(|v| nesting(v) <= 64)
+    }
+
+    /// Skips a value as serde skips a field it does not know (`IgnoredAny`, which has no nesting
+    /// limit).
+    fn skip(&mut self) -> Option<()> {
+        self.parse::<serde::de::IgnoredAny>().map(drop)
+    }
+
+    /// A value of type `T`, read by `serde_json` from here.
+    fn parse<T: serde::de::DeserializeOwned>(&mut self) -> Option<T> {
         self.skip_space();
-        let mut values =
-            serde_json::Deserializer::from_str(&self.text[self.at..]).into_iter::<Value>();
+        let mut values = serde_json::Deserializer::from_str(&self.text[self.at..]).into_iter::<T>();
         let value = values.next()?.ok()?;
         self.at += values.byte_offset();
         Some(value)
