@@ -322,8 +322,10 @@ fn a_killed_run_resumes_with_its_state_on_s3() {
 
 #[test]
 fn a_backfill_killed_on_its_second_date_resumes() {
+    // Slow enough that the second date is still uploading when the kill lands, even with the
+    // other tests' runs on the same cores.
     let s = Sync::new(FaultConfig {
-        latency_ms: 40,
+        latency_ms: 150,
         ..FaultConfig::default()
     });
     let job = s.job("mirror", 20, "");
@@ -356,7 +358,7 @@ fn a_backfill_killed_on_its_second_date_resumes() {
         std::thread::sleep(Duration::from_millis(5));
     }
     let accepted = s.f.sandbox.state.store.stats().batches_accepted;
-    while s.f.sandbox.state.store.stats().batches_accepted < accepted + 2 {
+    while s.f.sandbox.state.store.stats().batches_accepted < accepted + 1 {
         assert!(Instant::now() < deadline, "the second date did not upload");
         std::thread::sleep(Duration::from_millis(2));
     }
