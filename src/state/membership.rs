@@ -16,10 +16,13 @@
 //! without reading the batches before them. Files of earlier builds are Parquet
 //! (`members.parquet`, `keys.parquet`); readers take either, told apart by their magic bytes.
 //!
-//! Files carry hashes and the few values platforms take raw, never raw PII. The key is 16 bytes,
+//! Hash columns are kept as their 32 bytes, half their text (`digests`); readers give the text
+//! back. Files carry hashes and the few values platforms take raw, never raw PII. The key is 16 bytes,
 //! big-endian, so byte order is key order.
 
+use super::digests;
 use crate::error::{Error, Result};
+use crate::identity::profile::Encoding;
 use arrow::array::{
     ArrayRef, AsArray, FixedSizeBinaryArray, RecordBatch, RecordBatchReader, UInt32Array,
 };
@@ -178,6 +181,8 @@ fn ipc_reader(path: &Path) -> Result<FileReader<BufReader<File>>> {
 /// Writes the run's members to a local file and gathers their keys into sorted runs.
 pub struct Spill {
     dir: tempfile::TempDir,
+    /// The members' schema as stored (`digests`), and with the key (the file's).
+    stored: SchemaRef,
     schema: SchemaRef,
     members: MembersWriter,
     keys: Vec<(u128, u32)>,
@@ -186,12 +191,16 @@ pub struct Spill {
 }
 
 impl Spill {
-    pub fn new(members_schema: &SchemaRef) -> Result<Spill> {
+    /// A spill of members of `members_schema`, whose columns named in `hashes` hold hashes in
+    /// `encoding` (kept as their bytes: `digests`).
+    pub fn new(members_schema: &SchemaRef, hashes: &[String], encoding: Encoding) -> Result<Spill> {
         let dir = crate::scratch::dir("members")?;
-        let schema = keyed_schema(members_schema);
+        let stored = digests::stored_schema(members_schema, hashes, encoding);
+        let schema = keyed_schema(&stored);
         let members = MembersWriter::create(&dir.path().join(MEMBERS_FILE), &schema)?;
         Ok(Spill {
             dir,
+            stored,
             schema,
             members,
             keys: vec![],
@@ -211,7 +220,12 @@ impl Spill {
             ));
         }
         let mut columns = vec![key_array(keys.iter().copied())];
-        columns.extend(batch.columns().iter().cloned());
+        columns.extend(
+            digests::to_stored(batch, &self.stored)?
+                .columns()
+                .iter()
+                .cloned(),
+        );
         self.members
             .write(&RecordBatch::try_new(self.schema.clone(), columns)?)?;
         for (i, k) in keys.iter().enumerate() {
@@ -626,11 +640,11 @@ fn extract_parquet(
     Ok(())
 }
 
-/// Reads a members file as member batches (key stripped), for sending.
+/// Reads a members file as member batches (key stripped, hashes as text), for sending.
 pub fn member_batches(path: &Path) -> Result<Box<dyn Iterator<Item = Result<RecordBatch>> + Send>> {
     if is_ipc(path)? {
         return Ok(Box::new(
-            ipc_reader(path)?.map(|b| b.map(|b| without_key(&b)).map_err(Error::from)),
+            ipc_reader(path)?.map(|b| digests::to_text(&without_key(&b?))),
         ));
     }
     let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).map_err(io_error)?)?
@@ -656,7 +670,7 @@ pub fn member_schema(path: &Path) -> Result<SchemaRef> {
         .filter(|f| f.name() != KEY_COLUMN)
         .cloned()
         .collect();
-    Ok(Arc::new(Schema::new(fields)))
+    Ok(digests::text_schema(&Arc::new(Schema::new(fields))))
 }
 
 #[cfg(test)]
@@ -670,7 +684,8 @@ mod tests {
             DataType::Utf8,
             true,
         )]));
-        let values: Vec<String> = keys.iter().map(|k| format!("h{k}")).collect();
+        // Member k's hash is k in 64 hex digits (`values_of` names it `h{k}`).
+        let values: Vec<String> = keys.iter().map(|k| format!("{k:064x}")).collect();
         (
             RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(values))]).unwrap(),
             keys.to_vec(),
@@ -682,7 +697,11 @@ mod tests {
         for b in member_batches(path).unwrap() {
             let b = b.unwrap();
             let s = b.column(0).as_string::<i32>();
-            out.extend(s.iter().map(|v| v.unwrap().to_string()));
+            out.extend(s.iter().map(|v| {
+                let v = v.unwrap();
+                assert_eq!(v.len(), 64, "read back as the text written");
+                format!("h{}", u128::from_str_radix(v, 16).unwrap())
+            }));
         }
         out
     }
@@ -696,10 +715,12 @@ mod tests {
         out
     }
 
-    /// A run's members, one key run per chunk (to exercise the merge).
+    /// A run's members, one key run per chunk (to exercise the merge), their hashes stored as
+    /// bytes.
     fn sorted_runs(chunks: &[&[u128]]) -> SortedRuns {
         let (first, _) = members(&[]);
-        let mut spill = Spill::new(&first.schema()).unwrap();
+        let hashes = ["email_sha256".to_string()];
+        let mut spill = Spill::new(&first.schema(), &hashes, Encoding::Hex).unwrap();
         for c in chunks {
             let (b, k) = members(c);
             spill.push(&b, &k).unwrap();
@@ -712,6 +733,19 @@ mod tests {
         let p = dir.join(format!("{name}.members.arrow"));
         std::fs::copy(&runs.members_file, &p).unwrap();
         p
+    }
+
+    #[test]
+    fn a_spill_keeps_hash_columns_as_their_bytes_and_reads_them_back_as_text() {
+        let runs = sorted_runs(&[&[5, 1]]);
+        let stored = ipc_reader(&runs.members_file).unwrap().schema();
+        assert_eq!(
+            stored.field_with_name("email_sha256").unwrap().data_type(),
+            &DataType::FixedSizeBinary(32)
+        );
+        let (text, _) = members(&[]);
+        assert_eq!(member_schema(&runs.members_file).unwrap(), text.schema());
+        assert_eq!(values_of(&runs.members_file), ["h5", "h1"]);
     }
 
     #[test]
@@ -832,7 +866,10 @@ mod tests {
         let m1 = d.join("m1.members.parquet");
         let mut writer = parquet_writer(&m1, &keyed_schema(&members(&[]).0.schema())).unwrap();
         for b in ipc_reader(&first.members_file).unwrap() {
-            writer.write(&b.unwrap()).unwrap();
+            // Earlier builds kept hashes as text.
+            writer
+                .write(&digests::to_text(&b.unwrap()).unwrap())
+                .unwrap();
         }
         writer.close().unwrap();
         assert!(!is_ipc(&m1).unwrap());
