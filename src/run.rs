@@ -845,18 +845,25 @@ async fn send_while_reading(
 fn file_stream(path: PathBuf) -> BoxStream<'static, Result<RecordBatch>> {
     let (mut tx, rx) = futures::channel::mpsc::channel::<Result<RecordBatch>>(2);
     tokio::task::spawn_blocking(move || {
-        let batches = match membership::member_batches(&path) {
-            Ok(b) => b,
-            Err(e) => {
-                let _ = futures::executor::block_on(tx.send(Err(e)));
-                return;
+        // A reader that panicked would end the stream as if the file had ended, and the members
+        // sent so far would pass for all of them: it ends with an error instead.
+        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            for b in membership::member_batches(&path)? {
+                if futures::executor::block_on(tx.send(b)).is_err() {
+                    break; // the receiver is gone
+                }
             }
+            Ok(())
+        }));
+        let failed = match read {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e,
+            Err(_) => Error::internal(format!(
+                "reading the members file {} stopped",
+                path.display()
+            )),
         };
-        for b in batches {
-            if futures::executor::block_on(tx.send(b)).is_err() {
-                return;
-            }
-        }
+        let _ = futures::executor::block_on(tx.send(Err(failed)));
     });
     rx.boxed()
 }

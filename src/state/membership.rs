@@ -16,8 +16,8 @@
 //! without reading the batches before them. Files of earlier builds are Parquet
 //! (`members.parquet`, `keys.parquet`); readers take either, told apart by their magic bytes.
 //!
-//! Hash columns are kept as their 32 bytes, half their text (`digests`); readers give the text
-//! back. Files carry hashes and the few values platforms take raw, never raw PII. The key is 16 bytes,
+//! Hash columns are kept as their 32 bytes (half their hex text; Base64's 44 characters lose a
+//! quarter) by `digests`; readers give the text back. Files carry hashes and the few values platforms take raw, never raw PII. The key is 16 bytes,
 //! big-endian, so byte order is key order.
 
 use super::digests;
@@ -735,6 +735,28 @@ mod tests {
         p
     }
 
+    /// The diff tests' first sync (members 5, 1, 9, 3, 7) and its keys file.
+    fn first_sync(d: &Path) -> (SortedRuns, PathBuf) {
+        let first = sorted_runs(&[&[5, 1, 9], &[3, 7]]);
+        let k1 = d.join("k1.arrow");
+        merge(&first, Some(&k1), &[]).unwrap();
+        (first, k1)
+    }
+
+    /// The diff tests' second sync (1 and 9 leave, 2 and 10 join), diffed against a previous
+    /// membership.
+    fn second_diff(d: &Path, previous_members: PathBuf, previous_keys: PathBuf) -> DiffTarget {
+        let second = sorted_runs(&[&[10, 3], &[5, 2, 7]]);
+        let target = DiffTarget {
+            previous_members,
+            previous_keys,
+            adds: d.join("a2.arrow"),
+            removes: d.join("r2.arrow"),
+        };
+        merge(&second, None, std::slice::from_ref(&target)).unwrap();
+        target
+    }
+
     #[test]
     fn a_spill_keeps_hash_columns_as_their_bytes_and_reads_them_back_as_text() {
         let runs = sorted_runs(&[&[5, 1]]);
@@ -752,9 +774,7 @@ mod tests {
     fn merge_sorts_keys_and_diffs_against_the_previous_membership() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let first = sorted_runs(&[&[5, 1, 9], &[3, 7]]);
-        let k1 = d.join("k1.arrow");
-        merge(&first, Some(&k1), &[]).unwrap();
+        let (first, k1) = first_sync(d);
         assert_eq!(keys_of(&k1), [1, 3, 5, 7, 9]);
         let m1 = keep(&first, d, "m1");
         assert_eq!(values_of(&m1), ["h5", "h1", "h9", "h3", "h7"]);
@@ -851,9 +871,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         // An earlier build's sync: members and keys as Parquet.
-        let first = sorted_runs(&[&[5, 1, 9], &[3, 7]]);
-        let k1_ipc = d.join("k1.arrow");
-        merge(&first, Some(&k1_ipc), &[]).unwrap();
+        let (first, k1_ipc) = first_sync(d);
         assert!(is_ipc(&k1_ipc).unwrap());
         let k1 = d.join("k1.parquet");
         let mut writer = parquet_writer(&k1, &keys_schema()).unwrap();
@@ -876,17 +894,68 @@ mod tests {
         assert_eq!(values_of(&m1), ["h5", "h1", "h9", "h3", "h7"]);
         assert_eq!(member_schema(&m1).unwrap().fields().len(), 1);
 
-        let second = sorted_runs(&[&[10, 3], &[5, 2, 7]]);
-        let target = DiffTarget {
-            previous_members: m1,
-            previous_keys: k1,
-            adds: d.join("a2.arrow"),
-            removes: d.join("r2.arrow"),
-        };
-        merge(&second, None, std::slice::from_ref(&target)).unwrap();
+        let target = second_diff(d, m1, k1);
         assert!(is_ipc(&target.removes).unwrap());
         assert_eq!(values_of(&target.adds), ["h10", "h2"]);
         assert_eq!(values_of(&target.removes), ["h1", "h9"]);
+    }
+
+    #[test]
+    fn a_membership_with_hashes_as_text_of_earlier_builds_still_diffs() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // An earlier build's sync: Arrow IPC with the hashes as text.
+        let (first, k1) = first_sync(d);
+        let m1 = d.join("m1.members.arrow");
+        let text_schema = keyed_schema(&members(&[]).0.schema());
+        let mut writer = MembersWriter::create(&m1, &text_schema).unwrap();
+        for b in ipc_reader(&first.members_file).unwrap() {
+            writer
+                .write(&digests::to_text(&b.unwrap()).unwrap())
+                .unwrap();
+        }
+        writer.finish().unwrap();
+        assert_eq!(ipc_reader(&m1).unwrap().schema(), text_schema);
+
+        let target = second_diff(d, m1, k1);
+        // Adds come from this run's file (bytes), removes from the earlier one (text): both
+        // read back as text.
+        assert_eq!(values_of(&target.adds), ["h10", "h2"]);
+        assert_eq!(values_of(&target.removes), ["h1", "h9"]);
+        assert_eq!(
+            member_schema(&target.adds).unwrap(),
+            member_schema(&target.removes).unwrap()
+        );
+    }
+
+    #[test]
+    fn base64_hashes_are_kept_as_bytes_and_read_back_as_the_same_text() {
+        use base64::Engine;
+        let text: Vec<String> = (0..50u8)
+            .map(|i| base64::engine::general_purpose::STANDARD.encode([i; 32]))
+            .collect();
+        let (schema_of, _) = members(&[]);
+        let batch = RecordBatch::try_new(
+            schema_of.schema(),
+            vec![Arc::new(StringArray::from(text.clone()))],
+        )
+        .unwrap();
+        let keys: Vec<u128> = (0..50).collect();
+        let hashes = ["email_sha256".to_string()];
+        let mut spill = Spill::new(&batch.schema(), &hashes, Encoding::Base64).unwrap();
+        spill.push(&batch, &keys).unwrap();
+        let runs = spill.finish().unwrap();
+        let mut back = vec![];
+        for b in member_batches(&runs.members_file).unwrap() {
+            let b = b.unwrap();
+            back.extend(
+                b.column(0)
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|v| v.unwrap().to_string()),
+            );
+        }
+        assert_eq!(back, text);
     }
 
     #[test]
