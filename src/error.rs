@@ -130,23 +130,6 @@ fn object_store_class(e: &object_store::Error) -> ErrorClass {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redaction_hides_quoted_values() {
-        let e = Error::config(
-            "Cast error: Cannot cast string 'jane@example.com' to value of type Int32",
-        )
-        .redacted();
-        assert_eq!(
-            e.message,
-            "Cast error: Cannot cast string '…' to value of type Int32"
-        );
-    }
-}
-
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message)
@@ -176,5 +159,22 @@ impl From<arrow::error::ArrowError> for Error {
 impl From<parquet::errors::ParquetError> for Error {
     fn from(e: parquet::errors::ParquetError) -> Error {
         Error::transient(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_hides_quoted_values() {
+        let e = Error::config(
+            "Cast error: Cannot cast string 'jane@example.com' to value of type Int32",
+        )
+        .redacted();
+        assert_eq!(
+            e.message,
+            "Cast error: Cannot cast string '…' to value of type Int32"
+        );
     }
 }

@@ -446,8 +446,9 @@ impl Job {
                     list(file.profile.kinds())
                 )));
             }
-            if hashed && file.profile.treatment(*kind) != Some(crate::identity::Treatment::Hashed)
-                || hashed && *kind == Kind::DateOfBirth
+            if hashed
+                && (file.profile.treatment(*kind) != Some(crate::identity::Treatment::Hashed)
+                    || *kind == Kind::DateOfBirth)
             {
                 return Err(Error::config(format!(
                     "{at}: identifiers.{kind}: `hashed = true` is for kinds the {} profile hashes whole ({})",

@@ -37,9 +37,10 @@ pub fn check_reference(reference: &str) -> std::result::Result<(), String> {
     match reference.split_once(':') {
         Some(("env", name)) if !name.is_empty() => Ok(()),
         Some(("aws-secretsmanager", id)) if !id.is_empty() && !id.starts_with('#') => Ok(()),
-        _ => Err(format!(
+        _ => Err(
             "not a secret reference (its text is not shown): write env:NAME or aws-secretsmanager:SECRET_ID[#field]; the secret itself never goes in a job file"
-        )),
+                .to_string(),
+        ),
     }
 }
 

@@ -61,7 +61,7 @@ pub fn base_url(r: &Resolver, key: &str, value: &Option<String>, default: &str) 
 /// `requests_per_second`: the job's cap, else the platform's default.
 pub fn rate(r: &Resolver, key: &str, value: Option<f64>, default: f64) -> Result<f64> {
     match value {
-        Some(v) if !(v > 0.0) => Err(Error::config(format!(
+        Some(v) if v.is_nan() || v <= 0.0 => Err(Error::config(format!(
             "{}: {key}.requests_per_second: must be above 0",
             r.at
         ))),

@@ -981,12 +981,12 @@ mod tests {
         let mut s = String::new();
         for (i, c) in lead.chars().chain(national.chars()).enumerate() {
             if i > 0 && rng.chance(20) {
-                s.push_str(*rng.pick(&SEPARATORS));
+                s.push_str(rng.pick::<&str>(&SEPARATORS));
             }
             s.push(c);
         }
         if rng.chance(5) {
-            s.push_str(*rng.pick(&[")", ".", " ", "-", " x12", " ext. 7", "#", ";ext=3"]));
+            s.push_str(rng.pick::<&str>(&[")", ".", " ", "-", " x12", " ext. 7", "#", ";ext=3"]));
         }
         s
     }

@@ -129,8 +129,8 @@ mod x86 {
             let mut w = [[_mm_setzero_si128(); 4]; LANES];
             for (lane, block) in blocks.iter().enumerate() {
                 let p: *const __m128i = block.as_ptr().cast();
-                for i in 0..4 {
-                    w[lane][i] = _mm_shuffle_epi8(_mm_loadu_si128(p.add(i)), mask);
+                for (i, word) in w[lane].iter_mut().enumerate() {
+                    *word = _mm_shuffle_epi8(_mm_loadu_si128(p.add(i)), mask);
                 }
             }
             let mut abef = [abef0; LANES];

@@ -29,12 +29,15 @@ pub struct GoogleLimits {
     pub requests_per_minute: Option<u64>,
 }
 
+/// What an ingest or removal request did, kept under its request id for
+/// `requestStatus:retrieve`: (destination list ids, record count, identifier count, removal).
+type RequestRecord = (Vec<String>, u64, u64, bool);
+
 #[derive(Default)]
 pub struct GoogleState {
     pub limits: Mutex<GoogleLimits>,
     calls: Mutex<VecDeque<Instant>>,
-    /// requestId -> (destination list ids, record count, identifier count, removal)
-    requests: Mutex<HashMap<String, (Vec<String>, u64, u64, bool)>>,
+    requests: Mutex<HashMap<String, RequestRecord>>,
     next_request: Mutex<u64>,
 }
 
@@ -255,6 +258,9 @@ struct MembersRequest {
     remove_as_of_time: Value,
 }
 
+/// The first invalid member in each encoding (`ENCODED`) and the field at fault.
+type FirstInvalid = [Option<(usize, &'static str)>; 2];
+
 /// A request's `audienceMembers`, each member turned into its canonical form as the parser reads
 /// it. The request's encoding may come after its members, so each member is judged in both
 /// encodings and the handler picks one verdict. (A list of the parsed members, 10,000 a request,
@@ -266,7 +272,7 @@ struct Members {
     count: usize,
     identifiers: u64,
     /// The first member invalid in each encoding (`ENCODED`), and the field at fault.
-    invalid: [Option<(usize, &'static str)>; 2],
+    invalid: FirstInvalid,
     /// The first member whose consent names an unknown status, and the field.
     bad_consent: Option<(usize, &'static str)>,
 }
@@ -890,7 +896,7 @@ mod tests {
 
     /// Parses an `audienceMembers` list: its canonical members and its first invalid member in
     /// each encoding.
-    fn parse(members_json: &str) -> (Vec<String>, [Option<(usize, &'static str)>; 2]) {
+    fn parse(members_json: &str) -> (Vec<String>, FirstInvalid) {
         let m = read_members(members_json);
         let canonical = m
             .canonical

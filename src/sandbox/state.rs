@@ -532,14 +532,14 @@ impl Store {
                 return;
             }
         }
-        if !members.is_empty() {
-            if !inner.contents.insert((
+        if !members.is_empty()
+            && !inner.contents.insert((
                 id.to_string(),
                 add,
                 hashes.iter().fold(0, |a, h| a.wrapping_add(*h)),
-            )) {
-                inner.stats.batches_accepted_twice += 1;
-            }
+            ))
+        {
+            inner.stats.batches_accepted_twice += 1;
         }
         inner.stats.batches_accepted += 1;
         let Some(a) = inner.audiences.get_mut(id) else {

@@ -155,7 +155,7 @@ impl GoogleFile {
             ad_personalization: self.consent.ad_personalization,
             concurrency: self.concurrency.unwrap_or(4).clamp(1, 64),
             requests_per_minute: match self.requests_per_minute {
-                Some(r) if !(r > 0.0) => {
+                Some(r) if r.is_nan() || r <= 0.0 => {
                     return Err(Error::config(format!(
                         "{at}: {key}.requests_per_minute: must be above 0"
                     )));

@@ -112,7 +112,7 @@ impl MetaFile {
                 .unwrap_or_else(|| "USER_PROVIDED_ONLY".into()),
             concurrency: self.concurrency.unwrap_or(4).clamp(1, 64),
             requests_per_second: match self.requests_per_second {
-                Some(r) if !(r > 0.0) => {
+                Some(r) if r.is_nan() || r <= 0.0 => {
                     return Err(Error::config(format!(
                         "{at}: {key}.requests_per_second: must be above 0"
                     )));
