@@ -24,10 +24,10 @@ sandbox_cpu() { # CPU seconds the sandbox has used so far
 measure() { # name, command...: prints "name wall_s peak_mib members cpu_s sandbox_cpu_s"
   local name=$1; shift
   # Each run starts with no dirty pages: otherwise the kernel writes the previous run's files
-  # back (1 GB of export, 2 GB of members) during this one, and that cost ~2 s of the Meta run.
+  # back (1 GB of export, 0.9 GB of members and keys) during this one: ~2 s of a run, once.
   # Then the machine settles: started at once after the Meta run, an upload spent 1.5-2.5 s
   # more in the kernel writing its own members file (Google: 8.2-9.5 s rather than 7.3-7.8 s,
-  # and Meta after Meta alike); 5 s later, no more.
+  # and Meta after Meta alike, with hashes kept as text); 5 s later, no more.
   sync
   sleep "${SETTLE_SECONDS:-5}"
   local before; before=$(sandbox_cpu)
@@ -46,9 +46,10 @@ export B1_DATA=$data B1_OUT=$work/export PLATFORM_URL=http://127.0.0.1:$port
 export META_ACCESS_TOKEN=bench GOOGLE_ACCESS_TOKEN=bench ACTIVATOR_LOG=warn
 export SYNC_MODE=add
 # Rounds of the export, Meta and Google runs. On this VM a run is slower the later it comes after
-# others (fresh memory comes slower: 1.5-2.5 s more system time in an upload's third place), so
-# each round starts one later in the order (export-meta-google, meta-google-export, ...): over
-# three rounds each run holds each place once, and the ratios compare medians.
+# others (fresh memory comes slower: with hashes kept as text, an upload in third place spent
+# 1.5-2.5 s more in the kernel), so each round starts one later in the order
+# (export-meta-google, meta-google-export, ...): over three rounds each run holds each place
+# once, and the ratios compare medians.
 jobs=(export meta google)
 rounds=${ROUNDS:-3}
 [[ $rounds =~ ^[1-9][0-9]*$ ]] || { echo "ROUNDS must be a number of rounds, 1 or more" >&2; exit 2; }
@@ -64,7 +65,7 @@ for round in $(seq "$rounds"); do
     # The sandbox forgets each audience's 5 million members, so each run starts alike.
     curl -s -X POST "$PLATFORM_URL/_sandbox/reset" > /dev/null
   done
-  rm -rf "$work/state$round" "$work/export" # 1.6 GB of members files per upload
+  rm -rf "$work/state$round" "$work/export" # 0.9 GB of members and keys files per upload
 done
 printf '%s\n' "${rows[@]}" | python3 -c '
 import statistics, sys

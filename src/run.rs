@@ -15,7 +15,6 @@
 
 use crate::destinations::{self, Delivery, Op, RunInfo, SinkReport};
 use crate::error::{Error, Result};
-use crate::identity::profile::Treatment;
 use crate::identity::{self, IdentityPlan};
 use crate::job::{Destination, Job};
 use crate::members::Members;
@@ -315,12 +314,7 @@ async fn read_and_diff(
     let (spill_tx, spill_thread) = if platforms.is_empty() {
         (None, None)
     } else {
-        let hashes: Vec<String> = plan
-            .output_fields()
-            .filter(|f| f.treatment == Treatment::Hashed)
-            .map(|f| f.name.clone())
-            .collect();
-        let mut spill = Spill::new(&schema, &hashes, plan.profile.encoding())?;
+        let mut spill = Spill::new(&schema, &plan.hashed_columns(), plan.profile.encoding())?;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(RecordBatch, Vec<u128>)>(4);
         let thread = std::thread::spawn(move || -> Result<membership::SortedRuns> {
             while let Some((batch, keys)) = rx.blocking_recv() {

@@ -88,6 +88,14 @@ impl IdentityPlan {
     pub fn output_fields(&self) -> impl Iterator<Item = &OutputField> {
         self.fields.iter().map(|(_, f)| f)
     }
+
+    /// The output columns that hold hashes (in `profile.encoding()`).
+    pub fn hashed_columns(&self) -> Vec<String> {
+        self.output_fields()
+            .filter(|f| f.treatment == Treatment::Hashed)
+            .map(|f| f.name.clone())
+            .collect()
+    }
 }
 
 /// Counts for one batch or a whole run.

@@ -17,8 +17,9 @@
 //! (`members.parquet`, `keys.parquet`); readers take either, told apart by their magic bytes.
 //!
 //! Hash columns are kept as their 32 bytes (half their hex text; Base64's 44 characters lose a
-//! quarter) by `digests`; readers give the text back. Files carry hashes and the few values platforms take raw, never raw PII. The key is 16 bytes,
-//! big-endian, so byte order is key order.
+//! quarter) by `digests`; readers give the text back. Files carry hashes and the few values
+//! platforms take raw, never raw PII. The key is 16 bytes, big-endian, so byte order is key
+//! order.
 
 use super::digests;
 use crate::error::{Error, Result};

@@ -18,41 +18,28 @@ use std::borrow::Cow;
 pub(super) fn request(text: &str) -> Option<MembersRequest> {
     let mut r = Reader { text, at: 0 };
     let mut request = MembersRequest::default();
-    let mut seen = [false; 6];
-    r.object(|r, key| {
-        let mut once = |i: usize| (!std::mem::replace(&mut seen[i], true)).then_some(());
-        match key {
-            "destinations" => {
-                once(0)?;
-                request.destinations = r.value()?;
+    let names = [
+        "destinations",
+        "audienceMembers",
+        "encoding",
+        "termsOfService",
+        "consent",
+        "removeAsOfTime",
+    ];
+    r.fields(names, |r, i| {
+        let value = match i {
+            0 => &mut request.destinations,
+            1 if r.null() => return Some(()),
+            1 => {
+                request.audience_members = Some(members(r)?);
+                return Some(());
             }
-            "audienceMembers" => {
-                once(1)?;
-                request.audience_members = match r.null() {
-                    true => None,
-                    false => Some(members(r)?),
-                };
-            }
-            "encoding" => {
-                once(2)?;
-                request.encoding = r.value()?;
-            }
-            "termsOfService" => {
-                once(3)?;
-                request.terms_of_service = r.value()?;
-            }
-            "consent" => {
-                once(4)?;
-                request.consent = r.value()?;
-            }
-            "removeAsOfTime" => {
-                once(5)?;
-                request.remove_as_of_time = r.value()?;
-            }
-            _ => {
-                r.skip()?; // as serde skips fields it does not know
-            }
-        }
+            2 => &mut request.encoding,
+            3 => &mut request.terms_of_service,
+            4 => &mut request.consent,
+            _ => &mut request.remove_as_of_time,
+        };
+        *value = r.value()?;
         Some(())
     })?;
     r.skip_space();
@@ -75,14 +62,7 @@ fn members(r: &mut Reader) -> Option<Members> {
 fn member<'a>(r: &mut Reader<'a>, members: &mut Members) -> Option<()> {
     let mut ids: Option<Identifiers<'a>> = None;
     let mut consent = Value::Null;
-    let mut seen = [false; 2];
-    r.object(|r, key| {
-        let Some(i) = ["userData", "consent"].iter().position(|k| *k == key) else {
-            return r.skip(); // as serde skips it
-        };
-        if std::mem::replace(&mut seen[i], true) {
-            return None;
-        }
+    r.fields(["userData", "consent"], |r, i| {
         match i {
             0 if r.null() => {}
             0 => user_data(r, &mut ids)?,
@@ -96,14 +76,7 @@ fn member<'a>(r: &mut Reader<'a>, members: &mut Members) -> Option<()> {
 
 /// A `userData` object: its `userIdentifiers`, given once.
 fn user_data<'a>(r: &mut Reader<'a>, ids: &mut Option<Identifiers<'a>>) -> Option<()> {
-    let mut seen = false;
-    r.object(|r, key| {
-        if key != "userIdentifiers" {
-            return r.skip();
-        }
-        if std::mem::replace(&mut seen, true) {
-            return None;
-        }
+    r.fields(["userIdentifiers"], |r, _| {
         if r.null() {
             return Some(());
         }
@@ -119,17 +92,7 @@ fn user_data<'a>(r: &mut Reader<'a>, ids: &mut Option<Identifiers<'a>>) -> Optio
 
 /// Reads an identifier into `id`, where it lies.
 fn identifier<'a>(r: &mut Reader<'a>, id: &mut IdentifierIn<'a>) -> Option<()> {
-    let mut seen = [false; 3];
-    r.object(|r, key| {
-        let Some(i) = ["emailAddress", "phoneNumber", "address"]
-            .iter()
-            .position(|k| *k == key)
-        else {
-            return r.skip();
-        };
-        if std::mem::replace(&mut seen[i], true) {
-            return None;
-        }
+    r.fields(["emailAddress", "phoneNumber", "address"], |r, i| {
         match i {
             0 => id.email_address = r.cell()?,
             1 => id.phone_number = r.cell()?,
@@ -142,26 +105,19 @@ fn identifier<'a>(r: &mut Reader<'a>, id: &mut IdentifierIn<'a>) -> Option<()> {
 
 /// Reads an `address` object into `a`.
 fn address<'a>(r: &mut Reader<'a>, a: &mut AddressIn<'a>) -> Option<()> {
-    let mut seen = [false; 4];
-    r.object(|r, key| {
-        let Some(i) = ["givenName", "familyName", "regionCode", "postalCode"]
-            .iter()
-            .position(|k| *k == key)
-        else {
-            return r.skip();
-        };
-        if std::mem::replace(&mut seen[i], true) {
-            return None;
-        }
-        let cell = r.cell()?;
-        match i {
-            0 => a.given_name = cell,
-            1 => a.family_name = cell,
-            2 => a.region_code = cell,
-            _ => a.postal_code = cell,
-        }
-        Some(())
-    })
+    r.fields(
+        ["givenName", "familyName", "regionCode", "postalCode"],
+        |r, i| {
+            let cell = r.cell()?;
+            match i {
+                0 => a.given_name = cell,
+                1 => a.family_name = cell,
+                2 => a.region_code = cell,
+                _ => a.postal_code = cell,
+            }
+            Some(())
+        },
+    )
 }
 
 /// A position in the body. Every reading function returns `None` where the body is not in the
@@ -249,6 +205,22 @@ impl<'a> Reader<'a> {
         let value = values.next()?.ok()?;
         self.at += values.byte_offset();
         Some(value)
+    }
+
+    /// An object of the fields `names`, each read by `field` from its value on, given its index
+    /// in `names`. A field not named is skipped, as serde skips it; a field given twice gives up
+    /// (serde refuses it).
+    fn fields<const N: usize>(
+        &mut self,
+        names: [&str; N],
+        mut field: impl FnMut(&mut Self, usize) -> Option<()>,
+    ) -> Option<()> {
+        let mut seen = [false; N];
+        self.object(|r, key| match names.iter().position(|n| *n == key) {
+            None => r.skip(),
+            Some(i) if std::mem::replace(&mut seen[i], true) => None,
+            Some(i) => field(r, i),
+        })
     }
 
     /// An object, each field read by `field` from its value on, given its key.
