@@ -49,8 +49,21 @@ fn demo_job_runs_and_reports() {
     }
 }
 
+/// Needs the DuckDB peer of `shared/bench`, which is not in the repository: without it the test
+/// says it was skipped and passes, so a fresh clone's `cargo test` runs everything else.
 #[test]
 fn b1_gives_the_same_members_as_the_duckdb_peer() {
+    let Some(bench) = bench_dir() else {
+        // To stderr itself: the harness captures eprintln! of a passing test, and the skip must
+        // show in a plain `cargo test`.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED b1_gives_the_same_members_as_the_duckdb_peer: ../shared/bench (the DuckDB \
+             peer) not found; set ACTIVATOR_SHARED_BENCH to run it"
+        );
+        return;
+    };
     let data = generated_data(20_000, 2);
     let work = tempfile::tempdir().unwrap();
     let project = work.path().join("project");
@@ -68,14 +81,14 @@ fn b1_gives_the_same_members_as_the_duckdb_peer() {
     );
     let peer = work.path().join("duckdb.parquet");
     let status = Command::new(python())
-        .arg(bench_dir().join("peers/duckdb_meta.py"))
+        .arg(bench.join("peers/duckdb_meta.py"))
         .arg(&data)
         .arg(&peer)
         .status()
         .unwrap();
     assert!(status.success(), "duckdb peer failed");
     let same = Command::new(python())
-        .arg(bench_dir().join("same_members.py"))
+        .arg(bench.join("same_members.py"))
         .arg(&project)
         .arg(&peer)
         .output()
