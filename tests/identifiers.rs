@@ -118,6 +118,63 @@ fn email_meta_never_gets_the_gmail_rule() {
     );
 }
 
+#[test]
+fn email_meta_and_google_lowercase_as_python_str_lower() {
+    // Unicode's full lower case with its context rule: a word-final `Σ` is `ς` (Python:
+    // 'ΟΔΥΣΣΕΥΣ@EXAMPLE.GR'.lower() == 'οδυσσευς@example.gr').
+    for profile in [Meta, Google] {
+        assert_eq!(
+            n(profile, Email, "ΟΔΥΣΣΕΥΣ@EXAMPLE.GR", None),
+            "οδυσσευς@example.gr"
+        );
+        // A `.` is case-ignorable: the `Σ` before it does not end the word, the one before the
+        // `@` does.
+        assert_eq!(
+            n(profile, Email, "ΝΙΚΟΣ.ΠΑΠΑΣ@Example.GR", None),
+            "νικοσ.παπας@example.gr"
+        );
+        assert_eq!(n(profile, Email, "JOSÉ@GMAIL.com", None), "josé@gmail.com");
+    }
+    assert_eq!(
+        sent(Meta, Email, "ΟΔΥΣΣΕΥΣ@EXAMPLE.GR", None)[0].1,
+        "75a04c845c47e02b9ec4e23df38715b8e593205aa5f61167c702e0d46bf9118a"
+    );
+}
+
+#[test]
+fn email_uid2_lowercases_ascii_letters_only() {
+    // UID2's rule and its SDK: `Ø` stays `Ø`, `É` stays `É`.
+    assert_eq!(
+        n(Uid2, Email, "ØYVIND@Example.COM", None),
+        "Øyvind@example.com"
+    );
+    assert_eq!(n(Uid2, Email, "JOSÉ@GMAIL.com", None), "josÉ@gmail.com");
+    assert_eq!(n(Meta, Email, "JOSÉ@GMAIL.com", None), "josé@gmail.com");
+    assert_eq!(
+        n(Uid2, Email, "ΟΔΥΣΣΕΥΣ@EXAMPLE.GR", None),
+        "ΟΔΥΣΣΕΥΣ@example.gr"
+    );
+    // The gmail.com rule still applies.
+    assert_eq!(
+        n(Uid2, Email, "J.OSÉ+News@GMail.com", None),
+        "josÉ@gmail.com"
+    );
+    // The common cleaning (all Unicode white space trimmed) holds for uid2 too, though its SDK
+    // trims spaces only.
+    assert_eq!(
+        n(Uid2, Email, "\u{a0}ØYVIND@Example.COM\u{200b}", None),
+        "Øyvind@example.com"
+    );
+    assert_eq!(
+        sent(Uid2, Email, "ØYVIND@Example.COM", None)[0].1,
+        "2qEk48KqhwtX1GWzxqwu0vp+nYv03yUsNMWbjQKrZDs="
+    );
+    assert_eq!(
+        sent(Uid2, Email, "JOSÉ@GMAIL.com", None)[0].1,
+        "F5+LofFMkohozJEyJfLJsOySxfFaQxTfT5AvzmbQ4g0="
+    );
+}
+
 // phone ----------------------------------------------------------------------------------------
 
 #[test]
@@ -178,6 +235,36 @@ fn names_meta_keep_letters_and_marks_only() {
 fn names_google_lowercase_only() {
     assert_eq!(n(Google, LastName, "O'Brien", None), "o'brien");
     assert_eq!(n(Google, FirstName, "Ana María", None), "ana maría");
+}
+
+#[test]
+fn names_lowercase_as_python_str_lower() {
+    // Unicode's full lower case with its context rule: a word-final `Σ` is `ς`, not `σ`
+    // (Python: 'ΟΔΥΣΣΕΥΣ'.lower() == 'οδυσσευς').
+    assert_eq!(n(Meta, LastName, "ΟΔΥΣΣΕΥΣ", None), "οδυσσευς");
+    assert_eq!(n(Google, LastName, "ΟΔΥΣΣΕΥΣ", None), "οδυσσευς");
+    assert_eq!(
+        sent(Meta, LastName, "ΟΔΥΣΣΕΥΣ", None)[0].1,
+        "3c70e8e70fb6820b6ae6de04be9249923ba46e8aaa0f6ecfae7a1ee8880f574d"
+    );
+    // Meta lowercases the whole value, then keeps letters and marks: the `Σ` before a `-` or a
+    // space ends a word (Python: ''.join(c for c in s.lower() if
+    // unicodedata.category(c)[0] in 'LM')).
+    assert_eq!(
+        n(Meta, LastName, "ΟΔΥΣΣΕΥΣ-ΑΝΤΩΝΙΟΥ", None),
+        "οδυσσευςαντωνιου"
+    );
+    assert_eq!(
+        n(Meta, FirstName, "ΓΙΩΡΓΟΣ ΠΑΠΑΔΟΠΟΥΛΟΣ", None),
+        "γιωργοςπαπαδοπουλος"
+    );
+    assert_eq!(
+        n(Google, FirstName, "ΓΙΩΡΓΟΣ ΠΑΠΑΔΟΠΟΥΛΟΣ", None),
+        "γιωργος παπαδοπουλος"
+    );
+    // `İ` is `i` and a combining dot above (U+0307), a mark Meta keeps.
+    assert_eq!(n(Meta, FirstName, "İLKER", None), "i\u{307}lker");
+    assert_eq!(n(Google, FirstName, "İlker", None), "i\u{307}lker");
 }
 
 #[test]

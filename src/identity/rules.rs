@@ -1,7 +1,8 @@
 //! The normalization rules of `shared/spec/identifiers.md`, one small function per kind.
 //!
 //! Every function takes a value after the common cleaning and writes the normalized form into a
-//! reused `String`, so normalizing a column allocates nothing per row. The column code in
+//! reused `String`, so normalizing a column allocates nothing per row (but for text holding a
+//! capital sigma, whose lower case needs the whole value's context). The column code in
 //! `column.rs` calls `normalize` for each row and hashes what it wrote.
 
 use super::geo::{self, Region};
@@ -125,35 +126,103 @@ pub fn normalize(
     }
 }
 
+/// Appends `s` in lower case: exactly `str::to_lowercase(s)` (Unicode's full mapping with its
+/// context rule, so a word-final `Σ` is `ς`). ASCII text is lowercased in place, without a
+/// search of the Unicode table.
 fn push_lowercase(s: &str, out: &mut String) {
     if s.is_ascii() {
-        let start = out.len();
-        out.push_str(s);
-        out[start..].make_ascii_lowercase();
+        push_ascii_lowercase(s, out);
     } else {
+        for_each_lower(s, |_, l| out.push(l));
+    }
+}
+
+/// Appends `s` with its ASCII capitals lowercased and every other character as it is.
+fn push_ascii_lowercase(s: &str, out: &mut String) {
+    let start = out.len();
+    out.push_str(s);
+    out[start..].make_ascii_lowercase();
+}
+
+/// Calls `f(original, lower)` for each character of `str::to_lowercase(s)`, in order, with the
+/// character of `s` it comes from (a character may give more than one: `İ` gives `i` and
+/// U+0307). Filters that keep some characters of the lower case go through here, so the lower
+/// case always has the context of the whole value.
+///
+/// `Σ` is the one character whose lower case depends on its neighbours (`ς` at the end of a
+/// word, else `σ`: Unicode's Final_Sigma, the only context rule `str::to_lowercase` applies):
+/// text holding it takes `str::to_lowercase` itself, which allocates. Every other character maps
+/// on its own, as `char::to_lowercase` does, so other text allocates nothing.
+#[inline]
+fn for_each_lower(s: &str, mut f: impl FnMut(char, char)) {
+    if s.is_ascii() {
+        for b in s.bytes() {
+            f(b as char, b.to_ascii_lowercase() as char);
+        }
+    } else if !s.contains('\u{3A3}') {
         for c in s.chars() {
-            push_lower_char(c, out);
+            lower_char(c, |l| f(c, l));
+        }
+    } else {
+        let lower = s.to_lowercase();
+        let mut lowered = lower.chars();
+        for c in s.chars() {
+            // `str::to_lowercase` gives each character what `char::to_lowercase` gives, but one
+            // character (`σ` or `ς`) for a `Σ`.
+            let n = if c == '\u{3A3}' {
+                1
+            } else {
+                c.to_lowercase().count()
+            };
+            for l in lowered.by_ref().take(n) {
+                f(c, l);
+            }
         }
     }
 }
 
-/// Appends `c` in lower case, as `char::to_lowercase` does. ASCII and Latin-1 (most of the
+/// Calls `f` with each character of `char::to_lowercase(c)`. ASCII and Latin-1 (most of the
 /// letters in a CRM's names and e-mails) by their rule, without a search of the Unicode table.
 #[inline]
-fn push_lower_char(c: char, out: &mut String) {
+fn lower_char(c: char, mut f: impl FnMut(char)) {
     match c {
         'A'..='Z' | '\u{C0}'..='\u{D6}' | '\u{D8}'..='\u{DE}' => {
-            out.push(char::from_u32(c as u32 + 0x20).unwrap_or(c))
+            f(char::from_u32(c as u32 + 0x20).unwrap_or(c))
         }
-        '\0'..='\u{FF}' => out.push(c),
-        _ => out.extend(c.to_lowercase()),
+        '\0'..='\u{FF}' => f(c),
+        _ => c.to_lowercase().for_each(f),
+    }
+}
+
+/// Whether `c` is a letter or a mark (Unicode general categories L and M). ASCII and the
+/// accented letters of Latin-1 without a search of the Unicode table.
+#[inline]
+fn is_letter_or_mark(c: char) -> bool {
+    match c {
+        'a'..='z' | 'A'..='Z' | '\u{C0}'..='\u{D6}' | '\u{D8}'..='\u{F6}' | '\u{F8}'..='\u{FF}' => {
+            true
+        }
+        '\0'..='\u{7F}' => false,
+        _ => matches!(
+            c.general_category_group(),
+            GeneralCategoryGroup::Letter | GeneralCategoryGroup::Mark
+        ),
     }
 }
 
 /// Lowercase; exactly one `@`, no white space, a local part, a domain with an inner `.`.
 /// Google (gmail.com, googlemail.com) and UID2 (gmail.com) drop dots and `+tags` locally.
+/// UID2 lowercases ASCII letters only (its rule and its SDK: `Ø` stays `Ø`); the others take the
+/// full Unicode lower case.
 fn email(profile: Profile, s: &str, out: &mut String) -> Result<(), &'static str> {
-    push_lowercase(s, out);
+    if profile == Profile::Uid2 {
+        // A deliberate deviation from UID2's SDK (`uid2-client`), which trims spaces only:
+        // `clean` has trimmed all Unicode white space (the no-break space and the zero-width
+        // characters included) here, the common cleaning every profile gets.
+        push_ascii_lowercase(s, out);
+    } else {
+        push_lowercase(s, out);
+    }
     let Some((local, domain)) = out.split_once('@') else {
         return Err("shape");
     };
@@ -190,26 +259,27 @@ fn email(profile: Profile, s: &str, out: &mut String) -> Result<(), &'static str
     Ok(())
 }
 
-/// Meta: lowercase letters and combining marks only (`O'Brien` -> `obrien`, accents kept).
+/// Meta: lowercase letters and combining marks only (`O'Brien` -> `obrien`, accents kept): the
+/// whole value is lowercased first, then letters and marks are kept, as Python's
+/// `''.join(c for c in s.lower() if unicodedata.category(c)[0] in 'LM')` (`ΟΔΥΣΣΕΥΣ-Α` ->
+/// `οδυσσευςα`: the `Σ` before the `-` ends a word).
 /// Google: lowercase only, as Google's Data Manager library does.
 fn name(profile: Profile, s: &str, out: &mut String) -> Result<(), &'static str> {
     match profile {
         Profile::Google => push_lowercase(s, out),
-        _ => {
-            for c in s.chars() {
-                // ASCII has no marks, and its letters are a-z and A-Z: no table lookups.
-                if c.is_ascii() {
-                    if c.is_ascii_alphabetic() {
-                        out.push(c.to_ascii_lowercase());
-                    }
-                } else if matches!(
-                    c.general_category_group(),
-                    GeneralCategoryGroup::Letter | GeneralCategoryGroup::Mark
-                ) {
-                    push_lower_char(c, out);
+        // ASCII has no marks, and its letters are a-z and A-Z: no table lookups.
+        _ if s.is_ascii() => {
+            for b in s.bytes() {
+                if b.is_ascii_alphabetic() {
+                    out.push(b.to_ascii_lowercase() as char);
                 }
             }
         }
+        _ => for_each_lower(s, |_, l| {
+            if is_letter_or_mark(l) {
+                out.push(l);
+            }
+        }),
     }
     if out.is_empty() {
         Err("no_letters")
@@ -248,11 +318,12 @@ fn state(
         out.push_str(code);
         return Ok(());
     }
-    for c in s.chars() {
+    // The lower case of the whole value (its context decides a `Σ`), of the letters in it.
+    for_each_lower(s, |c, l| {
         if c.is_alphabetic() {
-            push_lower_char(c, out);
+            out.push(l);
         }
-    }
+    });
     if out.is_empty() {
         Err("no_letters")
     } else {
@@ -295,17 +366,13 @@ fn zip(
     }
     match profile {
         Profile::Google => out.push_str(s),
-        _ => {
-            for c in s.chars() {
-                if c.is_ascii() {
-                    if c != '-' && !c.is_whitespace() {
-                        out.push(c.to_ascii_lowercase());
-                    }
-                } else if !c.is_whitespace() {
-                    push_lower_char(c, out);
-                }
+        // The lower case of the whole value (its context decides a `Σ`), without the spaces and
+        // dashes in it.
+        _ => for_each_lower(s, |c, l| {
+            if c != '-' && !c.is_whitespace() {
+                out.push(l);
             }
-        }
+        }),
     }
     if out.is_empty() { Err("shape") } else { Ok(()) }
 }
@@ -375,21 +442,94 @@ fn mobile_ad_id(s: &str, out: &mut String) -> Result<(), &'static str> {
 mod tests {
     use super::*;
 
+    fn lower(s: &str) -> String {
+        let mut out = String::new();
+        push_lowercase(s, &mut out);
+        out
+    }
+
+    /// Python's `''.join(c for c in s.lower() if unicodedata.category(c)[0] in 'LM')`.
+    fn letters_and_marks_of_lower_case(s: &str) -> String {
+        s.to_lowercase()
+            .chars()
+            .filter(|c| {
+                matches!(
+                    c.general_category_group(),
+                    GeneralCategoryGroup::Letter | GeneralCategoryGroup::Mark
+                )
+            })
+            .collect()
+    }
+
     #[test]
-    fn lower_case_by_rule_is_unicode_lower_case() {
+    fn lower_case_is_str_to_lowercase() {
+        // Every character alone, and next to a capital sigma, whose lower case depends on its
+        // neighbours (`ς` at the end of a word): the characters around it must stay in step with
+        // the lower case of the whole value.
         for c in (0..=0x2FFFF).filter_map(char::from_u32) {
             let mut ours = String::new();
-            push_lower_char(c, &mut ours);
+            lower_char(c, |l| ours.push(l));
             assert_eq!(
                 ours,
                 c.to_lowercase().collect::<String>(),
                 "U+{:04X}",
                 c as u32
             );
+            assert_eq!(
+                is_letter_or_mark(c),
+                matches!(
+                    c.general_category_group(),
+                    GeneralCategoryGroup::Letter | GeneralCategoryGroup::Mark
+                ),
+                "U+{:04X}",
+                c as u32
+            );
+            for s in [
+                c.to_string(),
+                format!("\u{391}{c}\u{3A3}"),
+                format!("\u{391}\u{3A3}{c}"),
+            ] {
+                assert_eq!(lower(&s), s.to_lowercase(), "U+{:04X} in {s:?}", c as u32);
+                let mut name_meta = String::new();
+                let _ = name(Profile::Meta, &s, &mut name_meta);
+                assert_eq!(
+                    name_meta,
+                    letters_and_marks_of_lower_case(&s),
+                    "U+{:04X} in {s:?}",
+                    c as u32
+                );
+            }
         }
+        for s in [
+            "JOSÉ.Øvergaard+İ@GMAIL.com",
+            "ΟΔΥΣΣΕΥΣ",
+            "ΟΔΥΣΣΕΥΣ-ΑΝΤΩΝΙΟΥ",
+            "ΝΙΚΟΣ.ΠΑΠΑΣ@Example.GR",
+            "ΓΙΩΡΓΟΣ ΠΑΠΑΔΟΠΟΥΛΟΣ",
+            "Σ",
+            "ΑΣ'",
+            "ΑΣ'Α",
+            "Α\u{301}Σ\u{301}",
+            "İSTANBUL",
+            "ǅΣ",
+            "ΣΣ Σ.Σ",
+        ] {
+            assert_eq!(lower(s), s.to_lowercase(), "{s}");
+            let mut name_meta = String::new();
+            let _ = name(Profile::Meta, s, &mut name_meta);
+            assert_eq!(name_meta, letters_and_marks_of_lower_case(s), "{s}");
+        }
+        assert_eq!(
+            lower("JOSÉ.Øvergaard+İ@GMAIL.com"),
+            "josé.øvergaard+i\u{307}@gmail.com"
+        );
+        assert_eq!(lower("ΟΔΥΣΣΕΥΣ"), "οδυσσευς");
+        assert_eq!(lower("ΝΙΚΟΣ.ΠΑΠΑΣ@Example.GR"), "νικοσ.παπας@example.gr");
+        assert_eq!(lower("İSTANBUL"), "i\u{307}stanbul");
+        // Lowercased before the `-` goes: that `Σ` ends a word.
         let mut out = String::new();
-        push_lowercase("JOSÉ.Øvergaard+İ@GMAIL.com", &mut out);
-        assert_eq!(out, "josé.øvergaard+i\u{307}@gmail.com");
+        assert_eq!(name(Profile::Meta, "ΟΔΥΣΣΕΥΣ-ΑΝΤΩΝΙΟΥ", &mut out), Ok(()));
+        assert_eq!(out, "οδυσσευςαντωνιου");
     }
 
     #[test]
