@@ -286,7 +286,9 @@ fn normalize_column(
             Outcome::Invalid(reason) => *invalid.entry(reason).or_default() += 1,
             Outcome::Valid | Outcome::Missing => {}
         }
-        out.ends.push(out.data.len() as u32);
+        // Within u32: at most three times MAX_TRANSFORM_BYTES of input (see `transform`).
+        out.ends
+            .push(u32::try_from(out.data.len()).expect("normalized values are below 4 GiB"));
         out.outcome.push(outcome);
     });
     for (reason, n) in invalid {
@@ -342,7 +344,9 @@ fn output_column(
             }
         }
         validity.push(present);
-        offsets.push(data.len() as i32);
+        // Within i32: `transform` takes at most MAX_TRANSFORM_BYTES of input and
+        // MAX_TRANSFORM_ROWS rows, which cannot make 2 GiB of one column.
+        offsets.push(i32::try_from(data.len()).expect("a column's output is below 2 GiB"));
     }
     hash::hash_many_into(&to_hash, encoding, &mut data);
     for (to, from) in copies {
@@ -381,11 +385,108 @@ fn member_key(columns: &[ArrayRef], rows: usize) -> Vec<u128> {
         .collect()
 }
 
-/// Turns one batch of the segment's result into its members.
+/// The most bytes of identifier text one `transform` call takes. Its buffers are indexed with
+/// 32-bit offsets (arrow's `StringArray`, the normalized values' ends): a normalized value is at
+/// most three times its input (Unicode lowercase mappings), so 256 MiB of input stays far below
+/// 2 GiB of output. `transform_pieces` splits larger batches.
+pub const MAX_TRANSFORM_BYTES: usize = 256 << 20;
+
+/// The most rows one `transform` call takes: each row's hashes take up to a kilobyte of output.
+pub const MAX_TRANSFORM_ROWS: usize = 1 << 20;
+
+/// Turns one batch of the segment's result into its members, in as many pieces as keep each
+/// `transform` within `MAX_TRANSFORM_BYTES` and `MAX_TRANSFORM_ROWS` (a segment can return
+/// batches of any size, or values of any length).
+pub fn transform_pieces(
+    plan: &IdentityPlan,
+    batch: &RecordBatch,
+) -> Result<Vec<MemberBatch>, arrow::error::ArrowError> {
+    pieces_within(plan, batch, MAX_TRANSFORM_BYTES, MAX_TRANSFORM_ROWS)
+}
+
+fn pieces_within(
+    plan: &IdentityPlan,
+    batch: &RecordBatch,
+    max_bytes: usize,
+    max_rows: usize,
+) -> Result<Vec<MemberBatch>, arrow::error::ArrowError> {
+    let rows = batch.num_rows();
+    let bytes = input_bytes(plan, batch);
+    if bytes <= max_bytes && rows <= max_rows {
+        return Ok(vec![transform_checked(plan, batch, max_bytes, max_rows)?]);
+    }
+    if rows <= 1 {
+        return Err(too_large(bytes, max_bytes));
+    }
+    let half = rows / 2;
+    let mut out = pieces_within(plan, &batch.slice(0, half), max_bytes, max_rows)?;
+    out.extend(pieces_within(
+        plan,
+        &batch.slice(half, rows - half),
+        max_bytes,
+        max_rows,
+    )?);
+    Ok(out)
+}
+
+fn too_large(bytes: usize, max_bytes: usize) -> arrow::error::ArrowError {
+    arrow::error::ArrowError::ComputeError(format!(
+        "a row's identifier values take {bytes} bytes, more than the {} MiB activator normalizes at once; \
+         no identifier is that long: check the columns the job maps",
+        max_bytes >> 20
+    ))
+}
+
+/// The bytes of the identifier text the plan reads from `batch` (of its rows only, for a slice).
+fn input_bytes(plan: &IdentityPlan, batch: &RecordBatch) -> usize {
+    use arrow::array::AsArray;
+    use arrow::datatypes::DataType;
+    let mut total = 0usize;
+    for input in &plan.inputs {
+        let Some(a) = batch.column_by_name(&input.column) else {
+            continue;
+        };
+        total += match a.data_type() {
+            DataType::Utf8 => {
+                let o = a.as_string::<i32>().value_offsets();
+                (o[o.len() - 1] - o[0]) as usize
+            }
+            DataType::LargeUtf8 => {
+                let o = a.as_string::<i64>().value_offsets();
+                (o[o.len() - 1] - o[0]) as usize
+            }
+            DataType::Utf8View => a.as_string_view().lengths().map(|l| l as usize).sum(),
+            // Numbers and dates written as text: a few dozen bytes a value.
+            _ => a.len() * 32,
+        };
+    }
+    total
+}
+
+/// Turns one batch of the segment's result into its members; the batch must be within
+/// `MAX_TRANSFORM_BYTES` and `MAX_TRANSFORM_ROWS` (see `transform_pieces`), else an error.
 pub fn transform(
     plan: &IdentityPlan,
     batch: &RecordBatch,
 ) -> Result<MemberBatch, arrow::error::ArrowError> {
+    transform_checked(plan, batch, MAX_TRANSFORM_BYTES, MAX_TRANSFORM_ROWS)
+}
+
+fn transform_checked(
+    plan: &IdentityPlan,
+    batch: &RecordBatch,
+    max_bytes: usize,
+    max_rows: usize,
+) -> Result<MemberBatch, arrow::error::ArrowError> {
+    let bytes = input_bytes(plan, batch);
+    if bytes > max_bytes.min(MAX_TRANSFORM_BYTES)
+        || batch.num_rows() > max_rows.min(MAX_TRANSFORM_ROWS)
+    {
+        return Err(arrow::error::ArrowError::ComputeError(format!(
+            "a batch of {} rows and {bytes} bytes of identifiers is more than one transform takes; use transform_pieces",
+            batch.num_rows()
+        )));
+    }
     let n = batch.num_rows();
     let mut tally = Tally {
         rows: n as u64,
@@ -487,6 +588,30 @@ pub fn transform(
 mod tests {
     use super::*;
     use arrow::array::{StringArray, StringViewArray};
+
+    #[test]
+    fn large_batches_are_transformed_in_pieces_with_the_same_members() {
+        let plan = plan(Profile::Meta);
+        let batch = batch();
+        let whole = transform(&plan, &batch).unwrap();
+        // Limits so small that every row is a piece of its own.
+        let pieces = pieces_within(&plan, &batch, 40, 2).unwrap();
+        assert!(pieces.len() >= 3, "{}", pieces.len());
+        let keys: Vec<u128> = pieces.iter().flat_map(|p| p.keys.clone()).collect();
+        assert_eq!(keys, whole.keys);
+        let rows: u64 = pieces.iter().map(|p| p.tally.rows).sum();
+        assert_eq!(rows, whole.tally.rows);
+        let members: usize = pieces.iter().map(|p| p.batch.num_rows()).sum();
+        assert_eq!(members, whole.batch.num_rows());
+        // A sliced batch counts only its own rows' bytes, so halves do get smaller.
+        assert!(input_bytes(&plan, &batch.slice(0, 1)) < input_bytes(&plan, &batch));
+        // One value longer than the limit is refused, not split forever.
+        let err = match pieces_within(&plan, &batch, 4, 1) {
+            Err(e) => e,
+            Ok(p) => panic!("{} pieces", p.len()),
+        };
+        assert!(err.to_string().contains("more than the"), "{err}");
+    }
 
     fn plan(profile: Profile) -> IdentityPlan {
         IdentityPlan::new(

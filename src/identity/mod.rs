@@ -12,7 +12,7 @@ pub mod profile;
 pub mod rules;
 pub mod sha256x;
 
-pub use column::{IdentityPlan, InputColumn, MemberBatch, Tally, transform};
+pub use column::{IdentityPlan, InputColumn, MemberBatch, Tally, transform, transform_pieces};
 pub use geo::Region;
 pub use profile::{Encoding, Kind, OutputField, Profile, Treatment, output_fields};
 pub use rules::Outcome;
