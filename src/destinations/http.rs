@@ -5,6 +5,14 @@
 //! (`Verdict`): done, retry (perhaps after a delay the platform named), or fail for good. What
 //! is transient and what is permanent is the platform's word, so classification lives with each
 //! destination; how to wait and how often to try lives here, once.
+//!
+//! Requests carry tokens (in headers, and Meta's in the body), so what leaves is checked here for
+//! every request, not only when the job is loaded: HTTPS, or plain HTTP to loopback only; a
+//! redirect is followed only to the same scheme, host and port (reqwest would follow one to any
+//! host and strip only `Authorization`, sending TikTok's `Access-Token`, a REST destination's
+//! secret headers and a re-sent body along), and any other is a permanent error naming the host
+//! it pointed to. Answers are read up to `MAX_ANSWER_BYTES`: a platform's answer is small, and
+//! an endpoint that answers gigabytes must not take the run's memory.
 
 use crate::error::{Error, Result};
 use reqwest::StatusCode;
@@ -92,6 +100,84 @@ pub struct Counters {
     pub retries: AtomicU64,
 }
 
+/// The most of an answer that is read: platform answers are kilobytes.
+pub const MAX_ANSWER_BYTES: usize = 8 << 20;
+
+/// A redirect refused: to another scheme, host or port, or too many.
+#[derive(Debug)]
+struct RedirectRefused(String);
+
+impl std::fmt::Display for RedirectRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RedirectRefused {}
+
+/// Follows a redirect only to the same scheme, host and port, at most five times.
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let target = attempt.url();
+        let host = target.host_str().unwrap_or("(no host)").to_string();
+        let same_origin = attempt.previous().last().is_some_and(|from| {
+            from.scheme() == target.scheme()
+                && from.host_str() == target.host_str()
+                && from.port_or_known_default() == target.port_or_known_default()
+        });
+        if !same_origin {
+            let why = format!(
+                "the platform redirected the request to {}://{host}; activator follows redirects only within the same host and scheme (its token would go along): check the destination's base_url or url",
+                target.scheme()
+            );
+            attempt.error(RedirectRefused(why))
+        } else if attempt.previous().len() > 5 {
+            attempt.error(RedirectRefused(format!(
+                "more than five redirects within {host}: check the destination's base_url or url"
+            )))
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
+/// The refused redirect behind a request error, if that is what it is.
+fn refused_redirect(e: &reqwest::Error) -> Option<String> {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(r) = s.downcast_ref::<RedirectRefused>() {
+            return Some(r.0.clone());
+        }
+        source = s.source();
+    }
+    None
+}
+
+/// Reads an answer's body, at most `MAX_ANSWER_BYTES`.
+async fn read_capped(mut response: reqwest::Response) -> std::result::Result<Vec<u8>, String> {
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_ANSWER_BYTES as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| without_url(&e))? {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn too_large() -> String {
+    format!(
+        "the answer is larger than {} MiB, which no platform answer is: check the destination's base_url or url",
+        MAX_ANSWER_BYTES >> 20
+    )
+}
+
 /// An HTTP client with retries and an optional rate limit.
 pub struct Service {
     pub client: reqwest::Client,
@@ -112,6 +198,7 @@ impl Service {
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(120))
             .user_agent(concat!("activator/", env!("CARGO_PKG_VERSION")))
+            .redirect(redirect_policy())
             .build()
             .map_err(|e| Error::internal(format!("{name}: HTTP client: {e}")))?;
         Ok(Service {
@@ -134,6 +221,9 @@ impl Service {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
+            if crate::shutdown::requested() {
+                return Err(crate::shutdown::stopped(&format!("{}: {what}", self.name)));
+            }
             let verdict = self.attempt(&build, &classify).await;
             if let Some(v) = self.settle(what, attempt, verdict).await? {
                 return Ok(v);
@@ -154,6 +244,9 @@ impl Service {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
+            if crate::shutdown::requested() {
+                return Err(crate::shutdown::stopped(&format!("{}: {what}", self.name)));
+            }
             if let Some(found) = find().await? {
                 return Ok(found);
             }
@@ -173,23 +266,41 @@ impl Service {
         if let Some(l) = &self.limiter {
             l.acquire().await;
         }
+        let request = match build(&self.client).build() {
+            Ok(r) => r,
+            Err(e) => {
+                return Verdict::Fail(format!("cannot build the request: {}", without_url(&e)));
+            }
+        };
+        // Every request, not only the job's base URL: a URL an answer handed back (a next page,
+        // an upload location) is checked too.
+        if let Err(why) = super::check_base_url(request.url().as_str()) {
+            return Verdict::Fail(format!(
+                "refused to send to {}: {why}",
+                request.url().host_str().unwrap_or("(no host)")
+            ));
+        }
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
-        match build(&self.client).send().await {
+        match self.client.execute(request).await {
             Ok(response) => {
                 let status = response.status();
                 let headers = response.headers().clone();
-                match response.bytes().await {
+                match read_capped(response).await {
                     Ok(body) => classify(status, &headers, &body),
+                    Err(why) if why.starts_with("the answer is larger") => Verdict::Fail(why),
                     // The answer was cut off: the request may have been applied.
-                    Err(e) => Verdict::Retry {
+                    Err(why) => Verdict::Retry {
                         after: None,
-                        why: format!("reading the answer: {}", without_url(&e)),
+                        why: format!("reading the answer: {why}"),
                     },
                 }
             }
-            Err(e) => Verdict::Retry {
-                after: None,
-                why: without_url(&e),
+            Err(e) => match refused_redirect(&e) {
+                Some(why) => Verdict::Fail(why),
+                None => Verdict::Retry {
+                    after: None,
+                    why: without_url(&e),
+                },
             },
         }
     }
@@ -213,7 +324,11 @@ impl Service {
                 self.counters.retries.fetch_add(1, Ordering::Relaxed);
                 let wait = self.backoff(attempt, after);
                 tracing::warn!(destination = %self.name, what, attempt, wait_ms = wait.as_millis() as u64, reason = %why, "retrying");
-                tokio::time::sleep(wait).await;
+                // A stop asked for ends the wait; the next attempt then stops the call.
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = crate::shutdown::wait() => {}
+                }
                 Ok(None)
             }
         }
@@ -278,15 +393,10 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
-/// Masks a sample value for a report: a prefix of its SHA-256 and its length, so nothing of
-/// the value itself (a raw external id, say) shows.
+/// Masks a sample value for a report: its length only. A hash of it, even a prefix, is not
+/// shown: for values of few possibilities (a phone number) a dictionary reverses it.
 pub fn mask(value: &str) -> String {
-    let digest = crate::identity::hash::hash_to_string(value, crate::identity::Encoding::Hex);
-    format!(
-        "sha256:{}… ({} chars)",
-        &digest[..12],
-        value.chars().count()
-    )
+    format!("({} chars, not shown)", value.chars().count())
 }
 
 #[cfg(test)]
@@ -310,9 +420,6 @@ mod tests {
     #[test]
     fn masks_samples() {
         let m = mask("EXT-7");
-        assert!(
-            m.starts_with("sha256:") && m.ends_with("(5 chars)") && !m.contains("EXT"),
-            "{m}"
-        );
+        assert_eq!(m, "(5 chars, not shown)");
     }
 }

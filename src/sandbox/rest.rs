@@ -2,7 +2,10 @@
 //! PUT, PATCH and DELETE and keeps each request's method, headers and body in arrival order
 //! (`GET` on the same path returns them). Fault injection applies (transient errors are 503,
 //! throttling is 429 with `Retry-After: 1`); a JSON content type with a body that is not JSON
-//! is refused with 400, as a real JSON API would.
+//! is refused with 400, as a real JSON API would. Headers that may carry a secret
+//! (`Authorization`, and any whose name says token, key, secret or cookie) are kept as
+//! `sha256:` and the first 12 hex digits of their value's SHA-256, never as sent: a test can
+//! still tell that the right secret arrived, and nothing shows it.
 
 use super::AppState;
 use super::faults::Fault;
@@ -42,6 +45,29 @@ impl RestState {
             .cloned()
             .unwrap_or_default()
     }
+}
+
+/// A header's value as the recorder keeps it: masked where it may be a secret.
+fn recorded_header(name: &str, value: &[u8]) -> String {
+    let name = name.to_ascii_lowercase();
+    let secret = [
+        "authorization",
+        "token",
+        "key",
+        "secret",
+        "cookie",
+        "signature",
+    ]
+    .iter()
+    .any(|s| name.contains(s));
+    if !secret {
+        return String::from_utf8_lossy(value).into_owned();
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(value);
+    let mut hex = [0u8; 64];
+    let _ = faster_hex::hex_encode(&digest, &mut hex);
+    format!("sha256:{}…", String::from_utf8_lossy(&hex[..12]))
 }
 
 pub async fn endpoint(
@@ -95,12 +121,7 @@ pub async fn endpoint(
         method: method.to_string(),
         headers: headers
             .iter()
-            .map(|(k, v)| {
-                (
-                    k.to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
+            .map(|(k, v)| (k.to_string(), recorded_header(k.as_str(), v.as_bytes())))
             .collect(),
         body: String::from_utf8_lossy(&body).into_owned(),
     };
@@ -118,4 +139,24 @@ pub async fn endpoint(
         return super::drop_connection(response);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::recorded_header;
+
+    #[test]
+    fn secret_headers_are_kept_as_a_digest_prefix() {
+        let masked = recorded_header("Authorization", b"Bearer tok-123");
+        assert!(
+            masked.starts_with("sha256:") && !masked.contains("tok-123"),
+            "{masked}"
+        );
+        assert_eq!(masked.chars().count(), "sha256:".len() + 12 + 1);
+        assert!(!recorded_header("x-api-key", b"k-1").contains("k-1"));
+        assert_eq!(
+            recorded_header("content-type", b"application/json"),
+            "application/json"
+        );
+    }
 }
