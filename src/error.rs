@@ -73,25 +73,50 @@ impl Error {
         self
     }
 
-    /// Hides quoted literals (`'jane@example.com'`): errors raised while reading rows, a failed
-    /// cast for one, may quote the values they failed on.
-    pub fn redacted(mut self) -> Error {
-        let mut out = String::with_capacity(self.message.len());
-        let mut quoted = false;
-        for c in self.message.chars() {
-            if c == '\'' {
-                if quoted {
-                    out.push_str("…'");
-                } else {
-                    out.push('\'');
-                }
-                quoted = !quoted;
-            } else if !quoted {
-                out.push(c);
-            }
-        }
-        self.message = out;
-        self
+    /// An error raised while the segment's rows are read. Its text is chosen here, not taken
+    /// from the error and filtered: what DataFusion and arrow say at that point may quote the
+    /// values they failed on (a failed cast, `make_date`, a CSV line, `Row data: '[...]'`), and
+    /// no quoting rule can tell a value from the text around it (`o'brien@...`, a value over
+    /// several lines). So it keeps the error's kind, and text only where the error is about
+    /// files or resources rather than values.
+    pub fn while_reading_rows(e: datafusion::error::DataFusionError) -> Error {
+        use datafusion::error::DataFusionError as D;
+        let root = e.find_root();
+        let hidden = "its text is not shown, as it may quote the segment's values; reproduce it on a copy of the \
+                      data without PII, or check the column types the SQL uses";
+        let (class, message) = match root {
+            // Paths, buckets and HTTP statuses: nothing of a row.
+            D::ObjectStore(os) => (object_store_class(os), os.to_string()),
+            D::IoError(io) => (
+                ErrorClass::Transient,
+                format!("an I/O error while reading the tables: {}", io.kind()),
+            ),
+            D::ResourcesExhausted(_) => (
+                ErrorClass::Internal,
+                "the query ran out of memory; give the run more memory or narrow the segment"
+                    .into(),
+            ),
+            D::ArrowError(a, _) => (
+                ErrorClass::Config,
+                format!(
+                    "a value could not be converted ({}); {hidden}",
+                    arrow_kind(a)
+                ),
+            ),
+            D::ParquetError(_) => (
+                ErrorClass::Config,
+                format!("a Parquet file of a table could not be read; {hidden}"),
+            ),
+            D::Execution(_) | D::Plan(_) | D::SQL(..) | D::SchemaError(..) => (
+                ErrorClass::Config,
+                format!("the segment failed on its rows; {hidden}"),
+            ),
+            _ => (
+                ErrorClass::Internal,
+                format!("the query failed while reading rows; {hidden}"),
+            ),
+        };
+        Error { class, message }
     }
 
     /// Classifies a DataFusion error: storage and I/O trouble is transient, the rest (planning,
@@ -120,7 +145,24 @@ impl Error {
     }
 }
 
-fn object_store_class(e: &object_store::Error) -> ErrorClass {
+/// The kind of an arrow error, without its text.
+fn arrow_kind(e: &arrow::error::ArrowError) -> &'static str {
+    use arrow::error::ArrowError as A;
+    match e {
+        A::CastError(_) => "a cast",
+        A::ParseError(_) => "parsing",
+        A::CsvError(_) => "reading CSV",
+        A::JsonError(_) => "reading JSON",
+        A::ComputeError(_) => "a computation",
+        A::ArithmeticOverflow(_) | A::DivideByZero => "arithmetic",
+        A::InvalidArgumentError(_) => "an invalid argument",
+        _ => "arrow",
+    }
+}
+
+/// Permission, not-found and configuration errors fail the same way again (exit 2); the rest of
+/// an object store's errors (network, throttling, server errors) may pass (exit 3).
+pub fn object_store_class(e: &object_store::Error) -> ErrorClass {
     use object_store::Error as O;
     match e {
         O::NotFound { .. } | O::InvalidPath { .. } | O::NotSupported { .. } => ErrorClass::Config,
@@ -167,14 +209,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn redaction_hides_quoted_values() {
-        let e = Error::config(
-            "Cast error: Cannot cast string 'jane@example.com' to value of type Int32",
-        )
-        .redacted();
-        assert_eq!(
-            e.message,
-            "Cast error: Cannot cast string '…' to value of type Int32"
+    fn errors_while_reading_rows_show_no_value() {
+        use datafusion::error::DataFusionError as D;
+        for value in [
+            "o'brien@example.com",
+            "\"quoted\" jane@example.com",
+            "line one\nline 'two'",
+        ] {
+            let errors = [
+                D::ArrowError(
+                    Box::new(arrow::error::ArrowError::CastError(format!(
+                        "Cannot cast string '{value}' to value of type Int32"
+                    ))),
+                    None,
+                ),
+                D::Execution(format!("Row data: '[{value}, 1]'")),
+                D::Execution(format!("Unable to parse date from {value}")),
+                D::External(format!("csv: {value}").into()),
+            ];
+            for e in errors {
+                let e = Error::while_reading_rows(e);
+                for part in value
+                    .split(['\'', '"', '\n', ' ', '@'])
+                    .filter(|p| p.len() > 2)
+                {
+                    assert!(!e.message.contains(part), "{part} in {}", e.message);
+                }
+            }
+        }
+        let cast = Error::while_reading_rows(D::ArrowError(
+            Box::new(arrow::error::ArrowError::CastError("x".into())),
+            None,
+        ));
+        assert!(
+            cast.message.contains("a cast") && cast.class == ErrorClass::Config,
+            "{}",
+            cast.message
         );
     }
 }

@@ -204,8 +204,9 @@ pub struct Table {
     pub partitions: Vec<String>,
 }
 
-/// Size limits of a destination's batches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Size limits of a destination's batches. A pending run stores the limits it cut its batches
+/// with, so a resume cuts the same batches whatever the job file says by then.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub struct BatchLimits {
     pub max_rows: usize,
     /// Estimated encoded size of a batch's identifiers.
@@ -298,6 +299,18 @@ impl Destination {
         }
     }
 
+    /// Sets the batch limits (a resumed run cuts its batches as it began).
+    pub fn set_batch_limits(&mut self, limits: BatchLimits) {
+        match self {
+            Destination::Export(e) => e.batch = limits,
+            Destination::Meta(m) => m.batch = limits,
+            Destination::Google(g) => g.batch = limits,
+            Destination::TikTok(t) => t.batch = limits,
+            Destination::Snap(s) => s.batch = limits,
+            Destination::Rest(r) => r.batch = limits,
+        }
+    }
+
     pub fn name(&self) -> &str {
         match self {
             Destination::Export(e) => &e.name,
@@ -351,6 +364,10 @@ pub struct Job {
 /// Days of old runs' files a job keeps when its file does not say.
 pub const DEFAULT_STATE_KEEP_DAYS: u32 = 7;
 
+/// The most days of old runs' files a job may keep: dates are reckoned with these, and a
+/// century is more than any retention.
+pub const MAX_KEEP_DAYS: u32 = 36_500;
+
 impl Job {
     /// Reads, parses and checks a job file.
     pub fn load(path: &Path) -> Result<Job> {
@@ -382,6 +399,18 @@ impl Job {
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "job".into()),
         };
+        if !is_job_name(&name) {
+            return Err(Error::config(format!(
+                "{at}: name: a job's name names its folder in the state store and its export files, so it must be \
+                 1 to 64 letters, digits, `_` or `-`, starting with a letter or digit{}; the file's name is used when \
+                 `name` is not set",
+                if file.name.is_some() {
+                    ""
+                } else {
+                    " (set `name`, since the file's name is not one)"
+                }
+            )));
+        }
 
         let segment_path = dir.join(ctx.interpolate(&file.segment, "segment")?);
         if !segment_path.is_file() {
@@ -619,9 +648,16 @@ impl Job {
             }
         }
 
+        let state_keep_days = file.state_keep_days.unwrap_or(DEFAULT_STATE_KEEP_DAYS);
+        if state_keep_days > MAX_KEEP_DAYS {
+            return Err(Error::config(format!(
+                "{at}: state_keep_days: at most {MAX_KEEP_DAYS} (a century); the default is {DEFAULT_STATE_KEEP_DAYS}"
+            )));
+        }
+
         Ok(Job {
             state,
-            state_keep_days: file.state_keep_days.unwrap_or(DEFAULT_STATE_KEEP_DAYS),
+            state_keep_days,
             send_adds_while_reading: file.send_adds_while_reading.unwrap_or(false),
             guards,
             path: path.to_path_buf(),
@@ -658,6 +694,15 @@ fn list(kinds: impl IntoIterator<Item = Kind>) -> String {
         .map(|k| k.name())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// A job name: it becomes a path segment (`{state}/{job}/...`, `{job}-{date}.parquet`), so no
+/// `/`, `..`, `%`, `#` or anything else a path or URL would read differently.
+pub fn is_job_name(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && s.as_bytes()[0].is_ascii_alphanumeric()
 }
 
 fn is_identifier(s: &str) -> bool {
@@ -814,6 +859,45 @@ mod tests {
         let err = interpolate("${NOPE}/x", &env).unwrap_err();
         assert!(err.contains("NOPE") && err.contains("not set"), "{err}");
         assert!(interpolate("${B1_DATA", &env).is_err());
+    }
+
+    #[test]
+    fn job_names_are_single_path_segments() {
+        for ok in ["demo", "bench_b1", "nightly-spenders", "7day"] {
+            assert!(is_job_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "../escaped",
+            "a/b",
+            "x%2F",
+            "h#1",
+            ".hidden",
+            "-x",
+            "a b",
+            &"x".repeat(65),
+        ] {
+            assert!(!is_job_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn numbers_out_of_range_are_refused_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("s.sql"), "SELECT 1").unwrap();
+        let job = |extra: &str| {
+            format!(
+                "segment = \"s.sql\"\nprofile = \"meta\"\n{extra}\n[[tables]]\nname = \"t\"\nurl = \"s3://b/t\"\n\
+                 [identifiers]\nemail = \"e\"\n[[destinations]]\ntype = \"export\"\nurl = \"s3://b/out\"\n"
+            )
+        };
+        let path = dir.path().join("j.toml");
+        let parse = |text: &str| Job::parse(&path, text, &|_| None);
+        assert!(parse(&job("state_keep_days = 36500")).is_ok());
+        let err = parse(&job("state_keep_days = 4000000000")).unwrap_err();
+        assert!(err.message.contains("state_keep_days"), "{err}");
+        let err = parse(&job("name = \"../escaped\"")).unwrap_err();
+        assert!(err.message.contains("name:"), "{err}");
     }
 
     #[test]

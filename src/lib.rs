@@ -17,6 +17,7 @@ pub mod run;
 pub mod sandbox;
 pub mod scratch;
 pub mod segment;
+pub mod shutdown;
 pub mod state;
 pub mod storage;
 pub mod validate;

@@ -50,8 +50,8 @@ enum Command {
     /// refer to. Reports stay.
     Prune {
         job: PathBuf,
-        /// Dates within this many days before today (UTC) are kept whole.
-        #[arg(long, default_value_t = 7)]
+        /// Dates within this many days before today (UTC) are kept whole (at most 36500).
+        #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(0..=36500))]
         keep_days: u32,
     },
     /// Run a job for each date from --from to --to, in order; each date is a run with its own
@@ -143,6 +143,10 @@ struct RunFlags {
     /// Let a mirror run remove more than the job's guards.max_removal_share.
     #[arg(long)]
     allow_mass_removal: bool,
+    /// Let a run of a date earlier than a mirror or replace destination's last sync make its
+    /// audience that older segment.
+    #[arg(long)]
+    allow_rollback: bool,
 }
 
 impl RunFlags {
@@ -152,6 +156,7 @@ impl RunFlags {
             force: self.force,
             allow_empty: self.allow_empty,
             allow_mass_removal: self.allow_mass_removal,
+            allow_rollback: self.allow_rollback,
             dry_run: false,
         }
     }
@@ -197,14 +202,45 @@ fn today() -> NaiveDate {
     chrono::Utc::now().date_naive()
 }
 
+/// Whether log lines are JSON: `ACTIVATOR_LOG_FORMAT=json` or `text`, else JSON unless stderr is
+/// a terminal.
+fn json_logs() -> bool {
+    use std::io::IsTerminal;
+    match std::env::var("ACTIVATOR_LOG_FORMAT").as_deref() {
+        Ok("json") => true,
+        Ok("text") => false,
+        _ => !std::io::stderr().is_terminal(),
+    }
+}
+
+/// Log lines go to stderr: coloured text on a terminal; elsewhere (AWS Batch, CloudWatch Logs, a
+/// pipe, a file) one JSON object a line, with the level, the message, the event's fields and the
+/// run's (job, date, run id; a destination's where it is about one), which CloudWatch Logs
+/// Insights queries as fields. No log line carries an identifier's value.
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ACTIVATOR_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    use std::io::IsTerminal;
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_env("ACTIVATOR_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    };
+    if !json_logs() {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter())
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .with_ansi(std::io::stderr().is_terminal())
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_env_filter(filter())
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .init();
+    }
 }
 
 /// Tells glibc's malloc to keep what is freed and to grow its heaps in large steps. The sandbox
@@ -234,16 +270,30 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let result = runtime.block_on(async {
+    // Runs and backfills stop well on SIGTERM (see `activator::shutdown`); other commands just end.
+    let graceful = matches!(cli.command, Command::Run { .. } | Command::Backfill { .. });
+    let command = async {
         match cli.command {
-            Command::Run { job, date, report_json, flags } => {
+            Command::Run {
+                job,
+                date,
+                report_json,
+                flags,
+            } => {
                 let job = Job::load(&job)?;
                 let report = run::run(&job, date.unwrap_or_else(today), &flags.options()).await?;
                 publish(&report, report_json.as_ref())
             }
-            Command::Plan { job, date, report_json } => {
+            Command::Plan {
+                job,
+                date,
+                report_json,
+            } => {
                 let job = Job::load(&job)?;
-                let options = run::RunOptions { dry_run: true, ..run::RunOptions::default() };
+                let options = run::RunOptions {
+                    dry_run: true,
+                    ..run::RunOptions::default()
+                };
                 let report = run::run(&job, date.unwrap_or_else(today), &options).await?;
                 publish(&report, report_json.as_ref())
             }
@@ -259,14 +309,25 @@ fn main() -> ExitCode {
                 );
                 Ok(())
             }
-            Command::Backfill { job, from, to, parallel, flags } => {
+            Command::Backfill {
+                job,
+                from,
+                to,
+                parallel,
+                flags,
+            } => {
                 let job = Job::load(&job)?;
                 let dates = run::backfill_dates(from, to)?;
                 let mut on_report = |r: &activator::report::RunReport| {
                     let _ = publish(r, None);
                 };
-                let reports = run::backfill(&job, &dates, parallel, &flags.options(), &mut on_report).await?;
-                println!("activator: backfill of {} finished: {} dates, {from} to {to}", job.name, reports.len());
+                let reports =
+                    run::backfill(&job, &dates, parallel, &flags.options(), &mut on_report).await?;
+                println!(
+                    "activator: backfill of {} finished: {} dates, {from} to {to}",
+                    job.name,
+                    reports.len()
+                );
                 Ok(())
             }
             Command::Sandbox {
@@ -309,14 +370,25 @@ fn main() -> ExitCode {
                         ..Default::default()
                     },
                 };
-                let sandbox = activator::sandbox::Sandbox::start(([127, 0, 0, 1], port).into(), config).await?;
+                let sandbox =
+                    activator::sandbox::Sandbox::start(([127, 0, 0, 1], port).into(), config)
+                        .await?;
                 let url = &sandbox.url;
-                println!("sandbox serving on {url} (Meta: {url}/v25.0/..., Google Data Manager: {url}/v1/..., TikTok: {url}/open_api/v1.3/dmp/custom_audience/..., Snap: {url}/v1/adaccounts/..., REST recorder: {url}/_sandbox/rest/NAME; introspection: {url}/_sandbox/audiences)");
+                println!(
+                    "sandbox serving on {url} (Meta: {url}/v25.0/..., Google Data Manager: {url}/v1/..., TikTok: {url}/open_api/v1.3/dmp/custom_audience/..., Snap: {url}/v1/adaccounts/..., REST recorder: {url}/_sandbox/rest/NAME; introspection: {url}/_sandbox/audiences)"
+                );
                 let _ = tokio::signal::ctrl_c().await;
                 Ok(())
             }
-            Command::Validate { jobs, date } => validate_all(jobs, date.unwrap_or_else(today)).await,
-            Command::Hash { profile, kind, country, values } => {
+            Command::Validate { jobs, date } => {
+                validate_all(jobs, date.unwrap_or_else(today)).await
+            }
+            Command::Hash {
+                profile,
+                kind,
+                country,
+                values,
+            } => {
                 for v in values {
                     let n = identity::normalize_one(profile, kind, &v, country.as_deref());
                     let line = match n.result {
@@ -328,7 +400,11 @@ fn main() -> ExitCode {
                                 obj["hash"] = fields[0].1.clone().into();
                                 obj["field"] = fields[0].0.clone().into();
                             } else {
-                                obj["fields"] = fields.into_iter().map(|(k, v)| (k, serde_json::Value::from(v))).collect::<serde_json::Map<_, _>>().into();
+                                obj["fields"] = fields
+                                    .into_iter()
+                                    .map(|(k, v)| (k, serde_json::Value::from(v)))
+                                    .collect::<serde_json::Map<_, _>>()
+                                    .into();
                             }
                             obj
                         }
@@ -341,13 +417,66 @@ fn main() -> ExitCode {
                 Ok(())
             }
         }
+    };
+    let result = runtime.block_on(async {
+        if graceful {
+            stopping_on_sigterm(command).await
+        } else {
+            command.await
+        }
     });
+    // Blocking reads a stopped run left behind are not waited for.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(e.class.exit_code() as u8)
+            let code = e.class.exit_code();
+            if !json_logs() {
+                eprintln!("error: {e}");
+            } else {
+                // As the log lines are: one JSON object, for CloudWatch Logs Insights.
+                let line = serde_json::json!({
+                    "timestamp": chrono::Utc::now().to_rfc3339(),
+                    "level": "ERROR",
+                    "message": format!("error: {e}"),
+                    "exit_code": code,
+                });
+                eprintln!("{line}");
+            }
+            ExitCode::from(code as u8)
         }
+    }
+}
+
+/// Runs `command`; on SIGTERM asks it to stop (`activator::shutdown`), gives it the grace period
+/// to finish its requests in flight and write their checkpoints, and fails with exit code 3 so
+/// AWS Batch retries and the retry resumes. A run that finishes within the grace succeeds.
+async fn stopping_on_sigterm(
+    command: impl std::future::Future<Output = Result<(), Error>>,
+) -> Result<(), Error> {
+    use tokio::signal::unix::{SignalKind, signal};
+    tokio::pin!(command);
+    let Ok(mut sigterm) = signal(SignalKind::terminate()) else {
+        return command.await;
+    };
+    tokio::select! {
+        result = &mut command => return result,
+        _ = sigterm.recv() => {}
+    }
+    activator::shutdown::request();
+    tracing::warn!(
+        grace_secs = activator::shutdown::GRACE.as_secs(),
+        "SIGTERM: starting no new request, letting those in flight finish, then exiting with code 3 so a retry resumes"
+    );
+    match tokio::time::timeout(activator::shutdown::GRACE, &mut command).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Error {
+            class: activator::ErrorClass::Transient,
+            message: e.message,
+        }),
+        Err(_) => Err(activator::shutdown::stopped(
+            "the run (its requests in flight did not finish within the grace period)",
+        )),
     }
 }
 

@@ -123,6 +123,13 @@ impl RunReport {
                     d.identifiers_kept
                 );
             }
+            if d.not_sent > 0 {
+                let _ = writeln!(
+                    s,
+                    "    {} members had no identifier this destination takes and were not sent",
+                    d.not_sent
+                );
+            }
             if d.platform_invalid > 0 {
                 let _ = writeln!(
                     s,
@@ -215,6 +222,7 @@ impl RunReport {
             f.insert("Requests".into(), d.requests.into());
             f.insert("Retries".into(), d.retries.into());
             f.insert("PlatformInvalid".into(), d.platform_invalid.into());
+            f.insert("NotSent".into(), d.not_sent.into());
             out.push(line(
                 vec!["Job", "Destination"],
                 f,
@@ -225,6 +233,7 @@ impl RunReport {
                     ("Requests", "Count"),
                     ("Retries", "Count"),
                     ("PlatformInvalid", "Count"),
+                    ("NotSent", "Count"),
                 ],
             ));
         }

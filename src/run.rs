@@ -44,6 +44,9 @@ pub struct RunOptions {
     pub allow_empty: bool,
     /// Let a mirror run remove more than the job's `guards.max_removal_share`.
     pub allow_mass_removal: bool,
+    /// Let a first run of a date earlier than a mirror or replace destination's last sync make
+    /// its audience that older segment.
+    pub allow_rollback: bool,
     /// `plan`: compute what would be sent; send nothing, write nothing.
     pub dry_run: bool,
 }
@@ -68,7 +71,20 @@ fn from_state(d: &Destination) -> bool {
     !matches!(d, Destination::Export(_))
 }
 
+/// Runs the job for the date. Its log lines carry the job, the date and (once known) the run id,
+/// which the JSON log lines show as fields.
 pub async fn run(job: &Job, run_date: NaiveDate, options: &RunOptions) -> Result<RunReport> {
+    use tracing::Instrument;
+    let span = tracing::info_span!(
+        "run",
+        job = %job.name,
+        date = %run_date,
+        run_id = tracing::field::Empty
+    );
+    run_date_of(job, run_date, options).instrument(span).await
+}
+
+async fn run_date_of(job: &Job, run_date: NaiveDate, options: &RunOptions) -> Result<RunReport> {
     let started = Instant::now();
     let date = run_date.to_string();
     let state = StateStore::open(&job.state, &job.name, !options.dry_run)?;
@@ -101,7 +117,17 @@ pub async fn run(job: &Job, run_date: NaiveDate, options: &RunOptions) -> Result
             state.delete(&StateStore::pending_file(&date)).await?;
             None
         }
-        p => p,
+        Some(p) => match moved_base(&state, &p).await? {
+            Some(why) => {
+                tracing::warn!(job = %job.name, %run_date, run_id = %p.run_id,
+                    "{why}: starting the date afresh (reading and diffing against the current sync); \
+                     what the unfinished run sent is sent again or removed as the new diff says");
+                state.delete(&StateStore::pending_file(&date)).await?;
+                None
+            }
+            None => Some(p),
+        },
+        None => None,
     };
 
     // `base_url = "sandbox"`: the platforms are served in-process, for the demo.
@@ -123,6 +149,7 @@ pub async fn run(job: &Job, run_date: NaiveDate, options: &RunOptions) -> Result
     let mut report;
     let pending = match pending {
         Some(p) => {
+            tracing::Span::current().record("run_id", p.run_id.as_str());
             tracing::info!(job = %job.name, %run_date, run_id = %p.run_id,
                 "resuming the date's unfinished run: sending what its checkpoints do not show as acknowledged");
             report = serde_json::from_value::<RunReport>(p.read.clone()).unwrap_or_default();
@@ -193,6 +220,53 @@ pub async fn run(job: &Job, run_date: NaiveDate, options: &RunOptions) -> Result
     .await
 }
 
+/// Why a pending run can no longer be resumed, if it cannot: a destination's last sync moved
+/// since the run was diffed (another run of the job committed one, such as an earlier date run
+/// with `--force`). Its diff is against a sync that is no longer the audience's, and its commit
+/// would fail on every attempt; the date must be read and diffed again.
+async fn moved_base(state: &StateStore, pending: &Pending) -> Result<Option<String>> {
+    for pd in pending
+        .destinations
+        .iter()
+        .filter(|d| d.mode != SyncMode::Remove)
+    {
+        let head = state.head(&pd.name).await?;
+        let (generation, run_id) = head.map_or((0, String::new()), |h| (h.generation, h.run_id));
+        if generation != pd.base_generation && run_id != pending.run_id {
+            return Ok(Some(format!(
+                "destination {}: its last sync is now generation {generation}, committed by run {run_id}, \
+                 while the unfinished run {} was diffed against generation {}",
+                pd.name, pending.run_id, pd.base_generation
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// An error of the identity transform. Its own messages (a missing column, a value too long to
+/// normalize) name columns and sizes; any other arrow error's text may quote a value, so it is
+/// not shown.
+fn normalization_error(e: arrow::error::ArrowError) -> Error {
+    use arrow::error::ArrowError as A;
+    match e {
+        A::SchemaError(m) | A::ComputeError(m) => Error::config(m),
+        _ => Error::internal(
+            "normalizing identifiers failed; the error's text is not shown, as it may quote a value",
+        ),
+    }
+}
+
+/// A run id: the UTC time and a random part. (The process id, often 1 in a container, would
+/// let two attempts started in the same second share their files.)
+fn new_run_id() -> String {
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!(
+        "{}-{}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
+        &random[..12]
+    )
+}
+
 fn run_info(job: &Job, run_date: NaiveDate, run_id: &str) -> RunInfo {
     RunInfo {
         job: job.name.clone(),
@@ -236,7 +310,7 @@ async fn read_and_diff(
     let stream = df
         .execute_stream()
         .await
-        .map_err(|e| Error::from_datafusion(e).context(job.segment_path.display()))?;
+        .map_err(|e| Error::while_reading_rows(e).context(job.segment_path.display()))?;
     let workers = rayon::current_num_threads().max(1);
     let transform_plan = plan.clone();
     let segment_file = job.segment_path.display().to_string();
@@ -247,26 +321,29 @@ async fn read_and_diff(
             async move {
                 // Errors while reading rows may quote the row's values: never show them.
                 let batch = batch.map_err(|e| {
-                    Error::from_datafusion(e)
-                        .redacted()
+                    Error::while_reading_rows(e)
                         .context(format!("{segment_file} (while reading rows)"))
                 })?;
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 rayon::spawn(move || {
-                    let _ = tx.send(identity::transform(&plan, &batch));
+                    let _ = tx.send(identity::transform_pieces(&plan, &batch));
                 });
                 rx.await
                     .map_err(|_| Error::internal("a normalization worker stopped"))?
-                    .map_err(Error::from)
+                    .map_err(normalization_error)
             }
         })
-        .buffered(workers * 2);
+        .buffered(workers * 2)
+        // A batch too large to normalize at once comes back in pieces.
+        .flat_map(|pieces| {
+            futures::stream::iter(match pieces {
+                Ok(pieces) => pieces.into_iter().map(Ok).collect::<Vec<_>>(),
+                Err(e) => vec![Err(e)],
+            })
+        });
 
-    let run_id = format!(
-        "{}-{}",
-        chrono::Utc::now().format("%Y%m%dT%H%M%S"),
-        std::process::id()
-    );
+    let run_id = new_run_id();
+    tracing::Span::current().record("run_id", run_id.as_str());
     let info = run_info(job, run_date, &run_id);
 
     // Exports are fed as members come; nothing of theirs is committed until the stream ends,
@@ -548,6 +625,21 @@ async fn diff(
             _ => (members, 0),
         };
         let previous = head.as_ref().map_or(0, |h| h.members);
+        if let Some(h) = head
+            && matches!(mode, SyncMode::Mirror | SyncMode::Replace)
+            && h.run_date.as_str() > date
+            && !options.allow_rollback
+            && !options.dry_run
+        {
+            return Err(Error::guard(format!(
+                "destination {}: its audience was last synced with the segment of {}, a later date than {date}; \
+                 this {mode} run would make the audience the older segment (members who joined since would \
+                 be removed, those who left added back); nothing was sent. To roll the audience back on \
+                 purpose, run with --allow-rollback",
+                d.name(),
+                h.run_date
+            )));
+        }
         if mode == SyncMode::Mirror && previous > 0 {
             let share = removes as f64 / previous as f64;
             let allowed = job.guards.max_removal_share;
@@ -602,6 +694,7 @@ async fn diff(
             removes,
             streamed: false,
             strip_held_identifiers: d.single_key_kinds().is_some(),
+            batch: Some(limits),
         });
     }
     if !options.dry_run {
@@ -640,6 +733,12 @@ async fn send(
     let run_dir = StateStore::run_dir(&pending.run_date, &pending.run_id);
     let checkpoint =
         Arc::new(Checkpoint::load(state, format!("{run_dir}/{}.checkpoint.json", pd.name)).await?);
+    // The batches are cut as when the run began, whatever the job file says now.
+    let mut destination = destination.clone();
+    if let Some(limits) = pd.batch {
+        destination.set_batch_limits(limits);
+    }
+    let destination = &destination;
     let mut report = SinkReport {
         destination: pd.name.clone(),
         mode: pd.mode.to_string(),
@@ -699,6 +798,7 @@ async fn send(
             report.retries += r.retries;
             report.resumed_batches += r.resumed_batches;
             report.platform_invalid += r.platform_invalid;
+            report.not_sent += r.not_sent;
             report
                 .platform_invalid_samples
                 .extend(r.platform_invalid_samples);

@@ -5,7 +5,9 @@
 //! remove its folders, and a spilled 10-million-member run leaves gigabytes; so the first
 //! scratch folder a process makes sweeps away those of processes that no longer run. (A process
 //! of another PID namespace looks gone too: containers that share a temporary folder need a
-//! `TMPDIR` each; AWS Batch containers have their own `/tmp`.)
+//! `TMPDIR` each; AWS Batch containers have their own `/tmp`.) Only folders that hold the marker
+//! file activator writes into each one it makes (`MARKER`) are swept: a user's folder that merely
+//! looks like one of ours is never touched.
 
 use crate::error::{Error, Result};
 use std::path::Path;
@@ -14,19 +16,25 @@ use tempfile::TempDir;
 
 const PREFIX: &str = "activator-";
 
+/// The file in every scratch folder activator made, which the sweep looks for.
+const MARKER: &str = ".activator-scratch";
+
 /// A new scratch folder for `purpose` (`send`, `diff`, `members`), removed when dropped.
 pub fn dir(purpose: &str) -> Result<TempDir> {
     static SWEEP: Once = Once::new();
     SWEEP.call_once(|| sweep(&std::env::temp_dir()));
-    tempfile::Builder::new()
+    let cannot = |e: std::io::Error| {
+        Error::transient(format!(
+            "cannot create a temporary folder in {}: {e}; set TMPDIR to a writable folder with room",
+            std::env::temp_dir().display()
+        ))
+    };
+    let dir = tempfile::Builder::new()
         .prefix(&format!("{PREFIX}{purpose}-{}-", std::process::id()))
         .tempdir()
-        .map_err(|e| {
-            Error::transient(format!(
-                "cannot create a temporary folder in {}: {e}; set TMPDIR to a writable folder with room",
-                std::env::temp_dir().display()
-            ))
-        })
+        .map_err(cannot)?;
+    std::fs::write(dir.path().join(MARKER), std::process::id().to_string()).map_err(cannot)?;
+    Ok(dir)
 }
 
 /// Removes the scratch folders under `root` whose process is gone. Only where `/proc` tells
@@ -43,7 +51,10 @@ fn sweep(root: &Path) {
         let Some(pid) = name.to_str().and_then(owner) else {
             continue;
         };
-        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+        if pid != std::process::id()
+            && !Path::new(&format!("/proc/{pid}")).exists()
+            && entry.path().join(MARKER).is_file()
+        {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
@@ -72,12 +83,17 @@ mod tests {
             .join(format!("activator-diff-{}-abc123", std::process::id()));
         let init = root.path().join("activator-members-1-abc123");
         let other = root.path().join("activator-send-abc123");
+        // A user's folder named like ours, without the marker, of a process that is gone.
+        let users = root.path().join("activator-report-4294966-mine");
         for d in [&gone, &mine, &init, &other] {
             std::fs::create_dir(d).unwrap();
+            std::fs::write(d.join(MARKER), "").unwrap();
         }
+        std::fs::create_dir(&users).unwrap();
         sweep(root.path());
         assert!(!gone.exists());
         assert!(mine.exists() && init.exists() && other.exists());
+        assert!(users.exists(), "a folder without the marker was swept");
         assert_eq!(owner("activator-send-77-x"), Some(77));
         assert_eq!(owner("activator-send-x"), None);
     }

@@ -189,6 +189,56 @@ fn a_failure_while_reading_leaves_no_file() {
 }
 
 #[test]
+fn errors_over_rows_with_quotes_and_line_breaks_show_no_value() {
+    // Values that defeat any quoting rule: an apostrophe inside, double quotes, a line break.
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("people");
+    std::fs::create_dir(&table).unwrap();
+    std::fs::write(
+        table.join("people.csv"),
+        "email,born\n\
+         o'brien.secret@example.com,1980-01-01\n\
+         \"\"\"quoted\"\" hidden@example.com\",1981-02-02\n\
+         \"two\nlines.private@example.com\",1982-03-03\n",
+    )
+    .unwrap();
+    for sql in [
+        "SELECT email FROM people WHERE CAST(email AS INT) > 0",
+        "SELECT email FROM people WHERE make_date(2026, CAST(length(email) AS INT), 45) > DATE '2000-01-01'",
+        "SELECT email FROM people WHERE to_timestamp(email) > now()",
+    ] {
+        std::fs::write(dir.path().join("segment.sql"), sql).unwrap();
+        std::fs::write(
+            dir.path().join("job.toml"),
+            format!(
+                "segment = \"segment.sql\"\nprofile = \"meta\"\n[[tables]]\nname = \"people\"\nurl = \"{}\"\n\
+                 format = \"csv\"\n[identifiers]\nemail = \"email\"\n[[destinations]]\ntype = \"export\"\nurl = \"out\"\n",
+                table.display()
+            ),
+        )
+        .unwrap();
+        let out = activator()
+            .arg("run")
+            .arg(dir.path().join("job.toml"))
+            .args(["--date", "2026-11-25", "--quiet"])
+            .output()
+            .unwrap();
+        let printed = text(&out);
+        assert_eq!(out.status.code(), Some(CONFIG_ERROR), "{sql}: {printed}");
+        assert!(printed.contains("segment.sql"), "{printed}");
+        for secret in [
+            "brien", "secret", "quoted", "hidden", "lines", "private", "example",
+        ] {
+            assert!(
+                !printed.contains(secret),
+                "{sql}: `{secret}` of a value in the error: {printed}"
+            );
+        }
+        assert_nothing_written(&dir.path().join("out"));
+    }
+}
+
+#[test]
 fn an_unreachable_s3_endpoint_fails_fast_and_clearly() {
     let case = Case::new(IDS, SQL);
     let job = std::fs::read_to_string(case.dir.path().join("job.toml"))

@@ -677,9 +677,17 @@ fn prune_deletes_old_runs_but_not_the_current_sync() {
     assert_eq!(run_folders(DAY1).len(), 1);
     let job_arg = job.display().to_string();
 
+    // Days beyond a century are refused (dates are reckoned with them), not a panic.
+    let out = s
+        .command(&["prune", &job_arg, "--keep-days", "4000000000"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("0..=36500"), "{}", text(&out));
+
     // Within the kept days: nothing goes.
     let out = s
-        .command(&["prune", &job_arg, "--keep-days", "100000"])
+        .command(&["prune", &job_arg, "--keep-days", "36500"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
@@ -736,4 +744,379 @@ fn a_run_prunes_runs_older_than_the_kept_days() {
     assert_eq!(s.run_folders(DAY1).len(), 1, "one day before: kept");
     assert!(Path::new(&s.state).join("sync/reports/2026-11-23").exists());
     assert_eq!(s.audience(), s.segment(DAY2));
+}
+
+impl Sync {
+    /// `job`, with Meta batches of `max_rows` rows rather than 100.
+    fn job_with_batch(&self, mode: &str, min_value: u32, max_rows: u64) -> PathBuf {
+        let path = self.job(mode, min_value, "");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let changed = text.replace(
+            "batch = { max_rows = 100 }",
+            &format!("batch = {{ max_rows = {max_rows} }}"),
+        );
+        assert_ne!(changed, text, "the job's batch line was not found");
+        std::fs::write(&path, changed).unwrap();
+        path
+    }
+
+    /// The date's pending (unfinished) run.
+    fn pending_file(&self, date: &str) -> PathBuf {
+        Path::new(&self.state).join(format!("sync/runs/{date}/pending.json"))
+    }
+
+    /// The syncs committed to the Meta destination, oldest first.
+    fn syncs(&self) -> Vec<String> {
+        files_below(&Path::new(&self.state).join("sync/destinations/meta/syncs"))
+    }
+}
+
+/// Batches of at most `max_rows` that a destination's report counts for its adds and removes.
+fn batches_cut(meta: &serde_json::Value, max_rows: u64) -> u64 {
+    let added = meta["added"].as_u64().unwrap();
+    let removed = meta["removed"].as_u64().unwrap();
+    added.div_ceil(max_rows) + removed.div_ceil(max_rows)
+}
+
+/// A pending run keeps the batches it started with: a resumed run skips the batches its
+/// checkpoint acknowledged by index, so a batch size changed in the job before the resume must
+/// not change the cut. Smaller batches (the first date) would only send some members again;
+/// larger ones (the second date) would skip members never sent.
+#[test]
+fn a_batch_size_changed_before_a_resume_keeps_the_cut_and_loses_no_members() {
+    let s = Sync::new(FaultConfig {
+        latency_ms: 40,
+        ..FaultConfig::default()
+    });
+
+    // A first sync (adds only, in batches of 100), killed mid-upload, resumed with batches of 37.
+    let job = s.job("mirror", 100, "");
+    s.run_killed_after(&job, DAY1, 3);
+    assert!(
+        s.pending_file(DAY1).exists(),
+        "the killed run left its pending run"
+    );
+    let job = s.job_with_batch("mirror", 100, 37);
+    let (code, out) = s.run(&job, DAY1, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("resumed run"), "{out}");
+    let report = s.report(DAY1);
+    assert_eq!(report["resumed"], true, "{report}");
+    let day1 = s.segment(DAY1);
+    assert!(day1.len() > 1000, "{}", day1.len());
+    assert_eq!(
+        s.audience(),
+        day1,
+        "the audience is the first date's segment\n{out}"
+    );
+    let meta = meta_report(&report).clone();
+    assert_eq!(meta["added"], day1.len() as u64, "{meta}");
+    assert_eq!(
+        meta["batches"],
+        batches_cut(&meta, 100),
+        "the resumed run cut the batches of 100 it started with, not batches of 37: {meta}\n{out}"
+    );
+
+    // The second date (a wider diff), killed mid-upload in batches of 100, resumed with 250.
+    let job = s.job("mirror", 20, "");
+    s.run_killed_after(&job, DAY2, 3);
+    assert!(
+        s.pending_file(DAY2).exists(),
+        "the killed run left its pending run"
+    );
+    let job = s.job_with_batch("mirror", 20, 250);
+    let (code, out) = s.run(&job, DAY2, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("resumed run"), "{out}");
+    let report = s.report(DAY2);
+    assert_eq!(report["resumed"], true, "{report}");
+    let day2 = s.segment(DAY2);
+    assert_eq!(
+        s.audience(),
+        day2,
+        "the audience is the second date's segment: no member skipped\n{out}"
+    );
+    let meta = meta_report(&report).clone();
+    assert_eq!(
+        meta["added"],
+        day2.difference(&day1).count() as u64,
+        "{meta}"
+    );
+    assert_eq!(
+        meta["removed"],
+        day1.difference(&day2).count() as u64,
+        "{meta}"
+    );
+    assert_eq!(
+        meta["batches"],
+        batches_cut(&meta, 100),
+        "the resumed run cut the batches of 100 it started with, not batches of 250: {meta}\n{out}"
+    );
+    let stats = s.f.sandbox.state.store.stats();
+    assert!(
+        stats.max_rows_per_request <= 100,
+        "no request carried more than the 100 rows the runs started with: {stats:?}"
+    );
+    assert_eq!(stats.batches_accepted_twice, 0, "{stats:?}");
+    assert!(!s.pending_file(DAY1).exists() && !s.pending_file(DAY2).exists());
+}
+
+/// A date's unfinished run was diffed against a sync that is no longer the last one (a forced
+/// run of another date committed since): rerunning it starts the date afresh against the newer
+/// sync instead of failing to commit, again and again.
+#[test]
+fn an_unfinished_date_starts_afresh_once_a_newer_sync_is_committed() {
+    let s = Sync::new(FaultConfig {
+        latency_ms: 40,
+        ..FaultConfig::default()
+    });
+    let day1_job = s.job("mirror", 100, "");
+    let (code, out) = s.run(&day1_job, DAY1, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(s.syncs().len(), 1, "{:?}", s.syncs());
+
+    // The second date (a wider diff), killed mid-upload: its pending run diffed against sync 1.
+    let day2_job = s.job("mirror", 20, "");
+    s.run_killed_after(&day2_job, DAY2, 3);
+    assert!(
+        s.pending_file(DAY2).exists(),
+        "the killed run left its pending run"
+    );
+    assert_eq!(s.syncs().len(), 1, "the killed run committed nothing");
+
+    // The first date again, forced: it commits sync 2.
+    let day1_job = s.job("mirror", 100, "");
+    let (code, out) = s.run(&day1_job, DAY1, &["--force"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        s.syncs().len(),
+        2,
+        "the forced run committed a newer sync: {:?}\n{out}",
+        s.syncs()
+    );
+
+    // The second date, plain: it cannot finish what it diffed against sync 1, so it starts
+    // afresh against sync 2.
+    let day2_job = s.job("mirror", 20, "");
+    let (code, out) = s.run(&day2_job, DAY2, &[]);
+    assert_eq!(
+        code, 0,
+        "the unfinished date runs again rather than failing for good:\n{out}"
+    );
+    assert!(
+        out.contains("afresh"),
+        "the run says it started afresh because the last sync changed:\n{out}"
+    );
+    let report = s.report(DAY2);
+    assert_ne!(
+        report["resumed"], true,
+        "a run started afresh is not a resumed one: {report}"
+    );
+    assert_eq!(
+        s.audience(),
+        s.segment(DAY2),
+        "the audience is the second date's segment\n{out}"
+    );
+    assert_eq!(
+        s.syncs().len(),
+        3,
+        "the second date committed sync 3: {:?}",
+        s.syncs()
+    );
+    assert!(!s.pending_file(DAY2).exists(), "no pending run is left");
+}
+
+/// A mirror run of a date older than the destination's last sync would put the audience back to
+/// that older segment: a guard stops it (exit 4, nothing sent) unless `--allow-rollback`.
+#[test]
+fn an_older_date_does_not_roll_the_audience_back_without_allow_rollback() {
+    let s = Sync::new(FaultConfig::default());
+    let job = s.job("mirror", 100, "");
+    let (code, out) = s.run(&job, DAY2, &[]);
+    assert_eq!(code, 0, "{out}");
+    let day2 = s.segment(DAY2);
+    assert!(day2.len() > 1000, "{}", day2.len());
+    assert_eq!(s.audience(), day2);
+    let before = s.f.sandbox.state.store.stats().upload_requests;
+
+    // The first run of the older date: stopped.
+    let (code, out) = s.run(&job, DAY1, &[]);
+    assert_eq!(code, 4, "a guard stops the rollback:\n{out}");
+    assert!(out.contains("--allow-rollback"), "{out}");
+    assert_eq!(
+        s.f.sandbox.state.store.stats().upload_requests,
+        before,
+        "nothing sent\n{out}"
+    );
+    assert_eq!(s.audience(), day2, "the audience is untouched");
+    assert!(
+        !s.f.dir
+            .path()
+            .join(format!("out/sync-{DAY1}.parquet"))
+            .exists(),
+        "the export did not commit either"
+    );
+    assert!(
+        files_below(&Path::new(&s.state).join(format!("sync/reports/{DAY1}"))).is_empty(),
+        "the stopped run did not finish the date"
+    );
+    assert_eq!(s.syncs().len(), 1, "no sync committed: {:?}", s.syncs());
+
+    // Allowed, it goes through: the audience is the older date's segment.
+    let (code, out) = s.run(&job, DAY1, &["--allow-rollback"]);
+    assert_eq!(code, 0, "{out}");
+    let day1 = s.segment(DAY1);
+    assert_ne!(day1, day2, "the data drifts between the dates");
+    assert_eq!(
+        s.audience(),
+        day1,
+        "the audience is the first date's segment\n{out}"
+    );
+}
+
+/// A job's name names its folder in the state store (and its export files): a name that is a
+/// path, or that a URL would decode into one, is refused when the job loads, before anything is
+/// written.
+#[test]
+fn job_names_that_are_paths_are_refused_at_load() {
+    let mut s = Sync::new(FaultConfig::default());
+    let root = s.f.dir.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    s.state = root.join("state").display().to_string();
+    let entries = |dir: &Path| -> BTreeSet<String> {
+        std::fs::read_dir(dir)
+            .map(|r| {
+                r.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect::<BTreeSet<String>>()
+            })
+            .unwrap_or_default()
+    };
+    for name in ["../escaped", "a/b", "x%2F", "h#1"] {
+        let path = s.job("mirror", 100, "");
+        let written = std::fs::read_to_string(&path).unwrap();
+        let changed = written.replace("name = \"sync\"\n", &format!("name = \"{name}\"\n"));
+        assert_ne!(changed, written, "the job's name line was not found");
+        std::fs::write(&path, changed).unwrap();
+        let files_before = files_below(s.f.dir.path());
+
+        let job_arg = path.display().to_string();
+        let out = s
+            .command(&["run", job_arg.as_str(), "--date", DAY1, "--quiet"])
+            .output()
+            .unwrap();
+        let printed = text(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "name = {name:?}: refused as a configuration error\n{printed}"
+        );
+        assert!(
+            [": name:", ": name ", "`name`", "name = "]
+                .iter()
+                .any(|k| printed.contains(*k)),
+            "name = {name:?}: the message names the key `name`:\n{printed}"
+        );
+        let outside: Vec<String> = entries(&root)
+            .into_iter()
+            .filter(|e| e.as_str() != "state")
+            .collect();
+        assert!(
+            outside.is_empty(),
+            "name = {name:?}: files beside the state folder: {outside:?}\n{printed}"
+        );
+        assert_eq!(
+            files_below(s.f.dir.path()),
+            files_before,
+            "name = {name:?}: nothing written\n{printed}"
+        );
+    }
+    assert_eq!(s.f.sandbox.state.store.stats().requests, 0, "nothing sent");
+}
+
+#[test]
+fn sigterm_during_an_upload_exits_3_in_time_and_a_rerun_completes_the_audience() {
+    // Slow requests, so SIGTERM lands mid-upload with requests in flight.
+    let s = Sync::new(FaultConfig {
+        latency_ms: 150,
+        ..FaultConfig::default()
+    });
+    let job = s.job("mirror", 100, "");
+    let start = s.f.sandbox.state.store.stats().batches_accepted;
+    let job_arg = job.display().to_string();
+    let mut child = s
+        .command(&["run", job_arg.as_str(), "--date", DAY1, "--quiet"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while s.f.sandbox.state.store.stats().batches_accepted < start + 3 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before SIGTERM"
+        );
+        assert!(Instant::now() < deadline, "the run did not get that far");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let signalled = Instant::now();
+    // SAFETY: kill(2) on the child's pid, which has not been waited for.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let took = signalled.elapsed();
+    let printed = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{printed}");
+    assert!(
+        took < Duration::from_secs(25),
+        "stopped after {took:?}: {printed}"
+    );
+    assert!(
+        printed.contains("SIGTERM") && printed.contains("rerun"),
+        "{printed}"
+    );
+    assert!(
+        s.audience().len() < s.segment(DAY1).len(),
+        "the upload was cut short"
+    );
+
+    // The retry resumes from the checkpoints and leaves the audience exactly the segment.
+    let (code, out) = s.run(&job, DAY1, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("resumed run"), "{out}");
+    assert_eq!(s.audience(), s.segment(DAY1));
+    let stats = s.f.sandbox.state.store.stats();
+    assert_eq!(stats.batches_accepted_twice, 0, "{stats:?}");
+}
+
+#[test]
+fn log_lines_off_a_terminal_are_json_objects_without_colour() {
+    let s = Sync::new(FaultConfig::default());
+    let job = s.job("mirror", 100, "");
+    let job_arg = job.display().to_string();
+    let out = s
+        .command(&["run", job_arg.as_str(), "--date", DAY1, "--quiet"])
+        .env_remove("ACTIVATOR_LOG_FORMAT")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "colour codes in a pipe: {stderr}"
+    );
+    let mut with_run = 0;
+    for line in stderr.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON object ({e}): {line}"));
+        assert!(v["level"].is_string() && v["message"].is_string(), "{line}");
+        if v["span"]["job"] == "sync"
+            && v["span"]["date"] == DAY1
+            && v["span"]["run_id"].is_string()
+        {
+            with_run += 1;
+        }
+    }
+    assert!(
+        with_run > 0,
+        "no line names the job, date and run id: {stderr}"
+    );
 }

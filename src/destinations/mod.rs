@@ -96,6 +96,9 @@ pub struct SinkReport {
     pub retries: u64,
     /// Rows the platform said were invalid.
     pub platform_invalid: u64,
+    /// Members with no identifier this destination takes, so not sent (not the platform's
+    /// doing: they never left).
+    pub not_sent: u64,
     /// A few of the platform's invalid-entry samples, masked.
     pub platform_invalid_samples: Vec<String>,
     /// Identifiers of members who left that were not removed, because a member still in the

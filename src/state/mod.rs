@@ -128,6 +128,11 @@ pub struct PendingDestination {
     /// stored before this existed cut their batches without, and resume so.
     #[serde(default)]
     pub strip_held_identifiers: bool,
+    /// The batch limits its batches are cut with. Checkpoints name batches by number, so a
+    /// resume must cut the same batches even if the job file's `batch` changed in between.
+    /// (Pending runs stored before this existed resume with the job file's limits.)
+    #[serde(default)]
+    pub batch: Option<crate::job::BatchLimits>,
 }
 
 /// The date's finished run.
@@ -137,6 +142,9 @@ pub struct Done {
     pub report_file: String,
     pub finished_at: String,
 }
+
+/// The largest state JSON file (a pending run, a checkpoint, a sync head, a report) read.
+pub const MAX_STATE_JSON_BYTES: u64 = 64 << 20;
 
 /// The state store of one job.
 #[derive(Clone)]
@@ -184,14 +192,40 @@ impl StateStore {
         format!("{}{}/{}", self.url, self.job, rel)
     }
 
+    /// A failure of the store that may pass (a local file error, serialization): exit 3.
     fn at(&self, e: impl std::fmt::Display) -> Error {
         Error::transient(format!("state store {}: {e}", self.url))
+    }
+
+    /// An object store error, classed by its kind: a permission or not-found error fails the
+    /// same way on every retry (exit 2), a network or server error may pass (exit 3).
+    fn store_error(&self, e: object_store::Error) -> Error {
+        let class = crate::error::object_store_class(&e);
+        let hint = match class {
+            crate::ErrorClass::Config => {
+                "; check that the job's role may read, write and list the state prefix and that the bucket exists"
+            }
+            _ => "",
+        };
+        Error {
+            class,
+            message: format!("state store {}: {e}{hint}", self.url),
+        }
     }
 
     pub async fn read_json<T: for<'de> Deserialize<'de>>(&self, rel: &str) -> Result<Option<T>> {
         match self.store.get(&self.path(rel)).await {
             Ok(r) => {
-                let bytes = r.bytes().await.map_err(|e| self.at(e))?;
+                // State files are kilobytes; one that is not was not written by activator.
+                if r.meta.size > MAX_STATE_JSON_BYTES {
+                    return Err(Error::config(format!(
+                        "{}: {} bytes, more than the {} MiB a state file of activator takes; move it away to start this job's state afresh",
+                        self.display(rel),
+                        r.meta.size,
+                        MAX_STATE_JSON_BYTES >> 20
+                    )));
+                }
+                let bytes = r.bytes().await.map_err(|e| self.store_error(e))?;
                 let value = serde_json::from_slice(&bytes).map_err(|e| {
                     Error::config(format!(
                         "{}: unreadable state ({e}); move it away to start this job's state afresh",
@@ -201,7 +235,7 @@ impl StateStore {
                 Ok(Some(value))
             }
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(self.at(e)),
+            Err(e) => Err(self.store_error(e)),
         }
     }
 
@@ -210,7 +244,7 @@ impl StateStore {
         self.store
             .put(&self.path(rel), PutPayload::from(Bytes::from(bytes)))
             .await
-            .map_err(|e| self.at(e))?;
+            .map_err(|e| self.store_error(e))?;
         Ok(())
     }
 
@@ -233,14 +267,14 @@ impl StateStore {
             Ok(_) => Ok(true),
             Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
             Err(object_store::Error::Precondition { .. }) => Ok(false),
-            Err(e) => Err(self.at(e)),
+            Err(e) => Err(self.store_error(e)),
         }
     }
 
     pub async fn delete(&self, rel: &str) -> Result<()> {
         match self.store.delete(&self.path(rel)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(self.at(e)),
+            Err(e) => Err(self.store_error(e)),
         }
     }
 
@@ -291,7 +325,7 @@ impl StateStore {
     /// Downloads `rel` into a local file.
     pub async fn download(&self, rel: &str, local: &std::path::Path) -> Result<()> {
         let r = self.store.get(&self.path(rel)).await.map_err(|e| {
-            self.at(e).context(format!(
+            self.store_error(e).context(format!(
                 "cannot read {} (state written by an earlier run)",
                 self.display(rel)
             ))
@@ -300,7 +334,7 @@ impl StateStore {
         let mut file = tokio::fs::File::create(local)
             .await
             .map_err(|e| Error::transient(format!("{}: {e}", local.display())))?;
-        while let Some(chunk) = stream.try_next().await.map_err(|e| self.at(e))? {
+        while let Some(chunk) = stream.try_next().await.map_err(|e| self.store_error(e))? {
             file.write_all(&chunk)
                 .await
                 .map_err(|e| Error::transient(format!("{}: {e}", local.display())))?;
@@ -355,11 +389,11 @@ impl StateStore {
                     .list(Some(&self.path(&folder)))
                     .try_collect()
                     .await
-                    .map_err(|e| self.at(e))?;
+                    .map_err(|e| self.store_error(e))?;
                 for o in objects {
                     match self.store.delete(&o.location).await {
                         Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                        Err(e) => return Err(self.at(e)),
+                        Err(e) => return Err(self.store_error(e)),
                     }
                     files += 1;
                     bytes += o.size;
@@ -378,7 +412,7 @@ impl StateStore {
                 .filter_map(|p| p.filename().map(str::to_string))
                 .collect()),
             Err(object_store::Error::NotFound { .. }) => Ok(vec![]),
-            Err(e) => Err(self.at(e)),
+            Err(e) => Err(self.store_error(e)),
         }
     }
 
@@ -388,7 +422,7 @@ impl StateStore {
         let objects: Vec<_> = match self.store.list(Some(&prefix)).try_collect().await {
             Ok(o) => o,
             Err(object_store::Error::NotFound { .. }) => vec![],
-            Err(e) => return Err(self.at(e)),
+            Err(e) => return Err(self.store_error(e)),
         };
         let newest = objects
             .iter()

@@ -162,7 +162,14 @@ impl GoogleFile {
                 }
                 r => r.unwrap_or(300.0),
             },
-            replace_clock_margin_secs: self.replace_clock_margin_secs.unwrap_or(120),
+            replace_clock_margin_secs: match self.replace_clock_margin_secs {
+                Some(m) if m > 86_400 => {
+                    return Err(Error::config(format!(
+                        "{at}: {key}.replace_clock_margin_secs: at most 86400 (a day); the default is 120"
+                    )));
+                }
+                m => m.unwrap_or(120),
+            },
             batch,
             in_process_sandbox: false,
         })

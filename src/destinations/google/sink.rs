@@ -284,7 +284,8 @@ pub async fn run(
     checkpoint.finish(phase).await?;
     report.requests = api.service.counters.requests.load(Ordering::Relaxed);
     report.retries = api.service.counters.retries.load(Ordering::Relaxed);
-    report.platform_invalid = statuses.failed_records + skipped;
+    report.platform_invalid = statuses.failed_records;
+    report.not_sent = skipped;
     let ranges: Vec<String> = statuses
         .match_rates
         .iter()

@@ -1,0 +1,316 @@
+//! A job file's `[aws]` section: how `activator stack` deploys the job (schedule, Fargate size,
+//! timeout, retries, tags, the Secrets Manager secrets behind its `env:` references). `run`
+//! ignores it. Every number is range-checked at load, and errors name the file, the key and what
+//! is allowed.
+
+use crate::error::{Error, Result};
+use crate::job::Resolver;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsFile {
+    schedule: Option<String>,
+    timezone: Option<String>,
+    vcpu: Option<f64>,
+    memory_mib: Option<i64>,
+    timeout_minutes: Option<i64>,
+    retries: Option<i64>,
+    ephemeral_storage_gib: Option<i64>,
+    invalid_share_alarm: Option<f64>,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+    #[serde(default)]
+    secrets: BTreeMap<String, String>,
+}
+
+/// A job's deployment on AWS Batch, with defaults for what `[aws]` leaves out.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AwsSettings {
+    /// EventBridge Scheduler expression: `cron(...)` or `rate(...)`.
+    pub schedule: String,
+    /// The schedule's time zone (IANA name, e.g. `Europe/Paris`).
+    pub timezone: String,
+    /// Fargate vCPUs: 0.25, 0.5, 1, 2, 4, 8 or 16.
+    pub vcpu: f64,
+    /// Memory within Fargate's range for `vcpu`.
+    pub memory_mib: u32,
+    /// An attempt is stopped after this long (SIGTERM, then SIGKILL 30 s later).
+    pub timeout_minutes: u32,
+    /// Attempts, the first included (AWS Batch `retryStrategy.attempts`).
+    pub retries: u32,
+    pub ephemeral_storage_gib: u32,
+    /// The alarm on invalid values per row read fires above this.
+    pub invalid_share_alarm: f64,
+    /// Tags of the job's resources (team, tenant, cost centre...).
+    pub tags: BTreeMap<String, String>,
+    /// Environment variable -> Secrets Manager secret (a name or a full ARN, optionally
+    /// `#field` for one field of a JSON secret): how the job's `env:NAME` references get their
+    /// values on AWS Batch.
+    pub secrets: BTreeMap<String, String>,
+    /// Whether the job file names `state`; a deployed job that names none keeps its state in the
+    /// stack's bucket (`ACTIVATOR_STATE`).
+    pub state_in_job_file: bool,
+}
+
+pub const DEFAULT_SCHEDULE: &str = "cron(0 2 * * ? *)";
+
+impl Default for AwsSettings {
+    fn default() -> AwsSettings {
+        AwsSettings {
+            schedule: DEFAULT_SCHEDULE.into(),
+            timezone: "UTC".into(),
+            vcpu: 1.0,
+            memory_mib: 4096,
+            timeout_minutes: 120,
+            retries: 3,
+            ephemeral_storage_gib: 50,
+            invalid_share_alarm: 0.2,
+            tags: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+            state_in_job_file: false,
+        }
+    }
+}
+
+/// Fargate's memory for a vCPU count: least, most and step, in MiB.
+pub const FARGATE_SIZES: [(f64, u32, u32, u32); 7] = [
+    (0.25, 512, 2048, 512),
+    (0.5, 1024, 4096, 1024),
+    (1.0, 2048, 8192, 1024),
+    (2.0, 4096, 16384, 1024),
+    (4.0, 8192, 30720, 1024),
+    (8.0, 16384, 61440, 4096),
+    (16.0, 32768, 122880, 8192),
+];
+
+/// Tag keys the stack sets itself.
+pub const RESERVED_TAGS: [&str; 2] = ["app", "activator:job"];
+
+impl AwsFile {
+    /// Checks the section; `state_in_job_file` tells whether the job file names `state`.
+    pub fn resolve(&self, r: &Resolver, state_in_job_file: bool) -> Result<AwsSettings> {
+        let at = r.at;
+        let defaults = AwsSettings::default();
+        let schedule = match &self.schedule {
+            Some(s) => r.interpolate(s, "aws.schedule")?,
+            None => defaults.schedule.clone(),
+        };
+        check_schedule(&schedule).map_err(|m| Error::config(format!("{at}: aws.schedule: {m}")))?;
+        let timezone = self.timezone.clone().unwrap_or(defaults.timezone.clone());
+        if !is_timezone(&timezone) {
+            return Err(Error::config(format!(
+                "{at}: aws.timezone: `{timezone}` is not a time zone name such as \"UTC\" or \"Europe/Paris\""
+            )));
+        }
+        let vcpu = self.vcpu.unwrap_or(defaults.vcpu);
+        let Some(&(_, least, most, step)) = FARGATE_SIZES.iter().find(|s| s.0 == vcpu) else {
+            return Err(Error::config(format!(
+                "{at}: aws.vcpu: one of 0.25, 0.5, 1, 2, 4, 8 or 16 (Fargate's sizes)"
+            )));
+        };
+        let memory_mib = match self.memory_mib {
+            None => default_memory(least, most, step),
+            Some(m) if m >= i64::from(least) && m <= i64::from(most) && m % i64::from(step) == 0 => m as u32,
+            Some(_) => {
+                return Err(Error::config(format!(
+                    "{at}: aws.memory_mib: with vcpu = {vcpu}, Fargate takes {least} to {most} MiB in steps of {step}"
+                )));
+            }
+        };
+        Ok(AwsSettings {
+            schedule,
+            timezone,
+            vcpu,
+            memory_mib,
+            timeout_minutes: number(at, "timeout_minutes", self.timeout_minutes, 120, 1, 10_080, "minutes (7 days at most)")?,
+            retries: number(at, "retries", self.retries, 3, 1, 10, "attempts, the first included")?,
+            ephemeral_storage_gib: number(at, "ephemeral_storage_gib", self.ephemeral_storage_gib, 50, 21, 200, "GiB (Fargate's range)")?,
+            invalid_share_alarm: match self.invalid_share_alarm {
+                None => defaults.invalid_share_alarm,
+                Some(s) if s > 0.0 && s <= 1.0 => s,
+                Some(_) => {
+                    return Err(Error::config(format!(
+                        "{at}: aws.invalid_share_alarm: a share above 0 and at most 1, e.g. 0.2 to alarm when \
+                         more than one value in five read is invalid"
+                    )));
+                }
+            },
+            tags: self.checked_tags(r)?,
+            secrets: self.checked_secrets(at)?,
+            state_in_job_file,
+        })
+    }
+
+    fn checked_tags(&self, r: &Resolver) -> Result<BTreeMap<String, String>> {
+        let at = r.at;
+        if self.tags.len() > 50 - RESERVED_TAGS.len() {
+            return Err(Error::config(format!(
+                "{at}: aws.tags: at most {} tags (AWS allows 50 a resource; the stack sets {})",
+                50 - RESERVED_TAGS.len(),
+                RESERVED_TAGS.join(" and ")
+            )));
+        }
+        let mut tags = BTreeMap::new();
+        for (key, value) in &self.tags {
+            let value = r.interpolate(value, &format!("aws.tags.{key}"))?;
+            check_tag(key, &value).map_err(|m| Error::config(format!("{at}: aws.tags.{key}: {m}")))?;
+            tags.insert(key.clone(), value);
+        }
+        Ok(tags)
+    }
+
+    fn checked_secrets(&self, at: &str) -> Result<BTreeMap<String, String>> {
+        for (name, secret) in &self.secrets {
+            if !is_env_name(name) {
+                return Err(Error::config(format!(
+                    "{at}: aws.secrets.{name}: keys are the environment variables of the job's `env:NAME` references \
+                     (letters, digits and _, not starting with a digit)"
+                )));
+            }
+            if !is_secret_id(secret) {
+                return Err(Error::config(format!(
+                    "{at}: aws.secrets.{name}: `{secret}` is not a Secrets Manager secret: give its name (letters, digits \
+                     and /_+=.@-) or its full ARN, optionally followed by #field for one field of a JSON secret"
+                )));
+            }
+        }
+        Ok(self.secrets.clone())
+    }
+}
+
+fn number(at: &str, key: &str, value: Option<i64>, default: u32, least: u32, most: u32, what: &str) -> Result<u32> {
+    match value {
+        None => Ok(default),
+        Some(v) if v >= i64::from(least) && v <= i64::from(most) => Ok(v as u32),
+        Some(_) => Err(Error::config(format!(
+            "{at}: aws.{key}: {least} to {most} {what}; the default is {default}"
+        ))),
+    }
+}
+
+/// 4096 MiB where the vCPU count allows it, else the nearest size it allows.
+fn default_memory(least: u32, most: u32, step: u32) -> u32 {
+    let m = 4096u32.clamp(least, most);
+    m - (m - least) % step
+}
+
+fn check_schedule(s: &str) -> std::result::Result<(), String> {
+    let well_formed = (s.starts_with("cron(") || s.starts_with("rate(")) && s.ends_with(')') && s.len() > 6;
+    if !well_formed {
+        return Err(format!(
+            "`{s}` is not an EventBridge Scheduler expression: write cron(minutes hours day-of-month month \
+             day-of-week year), e.g. \"{DEFAULT_SCHEDULE}\", or rate(value unit), e.g. \"rate(12 hours)\""
+        ));
+    }
+    if s.len() > 256 {
+        return Err("at most 256 characters".into());
+    }
+    Ok(())
+}
+
+fn is_timezone(s: &str) -> bool {
+    (1..=50).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"/_+-".contains(&b))
+        && s.as_bytes()[0].is_ascii_alphabetic()
+}
+
+/// AWS's tag rules: keys of 1 to 128 and values of at most 256 letters, digits, spaces and
+/// `_ . : / = + - @`; `aws:` keys are AWS's own.
+fn check_tag(key: &str, value: &str) -> std::result::Result<(), String> {
+    let allowed = |s: &str| s.chars().all(|c| c.is_alphanumeric() || c == ' ' || "_.:/=+-@".contains(c));
+    if key.is_empty() || key.chars().count() > 128 || !allowed(key) {
+        return Err("a tag key is 1 to 128 letters, digits, spaces and _ . : / = + - @".into());
+    }
+    if key.to_ascii_lowercase().starts_with("aws:") {
+        return Err("keys starting with aws: are reserved by AWS".into());
+    }
+    if RESERVED_TAGS.contains(&key) {
+        return Err(format!("the stack sets {key} itself (the application, the job's name)"));
+    }
+    if value.chars().count() > 256 || !allowed(value) {
+        return Err("a tag value is at most 256 letters, digits, spaces and _ . : / = + - @".into());
+    }
+    Ok(())
+}
+
+pub(crate) fn is_env_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !s.as_bytes()[0].is_ascii_digit()
+}
+
+/// A secret's name or full ARN, optionally `#field`.
+pub(crate) fn is_secret_id(s: &str) -> bool {
+    let (id, field) = match s.split_once('#') {
+        Some((id, field)) => (id, Some(field)),
+        None => (s, None),
+    };
+    let field_ok = field.is_none_or(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b)));
+    let id_ok = if let Some(rest) = id.strip_prefix("arn:") {
+        rest.contains(":secretsmanager:") && rest.contains(":secret:") && !rest.contains(['*', '?', '$'])
+    } else {
+        (1..=512).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"/_+=.@-".contains(&b))
+    };
+    field_ok && id_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::job::Job;
+    use std::path::Path;
+
+    fn parse(aws: &str) -> crate::Result<Job> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("s.sql"), "SELECT 1").unwrap();
+        let text = format!(
+            "segment = \"s.sql\"\nprofile = \"meta\"\n[[tables]]\nname = \"t\"\nurl = \"s3://b/t\"\n\
+             [identifiers]\nemail = \"e\"\n[[destinations]]\ntype = \"export\"\nurl = \"s3://b/out\"\n[aws]\n{aws}\n"
+        );
+        Job::parse(&dir.path().join("j.toml"), &text, &|_| None)
+    }
+
+    #[test]
+    fn defaults() {
+        let job = parse("").unwrap();
+        assert_eq!(job.aws, super::AwsSettings::default());
+        assert_eq!(parse("vcpu = 0.25").unwrap().aws.memory_mib, 2048);
+        assert_eq!(parse("vcpu = 8").unwrap().aws.memory_mib, 16384);
+        let job = parse("vcpu = 2\nmemory_mib = 16384\nretries = 10\ntags = { team = \"growth\" }").unwrap();
+        assert_eq!((job.aws.vcpu, job.aws.memory_mib, job.aws.retries), (2.0, 16384, 10));
+    }
+
+    #[test]
+    fn out_of_range_names_the_key_and_the_range() {
+        let cases = [
+            ("vcpu = 3", "aws.vcpu: one of 0.25"),
+            ("vcpu = 1\nmemory_mib = 9000", "2048 to 8192 MiB in steps of 1024"),
+            ("timeout_minutes = 0", "aws.timeout_minutes: 1 to 10080"),
+            ("retries = 11", "aws.retries: 1 to 10"),
+            ("ephemeral_storage_gib = 20", "aws.ephemeral_storage_gib: 21 to 200"),
+            ("schedule = \"0 2 * * *\"", "aws.schedule:"),
+            ("invalid_share_alarm = 0.0", "aws.invalid_share_alarm"),
+            ("tags = { \"aws:x\" = \"y\" }", "reserved by AWS"),
+            ("tags = { app = \"y\" }", "aws.tags.app"),
+            ("secrets = { \"1X\" = \"s\" }", "aws.secrets.1X"),
+            ("secrets = { X = \"a*b\" }", "not a Secrets Manager secret"),
+            ("colour = 1", "unknown field"),
+        ];
+        for (aws, expected) in cases {
+            let err = parse(aws).unwrap_err();
+            assert!(err.message.contains(expected), "{aws}: {err}");
+            assert!(err.message.contains("j.toml"), "{aws}: {err}");
+        }
+        assert!(Path::new("j.toml").extension().is_some());
+    }
+
+    #[test]
+    fn secret_ids() {
+        assert!(super::is_secret_id("activator/meta-token"));
+        assert!(super::is_secret_id("activator/crm#token"));
+        assert!(super::is_secret_id("arn:aws:secretsmanager:eu-west-1:123456789012:secret:x-AbCdEf"));
+        assert!(!super::is_secret_id("a b"));
+        assert!(!super::is_secret_id("x#"));
+    }
+}
