@@ -4,13 +4,18 @@
 //! - `aws-secretsmanager:SECRET_ID` reads a secret's string from AWS Secrets Manager, and
 //!   `aws-secretsmanager:SECRET_ID#field` one field of a JSON secret. Credentials come from the
 //!   standard AWS chain (environment, web identity, the AWS Batch container role) through
-//!   object_store's provider; the request is signed here with SigV4. `AWS_ENDPOINT_URL` (or
-//!   `AWS_ENDPOINT_URL_SECRETS_MANAGER`) points it at an emulator.
+//!   object_store's provider; the request is signed with AWS's SigV4 signer (`aws-sigv4`) and
+//!   sent through the shared retrying service (throttling retried). `AWS_ENDPOINT_URL` (or
+//!   `AWS_ENDPOINT_URL_SECRETS_MANAGER`) points it at an emulator, over plain HTTP only with
+//!   `AWS_ALLOW_HTTP=true`.
+//!
+//! Why not the whole AWS SDK (`aws-config`, `aws-sdk-secretsmanager`): one call does not need
+//! it, and it would bring a second HTTP and TLS stack (hyper-rustls on aws-lc) beside reqwest's
+//! and minutes of cold build; its signer is what matters, and that is used as is.
 //!
 //! Errors name the reference, never the value.
 
 use crate::error::{Error, Result};
-use sha2::{Digest, Sha256};
 
 /// A resolved secret; its `Debug` does not show the value.
 #[derive(Clone)]
@@ -97,6 +102,11 @@ pub async fn resolve(reference: &str, key: &str) -> Result<Secret> {
     }
 }
 
+/// `GetSecretValue` through the shared retrying service: throttling (`ThrottlingException`,
+/// HTTP 429) and server errors are retried with backoff, a refusal (not found, access denied) is
+/// permanent. Requests are signed with AWS's own SigV4 signer (`aws-sigv4`), with credentials
+/// from the standard chain, as object_store finds them for S3. Plain HTTP is taken only with
+/// `AWS_ALLOW_HTTP=true` (an emulator), and then only to loopback.
 async fn get_secret_value(secret_id: &str) -> Result<String> {
     let region = std::env::var("AWS_REGION")
         .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
@@ -106,69 +116,77 @@ async fn get_secret_value(secret_id: &str) -> Result<String> {
         .unwrap_or_else(|_| format!("https://secretsmanager.{region}.amazonaws.com"));
     let url = url::Url::parse(&endpoint)
         .map_err(|e| Error::config(format!("endpoint {endpoint}: {e}")))?;
-    let host = match url.port() {
-        Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
-        None => url.host_str().unwrap_or_default().to_string(),
-    };
+    let allow_http = std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
+    if url.scheme() != "https" && !allow_http {
+        return Err(Error::config(format!(
+            "endpoint {endpoint}: Secrets Manager is reached over HTTPS; plain HTTP (an emulator) needs AWS_ALLOW_HTTP=true"
+        )));
+    }
     let credential = aws_credential().await?;
     let body = serde_json::json!({ "SecretId": secret_id }).to_string();
-    let now = chrono::Utc::now();
-    let amz_date = now.format("%Y%m%dT%H%M%SZ").to_string();
-    let mut headers = vec![
-        ("content-type", "application/x-amz-json-1.1".to_string()),
-        ("host", host),
-        ("x-amz-date", amz_date.clone()),
-        ("x-amz-target", "secretsmanager.GetSecretValue".to_string()),
-    ];
-    if let Some(token) = &credential.token {
-        headers.push(("x-amz-security-token", token.clone()));
-    }
-    let path = if url.path().is_empty() {
-        "/"
-    } else {
-        url.path()
-    };
-    let authorization = sigv4(
-        &credential,
-        &region,
-        "secretsmanager",
-        path,
-        &headers,
-        &body,
-        &now,
-    );
-    let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(30))
-        .build()
-        .map_err(|e| Error::internal(e.to_string()))?;
-    let mut request = client.post(url.as_str()).body(body);
-    for (k, v) in &headers {
-        if *k != "host" {
-            request = request.header(*k, v);
+    let service = crate::destinations::http::Service::new(
+        "Secrets Manager",
+        crate::destinations::http::RetryPolicy::default(),
+        None,
+    )?;
+    let build = |client: &reqwest::Client| {
+        let mut request = client
+            .post(url.as_str())
+            .header("content-type", "application/x-amz-json-1.1")
+            .header("x-amz-target", "secretsmanager.GetSecretValue")
+            .body(body.clone());
+        match sign(&credential, &region, url.as_str(), body.as_bytes()) {
+            Ok(headers) => {
+                for (name, value) in headers {
+                    request = request.header(name, value);
+                }
+            }
+            // Unsigned, it is refused with an answer that says so.
+            Err(e) => tracing::warn!("cannot sign the Secrets Manager request: {e}"),
         }
-    }
-    let response = request
-        .header("authorization", authorization)
-        .send()
-        .await
-        .map_err(|e| Error::transient(format!("cannot reach {endpoint}: {e}")))?;
-    let status = response.status();
-    let answer: serde_json::Value = response.json().await.unwrap_or_default();
-    if !status.is_success() {
-        let kind = answer["__type"].as_str().unwrap_or("error");
-        let e = format!("HTTP {}: {kind}", status.as_u16());
-        return Err(if status.is_server_error() {
-            Error::transient(e)
-        } else {
-            Error::config(e)
-        });
-    }
+        request
+    };
+    let answer: serde_json::Value = service
+        .call("GetSecretValue", build, classify_secret_answer)
+        .await?;
     answer["SecretString"]
         .as_str()
         .map(str::to_string)
         .ok_or_else(|| {
             Error::config("the secret has no SecretString (binary secrets are not supported)")
         })
+}
+
+/// What an answer of Secrets Manager means. Errors come as HTTP 400 with `__type`; throttling
+/// among them is worth a retry. The answer's text beyond its error type is never shown: it is
+/// the secret, or about it.
+fn classify_secret_answer(
+    status: reqwest::StatusCode,
+    headers: &reqwest::header::HeaderMap,
+    body: &[u8],
+) -> crate::destinations::http::Verdict<serde_json::Value> {
+    use crate::destinations::http::{Verdict, retry_after};
+    let answer: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    if status.is_success() {
+        return Verdict::Done(answer);
+    }
+    let kind = answer["__type"]
+        .as_str()
+        .unwrap_or("error")
+        .rsplit('#')
+        .next()
+        .unwrap_or("error")
+        .to_string();
+    let why = format!("HTTP {}: {kind}", status.as_u16());
+    let throttled = kind.contains("Throttling") || kind.contains("TooManyRequests");
+    if throttled || status.as_u16() == 429 || status.is_server_error() {
+        Verdict::Retry {
+            after: retry_after(headers),
+            why,
+        }
+    } else {
+        Verdict::Fail(why)
+    }
 }
 
 struct Credential {
@@ -195,75 +213,50 @@ async fn aws_credential() -> Result<Credential> {
     })
 }
 
-fn hex_sha256(data: &[u8]) -> String {
-    let mut out = [0u8; 64];
-    let _ = faster_hex::hex_encode(&Sha256::digest(data), &mut out);
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// HMAC-SHA256 (RFC 2104).
-fn hmac(key: &[u8], message: &[u8]) -> [u8; 32] {
-    let mut block = [0u8; 64];
-    if key.len() > 64 {
-        block[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    let mut inner = Sha256::new();
-    inner.update(block.map(|b| b ^ 0x36));
-    inner.update(message);
-    let mut outer = Sha256::new();
-    outer.update(block.map(|b| b ^ 0x5c));
-    outer.update(inner.finalize());
-    outer.finalize().into()
-}
-
-/// The `Authorization` header of an AWS Signature Version 4 POST to `path`.
-fn sigv4(
+/// The SigV4 headers (`authorization`, `x-amz-date`, `x-amz-security-token`) of a
+/// `GetSecretValue` POST, from AWS's signer.
+fn sign(
     credential: &Credential,
     region: &str,
-    service: &str,
-    path: &str,
-    headers: &[(&str, String)],
-    body: &str,
-    now: &chrono::DateTime<chrono::Utc>,
-) -> String {
-    let amz_date = now.format("%Y%m%dT%H%M%SZ").to_string();
-    let date = now.format("%Y%m%d").to_string();
-    let mut sorted: Vec<_> = headers
-        .iter()
-        .map(|(k, v)| (k.to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    sorted.sort();
-    let canonical_headers: String = sorted.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
-    let signed_headers = sorted
-        .iter()
-        .map(|(k, _)| k.as_str())
-        .collect::<Vec<_>>()
-        .join(";");
-    let canonical_request = format!(
-        "POST\n{path}\n\n{canonical_headers}\n{signed_headers}\n{}",
-        hex_sha256(body.as_bytes())
-    );
-    let scope = format!("{date}/{region}/{service}/aws4_request");
-    let to_sign = format!(
-        "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
-        hex_sha256(canonical_request.as_bytes())
-    );
-    let k_date = hmac(
-        format!("AWS4{}", credential.secret_key).as_bytes(),
-        date.as_bytes(),
-    );
-    let k_region = hmac(&k_date, region.as_bytes());
-    let k_service = hmac(&k_region, service.as_bytes());
-    let k_signing = hmac(&k_service, b"aws4_request");
-    let mut signature = [0u8; 64];
-    let _ = faster_hex::hex_encode(&hmac(&k_signing, to_sign.as_bytes()), &mut signature);
-    format!(
-        "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={signed_headers}, Signature={}",
-        credential.key_id,
-        String::from_utf8_lossy(&signature)
+    url: &str,
+    body: &[u8],
+) -> std::result::Result<Vec<(String, String)>, String> {
+    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+    let identity = aws_credential_types::Credentials::new(
+        &credential.key_id,
+        &credential.secret_key,
+        credential.token.clone(),
+        None,
+        "activator",
     )
+    .into();
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name("secretsmanager")
+        .time(std::time::SystemTime::now())
+        .settings(SigningSettings::default())
+        .build()
+        .map_err(|e| e.to_string())?
+        .into();
+    let signed_headers = [
+        ("content-type", "application/x-amz-json-1.1"),
+        ("x-amz-target", "secretsmanager.GetSecretValue"),
+    ];
+    let request = SignableRequest::new(
+        "POST",
+        url,
+        signed_headers.into_iter(),
+        SignableBody::Bytes(body),
+    )
+    .map_err(|e| e.to_string())?;
+    let (instructions, _) = sign(request, &params)
+        .map_err(|e| e.to_string())?
+        .into_parts();
+    Ok(instructions
+        .headers()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect())
 }
 
 #[cfg(test)]
@@ -271,12 +264,67 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hmac_matches_rfc_4231_case_2() {
-        let mut out = [0u8; 64];
-        let _ = faster_hex::hex_encode(&hmac(b"Jefe", b"what do ya want for nothing?"), &mut out);
-        assert_eq!(
-            std::str::from_utf8(&out).unwrap(),
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+    fn throttling_is_retried_and_refusals_are_not() {
+        use crate::destinations::http::Verdict;
+        let h = reqwest::header::HeaderMap::new();
+        let v = |status: u16, body: &str| {
+            classify_secret_answer(
+                reqwest::StatusCode::from_u16(status).unwrap(),
+                &h,
+                body.as_bytes(),
+            )
+        };
+        assert!(matches!(
+            v(
+                400,
+                r#"{"__type":"com.amazonaws.secretsmanager#ThrottlingException"}"#
+            ),
+            Verdict::Retry { .. }
+        ));
+        assert!(matches!(v(503, "{}"), Verdict::Retry { .. }));
+        match v(
+            400,
+            r#"{"__type":"ResourceNotFoundException","Message":"s3cr3t"}"#,
+        ) {
+            Verdict::Fail(m) => assert!(
+                m.contains("ResourceNotFoundException") && !m.contains("s3cr3t"),
+                "{m}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            v(200, r#"{"SecretString":"x"}"#),
+            Verdict::Done(_)
+        ));
+    }
+
+    #[test]
+    fn requests_are_signed_with_sigv4() {
+        let c = Credential {
+            key_id: "AKIDEXAMPLE".into(),
+            secret_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into(),
+            token: Some("session".into()),
+        };
+        let headers = sign(
+            &c,
+            "eu-west-1",
+            "https://secretsmanager.eu-west-1.amazonaws.com/",
+            b"{}",
+        )
+        .unwrap();
+        let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        let auth = get("authorization").unwrap();
+        assert!(
+            auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/"),
+            "{auth}"
+        );
+        assert!(
+            auth.contains("/eu-west-1/secretsmanager/aws4_request"),
+            "{auth}"
+        );
+        assert!(
+            get("x-amz-date").is_some()
+                && get("x-amz-security-token").as_deref() == Some("session")
         );
     }
 
