@@ -15,11 +15,16 @@
 //! certain; anything else (letters, extensions, unicode digits, a `+` that is not the first
 //! character, a dialling or trunk prefix pattern it cannot evaluate, a leading zero left in the
 //! national number, unusual lengths) goes to the crate (`to_e164_slow`), unchanged. The aim is
-//! the crate's answer, bit for bit, quirks included: the trunk prefix it cuts is the row
-//! region's even from a `+`-prefixed number of another country (`+44 1632 960000` in a US row
-//! gives `+44632960000`), and it reads a national number that begins with the region's calling
-//! code as that code and the rest. `fast_path_matches_the_crate` checks the fast path against
-//! the crate on many generated inputs.
+//! the crate's answer, bit for bit, with one quirk of the crate's taken out: given a default
+//! region, it cuts that region's trunk prefix even from a `+`-prefixed number of another
+//! country (`+44 1632 960000` in a US row gave `+44632960000`), where libphonenumber, Google's
+//! formatter and UID2's SDK keep `+441632960000`. So a `+`-prefixed number is read without the
+//! row's region (its own calling code decides), and the fast path leaves a number of another
+//! calling code to that path. (A number written with a dialling prefix, `011 44 …` in a US
+//! row, still goes through the crate with the row's region.) The crate also reads a national
+//! number that begins with the region's calling code as that code and the rest.
+//! `fast_path_matches_the_crate` checks the fast path against the crate on many generated
+//! inputs. Whatever the path, more than 15 digits is no E.164 number.
 
 use super::geo::Region;
 use phonenumber::country::Id;
@@ -27,6 +32,9 @@ use phonenumber::metadata::DATABASE;
 use std::fmt::Write;
 use std::str::FromStr;
 use std::sync::OnceLock;
+
+/// E.164's longest number: country code and national number.
+const MAX_E164_DIGITS: usize = 15;
 
 /// Why a phone number was not accepted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,17 +79,24 @@ fn to_e164_slow(
     out: &mut String,
 ) -> Result<(), PhoneError> {
     out.clear();
+    let international = starts_international(cleaned);
     let id = region.and_then(|r| Id::from_str(r.as_str()).ok());
-    if id.is_none() && !starts_international(cleaned) {
+    if id.is_none() && !international {
         return Err(PhoneError::NoRegion);
     }
-    let number = phonenumber::parse(id, cleaned).map_err(|_| PhoneError::Unparseable)?;
+    let mut number = phonenumber::parse(id, cleaned).map_err(|_| PhoneError::Unparseable)?;
+    // A `+` number of another calling code than the row's region is read by its own code (see
+    // the module doc).
+    if international && id.is_some() && region_code(region) != Some(number.code().value()) {
+        number = phonenumber::parse(None, cleaned).map_err(|_| PhoneError::Unparseable)?;
+    }
     let code = number.code().value();
     let national = number.national();
     let zeros = national.zeros() as usize;
     let value = national.value();
     let digits = zeros + if value == 0 { 0 } else { decimal_len(value) };
-    if !is_possible_length(code, digits) {
+    if !is_possible_length(code, digits) || decimal_len(u64::from(code)) + digits > MAX_E164_DIGITS
+    {
         return Err(PhoneError::NotPossible);
     }
     if with_plus {
@@ -95,6 +110,11 @@ fn to_e164_slow(
         let _ = write!(out, "{value}");
     }
     Ok(())
+}
+
+/// The calling code of a region, from the crate's metadata.
+fn region_code(region: Option<Region>) -> Option<u16> {
+    DATABASE.by_id(region?.as_str()).map(|m| m.country_code())
 }
 
 fn starts_international(s: &str) -> bool {
@@ -252,12 +272,19 @@ fn fast_e164(
             ),
         }
     };
+    // The row region's trunk prefix only applies to its own numbers; another country's number
+    // is the crate's to read by its own code (see the module doc).
+    if code != rule.code {
+        return None;
+    }
     let national = rule.strip_trunk(national)?;
     // A leading zero kept (Italy) or a length the crate refuses: its own path decides.
     if national.len() < 2 || national.len() > MAX_NATIONAL || national[0] == b'0' {
         return None;
     }
-    if tables.possible_lengths[code as usize] >> national.len() & 1 == 0 {
+    if tables.possible_lengths[code as usize] >> national.len() & 1 == 0
+        || decimal_len(u64::from(code)) + national.len() > MAX_E164_DIGITS
+    {
         return Some(Err(PhoneError::NotPossible));
     }
     if with_plus {

@@ -55,7 +55,24 @@ pub fn clean<'a>(raw: &'a str, nfc: &'a mut String) -> &'a str {
         nfc.extend(raw.nfc());
         nfc.as_str()
     };
-    s.trim_matches(|c: char| c.is_whitespace() || c == '\u{200B}' || c == '\u{FEFF}')
+    s.trim_matches(is_blank)
+}
+
+/// UID2 takes E.164 numbers of 10 to 15 digits (its SDK's `is_phone_number_normalized`, the
+/// reference for the uid2 profile): shorter numbers, valid in a few small countries, are
+/// refused by the operator, so they are invalid here rather than sent to fail there.
+fn uid2_phone_length(profile: Profile, e164: &str) -> Result<(), &'static str> {
+    if profile == Profile::Uid2 && e164.len() - 1 < 10 {
+        return Err("too_short_for_uid2");
+    }
+    Ok(())
+}
+
+/// What the common cleaning trims: Unicode white space, the zero-width space and the byte-order
+/// mark, and the information separators U+001C to U+001F, which Python's `str.strip` and `\s`
+/// (Google's formatter) take for white space though Unicode does not.
+fn is_blank(c: char) -> bool {
+    c.is_whitespace() || matches!(c, '\u{200B}' | '\u{FEFF}' | '\u{1C}'..='\u{1F}')
 }
 
 fn is_sha256_hex(s: &str) -> bool {
@@ -93,7 +110,8 @@ pub fn normalize(
     let result = match kind {
         Kind::Email => email(profile, cleaned, out),
         Kind::Phone => phone::to_e164(cleaned, ctx.region, profile != Profile::Meta, out)
-            .map_err(|e| e.reason()),
+            .map_err(|e| e.reason())
+            .and_then(|()| uid2_phone_length(profile, out)),
         Kind::FirstName | Kind::LastName => name(profile, cleaned, out),
         Kind::City => city(cleaned, out),
         Kind::State => state(cleaned, ctx.region, tmp, out),
@@ -230,9 +248,11 @@ fn email(profile: Profile, s: &str, out: &mut String) -> Result<(), &'static str
     let d = domain.as_bytes();
     let domain_ok = d.len() >= 3 && d[1..d.len() - 1].contains(&b'.');
     let white_space = if out.is_ascii() {
-        out.bytes().any(|b| matches!(b, b' ' | b'\t'..=b'\r'))
+        out.bytes()
+            .any(|b| matches!(b, b' ' | b'\t'..=b'\r' | 0x1C..=0x1F))
     } else {
-        out.chars().any(char::is_whitespace)
+        out.chars()
+            .any(|c| c.is_whitespace() || matches!(c, '\u{1C}'..='\u{1F}'))
     };
     if local.is_empty() || domain.contains('@') || !domain_ok || white_space {
         return Err("shape");
