@@ -91,10 +91,13 @@ impl Error {
                 ErrorClass::Transient,
                 format!("an I/O error while reading the tables: {}", io.kind()),
             ),
-            D::ResourcesExhausted(_) => (
-                ErrorClass::Internal,
-                "the query ran out of memory; give the run more memory or narrow the segment"
-                    .into(),
+            // Its text names operators and byte counts, never values.
+            D::ResourcesExhausted(what) => (
+                ErrorClass::Config,
+                format!(
+                    "the query needed more memory than its share of the run's budget, even spilling to TMPDIR ({what}); \
+                     raise ACTIVATOR_MEMORY_LIMIT (or the job definition's memory), give TMPDIR room, or narrow the segment"
+                ),
             ),
             D::ArrowError(a, _) => (
                 ErrorClass::Config,

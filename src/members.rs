@@ -1,11 +1,17 @@
 //! Members across the run: duplicates dropped by member key, counts summed.
 //!
 //! The key is a 128-bit hash of a member's whole identifier tuple (computed with the batch in
-//! `identity::column`), so the set costs 16 bytes a member whatever the identifiers are.
+//! `identity::column`), so the set costs 16 bytes a member whatever the identifiers are (17
+//! with hashbrown's control byte, and up to twice that in capacity). That memory is reserved in
+//! the run's memory pool (`crate::memory`) as the set grows, so the query spills earlier to make
+//! room, and a segment of more members than the budget can hold stops with an error that says
+//! so, instead of the process being killed.
 
 use crate::identity::{MemberBatch, Tally};
 use arrow::array::{BooleanArray, RecordBatch};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 
 /// The keys are hashes already: use their low bits as they are.
 #[derive(Default)]
@@ -41,6 +47,8 @@ pub struct Members {
     seen: Vec<KeySet>,
     pub tally: Tally,
     pub duplicates: u64,
+    /// The set's memory in the run's pool, when it has one.
+    reservation: Option<MemoryReservation>,
 }
 
 impl Default for Members {
@@ -49,6 +57,7 @@ impl Default for Members {
             seen: (0..PARTITIONS).map(|_| KeySet::default()).collect(),
             tally: Tally::default(),
             duplicates: 0,
+            reservation: None,
         }
     }
 }
@@ -56,6 +65,38 @@ impl Default for Members {
 impl Members {
     pub fn new() -> Members {
         Members::default()
+    }
+
+    /// A set whose memory is reserved in `pool`.
+    pub fn within(pool: &Arc<dyn MemoryPool>) -> Members {
+        Members {
+            reservation: Some(MemoryConsumer::new("deduplication").register(pool)),
+            ..Members::default()
+        }
+    }
+
+    /// The bytes the sets hold: a key and a control byte per slot of capacity.
+    fn bytes(&self) -> usize {
+        self.seen.iter().map(|s| s.capacity() * 17).sum()
+    }
+
+    /// Reserves what the sets have grown to.
+    fn account(&mut self) -> Result<(), arrow::error::ArrowError> {
+        let bytes = self.bytes();
+        let Some(r) = &mut self.reservation else {
+            return Ok(());
+        };
+        if bytes <= r.size() {
+            return Ok(());
+        }
+        r.try_resize(bytes).map_err(|_| {
+            arrow::error::ArrowError::ComputeError(format!(
+                "deduplicating {} members needs {} MiB, more than the run's memory budget leaves beside the query; \
+                 raise ACTIVATOR_MEMORY_LIMIT (or the job definition's memory)",
+                self.seen.iter().map(|s| s.len()).sum::<usize>(),
+                bytes >> 20
+            ))
+        })
     }
 
     /// The members of `batch` not seen before, and their keys. Of a member that comes twice
@@ -85,6 +126,7 @@ impl Members {
             let key = keys[row as usize];
             keep[row as usize] = self.seen[partition(key)].insert(key);
         }
+        self.account()?;
         let dropped = keep.iter().filter(|k| !**k).count();
         if dropped == 0 {
             return Ok((batch.batch, batch.keys));
@@ -111,7 +153,6 @@ impl Members {
 mod tests {
     use super::*;
     use arrow::array::{Array, UInt32Array};
-    use std::sync::Arc;
 
     fn batch(keys: &[u128]) -> MemberBatch {
         let rows = UInt32Array::from_iter_values(0..keys.len() as u32);
@@ -150,5 +191,24 @@ mod tests {
         assert_eq!(rows(&second), [1], "members of earlier batches are dropped");
         assert_eq!(members.unique(), 4);
         assert_eq!(members.duplicates, 3);
+    }
+
+    #[test]
+    fn the_set_reserves_its_memory_and_stops_clearly_beyond_the_budget() {
+        let pool: Arc<dyn MemoryPool> = Arc::new(
+            datafusion::execution::memory_pool::GreedyMemoryPool::new(64 << 10),
+        );
+        let mut members = Members::within(&pool);
+        members.admit(batch(&[1, 2, 3])).unwrap();
+        assert!(
+            pool.reserved() > 0 && pool.reserved() <= 64 << 10,
+            "{}",
+            pool.reserved()
+        );
+        let many: Vec<u128> = (0..100_000u128)
+            .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835))
+            .collect();
+        let err = members.admit(batch(&many)).map(|_| ()).unwrap_err();
+        assert!(err.to_string().contains("ACTIVATOR_MEMORY_LIMIT"), "{err}");
     }
 }

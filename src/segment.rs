@@ -96,8 +96,10 @@ fn template_failure(at: &str, e: &minijinja::Error) -> Error {
     ))
 }
 
-/// A DataFusion session with the job's tables registered.
-pub async fn context(job: &Job) -> Result<SessionContext> {
+/// A DataFusion session with the job's tables registered, whose operators share a memory pool
+/// of the run's budget (`crate::memory`; the session's `runtime_env().memory_pool`) and spill
+/// to `TMPDIR` beyond it.
+pub async fn context(job: &Job, budget: &crate::memory::Budget) -> Result<SessionContext> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
@@ -109,7 +111,16 @@ pub async fn context(job: &Job) -> Result<SessionContext> {
     // segment drops are never decoded.
     config.options_mut().execution.parquet.pushdown_filters = true;
     config.options_mut().execution.parquet.reorder_filters = true;
-    let ctx = SessionContext::new_with_config(config);
+    // A sort keeps this much back for merging its spill files, per partition (10 MiB by
+    // default): within a small budget, less, so the reservations leave room to sort at all.
+    let pool_bytes = budget.pool_bytes();
+    config.options_mut().execution.sort_spill_reservation_bytes =
+        (pool_bytes / (8 * threads)).min(10 << 20);
+    let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+        .with_memory_pool(budget.pool())
+        .build_arc()
+        .map_err(Error::from_datafusion)?;
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
     let mut registered = HashSet::new();
     let at = job.path.display().to_string();
     for table in &job.tables {

@@ -321,3 +321,78 @@ url = "s3://lake/audiences/b1"
     assert!(!from_s3.is_empty());
     assert_eq!(from_s3, from_local);
 }
+
+/// A run keeps to its memory budget: a segment that sorts and deduplicates within it gives the
+/// same members as a run without a limit, and one whose query cannot fit stops with exit code 2
+/// and a message saying which setting to raise, instead of being killed by the kernel.
+#[test]
+fn a_sort_and_distinct_keep_to_the_memory_budget_or_stop_clearly() {
+    let data = generated_data(200_000, 2);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("segment.sql"),
+        "SELECT DISTINCT email, phone, first_name, last_name, zip, country, lower(email) AS sort_key\n\
+         FROM customers WHERE dt = '{{ run_date }}'\n\
+         ORDER BY sort_key DESC, phone, last_name\n",
+    )
+    .unwrap();
+    let job = |out: &str| {
+        let path = dir.path().join(format!("{out}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "name = \"{out}\"\nsegment = \"segment.sql\"\nprofile = \"meta\"\n\
+                 [[tables]]\nname = \"customers\"\nurl = \"{data}/customers\"\npartitions = [\"dt\"]\n\
+                 [identifiers]\nemail = \"email\"\nphone = \"phone\"\nfirst_name = \"first_name\"\n\
+                 last_name = \"last_name\"\nzip = \"zip\"\ncountry = \"country\"\n\
+                 [[destinations]]\ntype = \"export\"\nurl = \"{out}\"\n",
+                data = data.display()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let run = |name: &str, limit: Option<&str>| {
+        let mut c = activator();
+        c.arg("run")
+            .arg(job(name))
+            .args(["--date", "2026-11-25", "--quiet"]);
+        if let Some(limit) = limit {
+            c.env("ACTIVATOR_MEMORY_LIMIT", limit);
+        }
+        c.output().unwrap()
+    };
+    let limited = run("limited", Some("256MiB"));
+    assert!(limited.status.success(), "{}", text(&limited));
+    assert!(
+        text(&limited).contains("memory_limit_mib=256"),
+        "{}",
+        text(&limited)
+    );
+    let unlimited = run("unlimited", None);
+    assert!(unlimited.status.success(), "{}", text(&unlimited));
+    let members = |out: &str| -> std::collections::BTreeSet<(Option<String>, Option<String>)> {
+        let file = dir.path().join(format!("{out}/{out}-2026-11-25.parquet"));
+        parquet_column(&file, "email_sha256")
+            .into_iter()
+            .zip(parquet_column(&file, "phone_sha256"))
+            .collect()
+    };
+    let (a, b) = (members("limited"), members("unlimited"));
+    assert!(a.len() > 50_000, "{}", a.len());
+    assert_eq!(a, b, "the same members with and without the limit");
+
+    // Far too little for this query: a clear stop, nothing exported.
+    let starved = run("starved", Some("32MiB"));
+    assert_eq!(starved.status.code(), Some(2), "{}", text(&starved));
+    assert!(
+        text(&starved).contains("ACTIVATOR_MEMORY_LIMIT"),
+        "{}",
+        text(&starved)
+    );
+    assert!(
+        !dir.path()
+            .join("starved/starved-2026-11-25.parquet")
+            .exists()
+    );
+}
