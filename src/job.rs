@@ -42,6 +42,9 @@ struct JobFile {
     send_adds_while_reading: Option<bool>,
     #[serde(default)]
     guards: GuardsFile,
+    /// How `activator stack` deploys the job; `run` ignores it.
+    #[serde(default)]
+    aws: crate::stack::settings::AwsFile,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -359,6 +362,8 @@ pub struct Job {
     /// every platform), and a run that fails while reading has added part of the segment.
     pub send_adds_while_reading: bool,
     pub guards: Guards,
+    /// The `[aws]` section: how `activator stack` deploys the job (`run` ignores it).
+    pub aws: crate::stack::settings::AwsSettings,
 }
 
 /// Days of old runs' files a job keeps when its file does not say.
@@ -654,8 +659,10 @@ impl Job {
                 "{at}: state_keep_days: at most {MAX_KEEP_DAYS} (a century); the default is {DEFAULT_STATE_KEEP_DAYS}"
             )));
         }
+        let aws = file.aws.resolve(&ctx, file.state.is_some())?;
 
         Ok(Job {
+            aws,
             state,
             state_keep_days,
             send_adds_while_reading: file.send_adds_while_reading.unwrap_or(false),

@@ -26,8 +26,12 @@ enum Command {
         /// The job file, e.g. jobs/demo.toml.
         job: PathBuf,
         /// The run date (YYYY-MM-DD); default: today in UTC.
-        #[arg(long, value_parser = parse_date)]
+        #[arg(long, value_parser = parse_date, conflicts_with = "array_start")]
         date: Option<NaiveDate>,
+        /// A backfill as an AWS Batch array job: the run date is this date plus the child's
+        /// AWS_BATCH_JOB_ARRAY_INDEX days. For jobs that only export (dates independent).
+        #[arg(long, value_parser = parse_date)]
+        array_start: Option<NaiveDate>,
         /// Also write the run report as JSON to this file.
         #[arg(long)]
         report_json: Option<PathBuf>,
@@ -127,6 +131,15 @@ enum Command {
         #[arg(required = true)]
         values: Vec<String>,
     },
+    /// Print the CloudFormation template (YAML) that deploys these jobs on AWS Batch: roles
+    /// granted exactly what each job reads and writes, job definitions, schedules, alarms.
+    /// Reads only the job files and their SQL.
+    Stack {
+        /// Job files, e.g. jobs/demo.toml; their URLs must be s3:// (set the variables of
+        /// `${VAR:-default}` URLs to s3:// URLs).
+        #[arg(required = true)]
+        jobs: Vec<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -182,9 +195,14 @@ fn publish(report: &activator::report::RunReport, json: Option<&PathBuf>) -> Res
     Ok(())
 }
 
+/// A date, or an RFC 3339 timestamp's UTC date: what EventBridge Scheduler passes as
+/// `<aws.scheduler.scheduled-time>` (see `activator stack`).
 fn parse_date(s: &str) -> Result<NaiveDate, String> {
     NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .map_err(|_| format!("`{s}` is not a date: write YYYY-MM-DD"))
+        .or_else(|_| {
+            chrono::DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&chrono::Utc).date_naive())
+        })
+        .map_err(|_| format!("`{s}` is not a date: write YYYY-MM-DD (or an RFC 3339 timestamp, whose UTC date is taken)"))
 }
 
 fn parse_profile(s: &str) -> Result<Profile, String> {
@@ -277,11 +295,20 @@ fn main() -> ExitCode {
             Command::Run {
                 job,
                 date,
+                array_start,
                 report_json,
                 flags,
             } => {
                 let job = Job::load(&job)?;
-                let report = run::run(&job, date.unwrap_or_else(today), &flags.options()).await?;
+                let date = match array_start {
+                    Some(start) => run::array_date(
+                        &job,
+                        start,
+                        std::env::var("AWS_BATCH_JOB_ARRAY_INDEX").ok(),
+                    )?,
+                    None => date.unwrap_or_else(today),
+                };
+                let report = run::run(&job, date, &flags.options()).await?;
                 publish(&report, report_json.as_ref())
             }
             Command::Plan {
@@ -382,6 +409,14 @@ fn main() -> ExitCode {
             }
             Command::Validate { jobs, date } => {
                 validate_all(jobs, date.unwrap_or_else(today)).await
+            }
+            Command::Stack { jobs } => {
+                let jobs = jobs
+                    .iter()
+                    .map(|path| Job::load(path))
+                    .collect::<Result<Vec<_>, Error>>()?;
+                print!("{}", activator::stack::yaml(&jobs)?);
+                Ok(())
             }
             Command::Hash {
                 profile,
@@ -516,5 +551,21 @@ async fn validate_all(jobs: Vec<PathBuf>, date: NaiveDate) -> Result<(), Error> 
             message: "some jobs are not valid (see above)".into(),
         }),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_and_scheduled_times() {
+        let day = NaiveDate::from_ymd_opt(2026, 11, 25).unwrap();
+        assert_eq!(parse_date("2026-11-25"), Ok(day));
+        assert_eq!(parse_date("2026-11-25T02:00:00Z"), Ok(day));
+        // The UTC date of a time with an offset.
+        assert_eq!(parse_date("2026-11-26T00:30:00+01:00"), Ok(day));
+        assert!(parse_date("2026-11-25T02:00").is_err());
+        assert!(parse_date("yesterday").unwrap_err().contains("YYYY-MM-DD"));
     }
 }

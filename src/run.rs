@@ -299,7 +299,14 @@ async fn read_and_diff(
     {
         std::thread::spawn(identity::phone::warm_up);
     }
-    let ctx = segment::context(job).await?;
+    let budget = crate::memory::Budget::of_this_process()?;
+    tracing::info!(
+        memory_limit_mib = budget.bytes >> 20,
+        source = budget.source,
+        "memory budget (the query spills to TMPDIR beyond its share)"
+    );
+    let ctx = segment::context(job, &budget).await?;
+    let pool = ctx.runtime_env().memory_pool.clone();
     let sql = segment::render(job, run_date)?;
     let df = segment::plan(&ctx, job, &sql).await?;
     let plan = Arc::new(identity_plan(job));
@@ -403,11 +410,11 @@ async fn read_and_diff(
     };
 
     let progress = Progress::new(options.progress);
-    let mut members = Members::new();
+    let mut members = Members::within(&pool);
     let mut failure = None;
     let mut stopped_sink = None;
     while let Some(item) = members_stream.next().await {
-        let (batch, keys) = match item.and_then(|b| members.admit(b).map_err(Error::from)) {
+        let (batch, keys) = match item.and_then(|b| members.admit(b).map_err(normalization_error)) {
             Ok(b) => b,
             Err(e) => {
                 failure = Some(e);
@@ -1132,6 +1139,33 @@ impl Progress {
             bar.finish_and_clear();
         }
     }
+}
+
+/// The run date of a child of an AWS Batch array job (`run --array-start START`): `start` plus
+/// its `AWS_BATCH_JOB_ARRAY_INDEX` days. Only for jobs that only export: children run in any
+/// order and at once, and a platform audience must be synced one date after the other.
+pub fn array_date(job: &Job, start: NaiveDate, index: Option<String>) -> Result<NaiveDate> {
+    if job.destinations.iter().any(from_state) {
+        return Err(Error::config(format!(
+            "{}: --array-start is for jobs that only export; a platform audience must be synced one date after the \
+             other: run `activator backfill` as one job instead",
+            job.path.display()
+        )));
+    }
+    let index = index.ok_or_else(|| {
+        Error::config("--array-start needs AWS_BATCH_JOB_ARRAY_INDEX (set by AWS Batch in an array job's children)")
+    })?;
+    let days: u32 = index
+        .trim()
+        .parse()
+        .ok()
+        .filter(|d| *d < 10_000)
+        .ok_or_else(|| {
+            Error::config(format!(
+                "AWS_BATCH_JOB_ARRAY_INDEX={index}: expected an index from 0 to 9999"
+            ))
+        })?;
+    Ok(start + chrono::Duration::days(days.into()))
 }
 
 /// The dates of a backfill, `from` to `to` inclusive.

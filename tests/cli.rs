@@ -159,3 +159,65 @@ fn sandbox_flags_set_each_platforms_request_rate() {
         "{results:?}"
     );
 }
+
+#[test]
+fn an_array_child_runs_the_start_date_plus_its_index_for_export_jobs_only() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("s.sql"),
+        "SELECT email FROM customers WHERE dt = '{{ run_date }}'",
+    )
+    .unwrap();
+    let job = |extra: &str| {
+        let path = dir.path().join("job.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "name = \"arr\"\nsegment = \"s.sql\"\nprofile = \"meta\"\n[[tables]]\nname = \"customers\"\n\
+                 url = \"{}/testdata/demo/customers\"\npartitions = [\"dt\"]\n[identifiers]\nemail = \"email\"\n\
+                 [[destinations]]\ntype = \"export\"\nurl = \"out\"\n{extra}",
+                repo().display()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let out = activator()
+        .arg("run")
+        .arg(job(""))
+        .args(["--array-start", "2026-11-24", "--quiet"])
+        .env("AWS_BATCH_JOB_ARRAY_INDEX", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        dir.path().join("out/arr-2026-11-25.parquet").is_file(),
+        "{}",
+        text(&out)
+    );
+
+    // Without the index, or for a job with a platform audience: a clear refusal.
+    let out = activator()
+        .arg("run")
+        .arg(job(""))
+        .args(["--array-start", "2026-11-24"])
+        .env_remove("AWS_BATCH_JOB_ARRAY_INDEX")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("AWS_BATCH_JOB_ARRAY_INDEX"),
+        "{}",
+        text(&out)
+    );
+    let meta = "[[destinations]]\ntype = \"meta\"\nad_account_id = \"1\"\naudience = \"a\"\naccess_token = \"env:T\"\nbase_url = \"sandbox\"\n";
+    let out = activator()
+        .arg("run")
+        .arg(job(meta))
+        .args(["--array-start", "2026-11-24"])
+        .env("AWS_BATCH_JOB_ARRAY_INDEX", "0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("only export"), "{}", text(&out));
+}

@@ -98,35 +98,49 @@ impl AwsFile {
             None => defaults.schedule.clone(),
         };
         check_schedule(&schedule).map_err(|m| Error::config(format!("{at}: aws.schedule: {m}")))?;
-        let timezone = self.timezone.clone().unwrap_or(defaults.timezone.clone());
+        let timezone = self
+            .timezone
+            .clone()
+            .unwrap_or_else(|| defaults.timezone.clone());
         if !is_timezone(&timezone) {
             return Err(Error::config(format!(
                 "{at}: aws.timezone: `{timezone}` is not a time zone name such as \"UTC\" or \"Europe/Paris\""
             )));
         }
         let vcpu = self.vcpu.unwrap_or(defaults.vcpu);
-        let Some(&(_, least, most, step)) = FARGATE_SIZES.iter().find(|s| s.0 == vcpu) else {
-            return Err(Error::config(format!(
-                "{at}: aws.vcpu: one of 0.25, 0.5, 1, 2, 4, 8 or 16 (Fargate's sizes)"
-            )));
-        };
-        let memory_mib = match self.memory_mib {
-            None => default_memory(least, most, step),
-            Some(m) if m >= i64::from(least) && m <= i64::from(most) && m % i64::from(step) == 0 => m as u32,
-            Some(_) => {
-                return Err(Error::config(format!(
-                    "{at}: aws.memory_mib: with vcpu = {vcpu}, Fargate takes {least} to {most} MiB in steps of {step}"
-                )));
-            }
-        };
+        let memory_mib = fargate_memory(at, vcpu, self.memory_mib)?;
         Ok(AwsSettings {
             schedule,
             timezone,
             vcpu,
             memory_mib,
-            timeout_minutes: number(at, "timeout_minutes", self.timeout_minutes, 120, 1, 10_080, "minutes (7 days at most)")?,
-            retries: number(at, "retries", self.retries, 3, 1, 10, "attempts, the first included")?,
-            ephemeral_storage_gib: number(at, "ephemeral_storage_gib", self.ephemeral_storage_gib, 50, 21, 200, "GiB (Fargate's range)")?,
+            timeout_minutes: number(
+                at,
+                "timeout_minutes",
+                self.timeout_minutes,
+                120,
+                1,
+                10_080,
+                "minutes (7 days at most)",
+            )?,
+            retries: number(
+                at,
+                "retries",
+                self.retries,
+                3,
+                1,
+                10,
+                "attempts, the first included",
+            )?,
+            ephemeral_storage_gib: number(
+                at,
+                "ephemeral_storage_gib",
+                self.ephemeral_storage_gib,
+                50,
+                21,
+                200,
+                "GiB (Fargate's range)",
+            )?,
             invalid_share_alarm: match self.invalid_share_alarm {
                 None => defaults.invalid_share_alarm,
                 Some(s) if s > 0.0 && s <= 1.0 => s,
@@ -155,7 +169,8 @@ impl AwsFile {
         let mut tags = BTreeMap::new();
         for (key, value) in &self.tags {
             let value = r.interpolate(value, &format!("aws.tags.{key}"))?;
-            check_tag(key, &value).map_err(|m| Error::config(format!("{at}: aws.tags.{key}: {m}")))?;
+            check_tag(key, &value)
+                .map_err(|m| Error::config(format!("{at}: aws.tags.{key}: {m}")))?;
             tags.insert(key.clone(), value);
         }
         Ok(tags)
@@ -180,7 +195,34 @@ impl AwsFile {
     }
 }
 
-fn number(at: &str, key: &str, value: Option<i64>, default: u32, least: u32, most: u32, what: &str) -> Result<u32> {
+/// The memory for `vcpu` Fargate vCPUs: the job's if Fargate has that size, else a default.
+fn fargate_memory(at: &str, vcpu: f64, memory: Option<i64>) -> Result<u32> {
+    let Some(&(_, least, most, step)) = FARGATE_SIZES.iter().find(|s| s.0 == vcpu) else {
+        return Err(Error::config(format!(
+            "{at}: aws.vcpu: one of 0.25, 0.5, 1, 2, 4, 8 or 16 (Fargate's sizes)"
+        )));
+    };
+    match memory {
+        None => Ok(default_memory(least, most, step)),
+        Some(m) if fits_fargate(m, least, most, step) => Ok(m as u32),
+        Some(_) if least == 512 => Err(Error::config(format!(
+            "{at}: aws.memory_mib: with vcpu = 0.25, Fargate takes 512, 1024 or 2048 MiB"
+        ))),
+        Some(_) => Err(Error::config(format!(
+            "{at}: aws.memory_mib: with vcpu = {vcpu}, Fargate takes {least} to {most} MiB in steps of {step}"
+        ))),
+    }
+}
+
+fn number(
+    at: &str,
+    key: &str,
+    value: Option<i64>,
+    default: u32,
+    least: u32,
+    most: u32,
+    what: &str,
+) -> Result<u32> {
     match value {
         None => Ok(default),
         Some(v) if v >= i64::from(least) && v <= i64::from(most) => Ok(v as u32),
@@ -190,6 +232,14 @@ fn number(at: &str, key: &str, value: Option<i64>, default: u32, least: u32, mos
     }
 }
 
+/// Within Fargate's range for a vCPU count, in its steps (0.25 vCPU: 512, 1024 or 2048).
+fn fits_fargate(memory: i64, least: u32, most: u32, step: u32) -> bool {
+    let (least, most, step) = (i64::from(least), i64::from(most), i64::from(step));
+    (least..=most).contains(&memory)
+        && (memory - least) % step == 0
+        && !(least == 512 && memory == 1536)
+}
+
 /// 4096 MiB where the vCPU count allows it, else the nearest size it allows.
 fn default_memory(least: u32, most: u32, step: u32) -> u32 {
     let m = 4096u32.clamp(least, most);
@@ -197,7 +247,8 @@ fn default_memory(least: u32, most: u32, step: u32) -> u32 {
 }
 
 fn check_schedule(s: &str) -> std::result::Result<(), String> {
-    let well_formed = (s.starts_with("cron(") || s.starts_with("rate(")) && s.ends_with(')') && s.len() > 6;
+    let well_formed =
+        (s.starts_with("cron(") || s.starts_with("rate(")) && s.ends_with(')') && s.len() > 6;
     if !well_formed {
         return Err(format!(
             "`{s}` is not an EventBridge Scheduler expression: write cron(minutes hours day-of-month month \
@@ -212,14 +263,18 @@ fn check_schedule(s: &str) -> std::result::Result<(), String> {
 
 fn is_timezone(s: &str) -> bool {
     (1..=50).contains(&s.len())
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"/_+-".contains(&b))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/_+-".contains(&b))
         && s.as_bytes()[0].is_ascii_alphabetic()
 }
 
 /// AWS's tag rules: keys of 1 to 128 and values of at most 256 letters, digits, spaces and
 /// `_ . : / = + - @`; `aws:` keys are AWS's own.
 fn check_tag(key: &str, value: &str) -> std::result::Result<(), String> {
-    let allowed = |s: &str| s.chars().all(|c| c.is_alphanumeric() || c == ' ' || "_.:/=+-@".contains(c));
+    let allowed = |s: &str| {
+        s.chars()
+            .all(|c| c.is_alphanumeric() || c == ' ' || "_.:/=+-@".contains(c))
+    };
     if key.is_empty() || key.chars().count() > 128 || !allowed(key) {
         return Err("a tag key is 1 to 128 letters, digits, spaces and _ . : / = + - @".into());
     }
@@ -227,10 +282,14 @@ fn check_tag(key: &str, value: &str) -> std::result::Result<(), String> {
         return Err("keys starting with aws: are reserved by AWS".into());
     }
     if RESERVED_TAGS.contains(&key) {
-        return Err(format!("the stack sets {key} itself (the application, the job's name)"));
+        return Err(format!(
+            "the stack sets {key} itself (the application, the job's name)"
+        ));
     }
     if value.chars().count() > 256 || !allowed(value) {
-        return Err("a tag value is at most 256 letters, digits, spaces and _ . : / = + - @".into());
+        return Err(
+            "a tag value is at most 256 letters, digits, spaces and _ . : / = + - @".into(),
+        );
     }
     Ok(())
 }
@@ -247,11 +306,20 @@ pub(crate) fn is_secret_id(s: &str) -> bool {
         Some((id, field)) => (id, Some(field)),
         None => (s, None),
     };
-    let field_ok = field.is_none_or(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b)));
+    let field_ok = field.is_none_or(|f| {
+        !f.is_empty()
+            && f.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+    });
     let id_ok = if let Some(rest) = id.strip_prefix("arn:") {
-        rest.contains(":secretsmanager:") && rest.contains(":secret:") && !rest.contains(['*', '?', '$'])
+        rest.contains(":secretsmanager:")
+            && rest.contains(":secret:")
+            && !rest.contains(['*', '?', '$'])
     } else {
-        (1..=512).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"/_+=.@-".contains(&b))
+        (1..=512).contains(&id.len())
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/_+=.@-".contains(&b))
     };
     field_ok && id_ok
 }
@@ -259,7 +327,6 @@ pub(crate) fn is_secret_id(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use crate::job::Job;
-    use std::path::Path;
 
     fn parse(aws: &str) -> crate::Result<Job> {
         let dir = tempfile::tempdir().unwrap();
@@ -277,18 +344,33 @@ mod tests {
         assert_eq!(job.aws, super::AwsSettings::default());
         assert_eq!(parse("vcpu = 0.25").unwrap().aws.memory_mib, 2048);
         assert_eq!(parse("vcpu = 8").unwrap().aws.memory_mib, 16384);
-        let job = parse("vcpu = 2\nmemory_mib = 16384\nretries = 10\ntags = { team = \"growth\" }").unwrap();
-        assert_eq!((job.aws.vcpu, job.aws.memory_mib, job.aws.retries), (2.0, 16384, 10));
+        let job = parse("vcpu = 2\nmemory_mib = 16384\nretries = 10\ntags = { team = \"growth\" }")
+            .unwrap();
+        assert_eq!(
+            (job.aws.vcpu, job.aws.memory_mib, job.aws.retries),
+            (2.0, 16384, 10)
+        );
     }
 
     #[test]
     fn out_of_range_names_the_key_and_the_range() {
         let cases = [
             ("vcpu = 3", "aws.vcpu: one of 0.25"),
-            ("vcpu = 1\nmemory_mib = 9000", "2048 to 8192 MiB in steps of 1024"),
+            (
+                "vcpu = 1\nmemory_mib = 9000",
+                "2048 to 8192 MiB in steps of 1024",
+            ),
+            ("vcpu = 0.25\nmemory_mib = 1536", "512, 1024 or 2048 MiB"),
+            (
+                "vcpu = 16\nmemory_mib = 32769",
+                "32768 to 122880 MiB in steps of 8192",
+            ),
             ("timeout_minutes = 0", "aws.timeout_minutes: 1 to 10080"),
             ("retries = 11", "aws.retries: 1 to 10"),
-            ("ephemeral_storage_gib = 20", "aws.ephemeral_storage_gib: 21 to 200"),
+            (
+                "ephemeral_storage_gib = 20",
+                "aws.ephemeral_storage_gib: 21 to 200",
+            ),
             ("schedule = \"0 2 * * *\"", "aws.schedule:"),
             ("invalid_share_alarm = 0.0", "aws.invalid_share_alarm"),
             ("tags = { \"aws:x\" = \"y\" }", "reserved by AWS"),
@@ -302,14 +384,15 @@ mod tests {
             assert!(err.message.contains(expected), "{aws}: {err}");
             assert!(err.message.contains("j.toml"), "{aws}: {err}");
         }
-        assert!(Path::new("j.toml").extension().is_some());
     }
 
     #[test]
     fn secret_ids() {
         assert!(super::is_secret_id("activator/meta-token"));
         assert!(super::is_secret_id("activator/crm#token"));
-        assert!(super::is_secret_id("arn:aws:secretsmanager:eu-west-1:123456789012:secret:x-AbCdEf"));
+        assert!(super::is_secret_id(
+            "arn:aws:secretsmanager:eu-west-1:123456789012:secret:x-AbCdEf"
+        ));
         assert!(!super::is_secret_id("a b"));
         assert!(!super::is_secret_id("x#"));
     }

@@ -1,0 +1,155 @@
+//! What a job needs to be deployed, beyond what `run` checks: `s3://` URLs (a task's disk is
+//! neither the tables' nor the state's), real platform URLs (no in-process sandbox, no
+//! loopback), each `env:` reference mapped to a secret in `[aws] secrets`, and names that stay
+//! distinct across the stack. Errors name the file and the key.
+
+use crate::error::{Error, Result};
+use crate::job::{Destination, Job};
+use crate::stack::logical_id;
+use crate::stack::policy::{S3Prefix, StateLocation};
+use crate::stack::references::{env_names, secret_id, secret_uses};
+use crate::stack::settings::is_secret_id;
+use std::collections::BTreeMap;
+use url::Url;
+
+/// Checks one job.
+pub fn check_job(job: &Job) -> Result<()> {
+    let at = job.path.display().to_string();
+    for (i, t) in job.tables.iter().enumerate() {
+        check_s3(&at, &format!("tables[{i}] ({}).url", t.name), &t.url)?;
+    }
+    if let StateLocation::Url(_) = StateLocation::of(job)? {
+        check_s3(&at, "state", &job.state)?;
+    }
+    for (i, d) in job.destinations.iter().enumerate() {
+        let key = format!("destinations[{i}]");
+        match d {
+            Destination::Export(e) => check_s3(&at, &format!("{key}.url"), &e.url)?,
+            Destination::Meta(m) => check_platform(&at, &format!("{key}.base_url"), &m.base_url)?,
+            Destination::Google(g) => check_platform(&at, &format!("{key}.base_url"), &g.base_url)?,
+            Destination::TikTok(t) => check_platform(&at, &format!("{key}.base_url"), &t.base_url)?,
+            Destination::Snap(s) => check_platform(&at, &format!("{key}.base_url"), &s.base_url)?,
+            Destination::Rest(r) => {
+                check_platform(&at, &format!("{key}.url"), &r.add.url)?;
+                if let Some(remove) = &r.remove {
+                    check_platform(&at, &format!("{key}.remove_url"), &remove.url)?;
+                }
+            }
+        }
+    }
+    check_secrets(job, &at)
+}
+
+/// Checks what jobs deployed together must not share.
+pub fn check_stack(jobs: &[Job]) -> Result<()> {
+    if jobs.is_empty() {
+        return Err(Error::config(
+            "no job files: name the jobs to deploy, e.g. jobs/demo.toml",
+        ));
+    }
+    let mut names: BTreeMap<&str, &Job> = BTreeMap::new();
+    let mut ids: BTreeMap<String, &Job> = BTreeMap::new();
+    let mut files: BTreeMap<String, &Job> = BTreeMap::new();
+    for job in jobs {
+        let at = job.path.display();
+        if let Some(other) = names.insert(job.name.as_str(), job) {
+            return Err(Error::config(format!(
+                "{at}: name: `{}` is also the name of {}; deployed jobs need distinct names (a name is a job's state \
+                 folder and its AWS Batch job name)",
+                job.name,
+                other.path.display()
+            )));
+        }
+        if let Some(other) = ids.insert(logical_id(&job.name), job) {
+            return Err(Error::config(format!(
+                "{at}: name: `{}` and `{}` of {} give the same CloudFormation names ({}...); rename one",
+                job.name,
+                other.name,
+                other.path.display(),
+                logical_id(&job.name)
+            )));
+        }
+        let file = file_name(job);
+        if let Some(other) = files.insert(file.clone(), job) {
+            return Err(Error::config(format!(
+                "{at}: {} has the same file name; the image holds the jobs in one folder ({}), so deployed job \
+                 files need distinct names",
+                other.path.display(),
+                crate::stack::JOBS_FOLDER
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The job file's name, as the image holds it below `/app/jobs`.
+pub fn file_name(job: &Job) -> String {
+    job.path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_else(|| format!("{}.toml", job.name))
+}
+
+fn check_s3(at: &str, key: &str, url: &Url) -> Result<()> {
+    let Some(location) = S3Prefix::of(url) else {
+        return Err(Error::config(format!(
+            "{at}: {key}: a deployed job reads and writes s3:// URLs, not {url}; set it to an s3:// URL (a \
+             \"${{VAR:-local default}}\" lets the same file run locally and deploy with VAR=s3://bucket/prefix)"
+        )));
+    };
+    if format!("{}{}", location.bucket, location.prefix).contains(['*', '?', '$']) {
+        return Err(Error::config(format!(
+            "{at}: {key}: `*`, `?` and `$` in {url} would be wildcards or variables in the job's IAM policy; \
+             use a prefix without them"
+        )));
+    }
+    Ok(())
+}
+
+fn check_platform(at: &str, key: &str, url: &str) -> Result<()> {
+    if url == "sandbox" {
+        return Err(Error::config(format!(
+            "{at}: {key}: `sandbox` is the in-process emulator, which a deployed job must not use; set the \
+             platform's URL (or leave base_url out for the platform's own)"
+        )));
+    }
+    if url.starts_with("http://") {
+        return Err(Error::config(format!(
+            "{at}: {key}: {url} is a loopback address, which a deployed job's task cannot reach; set the \
+             platform's https:// URL"
+        )));
+    }
+    Ok(())
+}
+
+fn check_secrets(job: &Job, at: &str) -> Result<()> {
+    for u in secret_uses(job) {
+        if let Some(name) = u.reference.strip_prefix("env:")
+            && !job.aws.secrets.contains_key(name)
+        {
+            return Err(Error::config(format!(
+                "{at}: {}: `{}` reads the environment, which AWS Batch fills from Secrets Manager: add \
+                 {name} = \"SECRET_NAME\" (a secret's name or full ARN) to the job's [aws] secrets",
+                u.key, u.reference
+            )));
+        }
+        if let Some(id) = u.reference.strip_prefix("aws-secretsmanager:")
+            && !is_secret_id(id)
+        {
+            return Err(Error::config(format!(
+                "{at}: {}: `{}` is not a Secrets Manager secret's name (letters, digits and /_+=.@-) or full ARN, \
+                 which the job's IAM policy can name",
+                u.key,
+                secret_id(id)
+            )));
+        }
+    }
+    let used = env_names(job);
+    if let Some(unused) = job.aws.secrets.keys().find(|name| !used.contains(*name)) {
+        return Err(Error::config(format!(
+            "{at}: aws.secrets.{unused}: no destination reads env:{unused}; remove it (the job definition injects \
+             only the secrets the job reads)"
+        )));
+    }
+    Ok(())
+}

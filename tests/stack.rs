@@ -1,0 +1,459 @@
+//! `activator stack`: the template of the repository's jobs (with s3:// URLs from their
+//! variables) and of a job using every [aws] setting is what `stack::template` computes, and
+//! passes cfn-lint, checkov (no failed check) and parliament (no finding in any role's policy);
+//! jobs that cannot be deployed are refused with exit code 2, naming the file and the key.
+//!
+//! The linters come from their own virtual environment, `.venv-deploy`, made on first use from
+//! tests/requirements-deploy.txt.
+
+mod common;
+
+use common::*;
+use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The environment that turns the repository's jobs' URLs into s3:// URLs.
+const S3_URLS: [(&str, &str); 8] = [
+    ("DEMO_DATA", "s3://lake/crm"),
+    ("DEMO_OUT", "s3://exports/demo"),
+    ("DEMO_STATE", "s3://lake/activator/state"),
+    ("B1_DATA", "s3://lake/b1"),
+    ("B1_OUT", "s3://exports/b1"),
+    ("STATE_URL", "s3://lake/activator/bench-state"),
+    ("PLATFORM_URL", "https://graph.facebook.com"),
+    ("AUDIENCE", "nightly spenders"),
+];
+
+const REPOSITORY_JOBS: [&str; 4] = [
+    "jobs/demo.toml",
+    "jobs/bench_b1.toml",
+    "jobs/bench_b1_meta.toml",
+    "jobs/bench_b1_google.toml",
+];
+
+/// A job with every `[aws]` setting, a per_batch export and a REST destination whose token is
+/// read from Secrets Manager by the program itself.
+const NIGHTLY_CRM: &str = r#"
+name = "nightly_crm"
+segment = "s.sql"
+profile = "meta"
+
+[[tables]]
+name = "customers"
+url = "s3://lake/crm/customers"
+
+[identifiers]
+email = "email"
+
+[[destinations]]
+type = "export"
+name = "parts"
+url = "s3://exports/crm"
+layout = "per_batch"
+format = "csv"
+
+[[destinations]]
+type = "rest"
+name = "crm"
+url = "https://crm.example.com/audiences/members"
+headers = { Authorization = "Bearer aws-secretsmanager:activator/crm#token" }
+
+[aws]
+schedule = "cron(30 5 * * ? *)"
+timezone = "Europe/Paris"
+vcpu = 0.5
+memory_mib = 2048
+retries = 5
+timeout_minutes = 60
+ephemeral_storage_gib = 40
+invalid_share_alarm = 0.1
+tags = { team = "crm", cost-centre = "42" }
+"#;
+
+/// The folder of the linters' executables (`.venv-deploy`, installed on first use).
+fn deploy_tools() -> PathBuf {
+    deploy_python().parent().unwrap().to_path_buf()
+}
+
+/// A folder with the nightly_crm job and its SQL.
+fn nightly_crm() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("s.sql"), "SELECT email FROM customers").unwrap();
+    std::fs::write(dir.path().join("nightly_crm.toml"), NIGHTLY_CRM).unwrap();
+    dir
+}
+
+/// `activator stack` with the s3:// URLs set, and `unset` left out of the environment.
+fn stack(jobs: &[PathBuf], unset: &[&str]) -> std::process::Output {
+    let mut cmd = activator();
+    cmd.arg("stack").args(jobs);
+    for (k, v) in S3_URLS {
+        if unset.contains(&k) {
+            cmd.env_remove(k);
+        } else {
+            cmd.env(k, v);
+        }
+    }
+    cmd.env_remove("SYNC_MODE").output().unwrap()
+}
+
+fn repository_jobs() -> Vec<PathBuf> {
+    REPOSITORY_JOBS.iter().map(|j| repo().join(j)).collect()
+}
+
+#[test]
+fn the_template_passes_cfn_lint_checkov_and_parliament() {
+    let crm = nightly_crm();
+    let mut jobs = repository_jobs();
+    jobs.push(crm.path().join("nightly_crm.toml"));
+    let out = stack(&jobs, &[]);
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status.code(),
+        text(&out)
+    );
+    let yaml = String::from_utf8(out.stdout.clone()).unwrap();
+    let template: Value = yaml_serde::from_str(&yaml).unwrap();
+
+    // The YAML is the library's template, as YAML 1.2 reads it.
+    let vars: BTreeMap<&str, &str> = S3_URLS.into_iter().collect();
+    let loaded: Vec<activator::job::Job> = jobs
+        .iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(p).unwrap();
+            activator::job::Job::parse(p, &text, &|name| vars.get(name).map(|v| v.to_string()))
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(template, activator::stack::template(&loaded).unwrap());
+    check_resources(&template);
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("activator.yaml");
+    std::fs::write(&file, &yaml).unwrap();
+    let tools = deploy_tools();
+
+    let out = Command::new(tools.join("cfn-lint"))
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "cfn-lint:\n{}", text(&out));
+
+    let out = Command::new(tools.join("checkov"))
+        .args([
+            "--skip-download",
+            "--framework",
+            "cloudformation",
+            "--quiet",
+            "--compact",
+            "-f",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && text(&out).contains("Failed checks: 0"),
+        "checkov:\n{}",
+        text(&out)
+    );
+
+    let resources = template["Resources"].as_object().unwrap();
+    let mut checked = 0;
+    for (name, resource) in resources {
+        for policy in resource["Properties"]["Policies"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let document = render(&policy["PolicyDocument"], resources);
+            let findings = parliament(&tools, &document);
+            assert!(
+                findings.is_empty(),
+                "parliament on {name}'s policy:\n{}\n{}",
+                serde_json::to_string_pretty(&document).unwrap(),
+                findings.join("\n")
+            );
+            checked += 1;
+        }
+    }
+    // The execution role, and each job's role and scheduler role.
+    assert_eq!(checked, 1 + 2 * jobs.len());
+}
+
+/// What the template must say, beyond what the linters check.
+fn check_resources(template: &Value) {
+    let r = &template["Resources"];
+    for name in [
+        "Key",
+        "KeyAlias",
+        "StateBucket",
+        "StateBucketPolicy",
+        "Repository",
+        "LogGroup",
+        "BatchServiceRole",
+        "OnDemandEnvironment",
+        "SpotEnvironment",
+        "JobQueue",
+        "ExecutionRole",
+        "AlarmTopic",
+        "AlarmTopicPolicy",
+        "AlarmSubscription",
+        "FailedJobRule",
+        "Dashboard",
+    ] {
+        assert!(r.get(name).is_some(), "no {name}");
+    }
+    let container = |job: &str| container_of(r, job);
+    assert_eq!(
+        container("Demo")["Command"],
+        json!(["run", "/app/jobs/demo.toml", "--date", "Ref::date"])
+    );
+    assert_eq!(
+        container("Demo")["Secrets"],
+        json!([{ "Name": "META_ACCESS_TOKEN", "ValueFrom": { "Fn::Sub":
+            "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:activator/meta-access-token" } }])
+    );
+    let env_names = |job: &str| -> Vec<String> {
+        container(job)["Environment"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["Name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // Only bench_b1 names no state: it keeps it in the stack's bucket.
+    assert!(env_names("BenchB1").contains(&"ACTIVATOR_STATE".to_string()));
+    assert!(!env_names("Demo").contains(&"ACTIVATOR_STATE".to_string()));
+    assert!(container("BenchB1").get("Secrets").is_none());
+    assert_eq!(
+        container("NightlyCrm")["ResourceRequirements"],
+        json!([{ "Type": "VCPU", "Value": "0.5" }, { "Type": "MEMORY", "Value": "2048" }])
+    );
+    let definition = &r["NightlyCrmJobDefinition"]["Properties"];
+    assert_eq!(definition["RetryStrategy"]["Attempts"], json!(5));
+    assert_eq!(definition["Timeout"]["AttemptDurationSeconds"], json!(3600));
+    assert_eq!(definition["Tags"]["team"], json!("crm"));
+    let schedule = &r["NightlyCrmSchedule"]["Properties"];
+    assert_eq!(schedule["ScheduleExpression"], json!("cron(30 5 * * ? *)"));
+    assert_eq!(
+        schedule["ScheduleExpressionTimezone"],
+        json!("Europe/Paris")
+    );
+    // YAML 1.1 would read a plain OFF as false.
+    assert_eq!(
+        r["DemoSchedule"]["Properties"]["FlexibleTimeWindow"]["Mode"],
+        json!("OFF")
+    );
+    assert_eq!(
+        r["NightlyCrmInvalidShareAlarm"]["Properties"]["Threshold"],
+        json!(0.1)
+    );
+    // The jobs' tags differ, so the shared resources carry the application's only.
+    assert_eq!(
+        r["StateBucket"]["Properties"]["Tags"],
+        json!([{ "Key": "app", "Value": "activator" }])
+    );
+    let outputs = template["Outputs"].as_object().unwrap();
+    for job in [
+        "Demo",
+        "BenchB1",
+        "BenchB1Meta",
+        "BenchB1Google",
+        "NightlyCrm",
+    ] {
+        assert!(
+            outputs.contains_key(&format!("{job}JobDefinitionArn")),
+            "no output of {job}"
+        );
+    }
+}
+
+fn container_of<'a>(resources: &'a Value, job: &str) -> &'a Value {
+    &resources[format!("{job}JobDefinition")]["Properties"]["ContainerProperties"]
+}
+
+/// Runs parliament on a policy; its findings, less one it gets wrong: it reads a job
+/// definition's ARN as `job-definition/NAME`, while SubmitJob authorizes the revision's,
+/// `job-definition/NAME:N` (AWS Batch's user guide, "Accounting for job definition revisions":
+/// a policy naming the job definition without its revision does not match SubmitJob).
+fn parliament(tools: &Path, document: &Value) -> Vec<String> {
+    let mut child = Command::new(tools.join("parliament"))
+        .arg("--json")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Parliament reads a policy piped to it (with --file it refuses a stdin that is not a terminal).
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(document.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "parliament failed: {}",
+        text(&out)
+    );
+    let known = json!([{ "action": "batch:SubmitJob", "required_format": "arn:*:batch:*:*:job-definition/*" }]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter(|l| {
+            let finding: Value = serde_json::from_str(l).unwrap_or(Value::Null);
+            !(finding["issue"] == "RESOURCE_MISMATCH" && finding["detail"] == known)
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+const ACCOUNT: &str = "123456789012";
+const REGION: &str = "eu-west-1";
+
+/// The document with `Ref`, `Fn::GetAtt` and `Fn::Sub` replaced by what they would be in an
+/// account (placeholder ids, real shapes), for linters that read plain IAM policies.
+fn render(value: &Value, resources: &Map<String, Value>) -> Value {
+    match value {
+        Value::Object(o) if o.len() == 1 && o.contains_key("Ref") => {
+            Value::String(reference(o["Ref"].as_str().unwrap(), resources))
+        }
+        Value::Object(o) if o.len() == 1 && o.contains_key("Fn::GetAtt") => {
+            Value::String(arn(o["Fn::GetAtt"][0].as_str().unwrap(), resources))
+        }
+        Value::Object(o) if o.len() == 1 && o.contains_key("Fn::Sub") => {
+            Value::String(substitute(o["Fn::Sub"].as_str().unwrap(), resources))
+        }
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, v)| (k.clone(), render(v, resources)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(|v| render(v, resources)).collect()),
+        other => other.clone(),
+    }
+}
+
+fn substitute(text: &str, resources: &Map<String, Value>) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..].find('}').unwrap() + start;
+        let name = &rest[start + 2..end];
+        out.push_str(&match name.split_once('.') {
+            Some((resource, "Arn")) => arn(resource, resources),
+            _ => reference(name, resources),
+        });
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn kind<'a>(name: &str, resources: &'a Map<String, Value>) -> &'a str {
+    resources
+        .get(name)
+        .and_then(|r| r["Type"].as_str())
+        .unwrap_or_else(|| panic!("no resource {name}"))
+}
+
+/// What `Ref` gives: pseudo parameters, parameters, a resource's name or ARN.
+fn reference(name: &str, resources: &Map<String, Value>) -> String {
+    match name {
+        "AWS::Partition" => "aws".into(),
+        "AWS::Region" => REGION.into(),
+        "AWS::AccountId" => ACCOUNT.into(),
+        "AWS::URLSuffix" => "amazonaws.com".into(),
+        "AWS::StackName" => "activator".into(),
+        "ImageTag" => "v1".into(),
+        _ => match kind(name, resources) {
+            "AWS::S3::Bucket" => "activator-statebucket-1a2b3c4d5e6f".into(),
+            "AWS::Logs::LogGroup" => "/aws/batch/activator".into(),
+            "AWS::ECR::Repository" => "activator".into(),
+            "AWS::KMS::Key" => "1234abcd-12ab-34cd-56ef-1234567890ab".into(),
+            _ => arn(name, resources),
+        },
+    }
+}
+
+/// What `Fn::GetAtt NAME.Arn` gives (and `Ref` of the types whose `Ref` is their ARN).
+fn arn(name: &str, resources: &Map<String, Value>) -> String {
+    let prefix = |service: &str| format!("arn:aws:{service}:{REGION}:{ACCOUNT}");
+    match kind(name, resources) {
+        "AWS::S3::Bucket" => format!("arn:aws:s3:::{}", reference(name, resources)),
+        "AWS::KMS::Key" => format!("{}:key/{}", prefix("kms"), reference(name, resources)),
+        "AWS::ECR::Repository" => format!("{}:repository/activator", prefix("ecr")),
+        "AWS::Logs::LogGroup" => format!("{}:log-group:/aws/batch/activator:*", prefix("logs")),
+        "AWS::IAM::Role" => format!("arn:aws:iam::{ACCOUNT}:role/activator-{name}-ABCDEF123456"),
+        "AWS::Batch::JobQueue" => format!("{}:job-queue/{name}-0123456789abcdef", prefix("batch")),
+        "AWS::Batch::JobDefinition" => format!(
+            "{}:job-definition/{name}-0123456789abcdef:1",
+            prefix("batch")
+        ),
+        "AWS::SNS::Topic" => format!("{}:activator-{name}-ABCDEF123456", prefix("sns")),
+        "AWS::Events::Rule" => format!("{}:rule/activator-{name}-ABCDEF123456", prefix("events")),
+        other => panic!("no ARN for {name} ({other})"),
+    }
+}
+
+#[test]
+fn jobs_that_cannot_be_deployed_are_refused_naming_the_key() {
+    // The demo's tables are local folders unless DEMO_DATA says otherwise.
+    let out = stack(&repository_jobs()[..1], &["DEMO_DATA"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let message = text(&out);
+    assert!(
+        message.contains("demo.toml: tables[0] (customers).url"),
+        "{message}"
+    );
+    assert!(
+        message.contains("a deployed job reads and writes s3:// URLs"),
+        "{message}"
+    );
+
+    // `base_url = "sandbox"` is the in-process emulator.
+    let out = stack(&repository_jobs()[..1], &["PLATFORM_URL"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("demo.toml: destinations[1].base_url: `sandbox`"),
+        "{}",
+        text(&out)
+    );
+
+    // An `env:` reference needs a secret to be filled from.
+    let crm = nightly_crm();
+    let job = crm.path().join("nightly_crm.toml");
+    let text_of_job =
+        NIGHTLY_CRM.replace("aws-secretsmanager:activator/crm#token", "env:CRM_TOKEN");
+    std::fs::write(&job, text_of_job).unwrap();
+    let out = stack(&[job.clone()], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let message = text(&out);
+    assert!(
+        message
+            .contains("nightly_crm.toml: destinations[1].headers.Authorization: `env:CRM_TOKEN`"),
+        "{message}"
+    );
+    assert!(
+        message.contains("add CRM_TOKEN = \"SECRET_NAME\""),
+        "{message}"
+    );
+
+    // Two deployed jobs may not share a name.
+    std::fs::write(&job, NIGHTLY_CRM).unwrap();
+    let copy = crm.path().join("nightly_crm_copy.toml");
+    std::fs::write(&copy, NIGHTLY_CRM).unwrap();
+    let out = stack(&[job, copy], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("nightly_crm_copy.toml: name: `nightly_crm` is also the name of"),
+        "{}",
+        text(&out)
+    );
+}
