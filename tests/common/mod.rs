@@ -62,6 +62,47 @@ pub fn python() -> PathBuf {
     .clone()
 }
 
+/// The python of a second virtual environment, `.venv-deploy`, made on first use from
+/// tests/requirements-deploy.txt: the deployment's linters (cfn-lint, checkov, parliament,
+/// hadolint), whose pins do not mix with moto's.
+pub fn deploy_python() -> PathBuf {
+    static PY: OnceLock<PathBuf> = OnceLock::new();
+    PY.get_or_init(|| venv(".venv-deploy", "tests/requirements-deploy.txt"))
+        .clone()
+}
+
+/// A virtual environment at `dir` with `requirements` installed, made or brought up to date
+/// under a file lock (test binaries run at once).
+fn venv(dir: &str, requirements: &str) -> PathBuf {
+    let venv = repo().join(dir);
+    let py = venv.join("bin/python");
+    let stamp = venv.join(".requirements-installed");
+    let requirements = repo().join(requirements);
+    std::fs::create_dir_all(repo().join("target")).unwrap();
+    let lock = File::create(repo().join(format!("target/{dir}.lock"))).unwrap();
+    lock.lock().unwrap();
+    let wanted = std::fs::read_to_string(&requirements).unwrap();
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
+        let ok = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .expect("python3 -m venv")
+            .success();
+        assert!(ok, "could not create {}", venv.display());
+        let ok = Command::new(&py)
+            .args(["-m", "pip", "install", "-q", "-r"])
+            .arg(&requirements)
+            .status()
+            .expect("pip install")
+            .success();
+        assert!(ok, "pip install -r {} failed", requirements.display());
+        std::fs::write(&stamp, wanted).unwrap();
+    }
+    lock.unlock().unwrap();
+    py
+}
+
 /// Generated CRM data, cached under target/ by size. The generator is the project's copy,
 /// tests/data/gen_data.py, so that a fresh clone needs nothing beside it; it writes the same data
 /// as the benchmark's (`shared/bench/gen_data.py`), so the tests see the data the benchmarks do.
