@@ -432,7 +432,7 @@ fn jobs_that_cannot_be_deployed_are_refused_naming_the_key() {
     let text_of_job =
         NIGHTLY_CRM.replace("aws-secretsmanager:activator/crm#token", "env:CRM_TOKEN");
     std::fs::write(&job, text_of_job).unwrap();
-    let out = stack(&[job.clone()], &[]);
+    let out = stack(std::slice::from_ref(&job), &[]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let message = text(&out);
     assert!(
