@@ -3,6 +3,7 @@
 mod common;
 
 use common::*;
+use std::fs::File;
 use std::process::Command;
 
 #[test]
@@ -394,5 +395,46 @@ fn a_sort_and_distinct_keep_to_the_memory_budget_or_stop_clearly() {
         !dir.path()
             .join("starved/starved-2026-11-25.parquet")
             .exists()
+    );
+}
+
+/// The state keeps hashes as their 32 bytes and, as sent, only the identifiers the README names
+/// as kept raw (with the meta profile: `external_id` and `mobile_ad_id`, which Meta takes
+/// unhashed and a mirror run must send again to remove a member): the demo maps every kind.
+#[test]
+fn the_state_keeps_hashes_and_only_the_identifiers_the_readme_names_raw() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    run_ok(
+        activator()
+            .args(["run", "jobs/demo.toml", "--date", "2026-11-25", "--quiet"])
+            .env("DEMO_STATE", &state)
+            .env("DEMO_OUT", dir.path().join("out")),
+    );
+    let members: Vec<_> = walk(&state)
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n == "members.arrow"))
+        .collect();
+    assert_eq!(members.len(), 1, "{members:?}");
+    let reader =
+        arrow::ipc::reader::FileReader::try_new(File::open(&members[0]).unwrap(), None).unwrap();
+    let mut raw = vec![];
+    for field in reader.schema().fields() {
+        match field.data_type() {
+            arrow::datatypes::DataType::FixedSizeBinary(32) => {
+                assert!(field.name().ends_with("_sha256"), "{field:?}")
+            }
+            arrow::datatypes::DataType::FixedSizeBinary(16) => {
+                assert_eq!(field.name(), "member_key")
+            }
+            _ => raw.push(field.name().clone()),
+        }
+    }
+    raw.sort();
+    assert_eq!(raw, ["external_id", "mobile_ad_id"]);
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    assert!(
+        readme.contains("with the meta profile `external_id` and `mobile_ad_id`"),
+        "the README says which identifiers the state keeps raw"
     );
 }
