@@ -183,7 +183,9 @@ pub fn job_policy(job: &Job, state: &StateLocation) -> Value {
 }
 
 /// One `s3:ListBucket` statement per bucket, its condition naming the listed prefixes and what
-/// lies below them.
+/// lies below them. A job that lists a whole bucket (a table at `s3://bucket/`) gets the bucket
+/// without a condition: object_store then sends no `prefix` at all, and IAM matches no condition
+/// on a key the request does not carry.
 fn list_statements<'a>(listed: impl Iterator<Item = &'a S3Prefix>) -> Vec<Value> {
     let mut by_bucket: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for p in listed {
@@ -200,6 +202,13 @@ fn list_statements<'a>(listed: impl Iterator<Item = &'a S3Prefix>) -> Vec<Value>
                 bucket: bucket.to_string(),
                 prefix: String::new(),
             };
+            if prefixes.contains("") {
+                return allow(
+                    &format!("ListBucket{}", i + 1),
+                    &["s3:ListBucket"],
+                    vec![bucket.bucket_arn()],
+                );
+            }
             let patterns: Vec<String> = prefixes
                 .iter()
                 .flat_map(|p| [p.to_string(), format!("{p}*")])
@@ -266,6 +275,33 @@ access_token = "aws-secretsmanager:activator/meta#token"
 
     fn s(text: &str) -> Value {
         sub(text)
+    }
+
+    #[test]
+    fn a_whole_bucket_is_listed_without_a_prefix_condition() {
+        let root = S3Prefix {
+            bucket: "lake".into(),
+            prefix: String::new(),
+        };
+        let sub = S3Prefix {
+            bucket: "lake".into(),
+            prefix: "crm/".into(),
+        };
+        let other = S3Prefix {
+            bucket: "out".into(),
+            prefix: "x/".into(),
+        };
+        let statements = list_statements([&root, &sub, &other].into_iter());
+        assert_eq!(statements.len(), 2);
+        assert!(
+            statements[0].get("Condition").is_none(),
+            "{}",
+            statements[0]
+        );
+        assert_eq!(
+            statements[1]["Condition"]["StringLike"]["s3:prefix"],
+            json!(["x/", "x/*"])
+        );
     }
 
     #[test]
