@@ -82,6 +82,11 @@ impl Error {
     pub fn while_reading_rows(e: datafusion::error::DataFusionError) -> Error {
         use datafusion::error::DataFusionError as D;
         let root = e.find_root();
+        // Storage trouble wrapped where DataFusion does not look (a Parquet reader's
+        // `External(object_store::Error)`): its class decides whether a retry may help.
+        if let Some(cause) = storage_cause(root) {
+            return cause;
+        }
         let hidden = "its text is not shown, as it may quote the segment's values; reproduce it on a copy of the \
                       data without PII, or check the column types the SQL uses";
         let (class, message) = match root {
@@ -113,6 +118,12 @@ impl Error {
             D::Execution(_) | D::Plan(_) | D::SQL(..) | D::SchemaError(..) => (
                 ErrorClass::Config,
                 format!("the segment failed on its rows; {hidden}"),
+            ),
+            // Errors of other libraries DataFusion calls (readers, object stores): as likely to
+            // pass as not, so retried.
+            D::External(_) => (
+                ErrorClass::Transient,
+                format!("the query failed while reading rows; {hidden}"),
             ),
             _ => (
                 ErrorClass::Internal,
@@ -146,6 +157,28 @@ impl Error {
             message: e.to_string(),
         }
     }
+}
+
+/// An object store or I/O error in an error's source chain, classed (its text names paths and
+/// statuses, never values).
+fn storage_cause(e: &(dyn std::error::Error + 'static)) -> Option<Error> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        if let Some(os) = err.downcast_ref::<object_store::Error>() {
+            return Some(Error {
+                class: object_store_class(os),
+                message: os.to_string(),
+            });
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return Some(Error::transient(format!(
+                "an I/O error while reading the tables: {}",
+                io.kind()
+            )));
+        }
+        next = err.source();
+    }
+    None
 }
 
 /// The kind of an arrow error, without its text.
@@ -240,6 +273,16 @@ mod tests {
                 }
             }
         }
+        // An S3 error wrapped inside a Parquet error is storage trouble: retried, its text shown.
+        let wrapped = D::ParquetError(Box::new(parquet::errors::ParquetError::External(Box::new(
+            object_store::Error::Generic {
+                store: "S3",
+                source: "503 Slow Down".into(),
+            },
+        ))));
+        let e = Error::while_reading_rows(wrapped);
+        assert_eq!(e.class, ErrorClass::Transient, "{}", e.message);
+        assert!(e.message.contains("503"), "{}", e.message);
         let cast = Error::while_reading_rows(D::ArrowError(
             Box::new(arrow::error::ArrowError::CastError("x".into())),
             None,

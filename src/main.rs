@@ -171,6 +171,7 @@ impl RunFlags {
             allow_mass_removal: self.allow_mass_removal,
             allow_rollback: self.allow_rollback,
             dry_run: false,
+            concurrent_runs: 1,
         }
     }
 }
@@ -503,16 +504,19 @@ async fn stopping_on_sigterm(
         grace_secs = activator::shutdown::GRACE.as_secs(),
         "SIGTERM: starting no new request, letting those in flight finish, then exiting with code 3 so a retry resumes"
     );
-    match tokio::time::timeout(activator::shutdown::GRACE, &mut command).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(Error {
-            class: activator::ErrorClass::Transient,
-            message: e.message,
-        }),
+    let deadline = tokio::time::Instant::now() + activator::shutdown::GRACE;
+    let result = match tokio::time::timeout_at(deadline, &mut command).await {
+        // The stop's own error is transient (exit 3); any other keeps its class: a guard or a
+        // permanent refusal would fail the same way on a retry.
+        Ok(result) => result,
         Err(_) => Err(activator::shutdown::stopped(
             "the run (its requests in flight did not finish within the grace period)",
         )),
-    }
+    };
+    // A destination that failed with the stop may have left calls in flight on the runtime:
+    // their answers and checkpoints are waited for, so the retry does not send them again.
+    activator::shutdown::drain(deadline).await;
+    result
 }
 
 async fn validate_all(jobs: Vec<PathBuf>, date: NaiveDate) -> Result<(), Error> {

@@ -53,6 +53,14 @@ impl Budget {
         })
     }
 
+    /// The budget of one of `runs` runs at once in this process (at least one).
+    pub fn shared_by(self, runs: usize) -> Budget {
+        Budget {
+            bytes: self.bytes / runs.max(1) as u64,
+            ..self
+        }
+    }
+
     /// The bytes of the memory pool: `QUERY_SHARE` of the budget.
     pub fn pool_bytes(&self) -> usize {
         (self.bytes as f64 * QUERY_SHARE) as usize

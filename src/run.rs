@@ -49,6 +49,8 @@ pub struct RunOptions {
     pub allow_rollback: bool,
     /// `plan`: compute what would be sent; send nothing, write nothing.
     pub dry_run: bool,
+    /// Runs of the process at once (`backfill --parallel`), which share its memory budget.
+    pub concurrent_runs: usize,
 }
 
 /// The identity plan for a job: its identifier columns, then consent flags passed through.
@@ -118,11 +120,12 @@ async fn run_date_of(job: &Job, run_date: NaiveDate, options: &RunOptions) -> Re
             None
         }
         Some(p) => match moved_base(&state, &p).await? {
+            // Not deleted: the fresh run's pending run replaces it once it is stored, and until
+            // then (a guard stops the fresh run, say) it stays the record of what was sent.
             Some(why) => {
                 tracing::warn!(job = %job.name, %run_date, run_id = %p.run_id,
                     "{why}: starting the date afresh (reading and diffing against the current sync); \
                      what the unfinished run sent is sent again or removed as the new diff says");
-                state.delete(&StateStore::pending_file(&date)).await?;
                 None
             }
             None => Some(p),
@@ -157,6 +160,12 @@ async fn run_date_of(job: &Job, run_date: NaiveDate, options: &RunOptions) -> Re
             p
         }
         None => {
+            if !options.dry_run
+                && !options.force
+                && let Some(why) = unfinished_elsewhere(&state, &date).await?
+            {
+                return Err(Error::guard(why));
+            }
             let (r, p) = read_and_diff(job, run_date, options, &state, &destinations).await?;
             report = r;
             match p {
@@ -225,10 +234,11 @@ async fn run_date_of(job: &Job, run_date: NaiveDate, options: &RunOptions) -> Re
 /// with `--force`). Its diff is against a sync that is no longer the audience's, and its commit
 /// would fail on every attempt; the date must be read and diffed again.
 async fn moved_base(state: &StateStore, pending: &Pending) -> Result<Option<String>> {
+    // What an add or remove destination sends does not depend on the sync it started from.
     for pd in pending
         .destinations
         .iter()
-        .filter(|d| d.mode != SyncMode::Remove)
+        .filter(|d| matches!(d.mode, SyncMode::Mirror | SyncMode::Replace))
     {
         let head = state.head(&pd.name).await?;
         let (generation, run_id) = head.map_or((0, String::new()), |h| (h.generation, h.run_id));
@@ -253,6 +263,46 @@ fn normalization_error(e: arrow::error::ArrowError) -> Error {
         _ => Error::internal(
             "normalizing identifiers failed; the error's text is not shown, as it may quote a value",
         ),
+    }
+}
+
+/// Why a fresh run of `date` must not start, if it must not: another date has an unfinished run
+/// whose mirror or replace destinations may have been sent part of its changes. This run would
+/// diff against a sync that holds none of them, so members it removed would stay out and those
+/// it added would stay in. (A failed run is retried by AWS Batch, but not one that timed out.)
+async fn unfinished_elsewhere(state: &StateStore, date: &str) -> Result<Option<String>> {
+    for (other, pending) in state.pending_runs().await? {
+        if other == date {
+            continue;
+        }
+        let partial: Vec<&str> = pending
+            .destinations
+            .iter()
+            .filter(|d| matches!(d.mode, SyncMode::Mirror | SyncMode::Replace))
+            .map(|d| d.name.as_str())
+            .collect();
+        if !partial.is_empty() {
+            return Ok(Some(format!(
+                "{other} has an unfinished run ({}) that may have sent part of its changes to {}; nothing was \
+                 sent for {date}, whose diff would not know them. Rerun {other} first (it resumes from its \
+                 checkpoints), or pass --force to run {date} all the same",
+                pending.run_id,
+                partial.join(", ")
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// What a guard's message adds when `add` destinations were sent the segment as it was read.
+fn sent_while_reading(streamed: &[String]) -> String {
+    if streamed.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " (the add destinations {} were sent the segment as it was read)",
+            streamed.join(", ")
+        )
     }
 }
 
@@ -299,7 +349,7 @@ async fn read_and_diff(
     {
         std::thread::spawn(identity::phone::warm_up);
     }
-    let budget = crate::memory::Budget::of_this_process()?;
+    let budget = crate::memory::Budget::of_this_process()?.shared_by(options.concurrent_runs);
     tracing::info!(
         memory_limit_mib = budget.bytes >> 20,
         source = budget.source,
@@ -641,10 +691,11 @@ async fn diff(
             return Err(Error::guard(format!(
                 "destination {}: its audience was last synced with the segment of {}, a later date than {date}; \
                  this {mode} run would make the audience the older segment (members who joined since would \
-                 be removed, those who left added back); nothing was sent. To roll the audience back on \
-                 purpose, run with --allow-rollback",
+                 be removed, those who left added back); nothing was sent to it{}. To roll the audience back \
+                 on purpose, run with --allow-rollback",
                 d.name(),
-                h.run_date
+                h.run_date,
+                sent_while_reading(streamed)
             )));
         }
         if mode == SyncMode::Mirror && previous > 0 {
@@ -653,19 +704,12 @@ async fn diff(
             if share > allowed && !options.allow_mass_removal && !options.dry_run {
                 return Err(Error::guard(format!(
                     "destination {}: this mirror run would remove {removes} of the {previous} members \
-                     of the last sync ({:.0}%, more than the {:.0}% the job allows); nothing was sent{}. \
+                     of the last sync ({:.0}%, more than the {:.0}% the job allows); nothing was sent to it{}. \
                      If the segment really shrank, run with --allow-mass-removal (or raise guards.max_removal_share)",
                     d.name(),
                     share * 100.0,
                     allowed * 100.0,
-                    if streamed.is_empty() {
-                        String::new()
-                    } else {
-                        format!(
-                            " to it (the add destinations {} were sent the segment as it was read)",
-                            streamed.join(", ")
-                        )
-                    }
+                    sent_while_reading(streamed)
                 )));
             }
         }
@@ -877,8 +921,18 @@ async fn commit_head(state: &StateStore, pending: &Pending, pd: &PendingDestinat
     if pd.mode == SyncMode::Remove {
         return Ok(());
     }
+    // An add destination's sync goes on top of whatever is current: its sends never depended
+    // on the base (a mirror's or replace's did, and a moved base restarts the date instead).
+    let base = match pd.mode {
+        SyncMode::Add => match state.head(&pd.name).await? {
+            // Committed already, by a killed attempt of this very run.
+            Some(h) if h.run_id == pending.run_id => return Ok(()),
+            h => h.map_or(0, |h| h.generation),
+        },
+        _ => pd.base_generation,
+    };
     let head = SyncHead {
-        generation: pd.base_generation + 1,
+        generation: base + 1,
         run_date: pending.run_date.clone(),
         run_id: pending.run_id.clone(),
         mode: pd.mode,
@@ -1193,6 +1247,10 @@ pub async fn backfill(
         )));
     }
     let mut reports = vec![];
+    let options = &RunOptions {
+        concurrent_runs: parallel.max(1),
+        ..options.clone()
+    };
     let mut runs = futures::stream::iter(dates.iter().copied())
         .map(|d| async move { (d, run(job, d, options).await) })
         .buffered(parallel.max(1));

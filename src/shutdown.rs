@@ -41,6 +41,38 @@ pub async fn wait() {
     }
 }
 
+static IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A platform call under way (`Service::call`), counted while it lives, so that after SIGTERM
+/// the process waits for the calls in flight (and their checkpoint writes) before it exits,
+/// even when the run itself has already returned its error.
+pub struct InFlight(());
+
+impl InFlight {
+    pub fn enter() -> InFlight {
+        IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+        InFlight(())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Waits until no platform call is under way, or `deadline`; then a moment more, for the
+/// checkpoint written after a call's answer.
+pub async fn drain(deadline: tokio::time::Instant) {
+    while IN_FLIGHT.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(
+        Duration::from_millis(300).min(deadline - tokio::time::Instant::now().min(deadline)),
+    )
+    .await;
+}
+
 /// The error a run stops with after SIGTERM.
 pub fn stopped(what: &str) -> crate::Error {
     crate::Error::transient(format!(

@@ -14,25 +14,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// The environment that turns the repository's jobs' URLs into s3:// URLs.
-const S3_URLS: [(&str, &str); 8] = [
-    ("DEMO_DATA", "s3://lake/crm"),
-    ("DEMO_OUT", "s3://exports/demo"),
-    ("DEMO_STATE", "s3://lake/activator/state"),
-    ("B1_DATA", "s3://lake/b1"),
-    ("B1_OUT", "s3://exports/b1"),
-    ("STATE_URL", "s3://lake/activator/bench-state"),
-    ("PLATFORM_URL", "https://graph.facebook.com"),
-    ("AUDIENCE", "nightly spenders"),
-];
-
-const REPOSITORY_JOBS: [&str; 4] = [
-    "jobs/demo.toml",
-    "jobs/bench_b1.toml",
-    "jobs/bench_b1_meta.toml",
-    "jobs/bench_b1_google.toml",
-];
-
 /// A job with every `[aws]` setting, a per_batch export and a REST destination whose token is
 /// read from Secrets Manager by the program itself.
 const NIGHTLY_CRM: &str = r#"

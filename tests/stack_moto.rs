@@ -14,25 +14,6 @@ mod common;
 use common::*;
 use std::process::Command;
 
-/// The environment that turns the repository's jobs' URLs into s3:// URLs (as in tests/stack.rs).
-const S3_URLS: [(&str, &str); 8] = [
-    ("DEMO_DATA", "s3://lake/crm"),
-    ("DEMO_OUT", "s3://exports/demo"),
-    ("DEMO_STATE", "s3://lake/activator/state"),
-    ("B1_DATA", "s3://lake/b1"),
-    ("B1_OUT", "s3://exports/b1"),
-    ("STATE_URL", "s3://lake/activator/bench-state"),
-    ("PLATFORM_URL", "https://graph.facebook.com"),
-    ("AUDIENCE", "nightly spenders"),
-];
-
-const REPOSITORY_JOBS: [&str; 4] = [
-    "jobs/demo.toml",
-    "jobs/bench_b1.toml",
-    "jobs/bench_b1_meta.toml",
-    "jobs/bench_b1_google.toml",
-];
-
 #[test]
 fn the_template_creates_in_moto_and_its_jobs_run() {
     // `activator()` is env!("CARGO_BIN_EXE_activator") run from the repository.

@@ -1120,3 +1120,31 @@ fn log_lines_off_a_terminal_are_json_objects_without_colour() {
         "no line names the job, date and run id: {stderr}"
     );
 }
+
+#[test]
+fn a_fresh_date_waits_for_another_dates_unfinished_mirror_run() {
+    let s = Sync::new(FaultConfig {
+        latency_ms: 40,
+        ..FaultConfig::default()
+    });
+    let job = s.job("mirror", 100, "");
+    let (code, out) = s.run(&job, DAY1, &[]);
+    assert_eq!(code, 0, "{out}");
+    // DAY2's mirror run is cut short after a few batches: part of its changes were sent.
+    let job = s.job("mirror", 20, "");
+    s.run_killed_after(&job, DAY2, 3);
+    // Another date may not diff against a sync that does not hold them.
+    let before = s.f.sandbox.state.store.stats().upload_requests;
+    let (code, out) = s.run(&job, "2026-11-23", &[]);
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains(DAY2) && out.contains("Rerun"), "{out}");
+    assert_eq!(
+        s.f.sandbox.state.store.stats().upload_requests,
+        before,
+        "nothing sent"
+    );
+    // The unfinished date resumes and finishes; the audience is its segment.
+    let (code, out) = s.run(&job, DAY2, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(s.audience(), s.segment(DAY2));
+}

@@ -218,6 +218,7 @@ impl Service {
         build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
         classify: impl Fn(StatusCode, &HeaderMap, &[u8]) -> Verdict<T>,
     ) -> Result<T> {
+        let _in_flight = crate::shutdown::InFlight::enter();
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -241,6 +242,7 @@ impl Service {
         build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
         classify: impl Fn(StatusCode, &HeaderMap, &[u8]) -> Verdict<T>,
     ) -> Result<T> {
+        let _in_flight = crate::shutdown::InFlight::enter();
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -264,7 +266,17 @@ impl Service {
         classify: &impl Fn(StatusCode, &HeaderMap, &[u8]) -> Verdict<T>,
     ) -> Verdict<T> {
         if let Some(l) = &self.limiter {
-            l.acquire().await;
+            tokio::select! {
+                _ = l.acquire() => {}
+                _ = crate::shutdown::wait() => {}
+            }
+        }
+        // SIGTERM came while this request waited its turn: it is not sent (see `settle`).
+        if crate::shutdown::requested() {
+            return Verdict::Retry {
+                after: None,
+                why: "not sent: stopping on SIGTERM".into(),
+            };
         }
         let request = match build(&self.client).build() {
             Ok(r) => r,
@@ -314,6 +326,9 @@ impl Service {
                 "{}: {what}: the platform refused it: {why}",
                 self.name
             ))),
+            Verdict::Retry { .. } if crate::shutdown::requested() => {
+                Err(crate::shutdown::stopped(&format!("{}: {what}", self.name)))
+            }
             Verdict::Retry { after, why } => {
                 if attempt >= self.policy.max_attempts {
                     return Err(Error::transient(format!(

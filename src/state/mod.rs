@@ -416,6 +416,20 @@ impl StateStore {
         }
     }
 
+    /// The unfinished runs of every date: `(date, pending run)`.
+    pub async fn pending_runs(&self) -> Result<Vec<(String, Pending)>> {
+        let mut out = vec![];
+        for date in self.children("runs").await? {
+            if let Some(p) = self
+                .read_json::<Pending>(&Self::pending_file(&date))
+                .await?
+            {
+                out.push((date, p));
+            }
+        }
+        Ok(out)
+    }
+
     /// The destination's last committed sync.
     pub async fn head(&self, destination: &str) -> Result<Option<SyncHead>> {
         let prefix = self.path(&Self::syncs(destination));

@@ -27,39 +27,11 @@ pub fn bench_dir() -> Option<PathBuf> {
     dir.join("gen_data.py").is_file().then_some(dir)
 }
 
-/// The virtual environment's python, made on first use (one process at a time, by file lock).
+/// The virtual environment's python (`.venv`, from tests/requirements.txt), made on first use.
 pub fn python() -> PathBuf {
     static PY: OnceLock<PathBuf> = OnceLock::new();
-    PY.get_or_init(|| {
-        let venv = repo().join(".venv");
-        let py = venv.join("bin/python");
-        let stamp = venv.join(".requirements-installed");
-        let requirements = repo().join("tests/requirements.txt");
-        std::fs::create_dir_all(repo().join("target")).unwrap();
-        let lock = File::create(repo().join("target/.venv.lock")).unwrap();
-        lock.lock().unwrap();
-        let wanted = std::fs::read_to_string(&requirements).unwrap();
-        if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
-            let ok = Command::new("python3")
-                .args(["-m", "venv"])
-                .arg(&venv)
-                .status()
-                .expect("python3 -m venv")
-                .success();
-            assert!(ok, "could not create {}", venv.display());
-            let ok = Command::new(&py)
-                .args(["-m", "pip", "install", "-q", "-r"])
-                .arg(&requirements)
-                .status()
-                .expect("pip install")
-                .success();
-            assert!(ok, "pip install -r tests/requirements.txt failed");
-            std::fs::write(&stamp, wanted).unwrap();
-        }
-        lock.unlock().unwrap();
-        py
-    })
-    .clone()
+    PY.get_or_init(|| venv(".venv", "tests/requirements.txt"))
+        .clone()
 }
 
 /// The python of a second virtual environment, `.venv-deploy`, made on first use from
@@ -102,6 +74,27 @@ fn venv(dir: &str, requirements: &str) -> PathBuf {
     lock.unlock().unwrap();
     py
 }
+
+/// The environment that turns the repository's jobs' URLs into s3:// URLs, for `activator stack`
+/// (tests/stack.rs, tests/stack_moto.rs).
+pub const S3_URLS: [(&str, &str); 8] = [
+    ("DEMO_DATA", "s3://lake/crm"),
+    ("DEMO_OUT", "s3://exports/demo"),
+    ("DEMO_STATE", "s3://lake/activator/state"),
+    ("B1_DATA", "s3://lake/b1"),
+    ("B1_OUT", "s3://exports/b1"),
+    ("STATE_URL", "s3://lake/activator/bench-state"),
+    ("PLATFORM_URL", "https://graph.facebook.com"),
+    ("AUDIENCE", "nightly spenders"),
+];
+
+/// The repository's job files.
+pub const REPOSITORY_JOBS: [&str; 4] = [
+    "jobs/demo.toml",
+    "jobs/bench_b1.toml",
+    "jobs/bench_b1_meta.toml",
+    "jobs/bench_b1_google.toml",
+];
 
 /// Generated CRM data, cached under target/ by size. The generator is the project's copy,
 /// tests/data/gen_data.py, so that a fresh clone needs nothing beside it; it writes the same data
