@@ -54,6 +54,15 @@ rm -rf "$rootfs/usr/share/doc" "$rootfs/usr/share/man" "$rootfs/usr/share/lintia
     "$rootfs/usr/share/locale" "$rootfs/usr/lib/x86_64-linux-gnu/gconv" \
     "$rootfs/usr/lib/aarch64-linux-gnu/gconv" "$rootfs/usr/sbin" "$rootfs/etc/ca-certificates" 2>/dev/null || true
 
+# Of glibc's libraries, those a Rust binary loads: libc, libm, the loader, and the NSS and
+# resolver modules getaddrinfo uses (libgcc_s comes from its own package).
+for lib in "$rootfs"/lib/*-linux-gnu/*.so*; do
+    case "$(basename "$lib")" in
+        libc.so.*|libm.so.*|ld-linux*|libgcc_s.so.*|libnss_files.so.*|libnss_dns.so.*|libresolv.so.*|libpthread.so.*|libdl.so.*|librt.so.*) ;;
+        *) rm -f "$lib" ;;
+    esac
+done
+
 # One CA bundle, as Debian's update-ca-certificates would write it.
 mkdir -p "$rootfs/etc/ssl/certs"
 cat "$rootfs"/usr/share/ca-certificates/mozilla/*.crt > "$rootfs/etc/ssl/certs/ca-certificates.crt"

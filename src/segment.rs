@@ -103,10 +103,19 @@ pub async fn context(job: &Job, budget: &crate::memory::Budget) -> Result<Sessio
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
-    let mut config = SessionConfig::new()
-        .with_target_partitions(threads)
-        .with_batch_size(8192)
+    // DataFusion's own settings may be tuned from the environment (`DATAFUSION_EXECUTION_*`,
+    // such as DATAFUSION_EXECUTION_TARGET_PARTITIONS); what activator sets below applies where
+    // the environment does not say.
+    let mut config = SessionConfig::from_env()
+        .map_err(|e| Error::config(format!("a DATAFUSION_* environment variable: {e}")))?
         .with_information_schema(false);
+    let unset = |name: &str| std::env::var(name).is_err();
+    if unset("DATAFUSION_EXECUTION_TARGET_PARTITIONS") {
+        config = config.with_target_partitions(threads);
+    }
+    if unset("DATAFUSION_EXECUTION_BATCH_SIZE") {
+        config = config.with_batch_size(8192);
+    }
     // Evaluate the segment's filters while decoding Parquet, so PII columns of rows the
     // segment drops are never decoded.
     config.options_mut().execution.parquet.pushdown_filters = true;
@@ -114,8 +123,10 @@ pub async fn context(job: &Job, budget: &crate::memory::Budget) -> Result<Sessio
     // A sort keeps this much back for merging its spill files, per partition (10 MiB by
     // default): within a small budget, less, so the reservations leave room to sort at all.
     let pool_bytes = budget.pool_bytes();
-    config.options_mut().execution.sort_spill_reservation_bytes =
-        (pool_bytes / (8 * threads)).min(10 << 20);
+    if unset("DATAFUSION_EXECUTION_SORT_SPILL_RESERVATION_BYTES") {
+        config.options_mut().execution.sort_spill_reservation_bytes =
+            (pool_bytes / (8 * threads)).min(10 << 20);
+    }
     let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
         .with_memory_pool(budget.pool())
         .build_arc()
