@@ -439,28 +439,43 @@ fn too_large(bytes: usize, max_bytes: usize) -> arrow::error::ArrowError {
 
 /// The bytes of the identifier text the plan reads from `batch` (of its rows only, for a slice).
 fn input_bytes(plan: &IdentityPlan, batch: &RecordBatch) -> usize {
-    use arrow::array::AsArray;
     use arrow::datatypes::DataType;
-    let mut total = 0usize;
-    for input in &plan.inputs {
-        let Some(a) = batch.column_by_name(&input.column) else {
-            continue;
-        };
-        total += match a.data_type() {
-            DataType::Utf8 => {
-                let o = a.as_string::<i32>().value_offsets();
-                (o[o.len() - 1] - o[0]) as usize
-            }
-            DataType::LargeUtf8 => {
-                let o = a.as_string::<i64>().value_offsets();
-                (o[o.len() - 1] - o[0]) as usize
-            }
-            DataType::Utf8View => a.as_string_view().lengths().map(|l| l as usize).sum(),
+    plan.inputs
+        .iter()
+        .filter_map(|input| batch.column_by_name(&input.column))
+        .map(|a| match a.data_type() {
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => text_bytes(a.as_ref()),
+            // Binary text, dictionaries: their values, as read whole (an overestimate for a
+            // dictionary, whose values repeat).
+            DataType::Binary | DataType::LargeBinary | DataType::BinaryView => a
+                .to_data()
+                .buffers()
+                .iter()
+                .map(|b| b.len())
+                .sum::<usize>()
+                .min(a.len() << 20),
             // Numbers and dates written as text: a few dozen bytes a value.
             _ => a.len() * 32,
-        };
+        })
+        .sum()
+}
+
+/// The bytes of a text array's values (of its rows only, for a slice).
+fn text_bytes(a: &dyn Array) -> usize {
+    use arrow::array::AsArray;
+    use arrow::datatypes::DataType;
+    match a.data_type() {
+        DataType::Utf8 => {
+            let o = a.as_string::<i32>().value_offsets();
+            (o[o.len() - 1] - o[0]) as usize
+        }
+        DataType::LargeUtf8 => {
+            let o = a.as_string::<i64>().value_offsets();
+            (o[o.len() - 1] - o[0]) as usize
+        }
+        DataType::Utf8View => a.as_string_view().lengths().map(|l| l as usize).sum(),
+        _ => 0,
     }
-    total
 }
 
 /// Turns one batch of the segment's result into its members; the batch must be within
@@ -497,7 +512,14 @@ fn transform_checked(
         let c = batch.column_by_name(name).ok_or_else(|| {
             arrow::error::ArrowError::SchemaError(format!("segment result has no column `{name}`"))
         })?;
-        as_strings(c)
+        let text = as_strings(c)?;
+        // A column whose text form is larger than its type suggested (a dictionary of long
+        // values, say): refused here rather than overflowing the 32-bit offsets below.
+        let bytes = text_bytes(text.as_ref());
+        if bytes > max_bytes.min(MAX_TRANSFORM_BYTES) {
+            return Err(too_large(bytes, max_bytes.min(MAX_TRANSFORM_BYTES)));
+        }
+        Ok(text)
     };
 
     // The country goes first: its normalized value is the region of the row's phone, state
@@ -605,6 +627,27 @@ mod tests {
         assert_eq!(members, whole.batch.num_rows());
         // A sliced batch counts only its own rows' bytes, so halves do get smaller.
         assert!(input_bytes(&plan, &batch.slice(0, 1)) < input_bytes(&plan, &batch));
+        // A dictionary whose text is larger than its type suggested is refused, not overflowed.
+        let long = "x".repeat(90) + "@example.com";
+        let dict: arrow::array::DictionaryArray<arrow::datatypes::Int32Type> =
+            vec![long.as_str(); 4].into_iter().collect();
+        let repeated = RecordBatch::try_from_iter([
+            ("email", Arc::new(dict) as ArrayRef),
+            (
+                "phone",
+                Arc::new(StringArray::from(vec![Some("1"); 4])) as ArrayRef,
+            ),
+            (
+                "country",
+                Arc::new(StringArray::from(vec![Some("US"); 4])) as ArrayRef,
+            ),
+        ])
+        .unwrap();
+        let err = match pieces_within(&plan, &repeated, 300, 100) {
+            Err(e) => e,
+            Ok(p) => panic!("{} pieces", p.len()),
+        };
+        assert!(err.to_string().contains("more than the"), "{err}");
         // One value longer than the limit is refused, not split forever.
         let err = match pieces_within(&plan, &batch, 4, 1) {
             Err(e) => e,
