@@ -364,6 +364,9 @@ pub struct Job {
     pub guards: Guards,
     /// The `[aws]` section: how `activator stack` deploys the job (`run` ignores it).
     pub aws: crate::stack::settings::AwsSettings,
+    /// The environment variables the file's `${VAR}`s read, with their values and the first key
+    /// that read each: a deployed job must be given the same (`activator stack`).
+    pub variables: BTreeMap<String, (String, String)>,
 }
 
 /// Days of old runs' files a job keeps when its file does not say.
@@ -395,6 +398,7 @@ impl Job {
             at: &at,
             dir: &dir,
             env,
+            used: Default::default(),
         };
 
         let name = match &file.name {
@@ -662,6 +666,7 @@ impl Job {
         let aws = file.aws.resolve(&ctx, file.state.is_some())?;
 
         Ok(Job {
+            variables: ctx.used.into_inner(),
             aws,
             state,
             state_keep_days,
@@ -723,12 +728,24 @@ pub struct Resolver<'a> {
     pub at: &'a str,
     dir: &'a Path,
     env: &'a dyn Fn(&str) -> Option<String>,
+    /// The variables read so far: name -> (value, the key that read it first).
+    used: std::cell::RefCell<BTreeMap<String, (String, String)>>,
 }
 
 impl Resolver<'_> {
     /// Replaces `${VAR}` and `${VAR:-default}`; `$${` is a literal `${`.
     pub fn interpolate(&self, s: &str, key: &str) -> Result<String> {
-        interpolate(s, self.env).map_err(|m| Error::config(format!("{}: {key}: {m}", self.at)))
+        let recording = |name: &str| {
+            let value = (self.env)(name).filter(|v| !v.is_empty());
+            if let Some(v) = &value {
+                self.used
+                    .borrow_mut()
+                    .entry(name.to_string())
+                    .or_insert_with(|| (v.clone(), key.to_string()));
+            }
+            value
+        };
+        interpolate(s, &recording).map_err(|m| Error::config(format!("{}: {key}: {m}", self.at)))
     }
 
     /// A URL (`s3://bucket/prefix`, `file:///abs`) or a path, relative to the job's folder.

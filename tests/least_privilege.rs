@@ -35,7 +35,7 @@ const SECRET: &str = "activator/demo-meta";
 const STATE_BUCKET: &str = "activator-state";
 
 /// The variables that give the jobs' URLs, for the runs and for `activator stack`.
-const S3_URLS: [(&str, &str); 5] = [
+const JOB_URLS: [(&str, &str); 5] = [
     ("DEMO_DATA", "s3://lake/demo"),
     ("DEMO_OUT", "s3://exports/demo"),
     ("DEMO_STATE", "s3://lake/demo-state"),
@@ -146,7 +146,7 @@ fn run(
         .env("AWS_ENDPOINT_URL", &recorder.endpoint)
         .env_remove("AWS_ENDPOINT_URL_S3")
         .env_remove("AWS_ENDPOINT_URL_SECRETS_MANAGER")
-        .envs(S3_URLS)
+        .envs(JOB_URLS)
         .envs(env.iter().copied())
         .env_remove("PLATFORM_URL")
         .env_remove("META_ACCESS_TOKEN")
@@ -218,7 +218,7 @@ fn every_request_is_inside_the_generated_policy_and_the_policy_inside_the_jobs()
     let out = activator()
         .arg("stack")
         .args([&demo, &parts, &b1])
-        .envs(S3_URLS)
+        .envs(JOB_URLS)
         .env("PLATFORM_URL", "https://graph.facebook.com")
         .env_remove("AUDIENCE")
         .env_remove("SYNC_MODE")

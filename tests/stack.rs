@@ -209,6 +209,20 @@ fn check_resources(template: &Value) {
     assert!(env_names("BenchB1").contains(&"ACTIVATOR_STATE".to_string()));
     assert!(!env_names("Demo").contains(&"ACTIVATOR_STATE".to_string()));
     assert!(container("BenchB1").get("Secrets").is_none());
+    // The container reads the same job file: it gets the variables the stack was made with.
+    let environment = &container("Demo")["Environment"];
+    for (name, value) in [
+        ("DEMO_DATA", "s3://lake/crm"),
+        ("DEMO_OUT", "s3://exports/demo"),
+    ] {
+        assert!(
+            environment
+                .as_array()
+                .unwrap()
+                .contains(&json!({ "Name": name, "Value": value })),
+            "{name} in {environment}"
+        );
+    }
     assert_eq!(
         container("NightlyCrm")["ResourceRequirements"],
         json!([{ "Type": "VCPU", "Value": "0.5" }, { "Type": "MEMORY", "Value": "2048" }])
@@ -425,6 +439,27 @@ fn jobs_that_cannot_be_deployed_are_refused_naming_the_key() {
         message.contains("add CRM_TOKEN = \"SECRET_NAME\""),
         "{message}"
     );
+
+    // A header's secret read from a variable would be written into the job definition.
+    let text_of_job = NIGHTLY_CRM.replace(
+        "headers = { Authorization = \"Bearer aws-secretsmanager:activator/crm#token\" }",
+        "headers = { X-Api-Key = \"${CRM_API_KEY}\" }",
+    );
+    assert_ne!(text_of_job, NIGHTLY_CRM);
+    std::fs::write(&job, text_of_job).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_activator"))
+        .arg("stack")
+        .arg(&job)
+        .env("CRM_API_KEY", "k-7f3a9c")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("destinations[1].headers.X-Api-Key: reads ${CRM_API_KEY}"),
+        "{}",
+        text(&out)
+    );
+    assert!(!text(&out).contains("k-7f3a9c"), "the value is not shown");
 
     // Two deployed jobs may not share a name.
     std::fs::write(&job, NIGHTLY_CRM).unwrap();

@@ -37,7 +37,23 @@ pub fn check_job(job: &Job) -> Result<()> {
             }
         }
     }
+    check_variables(job, &at)?;
     check_secrets(job, &at)
+}
+
+/// The variables a job file read go into its job definition's environment as they are: none
+/// may be a secret. A header is the place a literal secret could come from (`X-Api-Key =
+/// "${API_KEY}"`): such a header must name the secret by reference instead.
+fn check_variables(job: &Job, at: &str) -> Result<()> {
+    for (name, (_, key)) in &job.variables {
+        if key.contains(".headers.") {
+            return Err(Error::config(format!(
+                "{at}: {key}: reads ${{{name}}}, and a deployed job's variables are written into its job definition; \
+                 a header's secret must be a reference (env:NAME with [aws] secrets, or aws-secretsmanager:ID)"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Checks what jobs deployed together must not share.

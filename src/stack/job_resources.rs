@@ -72,6 +72,11 @@ fn container(job: &Job, id: &str, state: &StateLocation) -> Value {
         json!({ "Name": "ACTIVATOR_METRICS", "Value": "emf" }),
         json!({ "Name": "AWS_REGION", "Value": reference("AWS::Region") }),
     ];
+    // The variables the job file read when the stack was made: at run time the container reads
+    // the same file, and must see the same values (`checks` refuses those that look like secrets).
+    for (name, (value, _)) in &job.variables {
+        environment.push(json!({ "Name": name, "Value": value }));
+    }
     if *state == StateLocation::StackBucket {
         let folder = STACK_STATE_PREFIX.trim_end_matches('/');
         environment.push(json!({ "Name": "ACTIVATOR_STATE", "Value": sub(format!("s3://${{StateBucket}}/{folder}")) }));
