@@ -234,11 +234,10 @@ async fn run_date_of(job: &Job, run_date: NaiveDate, options: &RunOptions) -> Re
 /// with `--force`). Its diff is against a sync that is no longer the audience's, and its commit
 /// would fail on every attempt; the date must be read and diffed again.
 async fn moved_base(state: &StateStore, pending: &Pending) -> Result<Option<String>> {
-    // What an add or remove destination sends does not depend on the sync it started from.
     for pd in pending
         .destinations
         .iter()
-        .filter(|d| matches!(d.mode, SyncMode::Mirror | SyncMode::Replace))
+        .filter(|d| d.mode.sets_the_audience())
     {
         let head = state.head(&pd.name).await?;
         let (generation, run_id) = head.map_or((0, String::new()), |h| (h.generation, h.run_id));
@@ -278,7 +277,7 @@ async fn unfinished_elsewhere(state: &StateStore, date: &str) -> Result<Option<S
         let partial: Vec<&str> = pending
             .destinations
             .iter()
-            .filter(|d| matches!(d.mode, SyncMode::Mirror | SyncMode::Replace))
+            .filter(|d| d.mode.sets_the_audience())
             .map(|d| d.name.as_str())
             .collect();
         if !partial.is_empty() {
@@ -683,7 +682,7 @@ async fn diff(
         };
         let previous = head.as_ref().map_or(0, |h| h.members);
         if let Some(h) = head
-            && matches!(mode, SyncMode::Mirror | SyncMode::Replace)
+            && mode.sets_the_audience()
             && h.run_date.as_str() > date
             && !options.allow_rollback
             && !options.dry_run

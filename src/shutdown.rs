@@ -67,10 +67,8 @@ pub async fn drain(deadline: tokio::time::Instant) {
     while IN_FLIGHT.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(
-        Duration::from_millis(300).min(deadline - tokio::time::Instant::now().min(deadline)),
-    )
-    .await;
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    tokio::time::sleep(Duration::from_millis(300).min(left)).await;
 }
 
 /// The error a run stops with after SIGTERM.

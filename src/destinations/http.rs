@@ -153,8 +153,17 @@ fn refused_redirect(e: &reqwest::Error) -> Option<String> {
     None
 }
 
-/// Reads an answer's body, at most `MAX_ANSWER_BYTES`.
-async fn read_capped(mut response: reqwest::Response) -> std::result::Result<Vec<u8>, String> {
+/// Reads an answer's body, at most `MAX_ANSWER_BYTES`; else what that means: an answer too
+/// large is permanent, one cut off is worth a retry (the request may have been applied).
+async fn read_capped<T>(
+    mut response: reqwest::Response,
+) -> std::result::Result<Vec<u8>, Verdict<T>> {
+    let too_large = || {
+        Verdict::Fail(format!(
+            "the answer is larger than {} MiB, which no platform answer is: check the destination's base_url or url",
+            MAX_ANSWER_BYTES >> 20
+        ))
+    };
     if response
         .content_length()
         .is_some_and(|n| n > MAX_ANSWER_BYTES as u64)
@@ -162,20 +171,21 @@ async fn read_capped(mut response: reqwest::Response) -> std::result::Result<Vec
         return Err(too_large());
     }
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| without_url(&e))? {
-        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
-            return Err(too_large());
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) if body.len() + chunk.len() > MAX_ANSWER_BYTES => {
+                return Err(too_large());
+            }
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) => return Ok(body),
+            Err(e) => {
+                return Err(Verdict::Retry {
+                    after: None,
+                    why: format!("reading the answer: {}", without_url(&e)),
+                });
+            }
         }
-        body.extend_from_slice(&chunk);
     }
-    Ok(body)
-}
-
-fn too_large() -> String {
-    format!(
-        "the answer is larger than {} MiB, which no platform answer is: check the destination's base_url or url",
-        MAX_ANSWER_BYTES >> 20
-    )
 }
 
 /// An HTTP client with retries and an optional rate limit.
@@ -299,12 +309,7 @@ impl Service {
                 let headers = response.headers().clone();
                 match read_capped(response).await {
                     Ok(body) => classify(status, &headers, &body),
-                    Err(why) if why.starts_with("the answer is larger") => Verdict::Fail(why),
-                    // The answer was cut off: the request may have been applied.
-                    Err(why) => Verdict::Retry {
-                        after: None,
-                        why: format!("reading the answer: {why}"),
-                    },
+                    Err(verdict) => verdict,
                 }
             }
             Err(e) => match refused_redirect(&e) {

@@ -71,6 +71,15 @@ impl SyncMode {
     }
 }
 
+impl SyncMode {
+    /// Whether a run makes the audience the segment (mirror, replace), so that which sync it
+    /// starts from and which date it is matter: an add or remove sends the same whatever came
+    /// before.
+    pub fn sets_the_audience(self) -> bool {
+        matches!(self, SyncMode::Mirror | SyncMode::Replace)
+    }
+}
+
 impl std::fmt::Display for SyncMode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
