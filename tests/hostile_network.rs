@@ -627,3 +627,36 @@ fn the_rest_recorder_does_not_show_an_api_key_header() {
         );
     }
 }
+
+/// An endpoint that answers more than a platform ever does is refused after 8 MiB, as a
+/// permanent error, not read whole into memory.
+#[test]
+fn an_answer_larger_than_8_mib_is_a_permanent_error() {
+    let f = Fixture::new(SandboxConfig::default());
+    generated_data(5_000, 3);
+    let listener = TcpListener::bind(("127.0.0.1", 0)).expect("a listener");
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let huge: Handler = Arc::new(|mut stream: TcpStream| {
+        read_request(&mut stream);
+        let body = vec![b'x'; 9 << 20];
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = stream.write_all(head.as_bytes());
+        answer(&mut stream, &body);
+    });
+    let server = serve(listener, stop.clone(), huge);
+    let job = f.crm_job(
+        100,
+        &format!(
+            "type = \"rest\"\nname = \"crm\"\nurl = \"{url}/members\"\nsuccess_status = [200]"
+        ),
+    );
+    let (code, out) = f.run_job(&job, DAY, &[]);
+    stop.store(true, Ordering::SeqCst);
+    server.join().unwrap();
+    assert_eq!(code, 2, "{}", head(&out, 4000));
+    assert!(out.contains("larger than 8 MiB"), "{}", head(&out, 4000));
+}
