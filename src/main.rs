@@ -291,6 +291,9 @@ fn main() -> ExitCode {
     };
     // Runs and backfills stop well on SIGTERM (see `activator::shutdown`); other commands just end.
     let graceful = matches!(cli.command, Command::Run { .. } | Command::Backfill { .. });
+    if graceful {
+        activator::memory::return_freed_memory_every_second();
+    }
     let command = async {
         match cli.command {
             Command::Run {
