@@ -263,7 +263,12 @@ mod tests {
             let (kept, _) = members.admit(batch(chunk)).unwrap();
             assert_eq!(kept.num_rows(), chunk.len());
         }
-        let again: Vec<u128> = all.iter().step_by(7).copied().chain([key(2_000_001)]).collect();
+        let again: Vec<u128> = all
+            .iter()
+            .step_by(7)
+            .copied()
+            .chain([key(2_000_001)])
+            .collect();
         let (kept, keys) = members.admit(batch(&again)).unwrap();
         assert_eq!(keys, [key(2_000_001)], "only the one new key is admitted");
         assert_eq!(kept.num_rows(), 1);

@@ -298,7 +298,9 @@ mod tests {
     #[test]
     fn spilling_consumers_leave_a_quarter_of_the_pool_to_the_others() {
         let pool: Arc<dyn MemoryPool> = Arc::new(ReservePool::new(1000));
-        let sort = MemoryConsumer::new("sort").with_can_spill(true).register(&pool);
+        let sort = MemoryConsumer::new("sort")
+            .with_can_spill(true)
+            .register(&pool);
         let aggregate = MemoryConsumer::new("aggregate")
             .with_can_spill(true)
             .register(&pool);

@@ -135,7 +135,11 @@ pub async fn context(job: &Job, budget: &crate::memory::Budget) -> Result<Sessio
     // sort that spills counts views by the buffers they point into, which its merges share: a
     // DISTINCT and ORDER BY over that segment asked for 88 MB to hold one batch of 8,192 rows.
     if unset("DATAFUSION_EXECUTION_PARQUET_SCHEMA_FORCE_VIEW_TYPES") {
-        config.options_mut().execution.parquet.schema_force_view_types = false;
+        config
+            .options_mut()
+            .execution
+            .parquet
+            .schema_force_view_types = false;
     }
     // A sort merging its spill files reserves room for as many as the pool allows, all at once
     // (one merge took 420 MB of a 614 MB pool while the other partition still sorted, which then
