@@ -364,9 +364,9 @@ pub struct Job {
     pub guards: Guards,
     /// The `[aws]` section: how `activator stack` deploys the job (`run` ignores it).
     pub aws: crate::stack::settings::AwsSettings,
-    /// The environment variables the file's `${VAR}`s read, with their values and the first key
+    /// The environment variables the file's `${VAR}`s read, with their values and every key
     /// that read each: a deployed job must be given the same (`activator stack`).
-    pub variables: BTreeMap<String, (String, String)>,
+    pub variables: BTreeMap<String, (String, Vec<String>)>,
 }
 
 /// Days of old runs' files a job keeps when its file does not say.
@@ -717,7 +717,8 @@ pub fn is_job_name(s: &str) -> bool {
         && s.as_bytes()[0].is_ascii_alphanumeric()
 }
 
-fn is_identifier(s: &str) -> bool {
+/// A name of letters, digits and `_`, not starting with a digit: a variable's, a column's.
+pub(crate) fn is_identifier(s: &str) -> bool {
     !s.is_empty()
         && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         && !s.starts_with(|c: char| c.is_ascii_digit())
@@ -728,8 +729,8 @@ pub struct Resolver<'a> {
     pub at: &'a str,
     dir: &'a Path,
     env: &'a dyn Fn(&str) -> Option<String>,
-    /// The variables read so far: name -> (value, the key that read it first).
-    used: std::cell::RefCell<BTreeMap<String, (String, String)>>,
+    /// The variables read so far: name -> (value, the keys that read it).
+    used: std::cell::RefCell<BTreeMap<String, (String, Vec<String>)>>,
 }
 
 impl Resolver<'_> {
@@ -741,7 +742,9 @@ impl Resolver<'_> {
                 self.used
                     .borrow_mut()
                     .entry(name.to_string())
-                    .or_insert_with(|| (v.clone(), key.to_string()));
+                    .or_insert_with(|| (v.clone(), vec![]))
+                    .1
+                    .push(key.to_string());
             }
             value
         };

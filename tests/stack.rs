@@ -446,6 +446,25 @@ fn jobs_that_cannot_be_deployed_are_refused_naming_the_key() {
         "headers = { X-Api-Key = \"${CRM_API_KEY}\" }",
     );
     assert_ne!(text_of_job, NIGHTLY_CRM);
+    std::fs::write(&job, &text_of_job).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_activator"))
+        .arg("stack")
+        .arg(&job)
+        .env("CRM_API_KEY", "k-7f3a9c")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("destinations[1].headers.X-Api-Key: reads ${CRM_API_KEY}"),
+        "{}",
+        text(&out)
+    );
+    assert!(!text(&out).contains("k-7f3a9c"), "the value is not shown");
+    // ... also when a key read before the header (the URL) reads the same variable.
+    let text_of_job = text_of_job.replace(
+        "url = \"https://crm.example.com/audiences/members\"",
+        "url = \"https://crm.example.com/audiences/members?key=${CRM_API_KEY}\"",
+    );
     std::fs::write(&job, text_of_job).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_activator"))
         .arg("stack")

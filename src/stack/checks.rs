@@ -45,8 +45,9 @@ pub fn check_job(job: &Job) -> Result<()> {
 /// may be a secret. A header is the place a literal secret could come from (`X-Api-Key =
 /// "${API_KEY}"`): such a header must name the secret by reference instead.
 fn check_variables(job: &Job, at: &str) -> Result<()> {
-    for (name, (_, key)) in &job.variables {
-        if key.contains(".headers.") {
+    for (name, (_, keys)) in &job.variables {
+        // Any key that reads it: a URL may read the same variable before the header does.
+        if let Some(key) = keys.iter().find(|k| k.contains(".headers.")) {
             return Err(Error::config(format!(
                 "{at}: {key}: reads ${{{name}}}, and a deployed job's variables are written into its job definition; \
                  a header's secret must be a reference (env:NAME with [aws] secrets, or aws-secretsmanager:ID)"
@@ -129,7 +130,8 @@ fn check_platform(at: &str, key: &str, url: &str) -> Result<()> {
              platform's URL (or leave base_url out for the platform's own)"
         )));
     }
-    if url.starts_with("http://") {
+    // Parsed, not matched as text: `HTTP://127.0.0.1` is a loopback URL too.
+    if Url::parse(url).is_ok_and(|u| u.scheme() == "http") {
         return Err(Error::config(format!(
             "{at}: {key}: {url} is a loopback address, which a deployed job's task cannot reach; set the \
              platform's https:// URL"
@@ -168,4 +170,20 @@ fn check_secrets(job: &Job, at: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_platform;
+
+    #[test]
+    fn a_deployed_platform_url_is_not_the_sandbox_nor_plain_http_in_any_case() {
+        for url in ["sandbox", "http://127.0.0.1:9000", "HTTP://127.0.0.1:9000"] {
+            assert!(
+                check_platform("job.toml", "base_url", url).is_err(),
+                "{url}"
+            );
+        }
+        assert!(check_platform("job.toml", "base_url", "https://graph.facebook.com").is_ok());
+    }
 }

@@ -178,7 +178,7 @@ impl AwsFile {
 
     fn checked_secrets(&self, at: &str) -> Result<BTreeMap<String, String>> {
         for (name, secret) in &self.secrets {
-            if !is_env_name(name) {
+            if !crate::job::is_identifier(name) {
                 return Err(Error::config(format!(
                     "{at}: aws.secrets.{name}: keys are the environment variables of the job's `env:NAME` references \
                      (letters, digits and _, not starting with a digit)"
@@ -186,8 +186,9 @@ impl AwsFile {
             }
             if !is_secret_id(secret) {
                 return Err(Error::config(format!(
-                    "{at}: aws.secrets.{name}: `{secret}` is not a Secrets Manager secret: give its name (letters, digits \
-                     and /_+=.@-) or its full ARN, optionally followed by #field for one field of a JSON secret"
+                    "{at}: aws.secrets.{name}: is not a Secrets Manager secret (its text is not shown, in case it is \
+                     the secret itself): give its name (letters, digits and /_+=.@-) or its full ARN, optionally \
+                     followed by #field for one field of a JSON secret"
                 )));
             }
         }
@@ -292,12 +293,6 @@ fn check_tag(key: &str, value: &str) -> std::result::Result<(), String> {
         );
     }
     Ok(())
-}
-
-pub(crate) fn is_env_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        && !s.as_bytes()[0].is_ascii_digit()
 }
 
 /// A secret's name or full ARN, optionally `#field`.
