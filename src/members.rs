@@ -2,12 +2,12 @@
 //!
 //! The key is a 128-bit hash of a member's whole identifier tuple (computed with the batch in
 //! `identity::column`), so the set costs the same whatever the identifiers are: 12 bytes of it
-//! are kept, in hash sets whose fill is spread so that they take 18 to 19 bytes a member at any
-//! count (`Routes`; B1 on 30 million customers: 285 MB, where equal sets of whole keys took 476
-//! MB, and 570 MB of memory). That memory is reserved in
-//! the run's memory pool (`crate::memory`) as the set grows, so the query spills earlier to make
-//! room, and a segment of more members than the budget can hold stops with an error that says
-//! so, instead of the process being killed.
+//! are kept, in hash sets whose fill is spread so that they take 21 to 22 bytes a member at any
+//! count (`Routes`; B1 on 30 million customers: 325 MiB, where equal sets of whole keys took 544
+//! MiB). That memory is reserved in the run's memory pool (`crate::memory`) as the set grows,
+//! so the query spills earlier to make room, and a segment of more members than the budget can
+//! hold stops with an error that says so, instead of the process being killed. The sets go once
+//! every member is in (`release_sets`), before the diff and the sending.
 
 use crate::identity::{MemberBatch, Tally};
 use arrow::array::{BooleanArray, RecordBatch};
@@ -61,32 +61,22 @@ const PARTITIONS: usize = 256;
 /// Which set a key goes to, by its top 16 bits: set `p` takes a share of the keys in proportion
 /// to 2^(p/256). A hash set doubles its table when it is 7/8 full, so sets of equal shares all
 /// doubled at once, and the whole run's keys sat in tables between 7/16 and 7/8 full (B1 on 30
-/// million customers, 15.7 million members: 476 MB, at 17 bytes a slot). Spread over the
-/// doubling cycle, their fill evens out near 5/8: 18 to 19 bytes a member at any count (285 MB
-/// there), at the same speed (1.2 s for those 15.7 million inserts, either way).
-struct Routes(Box<[u8; 1 << 16]>);
+/// million customers, 15.7 million members: 544 MiB of whole keys). Spread over the doubling
+/// cycle, their fill evens out: 21 to 22 bytes a member at any count (325 MiB there), at the
+/// same speed (1.2 to 1.3 s for those 15.7 million inserts, either way).
+struct Routes([u8; 1 << 16]);
+
+/// The shares of the sets up to `p` add up to 2^((p+1)/256) - 1 of the keys, so the top bits
+/// `t` of a key go to set floor(256 * log2(1 + t/65536)).
+static ROUTES: std::sync::LazyLock<Routes> = std::sync::LazyLock::new(|| {
+    let mut routes = [0u8; 1 << 16];
+    for (t, route) in routes.iter_mut().enumerate() {
+        *route = (PARTITIONS as f64 * (1.0 + t as f64 / 65536.0).log2()) as u8;
+    }
+    Routes(routes)
+});
 
 impl Routes {
-    fn new() -> Routes {
-        let weights: Vec<f64> = (0..PARTITIONS)
-            .map(|p| (p as f64 / PARTITIONS as f64).exp2())
-            .collect();
-        let total: f64 = weights.iter().sum();
-        let mut routes = Box::new([0u8; 1 << 16]);
-        let (mut start, mut share) = (0, 0.0);
-        for (p, w) in weights.iter().enumerate() {
-            share += w / total;
-            let end = if p == PARTITIONS - 1 {
-                1 << 16
-            } else {
-                ((share * 65536.0).round() as usize).clamp(start, 1 << 16)
-            };
-            routes[start..end].fill(p as u8);
-            start = end;
-        }
-        Routes(routes)
-    }
-
     fn partition(&self, key: u128) -> usize {
         usize::from(self.0[(key >> 112) as usize])
     }
@@ -95,7 +85,6 @@ impl Routes {
 /// Drops members seen before in the run and sums the counts.
 pub struct Members {
     seen: Vec<KeySet>,
-    routes: Routes,
     unique: u64,
     pub tally: Tally,
     pub duplicates: u64,
@@ -107,7 +96,6 @@ impl Default for Members {
     fn default() -> Members {
         Members {
             seen: (0..PARTITIONS).map(|_| KeySet::default()).collect(),
-            routes: Routes::new(),
             unique: 0,
             tally: Tally::default(),
             duplicates: 0,
@@ -129,9 +117,16 @@ impl Members {
         }
     }
 
-    /// The bytes the sets hold: a key and a control byte per slot of capacity.
+    /// The bytes the sets' tables hold (keys and control bytes, of every slot).
     fn bytes(&self) -> usize {
-        self.seen.iter().map(|s| s.capacity() * 13).sum()
+        self.seen.iter().map(|s| s.allocation_size()).sum()
+    }
+
+    /// Frees the sets and their reservation once every member has been admitted; the counts
+    /// stay. The diff and the sending that follow need the memory, not the sets.
+    pub fn release_sets(&mut self) {
+        self.seen = Vec::new();
+        self.reservation = None;
     }
 
     /// Reserves what the sets have grown to.
@@ -143,10 +138,11 @@ impl Members {
         if bytes <= r.size() {
             return Ok(());
         }
-        r.try_resize(bytes).map_err(|_| {
+        r.try_resize(bytes).map_err(|e| {
+            // The pool's text names consumers and sizes, never values.
             arrow::error::ArrowError::ComputeError(format!(
                 "deduplicating {} members needs {} MiB, more than the run's memory budget leaves beside the query; \
-                 raise ACTIVATOR_MEMORY_LIMIT (or the job definition's memory)",
+                 raise ACTIVATOR_MEMORY_LIMIT (or the job definition's memory) ({e})",
                 self.unique,
                 bytes >> 20
             ))
@@ -163,7 +159,7 @@ impl Members {
         let keys = &batch.keys;
         // The rows in partition order (a counting sort, stable, so first rows stay first).
         let mut starts = [0usize; PARTITIONS + 1];
-        let routes = &self.routes;
+        let routes = &*ROUTES;
         for k in keys {
             starts[routes.partition(*k) + 1] += 1;
         }
@@ -250,7 +246,7 @@ mod tests {
     }
 
     #[test]
-    fn keys_stay_known_as_the_sets_grow_and_cost_under_20_bytes_each() {
+    fn keys_stay_known_as_the_sets_grow_and_cost_under_22_bytes_each() {
         // 2 million spread keys: every set doubles its table several times; every key is new
         // once, and known from then on.
         let key = |i: u128| {
@@ -274,12 +270,12 @@ mod tests {
         assert_eq!(kept.num_rows(), 1);
         assert_eq!(members.unique(), 2_000_001);
         let per_member = members.bytes() as f64 / 2_000_001.0;
-        assert!(per_member < 20.0, "{per_member:.1} bytes a member");
+        assert!(per_member < 22.0, "{per_member:.1} bytes a member");
     }
 
     #[test]
     fn later_sets_take_larger_shares_of_the_keys() {
-        let routes = Routes::new();
+        let routes = &*ROUTES;
         let mut shares = [0usize; PARTITIONS];
         for top in 0..1u128 << 16 {
             shares[routes.partition(top << 112)] += 1;
@@ -306,5 +302,14 @@ mod tests {
             .collect();
         let err = members.admit(batch(&many)).map(|_| ()).unwrap_err();
         assert!(err.to_string().contains("ACTIVATOR_MEMORY_LIMIT"), "{err}");
+
+        // Once every member is in, the sets go and their memory returns to the pool.
+        drop(members);
+        let mut members = Members::within(&pool);
+        members.admit(batch(&many[..1000])).unwrap();
+        assert!(pool.reserved() > 0);
+        members.release_sets();
+        assert_eq!(pool.reserved(), 0);
+        assert_eq!(members.unique(), 1000);
     }
 }

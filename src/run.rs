@@ -489,6 +489,7 @@ async fn read_and_diff(
         }
     }
     drop(members_stream);
+    members.release_sets();
     progress.finish();
     drop(spill_tx);
     let sorted = match spill_thread.map(|t| t.join()) {

@@ -128,7 +128,7 @@ pub async fn context(job: &Job, budget: &crate::memory::Budget) -> Result<Sessio
     let pool_bytes = budget.pool_bytes();
     if unset("DATAFUSION_EXECUTION_SORT_SPILL_RESERVATION_BYTES") {
         config.options_mut().execution.sort_spill_reservation_bytes =
-            (pool_bytes / (8 * threads)).min(10 << 20);
+            (pool_bytes / (8 * config.target_partitions())).min(10 << 20);
     }
     // Strings as plain Utf8, not DataFusion's default views: B1 on 30 million customers is as
     // fast (13.6 s against 14.4 s) and smaller (1,047 MiB against 1,146 MiB at the peak), and a
