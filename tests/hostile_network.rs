@@ -629,34 +629,43 @@ fn the_rest_recorder_does_not_show_an_api_key_header() {
 }
 
 /// An endpoint that answers more than a platform ever does is refused after 8 MiB, as a
-/// permanent error, not read whole into memory.
+/// permanent error, not read whole into memory: whether it announces its length (refused at
+/// the header) or not (refused while reading, as a chunked or close-delimited answer is).
 #[test]
 fn an_answer_larger_than_8_mib_is_a_permanent_error() {
-    let f = Fixture::new(SandboxConfig::default());
-    generated_data(5_000, 3);
-    let listener = TcpListener::bind(("127.0.0.1", 0)).expect("a listener");
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let stop = Arc::new(AtomicBool::new(false));
-    let huge: Handler = Arc::new(|mut stream: TcpStream| {
-        read_request(&mut stream);
-        let body = vec![b'x'; 9 << 20];
-        let head = format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
+    for announced in [true, false] {
+        let f = Fixture::new(SandboxConfig::default());
+        generated_data(5_000, 3);
+        let listener = TcpListener::bind(("127.0.0.1", 0)).expect("a listener");
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let stop = Arc::new(AtomicBool::new(false));
+        let huge: Handler = Arc::new(move |mut stream: TcpStream| {
+            read_request(&mut stream);
+            let body = vec![b'x'; 9 << 20];
+            let length = if announced {
+                format!("Content-Length: {}\r\n", body.len())
+            } else {
+                String::new()
+            };
+            let head = format!("HTTP/1.1 200 OK\r\n{length}Connection: close\r\n\r\n");
+            let _ = stream.write_all(head.as_bytes());
+            answer(&mut stream, &body);
+        });
+        let server = serve(listener, stop.clone(), huge);
+        let job = f.crm_job(
+            100,
+            &format!(
+                "type = \"rest\"\nname = \"crm\"\nurl = \"{url}/members\"\nsuccess_status = [200]"
+            ),
         );
-        let _ = stream.write_all(head.as_bytes());
-        answer(&mut stream, &body);
-    });
-    let server = serve(listener, stop.clone(), huge);
-    let job = f.crm_job(
-        100,
-        &format!(
-            "type = \"rest\"\nname = \"crm\"\nurl = \"{url}/members\"\nsuccess_status = [200]"
-        ),
-    );
-    let (code, out) = f.run_job(&job, DAY, &[]);
-    stop.store(true, Ordering::SeqCst);
-    server.join().unwrap();
-    assert_eq!(code, 2, "{}", head(&out, 4000));
-    assert!(out.contains("larger than 8 MiB"), "{}", head(&out, 4000));
+        let (code, out) = f.run_job(&job, DAY, &[]);
+        stop.store(true, Ordering::SeqCst);
+        server.join().unwrap();
+        assert_eq!(code, 2, "announced: {announced}: {}", head(&out, 4000));
+        assert!(
+            out.contains("larger than 8 MiB"),
+            "announced: {announced}: {}",
+            head(&out, 4000)
+        );
+    }
 }

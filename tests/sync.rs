@@ -1043,10 +1043,13 @@ fn sigterm_during_an_upload_exits_3_in_time_and_a_rerun_completes_the_audience()
     let job = s.job("mirror", 100, "");
     let start = s.f.sandbox.state.store.stats().batches_accepted;
     let job_arg = job.display().to_string();
+    // Output to a file, not a pipe nobody reads until the end: a debug log larger than the
+    // pipe's buffer would block the run before SIGTERM.
+    let log = tempfile::NamedTempFile::new().unwrap();
     let mut child = s
         .command(&["run", job_arg.as_str(), "--date", DAY1, "--quiet"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(log.reopen().unwrap())
+        .stderr(log.reopen().unwrap())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -1061,10 +1064,10 @@ fn sigterm_during_an_upload_exits_3_in_time_and_a_rerun_completes_the_audience()
     let signalled = Instant::now();
     // SAFETY: kill(2) on the child's pid, which has not been waited for.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    let out = child.wait_with_output().unwrap();
+    let status = child.wait().unwrap();
     let took = signalled.elapsed();
-    let printed = text(&out);
-    assert_eq!(out.status.code(), Some(3), "{printed}");
+    let printed = std::fs::read_to_string(log.path()).unwrap();
+    assert_eq!(status.code(), Some(3), "{printed}");
     assert!(
         took < Duration::from_secs(25),
         "stopped after {took:?}: {printed}"

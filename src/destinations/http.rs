@@ -119,7 +119,7 @@ impl std::error::Error for RedirectRefused {}
 fn redirect_policy() -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(|attempt| {
         let target = attempt.url();
-        let host = target.host_str().unwrap_or("(no host)").to_string();
+        let host = origin(target);
         let same_origin = attempt.previous().last().is_some_and(|from| {
             from.scheme() == target.scheme()
                 && from.host_str() == target.host_str()
@@ -127,8 +127,7 @@ fn redirect_policy() -> reqwest::redirect::Policy {
         });
         if !same_origin {
             let why = format!(
-                "the platform redirected the request to {}://{host}; activator follows redirects only within the same host and scheme (its token would go along): check the destination's base_url or url",
-                target.scheme()
+                "the platform redirected the request to {host}; activator follows redirects only within the same host, port and scheme (its token would go along): check the destination's base_url or url"
             );
             attempt.error(RedirectRefused(why))
         } else if attempt.previous().len() > 5 {
@@ -296,10 +295,11 @@ impl Service {
         };
         // Every request, not only the job's base URL: a URL an answer handed back (a next page,
         // an upload location) is checked too.
-        if let Err(why) = super::check_base_url(request.url().as_str()) {
+        // Named by its origin only: the path and query may carry a token.
+        if super::check_base_url(request.url().as_str()).is_err() {
             return Verdict::Fail(format!(
-                "refused to send to {}: {why}",
-                request.url().host_str().unwrap_or("(no host)")
+                "refused to send to {}: use https:// (plain http only to loopback)",
+                origin(request.url())
             ));
         }
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
@@ -419,8 +419,25 @@ pub fn mask(value: &str) -> String {
     format!("({} chars, not shown)", value.chars().count())
 }
 
+/// `scheme://host:port` of a URL: where a request goes, without its path and query.
+fn origin(url: &url::Url) -> String {
+    let host = url.host_str().unwrap_or("(no host)");
+    match url.port() {
+        Some(port) => format!("{}://{host}:{port}", url.scheme()),
+        None => format!("{}://{host}", url.scheme()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_refusal_names_the_origin_without_path_or_query() {
+        let url = url::Url::parse("http://10.0.0.7:8080/v1/upload?access_token=t0k3n").unwrap();
+        assert_eq!(super::origin(&url), "http://10.0.0.7:8080");
+        let url = url::Url::parse("https://graph.example.com/x?key=k").unwrap();
+        assert_eq!(super::origin(&url), "https://graph.example.com");
+    }
+
     use super::*;
 
     #[test]

@@ -57,6 +57,10 @@ fn recorded_header(name: &str, value: &[u8]) -> String {
         "secret",
         "cookie",
         "signature",
+        "auth",
+        "pass",
+        "credential",
+        "session",
     ]
     .iter()
     .any(|s| name.contains(s));
@@ -154,6 +158,9 @@ mod tests {
         );
         assert_eq!(masked.chars().count(), "sha256:".len() + 12 + 1);
         assert!(!recorded_header("x-api-key", b"k-1").contains("k-1"));
+        for name in ["X-Auth", "Api-Pass", "X-Credential", "X-Session-Id"] {
+            assert!(!recorded_header(name, b"k-2").contains("k-2"), "{name}");
+        }
         assert_eq!(
             recorded_header("content-type", b"application/json"),
             "application/json"
