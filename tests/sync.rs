@@ -771,6 +771,32 @@ impl Sync {
     }
 }
 
+impl Sync {
+    /// Runs the mirror job of `min_value` for `date`, killed after 3 acknowledged batches of
+    /// 100, then again with batches of `resume_rows`: the rerun resumes the pending run. Its
+    /// report and output.
+    fn kill_then_resume_with_batch(
+        &self,
+        min_value: u32,
+        date: &str,
+        resume_rows: u64,
+    ) -> (serde_json::Value, String) {
+        let job = self.job("mirror", min_value, "");
+        self.run_killed_after(&job, date, 3);
+        assert!(
+            self.pending_file(date).exists(),
+            "the killed run left its pending run"
+        );
+        let job = self.job_with_batch("mirror", min_value, resume_rows);
+        let (code, out) = self.run(&job, date, &[]);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("resumed run"), "{out}");
+        let report = self.report(date);
+        assert_eq!(report["resumed"], true, "{report}");
+        (report, out)
+    }
+}
+
 /// Batches of at most `max_rows` that a destination's report counts for its adds and removes.
 fn batches_cut(meta: &serde_json::Value, max_rows: u64) -> u64 {
     let added = meta["added"].as_u64().unwrap();
@@ -790,18 +816,7 @@ fn a_batch_size_changed_before_a_resume_keeps_the_cut_and_loses_no_members() {
     });
 
     // A first sync (adds only, in batches of 100), killed mid-upload, resumed with batches of 37.
-    let job = s.job("mirror", 100, "");
-    s.run_killed_after(&job, DAY1, 3);
-    assert!(
-        s.pending_file(DAY1).exists(),
-        "the killed run left its pending run"
-    );
-    let job = s.job_with_batch("mirror", 100, 37);
-    let (code, out) = s.run(&job, DAY1, &[]);
-    assert_eq!(code, 0, "{out}");
-    assert!(out.contains("resumed run"), "{out}");
-    let report = s.report(DAY1);
-    assert_eq!(report["resumed"], true, "{report}");
+    let (report, out) = s.kill_then_resume_with_batch(100, DAY1, 37);
     let day1 = s.segment(DAY1);
     assert!(day1.len() > 1000, "{}", day1.len());
     assert_eq!(
@@ -818,18 +833,7 @@ fn a_batch_size_changed_before_a_resume_keeps_the_cut_and_loses_no_members() {
     );
 
     // The second date (a wider diff), killed mid-upload in batches of 100, resumed with 250.
-    let job = s.job("mirror", 20, "");
-    s.run_killed_after(&job, DAY2, 3);
-    assert!(
-        s.pending_file(DAY2).exists(),
-        "the killed run left its pending run"
-    );
-    let job = s.job_with_batch("mirror", 20, 250);
-    let (code, out) = s.run(&job, DAY2, &[]);
-    assert_eq!(code, 0, "{out}");
-    assert!(out.contains("resumed run"), "{out}");
-    let report = s.report(DAY2);
-    assert_eq!(report["resumed"], true, "{report}");
+    let (report, out) = s.kill_then_resume_with_batch(20, DAY2, 250);
     let day2 = s.segment(DAY2);
     assert_eq!(
         s.audience(),

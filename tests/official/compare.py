@@ -41,7 +41,6 @@ import pyarrow.parquet as pq
 import uid2_client
 from google.ads.datamanager_util import Encoding, Formatter
 
-SPEC = "shared/spec/identifiers.md"
 GOOGLE = Formatter()
 
 # --------------------------------------------------------------------------------------------
