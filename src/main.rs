@@ -54,8 +54,10 @@ enum Command {
     /// refer to. Reports stay.
     Prune {
         job: PathBuf,
-        /// Dates within this many days before today (UTC) are kept whole (at most 36500).
-        #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(0..=36500))]
+        /// Dates within this many days before today (UTC) are kept whole (at most 36500, a
+        /// century).
+        #[arg(long, default_value_t = 7,
+              value_parser = clap::value_parser!(u32).range(0..=i64::from(activator::job::MAX_KEEP_DAYS)))]
         keep_days: u32,
     },
     /// Run a job for each date from --from to --to, in order; each date is a run with its own

@@ -30,22 +30,26 @@ pub fn add_shared(resources: &mut Map<String, Value>, tags: &Tags) {
 
 /// The rule publishes failed jobs; the account's alarms publish theirs.
 fn topic_policy() -> Value {
-    let events = json!({
-        "Sid": "FailedJobRulePublishes",
-        "Effect": "Allow",
-        "Principal": { "Service": "events.amazonaws.com" },
-        "Action": "sns:Publish",
-        "Resource": reference("AlarmTopic"),
-        "Condition": { "ArnEquals": { "aws:SourceArn": arn_of("FailedJobRule") } },
-    });
-    let alarms = json!({
-        "Sid": "AlarmsPublish",
-        "Effect": "Allow",
-        "Principal": { "Service": "cloudwatch.amazonaws.com" },
-        "Action": "sns:Publish",
-        "Resource": reference("AlarmTopic"),
-        "Condition": from_this_account(),
-    });
+    let publish = |sid: &str, service: &str, condition: Value| {
+        json!({
+            "Sid": sid,
+            "Effect": "Allow",
+            "Principal": { "Service": service },
+            "Action": "sns:Publish",
+            "Resource": reference("AlarmTopic"),
+            "Condition": condition,
+        })
+    };
+    let events = publish(
+        "FailedJobRulePublishes",
+        "events.amazonaws.com",
+        json!({ "ArnEquals": { "aws:SourceArn": arn_of("FailedJobRule") } }),
+    );
+    let alarms = publish(
+        "AlarmsPublish",
+        "cloudwatch.amazonaws.com",
+        from_this_account(),
+    );
     resource(
         "AWS::SNS::TopicPolicy",
         json!({ "Topics": [reference("AlarmTopic")], "PolicyDocument": policy(vec![events, alarms]) }),

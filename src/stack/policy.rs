@@ -224,7 +224,7 @@ fn list_statements<'a>(listed: impl Iterator<Item = &'a S3Prefix>) -> Vec<Value>
 }
 
 /// The values without repeats, in their first order.
-fn unique(values: impl Iterator<Item = Value>) -> Vec<Value> {
+pub(crate) fn unique(values: impl Iterator<Item = Value>) -> Vec<Value> {
     let mut out: Vec<Value> = vec![];
     for v in values {
         if !out.contains(&v) {

@@ -5,6 +5,7 @@ use crate::job::Job;
 use crate::stack::cfn::{
     allow, allow_if, arn_of, policy, reference, resource, service_role, sub, tag_list, tag_map,
 };
+use crate::stack::policy::unique;
 use crate::stack::references::secret_iam_resource;
 use crate::stack::{LOG_GROUP, REPOSITORY};
 use serde_json::{Map, Value, json};
@@ -236,13 +237,7 @@ fn execution_role(jobs: &[Job], tags: &Tags) -> Value {
     ];
     let secrets: BTreeSet<&String> = jobs.iter().flat_map(|j| j.aws.secrets.values()).collect();
     if !secrets.is_empty() {
-        let mut arns: Vec<Value> = vec![];
-        for s in secrets {
-            let arn = secret_iam_resource(s);
-            if !arns.contains(&arn) {
-                arns.push(arn);
-            }
-        }
+        let arns = unique(secrets.into_iter().map(|s| secret_iam_resource(s)));
         statements.push(allow(
             "ReadJobSecrets",
             &["secretsmanager:GetSecretValue"],
