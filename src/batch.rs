@@ -10,10 +10,37 @@
 //! that need one, at the cost of a copy (concatenating was a twentieth of a Meta upload's CPU).
 
 use crate::error::Result;
-use crate::job::BatchLimits;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::DataType;
 use futures::stream::{BoxStream, StreamExt};
+use serde::Deserialize;
+
+/// Size limits of a destination's batches. A pending run stores the limits it cut its batches
+/// with, so a resume cuts the same batches whatever the job file says by then.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct BatchLimits {
+    pub max_rows: usize,
+    /// Estimated encoded size of a batch's identifiers.
+    pub max_bytes: usize,
+}
+
+/// A destination's `batch` table in a job file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchFile {
+    pub max_rows: Option<usize>,
+    pub max_bytes: Option<usize>,
+}
+
+impl BatchFile {
+    /// The limits, with a destination's defaults for what the job leaves out.
+    pub fn limits(&self, rows: usize, bytes: usize) -> BatchLimits {
+        BatchLimits {
+            max_rows: self.max_rows.unwrap_or(rows).max(1),
+            max_bytes: self.max_bytes.unwrap_or(bytes).max(1),
+        }
+    }
+}
 
 /// Estimated encoded size of each row: its string values' lengths plus a few bytes of framing
 /// per value; other types count 8 bytes.

@@ -14,6 +14,7 @@ pub mod json;
 pub mod members;
 pub mod memory;
 pub mod report;
+pub mod resolve;
 pub mod run;
 pub mod sandbox;
 pub mod scratch;

@@ -14,15 +14,15 @@
 //! exports do (the only guard that applies to them, an empty segment, has nothing to send).
 
 use crate::destinations::{self, Delivery, Op, RunInfo, SinkReport};
+use crate::destinations::{Destination, SyncMode};
 use crate::error::{Error, Result};
 use crate::identity::{self, IdentityPlan};
-use crate::job::{Destination, Job};
+use crate::job::Job;
 use crate::members::Members;
 use crate::report::RunReport;
 use crate::segment;
-use crate::state::checkpoint::Checkpoint;
 use crate::state::membership::{self, DiffTarget, Spill};
-use crate::state::{Done, Pending, PendingDestination, StateStore, SyncHead, SyncMode};
+use crate::state::{Done, Pending, PendingDestination, StateStore, SyncHead};
 use arrow::array::RecordBatch;
 use arrow::datatypes::DataType;
 use chrono::NaiveDate;
@@ -69,8 +69,8 @@ pub fn identity_plan(job: &Job) -> IdentityPlan {
 }
 
 /// Destinations sent from the membership files (platforms), as opposed to streamed (exports).
-fn from_state(d: &Destination) -> bool {
-    !matches!(d, Destination::Export(_))
+fn from_state(d: &dyn Destination) -> bool {
+    !d.streamed()
 }
 
 /// Runs the job for the date. Its log lines carry the job, the date and (once known) the run id,
@@ -200,7 +200,7 @@ async fn run_date_of(job: &Job, run_date: NaiveDate, options: &RunOptions) -> Re
                 // Sent while reading; its report is the read's.
                 commit_sync(&state, &pending, &pd).await.map(|()| None)
             } else {
-                send(&state, &pending, &pd, &destination, &info)
+                send(&state, &pending, &pd, destination.as_ref(), &info)
                     .await
                     .map(Some)
             }
@@ -337,7 +337,7 @@ async fn read_and_diff(
     run_date: NaiveDate,
     options: &RunOptions,
     state: &StateStore,
-    destinations: &[Destination],
+    destinations: &[Box<dyn Destination>],
 ) -> Result<(RunReport, Option<Pending>)> {
     let started = Instant::now();
     let date = run_date.to_string();
@@ -407,25 +407,24 @@ async fn read_and_diff(
     let mut senders = vec![];
     let mut sinks = vec![];
     if !options.dry_run {
-        for destination in destinations.iter().filter(|d| !from_state(d)) {
+        for destination in destinations.iter().filter(|d| !from_state(d.as_ref())) {
             let (tx, rx) = futures::channel::mpsc::channel::<Result<RecordBatch>>(2);
             senders.push(tx);
             let destination = destination.clone();
             let info = info.clone();
             let schema = schema.clone();
             sinks.push(tokio::spawn(async move {
-                destinations::deliver(
-                    &destination,
-                    &info,
-                    schema,
-                    rx.boxed(),
-                    &Delivery::fresh(Op::Add),
-                )
-                .await
+                destination
+                    .deliver(&info, schema, rx.boxed(), &Delivery::fresh(Op::Add))
+                    .await
             }));
         }
     }
-    let platforms: Vec<&Destination> = destinations.iter().filter(|d| from_state(d)).collect();
+    let platforms: Vec<&dyn Destination> = destinations
+        .iter()
+        .map(|d| d.as_ref())
+        .filter(|d| from_state(*d))
+        .collect();
     // Platforms in `add` mode may take the members as they come too; their syncs commit after
     // the diff, as the others' do after sending.
     let mut streamed = vec![];
@@ -434,11 +433,11 @@ async fn read_and_diff(
             let (tx, rx) = futures::channel::mpsc::channel::<Result<RecordBatch>>(2);
             senders.push(tx);
             streamed.push(destination.name().to_string());
-            let destination = (*destination).clone();
+            let destination = destination.clone_box();
             let info = info.clone();
             let schema = schema.clone();
             sinks.push(tokio::spawn(async move {
-                send_while_reading(&destination, &info, schema, rx).await
+                send_while_reading(destination.as_ref(), &info, schema, rx).await
             }));
         }
     }
@@ -615,7 +614,7 @@ async fn diff(
     date: &str,
     run_id: &str,
     sorted: membership::SortedRuns,
-    platforms: &[&Destination],
+    platforms: &[&dyn Destination],
     streamed: &[String],
     options: &RunOptions,
 ) -> Result<(Pending, Vec<SinkReport>)> {
@@ -778,18 +777,21 @@ async fn send(
     state: &StateStore,
     pending: &Pending,
     pd: &PendingDestination,
-    destination: &Destination,
+    destination: &dyn Destination,
     info: &RunInfo,
 ) -> Result<SinkReport> {
     let run_dir = StateStore::run_dir(&pending.run_date, &pending.run_id);
-    let checkpoint =
-        Arc::new(Checkpoint::load(state, format!("{run_dir}/{}.checkpoint.json", pd.name)).await?);
+    let checkpoint = Arc::new(
+        state
+            .checkpoint(format!("{run_dir}/{}.checkpoint.json", pd.name))
+            .await?,
+    );
     // The batches are cut as when the run began, whatever the job file says now.
-    let mut destination = destination.clone();
+    let mut destination = destination.clone_box();
     if let Some(limits) = pd.batch {
         destination.set_batch_limits(limits);
     }
-    let destination = &destination;
+    let destination = destination.as_ref();
     let mut report = SinkReport {
         destination: pd.name.clone(),
         mode: pd.mode.to_string(),
@@ -839,7 +841,9 @@ async fn send(
                 checkpoint: checkpoint.clone(),
                 members: Some(rows),
             };
-            let r = destinations::deliver(destination, info, schema, members, &delivery).await?;
+            let r = destination
+                .deliver(info, schema, members, &delivery)
+                .await?;
             if let Some(kept) = kept_identifiers.take() {
                 report.identifiers_kept = kept.load(std::sync::atomic::Ordering::Relaxed);
             }
@@ -954,8 +958,9 @@ async fn commit_head(state: &StateStore, pending: &Pending, pd: &PendingDestinat
 /// Commits the sync of a destination that was sent while the segment was read.
 async fn commit_sync(state: &StateStore, pending: &Pending, pd: &PendingDestination) -> Result<()> {
     let run_dir = StateStore::run_dir(&pending.run_date, &pending.run_id);
-    let checkpoint =
-        Checkpoint::load(state, format!("{run_dir}/{}.checkpoint.json", pd.name)).await?;
+    let checkpoint = state
+        .checkpoint(format!("{run_dir}/{}.checkpoint.json", pd.name))
+        .await?;
     if !checkpoint.is_committed().await {
         commit_head(state, pending, pd).await?;
         checkpoint.committed().await?;
@@ -967,7 +972,7 @@ async fn commit_sync(state: &StateStore, pending: &Pending, pd: &PendingDestinat
 /// first member, so an empty segment (which the guard then stops) finds, creates or opens
 /// nothing; an `Err` item means the read failed and stops it.
 async fn send_while_reading(
-    destination: &Destination,
+    destination: &dyn Destination,
     info: &RunInfo,
     schema: arrow::datatypes::SchemaRef,
     mut members: futures::channel::mpsc::Receiver<Result<RecordBatch>>,
@@ -988,14 +993,9 @@ async fn send_while_reading(
     let members = futures::stream::once(async { Ok(first) })
         .chain(members)
         .boxed();
-    destinations::deliver(
-        destination,
-        info,
-        schema,
-        members,
-        &Delivery::fresh(Op::Add),
-    )
-    .await
+    destination
+        .deliver(info, schema, members, &Delivery::fresh(Op::Add))
+        .await
 }
 
 /// A local membership file's member batches as a stream, read on a blocking thread.
@@ -1199,7 +1199,7 @@ impl Progress {
 /// its `AWS_BATCH_JOB_ARRAY_INDEX` days. Only for jobs that only export: children run in any
 /// order and at once, and a platform audience must be synced one date after the other.
 pub fn array_date(job: &Job, start: NaiveDate, index: Option<String>) -> Result<NaiveDate> {
-    if job.destinations.iter().any(from_state) {
+    if job.destinations.iter().any(|d| from_state(d.as_ref())) {
         return Err(Error::config(format!(
             "{}: --array-start is for jobs that only export; a platform audience must be synced one date after the \
              other: run `activator backfill` as one job instead",
@@ -1240,7 +1240,7 @@ pub async fn backfill(
     options: &RunOptions,
     on_report: &mut (dyn FnMut(&RunReport) + Send),
 ) -> Result<Vec<RunReport>> {
-    if parallel > 1 && job.destinations.iter().any(from_state) {
+    if parallel > 1 && job.destinations.iter().any(|d| from_state(d.as_ref())) {
         return Err(Error::config(format!(
             "{}: --parallel is for jobs that only export; a platform audience must be synced one date after the other",
             job.path.display()

@@ -206,8 +206,8 @@ fn per_batch_csv_and_ndjson_exports_respect_the_row_limit() {
 /// from listings, until a lifecycle rule removed it.
 #[test]
 fn an_export_given_up_leaves_no_unfinished_upload_in_s3() {
+    use activator::destinations::export::config::ExportFormat;
     use activator::destinations::export::writer::FileWriter;
-    use activator::job::ExportFormat;
     use arrow::array::{RecordBatch, StringArray};
     use arrow::datatypes::{DataType, Field, Schema};
     use object_store::ObjectStoreExt;

@@ -2,7 +2,13 @@
 //! service, sink) and its sink reads as one pipeline over a stream of member batches; batching
 //! (`crate::batch`), retries (`http`), secrets, job-file settings, the single-step driver and
 //! the single-key identifiers TikTok and Snap take are shared.
+//!
+//! A destination is a `Destination`: its config, checked from its table of the job file by the
+//! parser registered for its `type` in `REGISTRY`. The job loader, the run and the deployment
+//! know destinations only through the trait, so adding a platform is one folder (its config
+//! implementing the trait, its request, service and sink) and one line in `REGISTRY`.
 
+pub mod checkpoint;
 pub mod export;
 pub mod google;
 pub mod http;
@@ -15,14 +21,193 @@ pub mod single_step;
 pub mod snap;
 pub mod tiktok;
 
-use crate::error::Result;
-use crate::job::Destination;
-use crate::state::checkpoint::Checkpoint;
+use crate::batch::BatchLimits;
+use crate::error::{Error, Result};
+use crate::identity::{InputColumn, Profile};
+use crate::resolve::Resolver;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
+use checkpoint::Checkpoint;
 use chrono::NaiveDate;
+use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use std::sync::Arc;
+
+/// The destinations a job file may name, by `type`, with the parser of their table.
+pub const REGISTRY: &[(&str, Parse)] = &[
+    ("export", export::config::parse),
+    ("meta", meta::config::parse),
+    ("google", google::config::parse),
+    ("tiktok", tiktok::config::parse),
+    ("snap", snap::config::parse),
+    ("rest", rest::config::parse),
+];
+
+/// Checks a destination's table of the job file (without its `type`) into its config.
+pub type Parse = fn(toml::Table, &JobContext) -> Result<Box<dyn Destination>>;
+
+/// What a destination's parser may read of the job besides its own table.
+pub struct JobContext<'a> {
+    /// `destinations[2]`: prefixes the destination's keys in errors.
+    pub key: String,
+    /// The destination's place in the file (an unnamed export is `export`, `export1`, ...).
+    pub index: usize,
+    pub resolver: &'a Resolver<'a>,
+    /// The job's name.
+    pub job: &'a str,
+    pub profile: Profile,
+    pub identifiers: &'a [InputColumn],
+    /// The job's consent columns.
+    pub consent_columns: Vec<String>,
+}
+
+impl JobContext<'_> {
+    /// A config error at `key.field` (or at the destination's key when `field` is empty).
+    pub fn error(&self, field: &str, message: impl std::fmt::Display) -> Error {
+        let dot = if field.is_empty() { "" } else { "." };
+        Error::config(format!(
+            "{}: {}{dot}{field}: {message}",
+            self.resolver.at, self.key
+        ))
+    }
+
+    /// The destination's table as its job-file struct (unknown keys and wrong types refused).
+    pub fn table<T: serde::de::DeserializeOwned>(&self, table: toml::Table) -> Result<T> {
+        T::deserialize(toml::Value::Table(table)).map_err(|e| self.error("", e.message()))
+    }
+}
+
+/// The destination a job file's `[[destinations]]` table describes.
+pub fn parse(mut table: toml::Table, ctx: &JobContext) -> Result<Box<dyn Destination>> {
+    let types = || {
+        REGISTRY
+            .iter()
+            .map(|(t, _)| *t)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let kind = match table.remove("type") {
+        Some(toml::Value::String(t)) => t,
+        Some(_) => return Err(ctx.error("type", format!("a string: one of {}", types()))),
+        None => return Err(ctx.error("", format!("give its `type`: one of {}", types()))),
+    };
+    let Some((_, parse)) = REGISTRY.iter().find(|(t, _)| *t == kind) else {
+        return Err(ctx.error(
+            "type",
+            format!("`{kind}` is not a destination: use one of {}", types()),
+        ));
+    };
+    parse(table, ctx)
+}
+
+/// Where a destination sends, for the deployment's checks and the job role's policy.
+pub enum Target<'a> {
+    /// A platform's API; `field` is the job-file key that set `url` (`base_url`).
+    Api { field: &'static str, url: &'a str },
+    /// Files below a folder (an export), one per run or one per batch.
+    Files {
+        field: &'static str,
+        url: &'a url::Url,
+        per_batch: bool,
+    },
+}
+
+/// A destination: its checked settings, and how it takes a stream of members.
+pub trait Destination: std::fmt::Debug + Send + Sync {
+    /// Names the destination's state and its part of the report.
+    fn name(&self) -> &str;
+
+    /// How the destination is synced.
+    fn sync_mode(&self) -> SyncMode;
+
+    /// The size limits its batches are cut to.
+    fn batch_limits(&self) -> BatchLimits;
+
+    /// Sets the batch limits (a resumed run cuts its batches as it began).
+    fn set_batch_limits(&mut self, limits: BatchLimits);
+
+    /// Whether it takes the segment as it is read (exports), rather than the run's stored
+    /// membership once it is read and diffed (platforms).
+    fn streamed(&self) -> bool {
+        false
+    }
+
+    /// For platforms that match each identifier on its own (TikTok, Snap), where an identifier
+    /// in the audience may stand for several members: the kinds they are sent.
+    fn single_key_kinds(&self) -> Option<Vec<ids::IdKind>> {
+        None
+    }
+
+    /// Where it sends.
+    fn targets(&self) -> Vec<Target<'_>>;
+
+    /// Its secret references, each with the key below the destination's that holds it.
+    fn secrets(&self) -> Vec<(String, &str)> {
+        vec![]
+    }
+
+    /// Whether it names `sandbox` as its platform's URL (an in-process sandbox).
+    fn wants_sandbox(&self) -> bool {
+        self.targets()
+            .iter()
+            .any(|t| matches!(t, Target::Api { url, .. } if *url == "sandbox"))
+    }
+
+    /// Points a `sandbox` destination at a running sandbox.
+    fn use_sandbox(&mut self, _url: &str) {}
+
+    /// Drives the destination over the member stream until it ends; an `Err` item means the
+    /// run failed upstream, and the destination must leave nothing half-done.
+    fn deliver<'a>(
+        &'a self,
+        run: &'a RunInfo,
+        schema: SchemaRef,
+        members: BoxStream<'static, Result<RecordBatch>>,
+        delivery: &'a Delivery,
+    ) -> BoxFuture<'a, Result<SinkReport>>;
+
+    fn clone_box(&self) -> Box<dyn Destination>;
+}
+
+impl Clone for Box<dyn Destination> {
+    fn clone(&self) -> Self {
+        self.clone_box()
+    }
+}
+
+/// How a destination is synced.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMode {
+    /// Send every member of the segment.
+    #[default]
+    Add,
+    /// Send those who joined since the last sync and remove those who left.
+    Mirror,
+    /// The platform's full replace: the audience becomes the segment.
+    Replace,
+    /// Remove the segment's members (no state kept).
+    Remove,
+}
+
+impl SyncMode {
+    /// The mode a job file names (after `${VAR}` interpolation); `add` when it names none.
+    pub fn resolve(raw: Option<&str>, key: &str, r: &Resolver) -> Result<SyncMode> {
+        let Some(raw) = raw else {
+            return Ok(SyncMode::Add);
+        };
+        match r.interpolate(raw, key)?.trim() {
+            "add" => Ok(SyncMode::Add),
+            "mirror" => Ok(SyncMode::Mirror),
+            "replace" => Ok(SyncMode::Replace),
+            "remove" => Ok(SyncMode::Remove),
+            other => Err(Error::config(format!(
+                "{}: {key}: `{other}` is not a sync mode: use add, mirror, replace or remove",
+                r.at
+            ))),
+        }
+    }
+}
 
 /// What a run tells its destinations.
 #[derive(Clone, Debug)]
@@ -106,26 +291,23 @@ pub struct SinkReport {
     pub identifiers_kept: u64,
 }
 
-/// Drives one destination over the member stream until it ends; an `Err` item means the run
-/// failed upstream, and the destination must leave nothing half-done.
-pub async fn deliver(
-    destination: &Destination,
-    run: &RunInfo,
-    schema: SchemaRef,
-    members: BoxStream<'static, Result<RecordBatch>>,
-    delivery: &Delivery,
-) -> Result<SinkReport> {
-    match destination {
-        Destination::Export(config) => export::sink::run(config, run, schema, members).await,
-        Destination::Meta(config) => meta::sink::run(config, run, schema, members, delivery).await,
-        Destination::Google(config) => {
-            google::sink::run(config, run, schema, members, delivery).await
-        }
-        Destination::TikTok(config) => {
-            tiktok::sink::run(config, run, schema, members, delivery).await
-        }
-        Destination::Snap(config) => snap::sink::run(config, run, schema, members, delivery).await,
-        Destination::Rest(config) => rest::sink::run(config, run, schema, members, delivery).await,
+impl SyncMode {
+    /// Whether a run makes the audience the segment (mirror, replace), so that which sync it
+    /// starts from and which date it is matter: an add or remove sends the same whatever came
+    /// before.
+    pub fn sets_the_audience(self) -> bool {
+        matches!(self, SyncMode::Mirror | SyncMode::Replace)
+    }
+}
+
+impl std::fmt::Display for SyncMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SyncMode::Add => "add",
+            SyncMode::Mirror => "mirror",
+            SyncMode::Replace => "replace",
+            SyncMode::Remove => "remove",
+        })
     }
 }
 

@@ -2,9 +2,18 @@
 //! audience (a name or an id), the token's secret reference, the base URL, the request rate and
 //! the batch size within the platform's maximum. Errors name the job file and the key.
 
-use crate::destinations::meta::config::AudienceRef;
+use crate::batch::{BatchFile, BatchLimits};
+use crate::destinations::JobContext;
 use crate::error::{Error, Result};
-use crate::job::{BatchFile, BatchLimits, Resolver};
+use crate::identity::Profile;
+use crate::resolve::Resolver;
+
+/// A platform audience: found by name (created if missing), or given by id.
+#[derive(Clone, Debug)]
+pub enum AudienceRef {
+    Name(String),
+    Id(String),
+}
 
 /// `audience` (found by name, created if missing) or `audience_id`, exactly one of them.
 pub fn audience(
@@ -67,6 +76,47 @@ pub fn rate(r: &Resolver, key: &str, value: Option<f64>, default: f64) -> Result
         ))),
         v => Ok(v.unwrap_or(default)),
     }
+}
+
+/// A text setting (`name`, `api_version`) after `${VAR}` interpolation, else `default`.
+pub fn text(
+    r: &Resolver,
+    key: &str,
+    field: &str,
+    value: &Option<String>,
+    default: &str,
+) -> Result<String> {
+    match value {
+        Some(v) => r.interpolate(v, &format!("{key}.{field}")),
+        None => Ok(default.to_string()),
+    }
+}
+
+/// Points `base_url = "sandbox"` at a running sandbox, marking it in-process (its token is
+/// then the sandbox's, whatever the job file's reference says).
+pub fn use_sandbox(base_url: &mut String, in_process_sandbox: &mut bool, url: &str) {
+    if base_url == "sandbox" {
+        *base_url = url.to_string();
+        *in_process_sandbox = true;
+    }
+}
+
+/// TikTok and Snap match SHA-256 hex of e-mails trimmed and lowercased and of phones as digits
+/// with the country code and no `+` (shared/spec/platforms.md §9): what the meta profile writes.
+/// The google profile's gmail rule and `+`, or uid2's Base64, would give hashes that never match.
+pub fn needs_meta_profile(ctx: &JobContext, platform: &str) -> Result<()> {
+    if ctx.profile == Profile::Meta {
+        return Ok(());
+    }
+    Err(ctx.error(
+        "",
+        format!(
+            "a {platform} destination needs `profile = \"meta\"`: {platform} matches hashes of e-mails \
+             trimmed and lowercased and of phones as digits with the country code and no `+`, as the meta profile \
+             writes them; the job's {} profile would send hashes that never match",
+            ctx.profile
+        ),
+    ))
 }
 
 /// `concurrency`: requests in flight, 4 unless the job says.

@@ -5,9 +5,9 @@
 //! acknowledged are skipped and counted as resumed.
 
 use crate::batch;
+use crate::batch::BatchLimits;
 use crate::destinations::{Delivery, SinkReport};
 use crate::error::{Error, Result};
-use crate::job::BatchLimits;
 use arrow::array::RecordBatch;
 use futures::stream::{BoxStream, StreamExt};
 use std::future::Future;

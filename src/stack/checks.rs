@@ -3,8 +3,9 @@
 //! loopback), each `env:` reference mapped to a secret in `[aws] secrets`, and names that stay
 //! distinct across the stack. Errors name the file and the key.
 
+use crate::destinations::Target;
 use crate::error::{Error, Result};
-use crate::job::{Destination, Job};
+use crate::job::Job;
 use crate::stack::logical_id;
 use crate::stack::policy::{S3Prefix, StateLocation};
 use crate::stack::references::{env_names, secret_id, secret_uses};
@@ -22,17 +23,13 @@ pub fn check_job(job: &Job) -> Result<()> {
         check_s3(&at, "state", &job.state)?;
     }
     for (i, d) in job.destinations.iter().enumerate() {
-        let key = format!("destinations[{i}]");
-        match d {
-            Destination::Export(e) => check_s3(&at, &format!("{key}.url"), &e.url)?,
-            Destination::Meta(m) => check_platform(&at, &format!("{key}.base_url"), &m.base_url)?,
-            Destination::Google(g) => check_platform(&at, &format!("{key}.base_url"), &g.base_url)?,
-            Destination::TikTok(t) => check_platform(&at, &format!("{key}.base_url"), &t.base_url)?,
-            Destination::Snap(s) => check_platform(&at, &format!("{key}.base_url"), &s.base_url)?,
-            Destination::Rest(r) => {
-                check_platform(&at, &format!("{key}.url"), &r.add.url)?;
-                if let Some(remove) = &r.remove {
-                    check_platform(&at, &format!("{key}.remove_url"), &remove.url)?;
+        for target in d.targets() {
+            match target {
+                Target::Api { field, url } => {
+                    check_platform(&at, &format!("destinations[{i}].{field}"), url)?
+                }
+                Target::Files { field, url, .. } => {
+                    check_s3(&at, &format!("destinations[{i}].{field}"), url)?
                 }
             }
         }

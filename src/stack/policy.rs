@@ -14,8 +14,9 @@
 //! - the stack's key, through S3 (the state bucket is encrypted with it) and Secrets Manager
 //!   (secrets the deployer encrypted with it): `kms:Decrypt`, `kms:GenerateDataKey`.
 
+use crate::destinations::Target;
 use crate::error::{Error, Result};
-use crate::job::{Destination, ExportLayout, Job};
+use crate::job::Job;
 use crate::stack::cfn::{allow, allow_if, arn_of, policy, sub};
 use crate::stack::references::{secret_iam_resource, secrets_manager_ids};
 use serde_json::{Value, json};
@@ -111,17 +112,18 @@ pub fn job_policy(job: &Job, state: &StateLocation) -> Value {
         .filter_map(|t| S3Prefix::of(&t.url))
         .collect();
     let state = state.job_folder(&job.name);
-    let exports: Vec<(S3Prefix, ExportLayout)> = job
+    let exports: Vec<(S3Prefix, bool)> = job
         .destinations
         .iter()
-        .filter_map(|d| match d {
-            Destination::Export(e) => S3Prefix::of(&e.url).map(|p| (p, e.layout)),
-            _ => None,
+        .flat_map(|d| d.targets())
+        .filter_map(|t| match t {
+            Target::Files { url, per_batch, .. } => S3Prefix::of(url).map(|p| (p, per_batch)),
+            Target::Api { .. } => None,
         })
         .collect();
     let per_batch: Vec<&S3Prefix> = exports
         .iter()
-        .filter(|(_, layout)| *layout == ExportLayout::PerBatch)
+        .filter(|(_, per_batch)| *per_batch)
         .map(|(p, _)| p)
         .collect();
 

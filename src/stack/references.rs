@@ -3,8 +3,7 @@
 //! maps them to (the execution role reads those); `aws-secretsmanager:` references are read by
 //! the program itself (the job role reads those).
 
-use crate::destinations::rest::config::HeaderValue;
-use crate::job::{Destination, Job};
+use crate::job::Job;
 use crate::stack::cfn::sub;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -20,29 +19,11 @@ pub struct SecretUse {
 pub fn secret_uses(job: &Job) -> Vec<SecretUse> {
     let mut uses = vec![];
     for (i, destination) in job.destinations.iter().enumerate() {
-        let key = format!("destinations[{i}]");
-        let token = match destination {
-            Destination::Meta(m) => Some(&m.access_token),
-            Destination::Google(g) => Some(&g.access_token),
-            Destination::TikTok(t) => Some(&t.access_token),
-            Destination::Snap(s) => Some(&s.access_token),
-            Destination::Rest(_) | Destination::Export(_) => None,
-        };
-        if let Some(reference) = token {
+        for (field, reference) in destination.secrets() {
             uses.push(SecretUse {
-                key: format!("{key}.access_token"),
-                reference: reference.clone(),
+                key: format!("destinations[{i}].{field}"),
+                reference: reference.to_string(),
             });
-        }
-        if let Destination::Rest(r) = destination {
-            for (header, value) in &r.headers {
-                if let HeaderValue::Secret { reference, .. } = value {
-                    uses.push(SecretUse {
-                        key: format!("{key}.headers.{header}"),
-                        reference: reference.clone(),
-                    });
-                }
-            }
         }
     }
     uses

@@ -4,7 +4,7 @@
 //! is allowed.
 
 use crate::error::{Error, Result};
-use crate::job::Resolver;
+use crate::resolve::Resolver;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -178,7 +178,7 @@ impl AwsFile {
 
     fn checked_secrets(&self, at: &str) -> Result<BTreeMap<String, String>> {
         for (name, secret) in &self.secrets {
-            if !crate::job::is_identifier(name) {
+            if !crate::resolve::is_identifier(name) {
                 return Err(Error::config(format!(
                     "{at}: aws.secrets.{name}: keys are the environment variables of the job's `env:NAME` references \
                      (letters, digits and _, not starting with a digit)"

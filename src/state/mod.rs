@@ -22,10 +22,11 @@
 //! absent): of two runs racing on one destination, the second fails to create it and stops with
 //! a message instead of overwriting. Files hold member keys and hashes, never raw identifiers.
 
-pub mod checkpoint;
 pub mod digests;
 pub mod membership;
 
+use crate::destinations::SyncMode;
+use crate::destinations::checkpoint::{self, Checkpoint};
 use crate::error::{Error, Result};
 use crate::storage;
 use bytes::Bytes;
@@ -36,60 +37,6 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use url::Url;
-
-/// How a destination is synced.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SyncMode {
-    /// Send every member of the segment.
-    #[default]
-    Add,
-    /// Send those who joined since the last sync and remove those who left.
-    Mirror,
-    /// The platform's full replace: the audience becomes the segment.
-    Replace,
-    /// Remove the segment's members (no state kept).
-    Remove,
-}
-
-impl SyncMode {
-    /// The mode a job file names (after `${VAR}` interpolation); `add` when it names none.
-    pub fn resolve(raw: Option<&str>, key: &str, r: &crate::job::Resolver) -> Result<SyncMode> {
-        let Some(raw) = raw else {
-            return Ok(SyncMode::Add);
-        };
-        match r.interpolate(raw, key)?.trim() {
-            "add" => Ok(SyncMode::Add),
-            "mirror" => Ok(SyncMode::Mirror),
-            "replace" => Ok(SyncMode::Replace),
-            "remove" => Ok(SyncMode::Remove),
-            other => Err(Error::config(format!(
-                "{}: {key}: `{other}` is not a sync mode: use add, mirror, replace or remove",
-                r.at
-            ))),
-        }
-    }
-}
-
-impl SyncMode {
-    /// Whether a run makes the audience the segment (mirror, replace), so that which sync it
-    /// starts from and which date it is matter: an add or remove sends the same whatever came
-    /// before.
-    pub fn sets_the_audience(self) -> bool {
-        matches!(self, SyncMode::Mirror | SyncMode::Replace)
-    }
-}
-
-impl std::fmt::Display for SyncMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            SyncMode::Add => "add",
-            SyncMode::Mirror => "mirror",
-            SyncMode::Replace => "replace",
-            SyncMode::Remove => "remove",
-        })
-    }
-}
 
 /// A committed sync: the membership a destination holds since.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -141,7 +88,7 @@ pub struct PendingDestination {
     /// resume must cut the same batches even if the job file's `batch` changed in between.
     /// (Pending runs stored before this existed resume with the job file's limits.)
     #[serde(default)]
-    pub batch: Option<crate::job::BatchLimits>,
+    pub batch: Option<crate::batch::BatchLimits>,
 }
 
 /// The date's finished run.
@@ -246,6 +193,18 @@ impl StateStore {
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(self.store_error(e)),
         }
+    }
+
+    /// A destination's checkpoint at `rel`, as an earlier attempt left it, written back on
+    /// every change.
+    pub async fn checkpoint(&self, rel: String) -> Result<Checkpoint> {
+        let data = self.read_json(&rel).await?.unwrap_or_default();
+        let (state, rel) = (self.clone(), Arc::new(rel));
+        let writer: checkpoint::Writer = Arc::new(move |data| {
+            let (state, rel) = (state.clone(), rel.clone());
+            Box::pin(async move { state.write_json(&rel, &data).await })
+        });
+        Ok(Checkpoint::stored(data, writer))
     }
 
     pub async fn write_json<T: Serialize>(&self, rel: &str, value: &T) -> Result<()> {

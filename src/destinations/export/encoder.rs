@@ -1,8 +1,8 @@
 //! Batches to file bytes. Parquet is encoded by the writer itself (it owns row groups); CSV and
 //! NDJSON are encoded here, batch by batch, into a reused buffer.
 
+use super::config::ExportFormat;
 use crate::error::Result;
-use crate::job::ExportFormat;
 use arrow::array::RecordBatch;
 use arrow::datatypes::Schema;
 use parquet::basic::Compression;

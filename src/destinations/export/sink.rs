@@ -7,11 +7,11 @@
 //! never see a folder half moved. Either way a rerun for the same date overwrites, never
 //! duplicates.
 
+use super::config::{Export, ExportLayout};
 use super::writer::FileWriter;
 use crate::batch;
 use crate::destinations::{RunInfo, SinkReport};
 use crate::error::Result;
-use crate::job::{Export, ExportLayout};
 use crate::storage;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;

@@ -9,9 +9,9 @@
 //! `AsyncArrowWriter` regrows its buffer from nothing for every row group and copies it into
 //! the upload: a tenth of an export's CPU went to those copies and their page faults.
 
+use super::config::ExportFormat;
 use super::encoder;
 use crate::error::Result;
-use crate::job::ExportFormat;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use bytes::Bytes;

@@ -1,7 +1,16 @@
 //! The `type = "google"` destination in a job file.
 
+use crate::batch::BatchLimits;
+use crate::destinations::{Delivery, Destination, JobContext, RunInfo, SinkReport, Target};
+use crate::destinations::{SyncMode, settings};
 use crate::error::{Error, Result};
-use crate::job::{BatchLimits, Resolver};
+use crate::identity::Kind;
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+
+use crate::resolve::Resolver;
 use serde::Deserialize;
 
 pub const DEFAULT_BASE_URL: &str = "https://datamanager.googleapis.com";
@@ -37,7 +46,7 @@ pub struct GoogleFile {
     /// 120), so a local clock ahead of Google's cannot remove what the run itself ingests.
     pub replace_clock_margin_secs: Option<u64>,
     #[serde(default)]
-    pub batch: crate::job::BatchFile,
+    pub batch: crate::batch::BatchFile,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -69,10 +78,10 @@ pub struct GoogleConfig {
     pub account_type: String,
     pub account_id: String,
     pub login_account_id: Option<String>,
-    pub user_list: crate::destinations::meta::config::AudienceRef,
+    pub user_list: crate::destinations::settings::AudienceRef,
     pub access_token: String,
     pub base_url: String,
-    pub sync: crate::state::SyncMode,
+    pub sync: SyncMode,
     pub ad_user_data: Option<ConsentStatus>,
     pub ad_personalization: Option<ConsentStatus>,
     pub concurrency: usize,
@@ -91,7 +100,7 @@ const ACCOUNT_TYPES: &[&str] = &[
 
 impl GoogleFile {
     pub fn resolve(&self, key: &str, r: &Resolver) -> Result<GoogleConfig> {
-        use crate::destinations::meta::config::AudienceRef;
+        use crate::destinations::settings::AudienceRef;
         let at = r.at;
         let account_type = self
             .account_type
@@ -143,14 +152,14 @@ impl GoogleFile {
             )));
         }
         Ok(GoogleConfig {
-            name: self.name.clone().unwrap_or_else(|| "google".into()),
+            name: settings::text(r, key, "name", &self.name, "google")?,
             account_type,
             account_id,
             login_account_id,
             user_list,
             access_token: self.access_token.clone(),
             base_url: base_url.trim_end_matches('/').to_string(),
-            sync: crate::state::SyncMode::resolve(self.sync.as_deref(), &format!("{key}.sync"), r)?,
+            sync: SyncMode::resolve(self.sync.as_deref(), &format!("{key}.sync"), r)?,
             ad_user_data: self.consent.ad_user_data,
             ad_personalization: self.consent.ad_personalization,
             concurrency: self.concurrency.unwrap_or(4).clamp(1, 64),
@@ -173,5 +182,80 @@ impl GoogleFile {
             batch,
             in_process_sandbox: false,
         })
+    }
+}
+
+pub fn parse(table: toml::Table, ctx: &JobContext) -> Result<Box<dyn Destination>> {
+    if ctx.profile != crate::identity::Profile::Google {
+        return Err(ctx.error(
+            "",
+            format!(
+                "a google destination needs `profile = \"google\"` (the job uses {})",
+                ctx.profile
+            ),
+        ));
+    }
+    if let Some(i) = ctx
+        .identifiers
+        .iter()
+        .find(|i| matches!(i.kind, Kind::MobileAdId | Kind::ExternalId))
+    {
+        return Err(ctx.error(
+            "",
+            format!(
+                "the google destination uploads contact information (email, phone, name and address) to Customer Match lists; \
+                 {} lists are not supported yet: remove identifiers.{}",
+                i.kind, i.kind
+            ),
+        ));
+    }
+    let file: GoogleFile = ctx.table(table)?;
+    Ok(Box::new(file.resolve(&ctx.key, ctx.resolver)?))
+}
+
+impl Destination for GoogleConfig {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn sync_mode(&self) -> SyncMode {
+        self.sync
+    }
+
+    fn batch_limits(&self) -> BatchLimits {
+        self.batch
+    }
+
+    fn set_batch_limits(&mut self, limits: BatchLimits) {
+        self.batch = limits;
+    }
+
+    fn targets(&self) -> Vec<Target<'_>> {
+        vec![Target::Api {
+            field: "base_url",
+            url: &self.base_url,
+        }]
+    }
+
+    fn secrets(&self) -> Vec<(String, &str)> {
+        vec![("access_token".to_string(), self.access_token.as_str())]
+    }
+
+    fn use_sandbox(&mut self, url: &str) {
+        settings::use_sandbox(&mut self.base_url, &mut self.in_process_sandbox, url);
+    }
+
+    fn deliver<'a>(
+        &'a self,
+        run: &'a RunInfo,
+        schema: SchemaRef,
+        members: BoxStream<'static, Result<RecordBatch>>,
+        delivery: &'a Delivery,
+    ) -> BoxFuture<'a, Result<SinkReport>> {
+        Box::pin(super::sink::run(self, run, schema, members, delivery))
+    }
+
+    fn clone_box(&self) -> Box<dyn Destination> {
+        Box::new(self.clone())
     }
 }

@@ -8,7 +8,7 @@ use super::request::{self, MemberEncoder};
 use super::service;
 use crate::batch;
 use crate::destinations::http::{RetryPolicy, Service, Verdict};
-use crate::destinations::meta::config::AudienceRef;
+use crate::destinations::settings::AudienceRef;
 use crate::destinations::{Delivery, Op, RunInfo, SinkReport, secrets};
 use crate::error::{Error, Result};
 use arrow::array::RecordBatch;

@@ -1,8 +1,15 @@
 //! The `type = "meta"` destination in a job file.
 
+use crate::batch::BatchLimits;
+use crate::destinations::SyncMode;
+use crate::destinations::settings::{self, AudienceRef};
+use crate::destinations::{Delivery, Destination, JobContext, RunInfo, SinkReport, Target};
 use crate::error::{Error, Result};
-use crate::job::{BatchLimits, Resolver};
-use crate::state::SyncMode;
+use crate::resolve::Resolver;
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use serde::Deserialize;
 
 /// Graph API version the connector speaks by default.
@@ -32,7 +39,7 @@ pub struct MetaFile {
     /// Request rate cap (per second).
     pub requests_per_second: Option<f64>,
     #[serde(default)]
-    pub batch: crate::job::BatchFile,
+    pub batch: crate::batch::BatchFile,
 }
 
 #[derive(Clone, Debug)]
@@ -51,12 +58,6 @@ pub struct MetaConfig {
     pub batch: BatchLimits,
     /// Set when `base_url = "sandbox"` was replaced by an in-process sandbox's address.
     pub in_process_sandbox: bool,
-}
-
-#[derive(Clone, Debug)]
-pub enum AudienceRef {
-    Name(String),
-    Id(String),
 }
 
 impl MetaFile {
@@ -96,16 +97,19 @@ impl MetaFile {
             )));
         }
         Ok(MetaConfig {
-            name: self.name.clone().unwrap_or_else(|| "meta".into()),
+            name: settings::text(r, key, "name", &self.name, "meta")?,
             ad_account_id,
             audience,
             access_token: self.access_token.clone(),
             base_url: base_url.trim_end_matches('/').to_string(),
-            api_version: self
-                .api_version
-                .clone()
-                .unwrap_or_else(|| DEFAULT_API_VERSION.into()),
-            sync: crate::state::SyncMode::resolve(self.sync.as_deref(), &format!("{key}.sync"), r)?,
+            api_version: settings::text(
+                r,
+                key,
+                "api_version",
+                &self.api_version,
+                DEFAULT_API_VERSION,
+            )?,
+            sync: SyncMode::resolve(self.sync.as_deref(), &format!("{key}.sync"), r)?,
             customer_file_source: self
                 .customer_file_source
                 .clone()
@@ -122,5 +126,66 @@ impl MetaFile {
             batch,
             in_process_sandbox: false,
         })
+    }
+}
+
+pub fn parse(table: toml::Table, ctx: &JobContext) -> Result<Box<dyn Destination>> {
+    if ctx.profile != crate::identity::Profile::Meta {
+        return Err(ctx.error(
+            "",
+            format!(
+                "a meta destination needs `profile = \"meta\"` (the job uses {})",
+                ctx.profile
+            ),
+        ));
+    }
+    let file: MetaFile = ctx.table(table)?;
+    Ok(Box::new(file.resolve(&ctx.key, ctx.resolver)?))
+}
+
+impl Destination for MetaConfig {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn sync_mode(&self) -> SyncMode {
+        self.sync
+    }
+
+    fn batch_limits(&self) -> BatchLimits {
+        self.batch
+    }
+
+    fn set_batch_limits(&mut self, limits: BatchLimits) {
+        self.batch = limits;
+    }
+
+    fn targets(&self) -> Vec<Target<'_>> {
+        vec![Target::Api {
+            field: "base_url",
+            url: &self.base_url,
+        }]
+    }
+
+    fn secrets(&self) -> Vec<(String, &str)> {
+        vec![("access_token".to_string(), self.access_token.as_str())]
+    }
+
+    fn use_sandbox(&mut self, url: &str) {
+        settings::use_sandbox(&mut self.base_url, &mut self.in_process_sandbox, url);
+    }
+
+    fn deliver<'a>(
+        &'a self,
+        run: &'a RunInfo,
+        schema: SchemaRef,
+        members: BoxStream<'static, Result<RecordBatch>>,
+        delivery: &'a Delivery,
+    ) -> BoxFuture<'a, Result<SinkReport>> {
+        Box::pin(super::sink::run(self, run, schema, members, delivery))
+    }
+
+    fn clone_box(&self) -> Box<dyn Destination> {
+        Box::new(self.clone())
     }
 }

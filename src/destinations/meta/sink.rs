@@ -2,11 +2,12 @@
 //! and sent in one session: batch 1 first, then up to `concurrency` batches in flight, then the
 //! last batch with `last_batch_flag` once every other batch is acknowledged.
 
-use super::config::{AudienceRef, MetaConfig};
+use super::config::MetaConfig;
 use super::request::{self, PayloadSchema};
 use super::service;
 use crate::batch;
 use crate::destinations::http::{RetryPolicy, Service, Verdict, mask};
+use crate::destinations::settings::AudienceRef;
 use crate::destinations::{Delivery, Op, RunInfo, SinkReport, secrets};
 use crate::error::{Error, Result};
 use arrow::array::RecordBatch;

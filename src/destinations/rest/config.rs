@@ -2,10 +2,16 @@
 //! reference), the body template, and which answers mean done or try again.
 
 use super::request::BodyTemplate;
+use crate::batch::BatchLimits;
+use crate::destinations::SyncMode;
 use crate::destinations::settings;
+use crate::destinations::{Delivery, Destination, JobContext, RunInfo, SinkReport, Target};
 use crate::error::{Error, Result};
-use crate::job::{BatchLimits, Resolver};
-use crate::state::SyncMode;
+use crate::resolve::Resolver;
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -40,12 +46,11 @@ pub struct RestFile {
     /// Statuses worth a retry (default: 429 and 5xx); `Retry-After` is honoured.
     pub retry_status: Option<Vec<StatusPattern>>,
     /// `add`, `mirror` or `remove`; an endpoint has no generic replace.
-    #[serde(default)]
-    pub sync: SyncMode,
+    pub sync: Option<String>,
     pub concurrency: Option<usize>,
     pub requests_per_second: Option<f64>,
     #[serde(default)]
-    pub batch: crate::job::BatchFile,
+    pub batch: crate::batch::BatchFile,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -126,7 +131,8 @@ impl RestFile {
         columns: &[String],
     ) -> Result<RestConfig> {
         let at = r.at;
-        let name = self.name.clone().unwrap_or_else(|| "rest".into());
+        let name = settings::text(r, key, "name", &self.name, "rest")?;
+        let sync = SyncMode::resolve(self.sync.as_deref(), &format!("{key}.sync"), r)?;
         let endpoint = |url: &str, url_key: &str, method: Option<&str>, method_key: &str| {
             let url = r.interpolate(url, &format!("{key}.{url_key}"))?;
             crate::destinations::check_base_url(&url)
@@ -157,7 +163,7 @@ impl RestFile {
                 },
             )?),
         };
-        match self.sync {
+        match sync {
             SyncMode::Replace => {
                 return Err(Error::config(format!(
                     "{at}: {key}.sync: a rest endpoint has no full replace; use sync = \"mirror\" \
@@ -168,7 +174,7 @@ impl RestFile {
                 return Err(Error::config(format!(
                     "{at}: {key}.sync: `{}` removes members: set remove_method (e.g. \"DELETE\") or \
                      remove_url to say how the endpoint takes removals",
-                    self.sync
+                    sync
                 )));
             }
             _ => {}
@@ -205,7 +211,7 @@ impl RestFile {
                 "retry_status",
                 StatusSet(vec![(429, 429), (500, 599)]),
             )?,
-            sync: self.sync,
+            sync,
             concurrency: settings::concurrency(self.concurrency),
             requests_per_second: self
                 .requests_per_second
@@ -241,6 +247,91 @@ fn header_value(r: &Resolver, key: &str, header: &str, value: &str) -> Result<He
         )));
     }
     Ok(HeaderValue::Literal(literal))
+}
+
+pub fn parse(table: toml::Table, ctx: &JobContext) -> Result<Box<dyn Destination>> {
+    let columns: Vec<String> = ctx
+        .identifiers
+        .iter()
+        .flat_map(|i| crate::identity::output_fields(ctx.profile, i.kind))
+        .map(|f| f.name)
+        .chain(ctx.consent_columns.iter().cloned())
+        .collect();
+    let file: RestFile = ctx.table(table)?;
+    Ok(Box::new(file.resolve(
+        &ctx.key,
+        ctx.resolver,
+        ctx.job,
+        &columns,
+    )?))
+}
+
+impl Destination for RestConfig {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn sync_mode(&self) -> SyncMode {
+        self.sync
+    }
+
+    fn batch_limits(&self) -> BatchLimits {
+        self.batch
+    }
+
+    fn set_batch_limits(&mut self, limits: BatchLimits) {
+        self.batch = limits;
+    }
+
+    fn targets(&self) -> Vec<Target<'_>> {
+        let mut targets = vec![Target::Api {
+            field: "url",
+            url: &self.add.url,
+        }];
+        if let Some(remove) = &self.remove {
+            targets.push(Target::Api {
+                field: "remove_url",
+                url: &remove.url,
+            });
+        }
+        targets
+    }
+
+    fn secrets(&self) -> Vec<(String, &str)> {
+        self.headers
+            .iter()
+            .filter_map(|(header, value)| match value {
+                HeaderValue::Secret { reference, .. } => {
+                    Some((format!("headers.{header}"), reference.as_str()))
+                }
+                HeaderValue::Literal(_) => None,
+            })
+            .collect()
+    }
+
+    fn use_sandbox(&mut self, url: &str) {
+        // The route that records the destination's requests.
+        let recorder = format!("{url}/_sandbox/rest/{}", self.name);
+        for e in std::iter::once(&mut self.add).chain(self.remove.as_mut()) {
+            if e.url == "sandbox" {
+                e.url = recorder.clone();
+            }
+        }
+    }
+
+    fn deliver<'a>(
+        &'a self,
+        run: &'a RunInfo,
+        schema: SchemaRef,
+        members: BoxStream<'static, Result<RecordBatch>>,
+        delivery: &'a Delivery,
+    ) -> BoxFuture<'a, Result<SinkReport>> {
+        Box::pin(super::sink::run(self, run, schema, members, delivery))
+    }
+
+    fn clone_box(&self) -> Box<dyn Destination> {
+        Box::new(self.clone())
+    }
 }
 
 #[cfg(test)]

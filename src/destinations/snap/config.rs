@@ -1,10 +1,18 @@
 //! The `type = "snap"` destination in a job file.
 
-use crate::destinations::meta::config::AudienceRef;
+use crate::batch::BatchLimits;
+use crate::destinations::SyncMode;
+use crate::destinations::ids::IdKind;
 use crate::destinations::settings;
+use crate::destinations::settings::AudienceRef;
+use crate::destinations::{Delivery, Destination, JobContext, RunInfo, SinkReport, Target};
 use crate::error::{Error, Result};
-use crate::job::{BatchLimits, Resolver};
-use crate::state::SyncMode;
+use crate::identity::Kind;
+use crate::resolve::Resolver;
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use serde::Deserialize;
 
 pub const DEFAULT_BASE_URL: &str = "https://adsapi.snapchat.com";
@@ -23,15 +31,14 @@ pub struct SnapFile {
     pub access_token: String,
     pub base_url: Option<String>,
     /// `add`, `mirror` or `remove`; Snap has no replace.
-    #[serde(default)]
-    pub sync: SyncMode,
+    pub sync: Option<String>,
     /// Days a member stays in a segment activator creates (9999: for good).
     pub retention_in_days: Option<u32>,
     pub concurrency: Option<usize>,
     /// Request rate cap (per second); default 10, Snap's average per token.
     pub requests_per_second: Option<f64>,
     #[serde(default)]
-    pub batch: crate::job::BatchFile,
+    pub batch: crate::batch::BatchFile,
 }
 
 #[derive(Clone, Debug)]
@@ -53,7 +60,8 @@ pub struct SnapConfig {
 impl SnapFile {
     pub fn resolve(&self, key: &str, r: &Resolver) -> Result<SnapConfig> {
         let at = r.at;
-        if self.sync == SyncMode::Replace {
+        let sync = SyncMode::resolve(self.sync.as_deref(), &format!("{key}.sync"), r)?;
+        if sync == SyncMode::Replace {
             return Err(Error::config(format!(
                 "{at}: {key}.sync: Snap has no replace (its API offers no atomic swap of a segment's members); \
                  use sync = \"mirror\", which removes who left the segment and adds who joined"
@@ -80,12 +88,12 @@ impl SnapFile {
         }
         settings::secret_reference(r, key, "access_token", &self.access_token)?;
         Ok(SnapConfig {
-            name: self.name.clone().unwrap_or_else(|| "snap".into()),
+            name: settings::text(r, key, "name", &self.name, "snap")?,
             ad_account_id,
             audience,
             access_token: self.access_token.clone(),
             base_url: settings::base_url(r, key, &self.base_url, DEFAULT_BASE_URL)?,
-            sync: self.sync,
+            sync,
             retention_in_days: self.retention_in_days.unwrap_or(9999),
             concurrency: settings::concurrency(self.concurrency),
             requests_per_second: settings::rate(
@@ -103,5 +111,72 @@ impl SnapFile {
             )?,
             in_process_sandbox: false,
         })
+    }
+}
+
+pub fn parse(table: toml::Table, ctx: &JobContext) -> Result<Box<dyn Destination>> {
+    settings::needs_meta_profile(ctx, "snap")?;
+    if !ctx
+        .identifiers
+        .iter()
+        .any(|i| matches!(i.kind, Kind::Email | Kind::Phone | Kind::MobileAdId))
+    {
+        return Err(ctx.error(
+            "",
+            "Snap customer lists take email, phone and mobile_ad_id; the job maps none of them",
+        ));
+    }
+    let file: SnapFile = ctx.table(table)?;
+    Ok(Box::new(file.resolve(&ctx.key, ctx.resolver)?))
+}
+
+impl Destination for SnapConfig {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn sync_mode(&self) -> SyncMode {
+        self.sync
+    }
+
+    fn batch_limits(&self) -> BatchLimits {
+        self.batch
+    }
+
+    fn set_batch_limits(&mut self, limits: BatchLimits) {
+        self.batch = limits;
+    }
+
+    fn single_key_kinds(&self) -> Option<Vec<IdKind>> {
+        Some(IdKind::ALL.to_vec())
+    }
+
+    fn targets(&self) -> Vec<Target<'_>> {
+        vec![Target::Api {
+            field: "base_url",
+            url: &self.base_url,
+        }]
+    }
+
+    fn secrets(&self) -> Vec<(String, &str)> {
+        vec![("access_token".to_string(), self.access_token.as_str())]
+    }
+
+    fn use_sandbox(&mut self, url: &str) {
+        settings::use_sandbox(&mut self.base_url, &mut self.in_process_sandbox, url);
+    }
+
+    fn deliver<'a>(
+        &'a self,
+        run: &'a RunInfo,
+        schema: SchemaRef,
+        members: BoxStream<'static, Result<RecordBatch>>,
+        delivery: &'a Delivery,
+    ) -> BoxFuture<'a, Result<SinkReport>> {
+        Box::pin(super::sink::run(self, run, schema, members, delivery))
+    }
+
+    fn clone_box(&self) -> Box<dyn Destination> {
+        Box::new(self.clone())
     }
 }

@@ -6,7 +6,7 @@ use super::config::SnapConfig;
 use super::request::UsersEncoder;
 use super::service;
 use crate::destinations::http::{RetryPolicy, Service};
-use crate::destinations::meta::config::AudienceRef;
+use crate::destinations::settings::AudienceRef;
 use crate::destinations::single_step::{self, Sent};
 use crate::destinations::{Delivery, Op, RunInfo, SinkReport, secrets};
 use crate::error::{Error, Result};

@@ -1,11 +1,17 @@
 //! The `type = "tiktok"` destination in a job file.
 
+use crate::batch::BatchLimits;
+use crate::destinations::SyncMode;
 use crate::destinations::ids::IdKind;
-use crate::destinations::meta::config::AudienceRef;
 use crate::destinations::settings;
+use crate::destinations::settings::AudienceRef;
+use crate::destinations::{Delivery, Destination, JobContext, RunInfo, SinkReport, Target};
 use crate::error::{Error, Result};
-use crate::job::{BatchLimits, Resolver};
-use crate::state::SyncMode;
+use crate::resolve::Resolver;
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use serde::Deserialize;
 
 pub const DEFAULT_BASE_URL: &str = "https://business-api.tiktok.com";
@@ -26,8 +32,7 @@ pub struct TikTokFile {
     pub base_url: Option<String>,
     pub api_version: Option<String>,
     /// `add`, `mirror`, `replace` or `remove`.
-    #[serde(default)]
-    pub sync: SyncMode,
+    pub sync: Option<String>,
     /// What the files hold: `EMAIL_SHA256` (default), `PHONE_SHA256`, `IDFA_SHA256` or
     /// `GAID_SHA256`. One per audience: TikTok wants every file of an audience of one type.
     pub calculate_type: Option<String>,
@@ -36,7 +41,7 @@ pub struct TikTokFile {
     /// Request rate cap (per second); default 10.
     pub requests_per_second: Option<f64>,
     #[serde(default)]
-    pub batch: crate::job::BatchFile,
+    pub batch: crate::batch::BatchFile,
 }
 
 /// The identifier type of an audience's files.
@@ -118,16 +123,19 @@ impl TikTokFile {
                 })?,
         };
         Ok(TikTokConfig {
-            name: self.name.clone().unwrap_or_else(|| "tiktok".into()),
+            name: settings::text(r, key, "name", &self.name, "tiktok")?,
             advertiser_id,
             audience,
             access_token: self.access_token.clone(),
             base_url: settings::base_url(r, key, &self.base_url, DEFAULT_BASE_URL)?,
-            api_version: self
-                .api_version
-                .clone()
-                .unwrap_or_else(|| DEFAULT_API_VERSION.into()),
-            sync: self.sync,
+            api_version: settings::text(
+                r,
+                key,
+                "api_version",
+                &self.api_version,
+                DEFAULT_API_VERSION,
+            )?,
+            sync: SyncMode::resolve(self.sync.as_deref(), &format!("{key}.sync"), r)?,
             calculate_type,
             concurrency: settings::concurrency(self.concurrency),
             requests_per_second: settings::rate(
@@ -145,5 +153,74 @@ impl TikTokFile {
             )?,
             in_process_sandbox: false,
         })
+    }
+}
+
+pub fn parse(table: toml::Table, ctx: &JobContext) -> Result<Box<dyn Destination>> {
+    settings::needs_meta_profile(ctx, "tiktok")?;
+    let file: TikTokFile = ctx.table(table)?;
+    let config = file.resolve(&ctx.key, ctx.resolver)?;
+    let kind = config.calculate_type.id_kind().kind();
+    if !ctx.identifiers.iter().any(|i| i.kind == kind) {
+        return Err(ctx.error(
+            "calculate_type",
+            format!(
+                "{} files are written from identifiers.{kind}, which the job does not map; \
+                 map it, or set calculate_type to the kind the job has (one kind per TikTok audience)",
+                config.calculate_type.api_name()
+            ),
+        ));
+    }
+    Ok(Box::new(config))
+}
+
+impl Destination for TikTokConfig {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn sync_mode(&self) -> SyncMode {
+        self.sync
+    }
+
+    fn batch_limits(&self) -> BatchLimits {
+        self.batch
+    }
+
+    fn set_batch_limits(&mut self, limits: BatchLimits) {
+        self.batch = limits;
+    }
+
+    fn single_key_kinds(&self) -> Option<Vec<IdKind>> {
+        Some(vec![self.calculate_type.id_kind()])
+    }
+
+    fn targets(&self) -> Vec<Target<'_>> {
+        vec![Target::Api {
+            field: "base_url",
+            url: &self.base_url,
+        }]
+    }
+
+    fn secrets(&self) -> Vec<(String, &str)> {
+        vec![("access_token".to_string(), self.access_token.as_str())]
+    }
+
+    fn use_sandbox(&mut self, url: &str) {
+        settings::use_sandbox(&mut self.base_url, &mut self.in_process_sandbox, url);
+    }
+
+    fn deliver<'a>(
+        &'a self,
+        run: &'a RunInfo,
+        schema: SchemaRef,
+        members: BoxStream<'static, Result<RecordBatch>>,
+        delivery: &'a Delivery,
+    ) -> BoxFuture<'a, Result<SinkReport>> {
+        Box::pin(super::sink::run(self, run, schema, members, delivery))
+    }
+
+    fn clone_box(&self) -> Box<dyn Destination> {
+        Box::new(self.clone())
     }
 }

@@ -10,7 +10,7 @@ use super::service;
 use crate::batch;
 use crate::destinations::http::{RetryPolicy, Service};
 use crate::destinations::ids::IdColumn;
-use crate::destinations::meta::config::AudienceRef;
+use crate::destinations::settings::AudienceRef;
 use crate::destinations::{Delivery, Op, RunInfo, SinkReport, secrets};
 use crate::error::{Error, Result};
 use arrow::array::RecordBatch;

@@ -4,10 +4,18 @@
 //! Batching is deterministic for a run (the batches are cut from the run's sorted delta files),
 //! so a batch is known by its phase (`add`, `remove`, `replace`) and its index.
 
-use super::StateStore;
+//!
+//! The checkpoint does not know where it is kept: the state store gives it a writer
+//! (`StateStore::checkpoint`), so destinations depend on no part of the state.
+
 use crate::error::Result;
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// Writes a checkpoint's data where it is kept.
+pub type Writer = Arc<dyn Fn(CheckpointData) -> BoxFuture<'static, Result<()>> + Send + Sync>;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct CheckpointData {
@@ -23,7 +31,7 @@ pub struct CheckpointData {
 
 /// A destination's checkpoint for one run; kept in memory only when the run has no state.
 pub struct Checkpoint {
-    target: Option<(StateStore, String)>,
+    writer: Option<Writer>,
     data: tokio::sync::Mutex<CheckpointData>,
 }
 
@@ -31,26 +39,25 @@ impl Checkpoint {
     /// A checkpoint that records nothing (runs without state, `plan`).
     pub fn in_memory() -> Checkpoint {
         Checkpoint {
-            target: None,
+            writer: None,
             data: Default::default(),
         }
     }
 
-    /// The checkpoint at `rel` in the state store, as an earlier attempt left it.
-    pub async fn load(state: &StateStore, rel: String) -> Result<Checkpoint> {
-        let data = state.read_json(&rel).await?.unwrap_or_default();
-        Ok(Checkpoint {
-            target: Some((state.clone(), rel)),
+    /// A checkpoint as an earlier attempt left it (`data`), written with `writer` on each change.
+    pub fn stored(data: CheckpointData, writer: Writer) -> Checkpoint {
+        Checkpoint {
+            writer: Some(writer),
             data: tokio::sync::Mutex::new(data),
-        })
+        }
     }
 
     async fn update(&self, f: impl FnOnce(&mut CheckpointData)) -> Result<()> {
         let mut data = self.data.lock().await;
         f(&mut data);
         // Written under the lock, so the file never goes back in time.
-        if let Some((state, rel)) = &self.target {
-            state.write_json(rel, &*data).await?;
+        if let Some(write) = &self.writer {
+            write(data.clone()).await?;
         }
         Ok(())
     }

@@ -1,0 +1,224 @@
+//! A job file's strings, resolved: `${VAR}` and `${VAR:-default}` interpolation, locations
+//! (an `s3://` URL or a path relative to the job file's folder), and the names a job may give.
+//! Job files, destinations' settings and the `[aws]` section all resolve through a `Resolver`,
+//! which names the file and the key in every error and records which variables each key read
+//! (a deployed job must be given the same).
+
+use crate::error::{Error, Result};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use url::Url;
+
+/// A name of letters, digits and `_`, not starting with a digit: a variable's, a column's.
+pub fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+}
+
+/// Interpolates and resolves a job file's strings, naming the file and key in errors.
+pub struct Resolver<'a> {
+    pub at: &'a str,
+    dir: &'a Path,
+    env: &'a dyn Fn(&str) -> Option<String>,
+    /// The variables read so far: name -> (value, the keys that read it).
+    used: std::cell::RefCell<Variables>,
+}
+
+/// The variables a job file read: name -> (value, every key that read it).
+pub type Variables = BTreeMap<String, (String, Vec<String>)>;
+
+impl<'a> Resolver<'a> {
+    /// Resolves the strings of the file `at`, whose paths are relative to `dir`, reading
+    /// variables with `env`.
+    pub fn new(
+        at: &'a str,
+        dir: &'a Path,
+        env: &'a dyn Fn(&str) -> Option<String>,
+    ) -> Resolver<'a> {
+        Resolver {
+            at,
+            dir,
+            env,
+            used: Default::default(),
+        }
+    }
+
+    /// The variables read, and the keys that read each.
+    pub fn into_variables(self) -> Variables {
+        self.used.into_inner()
+    }
+
+    /// Replaces `${VAR}` and `${VAR:-default}`; `$${` is a literal `${`.
+    pub fn interpolate(&self, s: &str, key: &str) -> Result<String> {
+        let recording = |name: &str| {
+            let value = (self.env)(name).filter(|v| !v.is_empty());
+            if let Some(v) = &value {
+                self.used
+                    .borrow_mut()
+                    .entry(name.to_string())
+                    .or_insert_with(|| (v.clone(), vec![]))
+                    .1
+                    .push(key.to_string());
+            }
+            value
+        };
+        interpolate(s, &recording).map_err(|m| Error::config(format!("{}: {key}: {m}", self.at)))
+    }
+
+    /// A URL (`s3://bucket/prefix`, `file:///abs`) or a path, relative to the job's folder.
+    pub fn location(&self, s: &str, key: &str, folder: bool) -> Result<Url> {
+        let s = self.interpolate(s, key)?;
+        resolve_location(&s, self.dir, folder)
+            .map_err(|m| Error::config(format!("{}: {key}: {m}", self.at)))
+    }
+}
+
+/// Expands `${VAR}` and `${VAR:-default}` with `env`.
+pub fn interpolate(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos..];
+        if let Some(tail) = after.strip_prefix("$${") {
+            out.push_str("${");
+            rest = tail;
+        } else if let Some(tail) = after.strip_prefix("${") {
+            let end = tail
+                .find('}')
+                .ok_or_else(|| format!("`{s}` has a `${{` without its closing `}}`"))?;
+            let expr = &tail[..end];
+            let (var, default) = match expr.split_once(":-") {
+                Some((v, d)) => (v, Some(d)),
+                None => (expr, None),
+            };
+            if !is_identifier(var) {
+                return Err(format!("`${{{expr}}}` is not a variable name"));
+            }
+            match ((env)(var).filter(|v| !v.is_empty()), default) {
+                (Some(v), _) => out.push_str(&v),
+                (None, Some(d)) => out.push_str(d),
+                (None, None) => {
+                    return Err(format!(
+                        "uses ${{{var}}}, which is not set; set {var} in the environment or write ${{{var}:-default}}"
+                    ));
+                }
+            }
+            rest = &tail[end + 1..];
+        } else {
+            out.push('$');
+            rest = &after[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Turns a URL or a path into a URL; folders get a trailing `/`.
+pub fn resolve_location(s: &str, dir: &Path, folder: bool) -> Result<Url, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("is empty; give an s3:// URL or a path".into());
+    }
+    let mut url = if s.contains("://") {
+        let url = Url::parse(s).map_err(|e| format!("`{s}` is not a valid URL: {e}"))?;
+        match url.scheme() {
+            "s3" | "file" => {}
+            other => {
+                return Err(format!(
+                    "scheme `{other}://` is not supported; use s3:// or file:// or a plain path"
+                ));
+            }
+        }
+        if url.scheme() == "s3" && url.host_str().unwrap_or("").is_empty() {
+            return Err(format!("`{s}` names no bucket: write s3://BUCKET/prefix"));
+        }
+        url
+    } else {
+        let p = Path::new(s);
+        let abs = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            std::env::current_dir()
+                .map_err(|e| e.to_string())?
+                .join(dir)
+                .join(p)
+        };
+        let abs = normalize_path(&abs);
+        Url::from_file_path(&abs).map_err(|_| format!("`{s}` is not a usable path"))?
+    };
+    let looks_like_file = [".parquet", ".csv", ".json", ".ndjson"]
+        .iter()
+        .any(|e| url.path().ends_with(e));
+    if folder && !looks_like_file && !url.path().ends_with('/') {
+        let p = format!("{}/", url.path());
+        url.set_path(&p);
+    }
+    Ok(url)
+}
+
+/// Removes `.` and `..` components without touching the file system.
+fn normalize_path(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "B1_DATA" => Some("/data/b1".into()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn interpolation() {
+        assert_eq!(
+            interpolate("${B1_DATA}/customers", &env).unwrap(),
+            "/data/b1/customers"
+        );
+        assert_eq!(interpolate("${NOPE:-/tmp/x}", &env).unwrap(), "/tmp/x");
+        assert_eq!(interpolate("${EMPTY:-d}", &env).unwrap(), "d");
+        assert_eq!(
+            interpolate("cost $5 $${HOME}", &env).unwrap(),
+            "cost $5 ${HOME}"
+        );
+        let err = interpolate("${NOPE}/x", &env).unwrap_err();
+        assert!(err.contains("NOPE") && err.contains("not set"), "{err}");
+        assert!(interpolate("${B1_DATA", &env).is_err());
+    }
+
+    #[test]
+    fn locations() {
+        let dir = Path::new("/repo/jobs");
+        assert_eq!(
+            resolve_location("../testdata/demo", dir, true)
+                .unwrap()
+                .as_str(),
+            "file:///repo/testdata/demo/"
+        );
+        assert_eq!(
+            resolve_location("s3://bucket/prefix", dir, true)
+                .unwrap()
+                .as_str(),
+            "s3://bucket/prefix/"
+        );
+        assert!(resolve_location("s3:///prefix", dir, true).is_err());
+        assert!(resolve_location("gs://b/p", dir, true).is_err());
+    }
+}
