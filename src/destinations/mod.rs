@@ -1,7 +1,8 @@
 //! Destinations: where members go. Each is a folder of small files (config, encoder, writer or
 //! service, sink) and its sink reads as one pipeline over a stream of member batches; batching
-//! (`crate::batch`), retries (`http`), secrets, job-file settings, the single-step driver and
-//! the single-key identifiers TikTok and Snap take are shared.
+//! (`crate::batch`), the delivery loop with its checkpoints (`driver`), retries and rate limits
+//! (`http`), secrets, job-file settings and the single-key identifiers TikTok and Snap take
+//! are shared.
 //!
 //! A destination is a `Destination`: its config, checked from its table of the job file by the
 //! parser registered for its `type` in `REGISTRY`. The job loader, the run and the deployment
@@ -9,6 +10,7 @@
 //! implementing the trait, its request, service and sink) and one line in `REGISTRY`.
 
 pub mod checkpoint;
+pub mod driver;
 pub mod export;
 pub mod google;
 pub mod http;
@@ -17,7 +19,6 @@ pub mod meta;
 pub mod rest;
 pub mod secrets;
 pub mod settings;
-pub mod single_step;
 pub mod snap;
 pub mod tiktok;
 

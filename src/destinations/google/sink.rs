@@ -7,6 +7,7 @@ use super::config::GoogleConfig;
 use super::request::{self, MemberEncoder};
 use super::service;
 use crate::batch;
+use crate::destinations::driver::Driver;
 use crate::destinations::http::{RetryPolicy, Service, Verdict};
 use crate::destinations::settings::AudienceRef;
 use crate::destinations::{Delivery, Op, RunInfo, SinkReport, secrets};
@@ -17,7 +18,7 @@ use futures::stream::{BoxStream, FuturesUnordered, StreamExt};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 struct Api {
@@ -203,66 +204,42 @@ pub async fn run(
     };
     // What every request body needs, shared by the upload tasks.
     let encoding = Arc::new((config.clone(), destination.clone(), encoder.clone()));
+    let skipped = AtomicU64::new(0);
+    let send = |seq: u64, parts: batch::Parts, _last: bool| {
+        // Counted here, so the members of a resumed batch are counted too.
+        let (usable, none) = encoder.count(&parts);
+        skipped.fetch_add(none, Ordering::Relaxed);
+        let (api, encoding) = (api.clone(), encoding.clone());
+        async move {
+            if usable == 0 {
+                return Ok(None);
+            }
+            let (config, destination, encoder) = &*encoding;
+            let body = request::body(config, destination, encoder, &parts, ingest);
+            drop(parts);
+            let answer = api
+                .post_bytes(&format!("upload batch {seq}"), method, body.into())
+                .await?;
+            Ok(Some(answer))
+        }
+    };
     let mut request_ids = vec![];
-    let mut skipped = 0u64;
-    let mut batches = batch::batched_parts(members, config.batch);
-    let mut in_flight = FuturesUnordered::new();
-    let mut seq = 0u64;
-    let mut ended = false;
-    loop {
-        let next = if ended { None } else { batches.next().await };
-        ended = next.is_none();
-        if let Some(batch) = next {
-            let batch = batch?;
-            seq += 1;
-            let (rows, none) = encoder.count(&batch);
-            skipped += none;
-            if rows == 0 {
-                continue;
-            }
-            if checkpoint.is_acked(phase, seq).await {
-                report.resumed_batches += 1;
-                report.batches += 1;
-                report.rows += rows;
-                continue;
-            }
-            let api = api.clone();
-            let checkpoint = checkpoint.clone();
-            let encoding = encoding.clone();
-            // Spawned, so requests are encoded and progress while the next batch is read.
-            in_flight.push(tokio::spawn(async move {
-                let (config, destination, encoder) = &*encoding;
-                let body = request::body(config, destination, encoder, &batch, ingest);
-                drop(batch);
-                let answer = api
-                    .post_bytes(&format!("upload batch {seq}"), method, body.into())
-                    .await?;
-                checkpoint.ack(phase, seq).await?;
-                Ok::<(Value, u64), Error>((answer, rows))
-            }));
-            if in_flight.len() < config.concurrency {
-                continue;
-            }
-        }
-        match in_flight.next().await {
-            Some(result) => {
-                let (answer, rows) = result
-                    .map_err(|e| Error::internal(format!("an upload task failed: {e}")))??;
-                let id = answer["requestId"].as_str().ok_or_else(|| {
-                    Error::transient(format!(
-                        "{}: an upload answer carries no requestId",
-                        config.name
-                    ))
-                })?;
-                {
-                    request_ids.push(id.to_string());
-                }
-                report.batches += 1;
-                report.rows += rows;
-            }
-            None => break,
-        }
+    let mut sends =
+        Driver::single_step(config.concurrency).start(members, config.batch, delivery, send);
+    while let Some(sent) = sends.next().await {
+        let Some(answer) = sent?.1 else { continue };
+        let id = answer["requestId"].as_str().ok_or_else(|| {
+            Error::transient(format!(
+                "{}: an upload answer carries no requestId",
+                config.name
+            ))
+        })?;
+        request_ids.push(id.to_string());
     }
+    sends.progress().count_in(&mut report);
+    let skipped = skipped.load(Ordering::Relaxed);
+    // Rows are the members sent (or sent by a killed attempt): those with an identifier.
+    report.rows -= skipped;
 
     let statuses = poll(&api, &request_ids, config.concurrency).await?;
     if op == Op::Replace {

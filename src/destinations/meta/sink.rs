@@ -1,18 +1,20 @@
 //! The Meta pipeline: audience found or created, then members batched (≤ 10,000 rows), encoded
-//! and sent in one session: batch 1 first, then up to `concurrency` batches in flight, then the
-//! last batch with `last_batch_flag` once every other batch is acknowledged.
+//! and sent in one session through the shared driver: batch 1 first, then up to `concurrency`
+//! batches in flight, then the last batch with `last_batch_flag` once every other batch is
+//! acknowledged.
 
 use super::config::MetaConfig;
 use super::request::{self, PayloadSchema};
 use super::service;
 use crate::batch;
+use crate::destinations::driver::Driver;
 use crate::destinations::http::{RetryPolicy, Service, Verdict, mask};
 use crate::destinations::settings::AudienceRef;
 use crate::destinations::{Delivery, Op, RunInfo, SinkReport, secrets};
 use crate::error::{Error, Result};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use futures::stream::{BoxStream, FuturesUnordered, StreamExt};
+use futures::stream::BoxStream;
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
@@ -119,10 +121,6 @@ impl Api {
     }
 }
 
-fn joined<T>(r: std::result::Result<Result<T>, tokio::task::JoinError>) -> Result<T> {
-    r.map_err(|e| Error::internal(format!("an upload task failed: {e}")))?
-}
-
 fn id_of(v: &Value) -> Result<String> {
     v["id"]
         .as_str()
@@ -207,101 +205,53 @@ pub async fn run(
         id
     };
 
-    let send = {
-        let api = api.clone();
-        let edge = edge.clone();
-        let payload_schema = payload_schema.clone();
-        let checkpoint = checkpoint.clone();
-        move |parts: batch::Parts, seq: u64, last: bool| {
-            let api = api.clone();
-            let edge = edge.clone();
-            let checkpoint = checkpoint.clone();
-            let payload_schema = payload_schema.clone();
-            let rows = batch::num_rows(&parts) as u64;
-            async move {
-                if checkpoint.is_acked(phase, seq).await {
-                    return Ok::<(Value, u64, bool), Error>((Value::Null, rows, true));
-                }
-                let session = request::session(session_id, seq, last, total);
-                let body = payload_schema.upload_body(&parts, &session, api.token.expose());
-                drop(parts);
-                let answer = api
-                    .send_json(
-                        &format!("upload batch {seq}"),
-                        &edge,
-                        method,
-                        body.into(),
-                        move |status, headers, body| match service::classify(status, headers, body)
-                        {
-                            // "Session already finished" in answer to the last batch: an
-                            // earlier attempt of it was applied and its answer was lost.
-                            Verdict::Fail(why) if last && why.contains("subcode 1870159") => {
-                                Verdict::Done(Value::Null)
-                            }
-                            v => v,
-                        },
-                    )
-                    .await?;
-                checkpoint.ack(phase, seq).await?;
-                Ok((answer, rows, false))
-            }
+    let send = |seq: u64, parts: batch::Parts, last: bool| {
+        let (api, edge, payload_schema) = (api.clone(), edge.clone(), payload_schema.clone());
+        async move {
+            let session = request::session(session_id, seq, last, total);
+            let body = payload_schema.upload_body(&parts, &session, api.token.expose());
+            drop(parts);
+            api.send_json(
+                &format!("upload batch {seq}"),
+                &edge,
+                method,
+                body.into(),
+                move |status, headers, body| match service::classify(status, headers, body) {
+                    // "Session already finished" in answer to the last batch: an earlier
+                    // attempt of it was applied and its answer was lost.
+                    Verdict::Fail(why) if last && why.contains("subcode 1870159") => {
+                        Verdict::Done(Value::Null)
+                    }
+                    v => v,
+                },
+            )
+            .await
         }
     };
-
-    let mut report = SinkReport {
-        destination: config.name.clone(),
-        ..SinkReport::default()
+    // Batch 1 opens the session (and a replace); the last carries last_batch_flag.
+    let driver = Driver {
+        concurrency: config.concurrency,
+        first_alone: true,
+        last_after_the_rest: true,
+        in_order: false,
+        ack_when_sent: true,
     };
     let mut received = Received::default();
-    let mut batches = batch::batched_parts(members, config.batch);
-    let mut in_flight = FuturesUnordered::new();
-    let mut held: Option<batch::Parts> = None;
-    let mut seq = 0u64;
-    let settle = |result: Result<(Value, u64, bool)>,
-                  report: &mut SinkReport,
-                  received: &mut Received|
-     -> Result<()> {
-        let (answer, rows, resumed) = result?;
-        if resumed {
-            report.resumed_batches += 1;
-        }
-        received.add(&answer);
-        report.batches += 1;
-        report.rows += rows;
-        Ok(())
-    };
-    while let Some(batch) = batches.next().await {
-        let batch = batch?;
-        // Hold one batch back: the last one must carry last_batch_flag.
-        let Some(ready) = held.replace(batch) else {
-            continue;
-        };
-        seq += 1;
-        if seq == 1 {
-            // Batch 1 opens the session (and a replace); the rest follow it.
-            settle(send(ready, seq, false).await, &mut report, &mut received)?;
-            continue;
-        }
-        // Spawned, so requests progress while the next batch is being read.
-        in_flight.push(tokio::spawn(send(ready, seq, false)));
-        while in_flight.len() >= config.concurrency {
-            let r = in_flight.next().await.expect("non-empty");
-            settle(joined(r), &mut report, &mut received)?;
-        }
+    let mut sends = driver.start(members, config.batch, delivery, send);
+    while let Some(sent) = sends.next().await {
+        received.add(&sent?.1);
     }
-    while let Some(r) = in_flight.next().await {
-        settle(joined(r), &mut report, &mut received)?;
-    }
-    if held.is_none() && op == Op::Replace {
+    if sends.progress().batches == 0 && op == Op::Replace {
         return Err(Error::guard(format!(
             "{}: the segment has no members; refusing to replace the audience with nothing",
             config.name
         )));
     }
-    if let Some(last) = held {
-        seq += 1;
-        settle(send(last, seq, true).await, &mut report, &mut received)?;
-    }
+    let mut report = SinkReport {
+        destination: config.name.clone(),
+        ..SinkReport::default()
+    };
+    sends.progress().count_in(&mut report);
     checkpoint.finish(phase).await?;
     report.requests = api.service.counters.requests.load(Ordering::Relaxed);
     report.retries = api.service.counters.retries.load(Ordering::Relaxed);

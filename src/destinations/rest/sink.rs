@@ -1,12 +1,13 @@
 //! The REST pipeline: headers resolved once (secret values marked sensitive, never logged), then
-//! each batch rendered and sent to the add or remove endpoint through the shared single-step
-//! driver.
+//! each batch rendered and sent to the add or remove endpoint, one request a batch, through the
+//! shared driver.
 
 use super::config::{HeaderValue, RestConfig};
 use super::request::BodyContext;
 use super::service;
+use crate::batch;
+use crate::destinations::driver::Driver;
 use crate::destinations::http::{RetryPolicy, Service};
-use crate::destinations::single_step::{self, Sent};
 use crate::destinations::{Delivery, Op, RunInfo, SinkReport, secrets};
 use crate::error::{Error, Result};
 use arrow::array::RecordBatch;
@@ -82,56 +83,54 @@ pub async fn run(
         destination: config.name.clone(),
         ..SinkReport::default()
     };
-    single_step::send_batches(
-        members,
-        config.batch,
-        config.concurrency,
-        delivery,
-        &mut report,
-        |seq, batch| {
-            let (api, headers, url, job, run_date) = (
-                api.clone(),
-                headers.clone(),
-                url.clone(),
-                job.clone(),
-                run_date.clone(),
+    let send = |seq, parts, _last| {
+        let (api, headers, url, job, run_date) = (
+            api.clone(),
+            headers.clone(),
+            url.clone(),
+            job.clone(),
+            run_date.clone(),
+        );
+        let method = endpoint.method.clone();
+        let (template, success, retry) = (
+            config.body.clone(),
+            config.success_status.clone(),
+            config.retry_status.clone(),
+        );
+        let name = config.name.clone();
+        async move {
+            let batch = batch::concat(parts)?;
+            let context = BodyContext {
+                job: &job,
+                run_date: &run_date,
+                op,
+                batch_seq: seq,
+            };
+            let body = Bytes::from(
+                template
+                    .render(&context, &batch)
+                    .map_err(|m| Error::config(format!("{name}: batch {seq}: body: {m}")))?,
             );
-            let method = endpoint.method.clone();
-            let (template, success, retry) = (
-                config.body.clone(),
-                config.success_status.clone(),
-                config.retry_status.clone(),
-            );
-            let name = config.name.clone();
-            async move {
-                let context = BodyContext {
-                    job: &job,
-                    run_date: &run_date,
-                    op,
-                    batch_seq: seq,
-                };
-                let body = Bytes::from(
-                    template
-                        .render(&context, &batch)
-                        .map_err(|m| Error::config(format!("{name}: batch {seq}: body: {m}")))?,
-                );
-                api.call(
-                    &format!("{op} batch {seq}"),
-                    |c| {
-                        c.request(method.clone(), url.as_str())
-                            .headers((*headers).clone())
-                            .body(body.clone())
-                    },
-                    |status, h, b| service::classify(&success, &retry, status, h, b),
-                )
-                .await?;
-                Ok(Sent {
-                    without_identifier: 0,
-                })
-            }
-        },
-    )
-    .await?;
+            api.call(
+                &format!("{op} batch {seq}"),
+                |c| {
+                    c.request(method.clone(), url.as_str())
+                        .headers((*headers).clone())
+                        .body(body.clone())
+                },
+                |status, h, b| service::classify(&success, &retry, status, h, b),
+            )
+            .await?;
+            Ok(())
+        }
+    };
+    let mut sends =
+        Driver::single_step(config.concurrency).start(members, config.batch, delivery, send);
+    while let Some(sent) = sends.next().await {
+        sent?;
+    }
+    sends.progress().count_in(&mut report);
+    delivery.checkpoint.finish(delivery.op.phase()).await?;
     report.requests = api.counters.requests.load(Ordering::Relaxed);
     report.retries = api.counters.retries.load(Ordering::Relaxed);
     report.outputs.push(format!(

@@ -1,13 +1,14 @@
 //! The Snap pipeline: the segment found by name in the ad account (or by the id a killed attempt
 //! recorded), created if missing; then each batch is one `POST` (add) or `DELETE` (remove) of
-//! its users, through the shared single-step driver.
+//! its users, one request a batch, through the shared driver.
 
 use super::config::SnapConfig;
 use super::request::UsersEncoder;
 use super::service;
+use crate::batch;
+use crate::destinations::driver::Driver;
 use crate::destinations::http::{RetryPolicy, Service};
 use crate::destinations::settings::AudienceRef;
-use crate::destinations::single_step::{self, Sent};
 use crate::destinations::{Delivery, Op, RunInfo, SinkReport, secrets};
 use crate::error::{Error, Result};
 use arrow::array::RecordBatch;
@@ -174,33 +175,31 @@ pub async fn run(
         destination: config.name.clone(),
         ..SinkReport::default()
     };
-    let without_identifier = single_step::send_batches(
-        members,
-        config.batch,
-        config.concurrency,
-        delivery,
-        &mut report,
-        |seq, batch| {
-            let (api, encoder, url, method) =
-                (api.clone(), encoder.clone(), url.clone(), method.clone());
-            async move {
-                let users = encoder.users(&batch);
-                if users.identifiers > 0 {
-                    api.call(
-                        &format!("{verb} batch {seq}"),
-                        method,
-                        &url,
-                        Some(&users.body),
-                    )
-                    .await?;
-                }
-                Ok(Sent {
-                    without_identifier: users.without_identifier,
-                })
+    let send = |seq, parts, _last| {
+        let (api, encoder, url, method) =
+            (api.clone(), encoder.clone(), url.clone(), method.clone());
+        async move {
+            let users = encoder.users(&batch::concat(parts)?);
+            if users.identifiers > 0 {
+                api.call(
+                    &format!("{verb} batch {seq}"),
+                    method,
+                    &url,
+                    Some(&users.body),
+                )
+                .await?;
             }
-        },
-    )
-    .await?;
+            Ok(users.without_identifier)
+        }
+    };
+    let mut without_identifier = 0;
+    let mut sends =
+        Driver::single_step(config.concurrency).start(members, config.batch, delivery, send);
+    while let Some(sent) = sends.next().await {
+        without_identifier += sent?.1;
+    }
+    sends.progress().count_in(&mut report);
+    checkpoint.finish(phase).await?;
     report.requests = api.service.counters.requests.load(Ordering::Relaxed);
     report.retries = api.service.counters.retries.load(Ordering::Relaxed);
     report.outputs.push(format!(

@@ -8,6 +8,7 @@ use super::config::{CalculateType, TikTokConfig};
 use super::request::{self, MemberFile};
 use super::service;
 use crate::batch;
+use crate::destinations::driver::Driver;
 use crate::destinations::http::{RetryPolicy, Service};
 use crate::destinations::ids::IdColumn;
 use crate::destinations::settings::AudienceRef;
@@ -15,7 +16,7 @@ use crate::destinations::{Delivery, Op, RunInfo, SinkReport, secrets};
 use crate::error::{Error, Result};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use futures::stream::{BoxStream, StreamExt};
+use futures::stream::BoxStream;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -236,17 +237,6 @@ impl Target<'_> {
     }
 }
 
-/// What became of one batch.
-struct Uploaded {
-    seq: u64,
-    rows: u64,
-    /// Acknowledged by a killed attempt of this run.
-    resumed: bool,
-    /// `None` when no member of the batch has the identifier.
-    file_path: Option<String>,
-    without_identifier: u64,
-}
-
 pub async fn run(
     config: &TikTokConfig,
     _run: &RunInfo,
@@ -309,46 +299,30 @@ pub async fn run(
         replaced: op != Op::Replace || checkpoint.acked_count(phase).await > 0,
     };
 
-    // Uploads are spawned, so they progress while earlier files are being applied.
-    let uploads = batch::batched(members, config.batch)
-        .enumerate()
-        .map(|(i, batch)| {
-            let seq = i as u64 + 1;
-            let api = api.clone();
-            let checkpoint = checkpoint.clone();
-            let column = column.clone();
-            tokio::spawn(async move {
-                let batch = batch?;
-                let rows = batch.num_rows() as u64;
-                if checkpoint.is_acked(phase, seq).await {
-                    return Ok::<_, Error>(Uploaded {
-                        seq,
-                        rows,
-                        resumed: true,
-                        file_path: None,
-                        without_identifier: 0,
-                    });
-                }
-                let file = request::member_file(&column, &batch);
-                let file_path = if file.lines == 0 {
-                    None
-                } else {
-                    Some(
-                        api.upload(&format!("activator-{phase}-{seq}.txt"), &file)
-                            .await?,
-                    )
-                };
-                Ok(Uploaded {
-                    seq,
-                    rows,
-                    resumed: false,
-                    file_path,
-                    without_identifier: file.without_identifier,
-                })
-            })
-        })
-        .buffered(config.concurrency);
-    let mut uploads = std::pin::pin!(uploads);
+    // Uploads are spawned, so they progress while earlier files are being applied; the
+    // batches are acknowledged once their files are applied.
+    let send = |seq: u64, parts: batch::Parts, _last: bool| {
+        let (api, column) = (api.clone(), column.clone());
+        async move {
+            let file = request::member_file(&column, &batch::concat(parts)?);
+            let file_path = match file.lines {
+                0 => None,
+                _ => Some(
+                    api.upload(&format!("activator-{phase}-{seq}.txt"), &file)
+                        .await?,
+                ),
+            };
+            Ok((file_path, file.without_identifier))
+        }
+    };
+    let driver = Driver {
+        concurrency: config.concurrency,
+        first_alone: false,
+        last_after_the_rest: false,
+        in_order: true,
+        ack_when_sent: false,
+    };
+    let mut uploads = driver.start(members, config.batch, delivery, send);
 
     let mut report = SinkReport {
         destination: config.name.clone(),
@@ -357,22 +331,17 @@ pub async fn run(
     let mut without_identifier = 0u64;
     let mut pending: Vec<(u64, Option<String>)> = vec![];
     let mut pending_files = 0;
-    while let Some(result) = uploads.next().await {
-        let u = result.map_err(|e| Error::internal(format!("an upload task failed: {e}")))??;
-        report.batches += 1;
-        report.rows += u.rows;
-        if u.resumed {
-            report.resumed_batches += 1;
-            continue;
-        }
-        without_identifier += u.without_identifier;
-        pending_files += usize::from(u.file_path.is_some());
-        pending.push((u.seq, u.file_path));
+    while let Some(uploaded) = uploads.next().await {
+        let (seq, (file_path, none)) = uploaded?;
+        without_identifier += none;
+        pending_files += usize::from(file_path.is_some());
+        pending.push((seq, file_path));
         if pending_files == super::MAX_FILES_PER_CALL {
             target.apply(std::mem::take(&mut pending)).await?;
             pending_files = 0;
         }
     }
+    uploads.progress().count_in(&mut report);
     if op == Op::Replace && pending_files == 0 && !target.replaced {
         return Err(Error::guard(format!(
             "{}: no member has {}; refusing to replace the audience with nothing",
