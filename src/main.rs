@@ -117,6 +117,10 @@ enum Command {
         /// Snap's requests per second (10 per token on average); default: off.
         #[arg(long)]
         snap_requests_per_second: Option<u64>,
+        /// A platform's requests per second, for the emulators that take their rate by name
+        /// (`--rate pinterest=10`); repeat for several.
+        #[arg(long = "rate", value_parser = platform_rate)]
+        rates: Vec<(String, u64)>,
     },
     /// Show how values normalize and hash, one JSON object per line.
     Hash {
@@ -375,6 +379,7 @@ fn main() -> ExitCode {
                 google_requests_per_minute,
                 tiktok_requests_per_second,
                 snap_requests_per_second,
+                rates,
             } => {
                 keep_freed_memory();
                 let config = activator::sandbox::SandboxConfig {
@@ -402,6 +407,7 @@ fn main() -> ExitCode {
                         requests_per_second: snap_requests_per_second,
                         ..Default::default()
                     },
+                    rates: rates.into_iter().collect(),
                 };
                 let sandbox =
                     activator::sandbox::Sandbox::start(([127, 0, 0, 1], port).into(), config)
@@ -577,4 +583,15 @@ mod tests {
         assert!(parse_date("2026-11-25T02:00").is_err());
         assert!(parse_date("yesterday").unwrap_err().contains("YYYY-MM-DD"));
     }
+}
+
+/// `PLATFORM=N`: a platform's requests per second in the sandbox.
+fn platform_rate(text: &str) -> std::result::Result<(String, u64), String> {
+    let (platform, rate) = text.split_once('=').ok_or_else(|| {
+        format!("`{text}`: write PLATFORM=REQUESTS_PER_SECOND, e.g. pinterest=10")
+    })?;
+    let rate = rate
+        .parse()
+        .map_err(|_| format!("`{rate}` is not a whole number of requests per second"))?;
+    Ok((platform.to_string(), rate))
 }

@@ -40,6 +40,9 @@ pub struct SandboxConfig {
     pub google: google::GoogleLimits,
     pub tiktok: tiktok::TikTokLimits,
     pub snap: snap::SnapLimits,
+    /// Request rates (per second) of the emulators that take theirs from here, by platform
+    /// name (`pinterest`); an emulator not named does not throttle.
+    pub rates: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Clone)]
@@ -51,6 +54,15 @@ pub struct AppState {
     pub tiktok: Arc<tiktok::TikTokState>,
     pub snap: Arc<snap::SnapState>,
     pub rest: Arc<rest::RestState>,
+    /// `SandboxConfig::rates`.
+    pub rates: Arc<std::collections::BTreeMap<String, u64>>,
+}
+
+impl AppState {
+    /// The request rate the sandbox was given for `platform`, if any.
+    pub fn rate(&self, platform: &str) -> Option<u64> {
+        self.rates.get(platform).copied()
+    }
 }
 
 pub fn router(config: SandboxConfig) -> (Router, AppState) {
@@ -70,6 +82,7 @@ pub fn router(config: SandboxConfig) -> (Router, AppState) {
         tiktok: Arc::new(tiktok_state),
         snap: Arc::new(snap_state),
         rest: Arc::new(rest::RestState::default()),
+        rates: Arc::new(config.rates),
     };
     let router = Router::new()
         .route("/_sandbox/audiences", get(audiences))
