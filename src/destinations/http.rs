@@ -100,6 +100,14 @@ pub struct Counters {
     pub retries: AtomicU64,
 }
 
+impl Counters {
+    /// Puts the requests and retries into the destination's report.
+    pub fn count_in(&self, report: &mut crate::destinations::SinkReport) {
+        report.requests = self.requests.load(Ordering::Relaxed);
+        report.retries = self.retries.load(Ordering::Relaxed);
+    }
+}
+
 /// The most of an answer that is read: platform answers are kilobytes.
 pub const MAX_ANSWER_BYTES: usize = 8 << 20;
 

@@ -127,14 +127,15 @@ pub fn router(config: SandboxConfig) -> (Router, AppState) {
         .route("/v1/requestStatus:retrieve", get(google::request_status))
         // Meta's Graph API: /v25.0/act_1/customaudiences, /v25.0/{id}/users, ...
         .route("/{version}/{*rest}", any(meta::graph))
+        .with_state(app.clone())
+        // Emulators with routes of their own, one line each.
         // A full Meta request (10,000 rows of up to 15 keys) is several megabytes; axum's
         // default limit is 2 MB.
         .layer(axum::extract::DefaultBodyLimit::max(128 * 1024 * 1024))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             targeted_faults,
-        ))
-        .with_state(app.clone());
+        ));
     (router, app)
 }
 

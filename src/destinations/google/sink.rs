@@ -259,8 +259,7 @@ pub async fn run(
         }
     }
     checkpoint.finish(phase).await?;
-    report.requests = api.service.counters.requests.load(Ordering::Relaxed);
-    report.retries = api.service.counters.retries.load(Ordering::Relaxed);
+    api.service.counters.count_in(&mut report);
     report.platform_invalid = statuses.failed_records;
     report.not_sent = skipped;
     let ranges: Vec<String> = statuses

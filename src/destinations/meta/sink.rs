@@ -19,7 +19,6 @@ use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 struct Api {
     service: Service,
@@ -253,8 +252,7 @@ pub async fn run(
     };
     sends.progress().count_in(&mut report);
     checkpoint.finish(phase).await?;
-    report.requests = api.service.counters.requests.load(Ordering::Relaxed);
-    report.retries = api.service.counters.retries.load(Ordering::Relaxed);
+    api.service.counters.count_in(&mut report);
     report.platform_invalid = received.invalid;
     report.platform_invalid_samples = received.samples;
     report.outputs.push(format!(

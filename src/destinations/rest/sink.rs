@@ -16,7 +16,6 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 /// The job's headers with secrets resolved; JSON unless the job names another content type.
 async fn headers(config: &RestConfig) -> Result<HeaderMap> {
@@ -131,8 +130,7 @@ pub async fn run(
     }
     sends.progress().count_in(&mut report);
     delivery.checkpoint.finish(delivery.op.phase()).await?;
-    report.requests = api.counters.requests.load(Ordering::Relaxed);
-    report.retries = api.counters.retries.load(Ordering::Relaxed);
+    api.counters.count_in(&mut report);
     report.outputs.push(format!(
         "{} {}",
         endpoint.method,

@@ -17,7 +17,6 @@ use futures::stream::BoxStream;
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 struct Api {
     service: Service,
@@ -200,8 +199,7 @@ pub async fn run(
     }
     sends.progress().count_in(&mut report);
     checkpoint.finish(phase).await?;
-    report.requests = api.service.counters.requests.load(Ordering::Relaxed);
-    report.retries = api.service.counters.retries.load(Ordering::Relaxed);
+    api.service.counters.count_in(&mut report);
     report.outputs.push(format!(
         "Snap segment {segment} ({}) of ad account {}",
         match &config.audience {

@@ -19,7 +19,6 @@ use arrow::datatypes::SchemaRef;
 use futures::stream::BoxStream;
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 struct Api {
     service: Service,
@@ -352,8 +351,7 @@ pub async fn run(
     target.apply(pending).await?;
     checkpoint.finish(phase).await?;
 
-    report.requests = api.service.counters.requests.load(Ordering::Relaxed);
-    report.retries = api.service.counters.retries.load(Ordering::Relaxed);
+    api.service.counters.count_in(&mut report);
     report.outputs.push(match &target.id {
         Some(id) => format!(
             "TikTok audience {id} ({}) of advertiser {}, {}",
