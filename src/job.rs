@@ -239,102 +239,24 @@ impl Job {
             })?),
         };
 
-        let mut tables = vec![];
-        for (i, t) in file.tables.iter().enumerate() {
-            let key = format!("tables[{i}] ({})", t.name);
-            if !is_identifier(&t.name) {
-                return Err(Error::config(format!(
-                    "{at}: {key}: name must be a SQL identifier (letters, digits, _)"
-                )));
-            }
-            let url = ctx.location(&t.url, &format!("{key}.url"), true)?;
-            if url.scheme() == "file" {
-                let p = url.to_file_path().unwrap_or_default();
-                if !p.exists() {
-                    return Err(Error::config(format!(
-                        "{at}: {key}.url: {} does not exist",
-                        p.display()
-                    )));
-                }
-            }
-            tables.push(Table {
-                name: t.name.clone(),
-                url,
-                format: t.format,
-                partitions: t.partitions.clone(),
-            });
-        }
-        if tables.is_empty() {
-            return Err(Error::config(format!(
-                "{at}: no tables: add a [[tables]] entry with a name and a url for each table the segment reads"
-            )));
-        }
+        let tables = tables(&file.tables, &ctx)?;
 
-        let mut identifiers = vec![];
-        for (kind, spec) in &file.identifiers {
-            let (column, hashed) = match spec {
-                IdentifierFile::Column(c) => (c.clone(), false),
-                IdentifierFile::Detailed(d) => (d.column.clone(), d.hashed),
-            };
-            // The country is read as the region of phones, states and zips even where a
-            // profile does not send it.
-            if file.profile.treatment(*kind).is_none() && *kind != Kind::Country {
-                return Err(Error::config(format!(
-                    "{at}: identifiers.{kind}: the {} profile does not use {kind}; it takes {}",
-                    file.profile,
-                    list(file.profile.kinds())
-                )));
-            }
-            if hashed
-                && (file.profile.treatment(*kind) != Some(crate::identity::Treatment::Hashed)
-                    || *kind == Kind::DateOfBirth)
-            {
-                return Err(Error::config(format!(
-                    "{at}: identifiers.{kind}: `hashed = true` is for kinds the {} profile hashes whole ({})",
-                    file.profile,
-                    list(
-                        file.profile
-                            .kinds()
-                            .into_iter()
-                            .filter(|k| *k != Kind::DateOfBirth
-                                && file.profile.treatment(*k)
-                                    == Some(crate::identity::Treatment::Hashed))
-                    )
-                )));
-            }
-            identifiers.push(InputColumn {
-                kind: *kind,
-                column,
-                hashed,
-            });
-        }
-        if !identifiers.iter().any(|i| i.kind.is_strong()) {
-            return Err(Error::config(format!(
-                "{at}: identifiers: map at least one of email, phone, mobile_ad_id, external_id to a column"
-            )));
-        }
+        let identifiers = identifiers(&file.identifiers, file.profile, &at)?;
 
         let consent = file.consent.iter().map(|(r, c)| (*r, c.clone())).collect();
 
-        let consent_columns: Vec<String> = file.consent.values().cloned().collect();
-        let mut destinations = vec![];
-        for (index, table) in file.destinations.into_iter().enumerate() {
-            let ctx = crate::destinations::JobContext {
-                key: format!("destinations[{index}]"),
-                index,
+        let destinations = destinations(
+            file.destinations,
+            &crate::destinations::JobContext {
+                key: String::new(),
+                index: 0,
                 resolver: &ctx,
                 job: &name,
                 profile: file.profile,
                 identifiers: &identifiers,
-                consent_columns: consent_columns.clone(),
-            };
-            destinations.push(crate::destinations::parse(table, &ctx)?);
-        }
-        if destinations.is_empty() {
-            return Err(Error::config(format!(
-                "{at}: no destinations: add a [[destinations]] entry (type = \"export\" with a url)"
-            )));
-        }
+                consent_columns: file.consent.values().cloned().collect(),
+            },
+        )?;
 
         let state = match &file.state {
             Some(s) => ctx.location(s, "state", true)?,
@@ -347,33 +269,7 @@ impl Job {
                     .map_err(|m| Error::config(format!("ACTIVATOR_STATE: {m}")))?
             }
         };
-        let guards = Guards {
-            allow_empty: file.guards.allow_empty.unwrap_or(false),
-            max_removal_share: match file.guards.max_removal_share {
-                None => 0.5,
-                Some(s) if (0.0..=1.0).contains(&s) => s,
-                Some(_) => {
-                    return Err(Error::config(format!(
-                        "{at}: guards.max_removal_share: a share between 0.0 and 1.0, e.g. 0.5 to stop a mirror run that would remove more than half of an audience"
-                    )));
-                }
-            },
-        };
-        let mut names = std::collections::BTreeSet::new();
-        for d in &destinations {
-            if !is_identifier(d.name()) {
-                return Err(Error::config(format!(
-                    "{at}: destination `{}`: a name must be letters, digits and _ (it names the destination's state)",
-                    d.name()
-                )));
-            }
-            if !names.insert(d.name().to_string()) {
-                return Err(Error::config(format!(
-                    "{at}: two destinations are named `{}`: give each a distinct `name`",
-                    d.name()
-                )));
-            }
-        }
+        let guards = guards(&file.guards, &at)?;
 
         let state_keep_days = file.state_keep_days.unwrap_or(DEFAULT_STATE_KEEP_DAYS);
         if state_keep_days > MAX_KEEP_DAYS {
@@ -402,6 +298,149 @@ impl Job {
             destinations,
         })
     }
+}
+
+/// The tables the segment reads, with their URLs resolved and local paths checked.
+fn tables(files: &[TableFile], ctx: &Resolver) -> Result<Vec<Table>> {
+    let at = ctx.at;
+    let mut tables = vec![];
+    for (i, t) in files.iter().enumerate() {
+        let key = format!("tables[{i}] ({})", t.name);
+        if !is_identifier(&t.name) {
+            return Err(Error::config(format!(
+                "{at}: {key}: name must be a SQL identifier (letters, digits, _)"
+            )));
+        }
+        let url = ctx.location(&t.url, &format!("{key}.url"), true)?;
+        if url.scheme() == "file" {
+            let p = url.to_file_path().unwrap_or_default();
+            if !p.exists() {
+                return Err(Error::config(format!(
+                    "{at}: {key}.url: {} does not exist",
+                    p.display()
+                )));
+            }
+        }
+        tables.push(Table {
+            name: t.name.clone(),
+            url,
+            format: t.format,
+            partitions: t.partitions.clone(),
+        });
+    }
+    if tables.is_empty() {
+        return Err(Error::config(format!(
+            "{at}: no tables: add a [[tables]] entry with a name and a url for each table the segment reads"
+        )));
+    }
+    Ok(tables)
+}
+
+/// The identifier columns, checked against what the profile takes.
+fn identifiers(
+    files: &BTreeMap<Kind, IdentifierFile>,
+    profile: Profile,
+    at: &str,
+) -> Result<Vec<InputColumn>> {
+    let mut identifiers = vec![];
+    for (kind, spec) in files {
+        let (column, hashed) = match spec {
+            IdentifierFile::Column(c) => (c.clone(), false),
+            IdentifierFile::Detailed(d) => (d.column.clone(), d.hashed),
+        };
+        // The country is read as the region of phones, states and zips even where a
+        // profile does not send it.
+        if profile.treatment(*kind).is_none() && *kind != Kind::Country {
+            return Err(Error::config(format!(
+                "{at}: identifiers.{kind}: the {} profile does not use {kind}; it takes {}",
+                profile,
+                list(profile.kinds())
+            )));
+        }
+        if hashed
+            && (profile.treatment(*kind) != Some(crate::identity::Treatment::Hashed)
+                || *kind == Kind::DateOfBirth)
+        {
+            return Err(Error::config(format!(
+                "{at}: identifiers.{kind}: `hashed = true` is for kinds the {} profile hashes whole ({})",
+                profile,
+                list(
+                    profile
+                        .kinds()
+                        .into_iter()
+                        .filter(|k| *k != Kind::DateOfBirth
+                            && profile.treatment(*k) == Some(crate::identity::Treatment::Hashed))
+                )
+            )));
+        }
+        identifiers.push(InputColumn {
+            kind: *kind,
+            column,
+            hashed,
+        });
+    }
+    if !identifiers.iter().any(|i| i.kind.is_strong()) {
+        return Err(Error::config(format!(
+            "{at}: identifiers: map at least one of email, phone, mobile_ad_id, external_id to a column"
+        )));
+    }
+    Ok(identifiers)
+}
+
+/// The destinations, each checked by the parser its `type` names; names distinct and usable as
+/// state folders. `job` is the context every destination shares (its key and index are set
+/// per destination).
+fn destinations(
+    tables: Vec<toml::Table>,
+    job: &crate::destinations::JobContext,
+) -> Result<Vec<Box<dyn Destination>>> {
+    let at = job.resolver.at;
+    let mut destinations = vec![];
+    for (index, table) in tables.into_iter().enumerate() {
+        let ctx = crate::destinations::JobContext {
+            key: format!("destinations[{index}]"),
+            index,
+            consent_columns: job.consent_columns.clone(),
+            ..*job
+        };
+        destinations.push(crate::destinations::parse(table, &ctx)?);
+    }
+    if destinations.is_empty() {
+        return Err(Error::config(format!(
+            "{at}: no destinations: add a [[destinations]] entry (type = \"export\" with a url)"
+        )));
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for d in &destinations {
+        if !is_identifier(d.name()) {
+            return Err(Error::config(format!(
+                "{at}: destination `{}`: a name must be letters, digits and _ (it names the destination's state)",
+                d.name()
+            )));
+        }
+        if !names.insert(d.name().to_string()) {
+            return Err(Error::config(format!(
+                "{at}: two destinations are named `{}`: give each a distinct `name`",
+                d.name()
+            )));
+        }
+    }
+    Ok(destinations)
+}
+
+fn guards(file: &GuardsFile, at: &str) -> Result<Guards> {
+    Ok(Guards {
+        allow_empty: file.allow_empty.unwrap_or(false),
+        max_removal_share: match file.max_removal_share {
+            None => 0.5,
+            Some(s) if (0.0..=1.0).contains(&s) => s,
+            Some(_) => {
+                return Err(Error::config(format!(
+                    "{at}: guards.max_removal_share: a share between 0.0 and 1.0, e.g. 0.5 to stop a mirror run that would remove more than half of an audience"
+                )));
+            }
+        },
+    })
 }
 
 fn list(kinds: impl IntoIterator<Item = Kind>) -> String {
