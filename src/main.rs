@@ -569,6 +569,17 @@ async fn validate_all(jobs: Vec<PathBuf>, date: NaiveDate) -> Result<(), Error> 
     }
 }
 
+/// `PLATFORM=N`: a platform's requests per second in the sandbox.
+fn platform_rate(text: &str) -> std::result::Result<(String, u64), String> {
+    let (platform, rate) = text.split_once('=').ok_or_else(|| {
+        format!("`{text}`: write PLATFORM=REQUESTS_PER_SECOND, e.g. pinterest=10")
+    })?;
+    let rate = rate
+        .parse()
+        .map_err(|_| format!("`{rate}` is not a whole number of requests per second"))?;
+    Ok((platform.to_string(), rate))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -583,15 +594,4 @@ mod tests {
         assert!(parse_date("2026-11-25T02:00").is_err());
         assert!(parse_date("yesterday").unwrap_err().contains("YYYY-MM-DD"));
     }
-}
-
-/// `PLATFORM=N`: a platform's requests per second in the sandbox.
-fn platform_rate(text: &str) -> std::result::Result<(String, u64), String> {
-    let (platform, rate) = text.split_once('=').ok_or_else(|| {
-        format!("`{text}`: write PLATFORM=REQUESTS_PER_SECOND, e.g. pinterest=10")
-    })?;
-    let rate = rate
-        .parse()
-        .map_err(|_| format!("`{rate}` is not a whole number of requests per second"))?;
-    Ok((platform.to_string(), rate))
 }
