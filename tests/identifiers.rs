@@ -437,3 +437,25 @@ fn pre_hashed_values_pass_through_lowercased() {
     let id = "a".repeat(64);
     assert_eq!(sent(Meta, ExternalId, &id, None)[0].1, id);
 }
+#[test]
+fn email_meta_hashes_microsofts_documented_customer_match_vector() {
+    // Microsoft Advertising documents `test@contoso.com` as
+    // f25ad364d33972379a7a4f4df33db142205f5c40eb19cfdb2fc5aaf117e10101 (bulk-service/
+    // customer-list-item.md; recomputed with Python's hashlib). The campaign-management page
+    // customerlistuserdata.md prints a8e34c39…fad76 for the same address, which is not its
+    // SHA-256 (nor of any case or white-space variant tried): a documentation error, not used.
+    // Microsoft destinations need the meta profile, which trims and lowercases e-mails first.
+    let documented = "f25ad364d33972379a7a4f4df33db142205f5c40eb19cfdb2fc5aaf117e10101";
+    assert_eq!(
+        n(Meta, Email, " Test@Contoso.com ", None),
+        "test@contoso.com"
+    );
+    for raw in ["test@contoso.com", " Test@Contoso.com ", "TEST@CONTOSO.COM"] {
+        assert_eq!(sent(Meta, Email, raw, None)[0].1, documented, "{raw:?}");
+    }
+    // Already hashed (as Microsoft's Bulk example gives it, or upper-cased) it passes through.
+    assert_eq!(
+        sent(Meta, Email, &documented.to_uppercase(), None)[0].1,
+        documented
+    );
+}

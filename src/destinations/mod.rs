@@ -15,7 +15,10 @@ pub mod export;
 pub mod google;
 pub mod http;
 pub mod ids;
+pub mod linkedin;
 pub mod meta;
+pub mod microsoft;
+pub mod pinterest;
 pub mod rest;
 pub mod secrets;
 pub mod settings;
@@ -42,6 +45,9 @@ pub const REGISTRY: &[(&str, Parse)] = &[
     ("tiktok", tiktok::config::parse),
     ("snap", snap::config::parse),
     ("rest", rest::config::parse),
+    ("linkedin", linkedin::config::parse),
+    ("pinterest", pinterest::config::parse),
+    ("microsoft", microsoft::config::parse),
 ];
 
 /// Checks a destination's table of the job file (without its `type`) into its config.

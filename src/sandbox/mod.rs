@@ -14,7 +14,10 @@
 
 pub mod faults;
 pub mod google;
+pub mod linkedin;
 pub mod meta;
+pub mod microsoft;
+pub mod pinterest;
 pub mod rest;
 pub mod snap;
 pub mod state;
@@ -129,6 +132,9 @@ pub fn router(config: SandboxConfig) -> (Router, AppState) {
         .route("/{version}/{*rest}", any(meta::graph))
         .with_state(app.clone())
         // Emulators with routes of their own, one line each.
+        .merge(linkedin::routes(app.clone()))
+        .merge(pinterest::routes(app.clone()))
+        .merge(microsoft::routes(app.clone()))
         // A full Meta request (10,000 rows of up to 15 keys) is several megabytes; axum's
         // default limit is 2 MB.
         .layer(axum::extract::DefaultBodyLimit::max(128 * 1024 * 1024))

@@ -43,6 +43,14 @@ pub fn deploy_python() -> PathBuf {
         .clone()
 }
 
+/// The python of `.venv-pinterest`, from tests/requirements-pinterest.txt: Pinterest's SDK pins
+/// urllib3 1.26, and Microsoft's REST SDK in `.venv` needs urllib3 2.
+pub fn pinterest_python() -> PathBuf {
+    static PY: OnceLock<PathBuf> = OnceLock::new();
+    PY.get_or_init(|| venv(".venv-pinterest", "tests/requirements-pinterest.txt"))
+        .clone()
+}
+
 /// A virtual environment at `dir` with `requirements` installed, made or brought up to date
 /// under a file lock (test binaries run at once).
 fn venv(dir: &str, requirements: &str) -> PathBuf {
