@@ -414,7 +414,7 @@ fn main() -> ExitCode {
                         .await?;
                 let url = &sandbox.url;
                 println!(
-                    "sandbox serving on {url} (Meta: {url}/v25.0/..., Google Data Manager: {url}/v1/..., TikTok: {url}/open_api/v1.3/dmp/custom_audience/..., Snap: {url}/v1/adaccounts/..., REST recorder: {url}/_sandbox/rest/NAME; introspection: {url}/_sandbox/audiences)"
+                    "sandbox serving on {url} (Meta: {url}/v25.0/..., Google Data Manager: {url}/v1/..., TikTok: {url}/open_api/v1.3/dmp/custom_audience/..., Snap: {url}/v1/adaccounts/..., LinkedIn: {url}/rest/dmpSegments, Pinterest: {url}/v5/ad_accounts/..., Microsoft: {url}/CampaignManagement/v13/..., REST recorder: {url}/_sandbox/rest/NAME; introspection: {url}/_sandbox/audiences)"
                 );
                 let _ = tokio::signal::ctrl_c().await;
                 Ok(())
