@@ -121,6 +121,10 @@ enum Command {
         /// (`--rate pinterest=10`); repeat for several.
         #[arg(long = "rate", value_parser = platform_rate)]
         rates: Vec<(String, u64)>,
+        /// The UID2 operator's client secret (Base64 of 32 bytes); default: the documented
+        /// sandbox secret (see the README's The Trade Desk section).
+        #[arg(long, value_parser = activator::sandbox::ttd::parse_client_secret)]
+        uid2_client_secret: Option<activator::destinations::ttd::envelope::ClientSecret>,
     },
     /// Show how values normalize and hash, one JSON object per line.
     Hash {
@@ -380,6 +384,7 @@ fn main() -> ExitCode {
                 tiktok_requests_per_second,
                 snap_requests_per_second,
                 rates,
+                uid2_client_secret,
             } => {
                 keep_freed_memory();
                 let config = activator::sandbox::SandboxConfig {
@@ -408,13 +413,14 @@ fn main() -> ExitCode {
                         ..Default::default()
                     },
                     rates: rates.into_iter().collect(),
+                    uid2_client_secret,
                 };
                 let sandbox =
                     activator::sandbox::Sandbox::start(([127, 0, 0, 1], port).into(), config)
                         .await?;
                 let url = &sandbox.url;
                 println!(
-                    "sandbox serving on {url} (Meta: {url}/v25.0/..., Google Data Manager: {url}/v1/..., TikTok: {url}/open_api/v1.3/dmp/custom_audience/..., Snap: {url}/v1/adaccounts/..., LinkedIn: {url}/rest/dmpSegments, Pinterest: {url}/v5/ad_accounts/..., Microsoft: {url}/CampaignManagement/v13/..., REST recorder: {url}/_sandbox/rest/NAME; introspection: {url}/_sandbox/audiences)"
+                    "sandbox serving on {url} (Meta: {url}/v25.0/..., Google Data Manager: {url}/v1/..., TikTok: {url}/open_api/v1.3/dmp/custom_audience/..., Snap: {url}/v1/adaccounts/..., LinkedIn: {url}/rest/dmpSegments, Pinterest: {url}/v5/ad_accounts/..., Microsoft: {url}/CampaignManagement/v13/..., X: {url}/12/accounts/..., UID2 operator: {url}/v3/identity/map, The Trade Desk: {url}/data/advertiser, REST recorder: {url}/_sandbox/rest/NAME; introspection: {url}/_sandbox/audiences)"
                 );
                 let _ = tokio::signal::ctrl_c().await;
                 Ok(())

@@ -10,7 +10,7 @@ use arrow::datatypes::{DataType, SchemaRef};
 use std::sync::Arc;
 
 /// An identifier kind a single-key platform takes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum IdKind {
     Email,
     Phone,

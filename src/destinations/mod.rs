@@ -24,6 +24,8 @@ pub mod secrets;
 pub mod settings;
 pub mod snap;
 pub mod tiktok;
+pub mod ttd;
+pub mod x;
 
 use crate::batch::BatchLimits;
 use crate::error::{Error, Result};
@@ -48,6 +50,8 @@ pub const REGISTRY: &[(&str, Parse)] = &[
     ("linkedin", linkedin::config::parse),
     ("pinterest", pinterest::config::parse),
     ("microsoft", microsoft::config::parse),
+    ("x", x::config::parse),
+    ("ttd", ttd::config::parse),
 ];
 
 /// Checks a destination's table of the job file (without its `type`) into its config.

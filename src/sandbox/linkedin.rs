@@ -6,7 +6,8 @@
 //!   naming `LINKEDIN`; 201 with no body and the id in `x-restli-id`; 422 naming the field
 //!   otherwise
 //! - `GET /rest/dmpSegments?q=account&account=…[&start=…&count=…]`: the account finder, paged
-//!   (every segment at once when neither `start` nor `count` is given, as LinkedIn documents)
+//!   (every segment at once when neither `start` nor `count` is given, as LinkedIn documents),
+//!   `count` capped at 100, with `paging: {start, count, total}`
 //! - `GET /rest/dmpSegments/{id}`: one segment, `destinations[0]` with its `status` (`READY`
 //!   from 300 members, LinkedIn's least audience to serve; `BUILDING` below) and `audienceSize`
 //! - `POST /rest/dmpSegments/{id}/users` with `X-RestLi-Method: BATCH_CREATE`: `{"elements":
@@ -54,6 +55,8 @@ use std::time::Duration;
 
 /// Elements per BATCH_CREATE.
 pub const MAX_ELEMENTS: usize = 5_000;
+/// The most segments a page of the account finder holds, whatever `count` asks for.
+pub const MAX_PAGE: usize = 100;
 /// The fewest members a segment serves with, so the emulator calls it `READY`.
 pub const READY_SIZE: usize = 300;
 const ACCOUNT_URN: &str = "urn:li:sponsoredAccount:";
@@ -397,7 +400,7 @@ async fn find_segments(
     let paged = q.contains_key("start") || q.contains_key("count");
     let start = number("start").unwrap_or(0);
     let count = match paged {
-        true => number("count").unwrap_or(10).min(1000),
+        true => number("count").unwrap_or(10).min(MAX_PAGE),
         false => all.len(),
     };
     let elements: Vec<Value> = {

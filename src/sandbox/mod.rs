@@ -22,6 +22,8 @@ pub mod rest;
 pub mod snap;
 pub mod state;
 pub mod tiktok;
+pub mod ttd;
+pub mod x;
 
 use crate::error::{Error, Result};
 use axum::Router;
@@ -46,6 +48,9 @@ pub struct SandboxConfig {
     /// Request rates (per second) of the emulators that take theirs from here, by platform
     /// name (`pinterest`); an emulator not named does not throttle.
     pub rates: std::collections::BTreeMap<String, u64>,
+    /// The UID2 operator's client secret (`activator sandbox --uid2-client-secret`); else
+    /// `ttd::DEFAULT_CLIENT_SECRET`.
+    pub uid2_client_secret: Option<crate::destinations::ttd::envelope::ClientSecret>,
 }
 
 #[derive(Clone)]
@@ -135,6 +140,11 @@ pub fn router(config: SandboxConfig) -> (Router, AppState) {
         .merge(linkedin::routes(app.clone()))
         .merge(pinterest::routes(app.clone()))
         .merge(microsoft::routes(app.clone()))
+        .merge(x::routes(app.clone()))
+        .merge(match config.uid2_client_secret {
+            Some(secret) => ttd::routes_with_client_secret(app.clone(), secret),
+            None => ttd::routes(app.clone()),
+        })
         // A full Meta request (10,000 rows of up to 15 keys) is several megabytes; axum's
         // default limit is 2 MB.
         .layer(axum::extract::DefaultBodyLimit::max(128 * 1024 * 1024))

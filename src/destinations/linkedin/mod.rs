@@ -29,3 +29,7 @@ pub const DEFAULT_REQUESTS_PER_SECOND: f64 = 8.0;
 /// created is not found for some seconds (the pages say to wait 5, older ones 10 to 15). With
 /// the default eight attempts a retried call waits at least 21 seconds in all.
 pub const NOT_READY_WAIT: Duration = Duration::from_secs(3);
+
+/// How long after this phase created a segment a 404 from its users call still means "not
+/// ready yet"; after it, and for any segment the phase did not create, a 404 is permanent.
+pub const NOT_READY_FOR: Duration = Duration::from_secs(60);

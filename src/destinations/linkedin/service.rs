@@ -5,16 +5,25 @@
 //! backoff alone spaces the tries. Permanent: 401 (the token is invalid, expired or revoked:
 //! refresh it), 403 (no `rw_dmp_segments`, or a VIEWER role), 426 (a LinkedIn-Version not
 //! active), and the other 4xx. A 404 from the users call is a segment LinkedIn has not made
-//! available yet (`classify_users`); elsewhere it is permanent.
+//! available yet only when this phase has just created it, and then for `NOT_READY_FOR` at most
+//! (`classify_users`); elsewhere it is permanent.
 //!
 //! A BATCH_CREATE's 200 answers each element, index-aligned: `{"elements": [{"status": 201},
 //! {"status": 400, "error": {…}}]}`. A refused element is counted (`Refused`), not sent again:
-//! the rest of its batch was applied, and the same element would be refused the same way.
+//! the rest of its batch was applied, and the same element would be refused the same way. An
+//! element answered 408, 429 or 5xx, and an answer that does not say what became of each
+//! element (not JSON, a status missing, more or fewer elements than sent), send the whole batch
+//! again: adds and removes are idempotent on LinkedIn ("A 201 is returned if you add the same ID
+//! again").
+//!
+//! LinkedIn's messages are shown only through `platform_message`: LinkedIn receives GOOGLE_AID
+//! raw, and a message quoting one must not reach an error or a log.
 
-use crate::destinations::http::{Verdict, retry_after};
+use crate::destinations::http::{Verdict, platform_message, retry_after};
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
+use std::time::Instant;
 
 /// Refused elements' samples kept for the report.
 const SAMPLES: usize = 5;
@@ -42,19 +51,53 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Verdict
     }
 }
 
-/// A users call's answer: as `classify`, but a 404 is a segment LinkedIn has not made available
-/// yet (it takes seconds after the create), tried again after at least `NOT_READY_WAIT`.
-pub fn classify_users(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Verdict<Value> {
+/// A users call's answer: as `classify`, and on success what became of each element
+/// (`Refused::read`). A 404 is a segment LinkedIn has not made available yet (it takes seconds
+/// after the create) only when this phase created `segment` and `not_ready_until` has not
+/// passed: tried again after at least `NOT_READY_WAIT`. Otherwise a 404 is permanent: a segment
+/// given by `audience_id`, found by name or resumed from the checkpoint exists or it does not.
+pub fn classify_users(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    sent: &[(&str, usize)],
+    segment: &str,
+    not_ready_until: Option<Instant>,
+) -> Verdict<Refused> {
     if status == StatusCode::NOT_FOUND {
-        return Verdict::Retry {
-            after: Some(super::NOT_READY_WAIT),
-            why: format!(
-                "{}: the segment is not ready yet (LinkedIn makes a new segment available seconds after creating it)",
-                describe(status, body)
-            ),
+        let why = describe(status, body);
+        return match not_ready_until {
+            Some(until) if Instant::now() < until => Verdict::Retry {
+                after: Some(super::NOT_READY_WAIT),
+                why: format!(
+                    "{why}: the segment is not ready yet (LinkedIn makes a new segment available seconds after creating it)"
+                ),
+            },
+            Some(_) => Verdict::Fail(format!(
+                "{why}; DMP segment {segment}, created by this run, was still not found {} s after its creation: \
+                 check it in Campaign Manager, then run again (the run goes on with it)",
+                super::NOT_READY_FOR.as_secs()
+            )),
+            None => Verdict::Fail(format!(
+                "{why}; LinkedIn finds no DMP segment {segment} (deleted, or not visible to the token's member): \
+                 check the segment in Campaign Manager, and audience_id when the job gives one"
+            )),
         };
     }
-    classify(status, headers, body)
+    match classify(status, headers, body) {
+        Verdict::Done(_) => match serde_json::from_slice::<Value>(body) {
+            Ok(answer) => Refused::read(&answer, sent),
+            Err(_) => Verdict::Retry {
+                after: None,
+                why: format!(
+                    "HTTP {}: the answer is not JSON, so it does not say which elements were applied; the batch is sent again",
+                    status.as_u16()
+                ),
+            },
+        },
+        Verdict::Retry { after, why } => Verdict::Retry { after, why },
+        Verdict::Fail(why) => Verdict::Fail(why),
+    }
 }
 
 /// `HTTP 401 (serviceErrorCode 65602, EXPIRED_ACCESS_TOKEN): The token used in the request has
@@ -72,12 +115,10 @@ fn describe(status: StatusCode, body: &[u8]) -> String {
         true => String::new(),
         false => format!(" ({})", codes.join(", ")),
     };
-    let message: String = v["message"]
-        .as_str()
-        .unwrap_or("no message")
-        .chars()
-        .take(300)
-        .collect();
+    let message = match v["message"].as_str() {
+        None => "no message".to_string(),
+        Some(m) => platform_message(m).unwrap_or_else(|| "message withheld".to_string()),
+    };
     format!("HTTP {}{codes}: {message}", status.as_u16())
 }
 
@@ -90,21 +131,46 @@ pub struct Refused {
 }
 
 impl Refused {
-    /// Takes in a BATCH_CREATE answer; `sent` describes the elements it answers, in order.
-    pub fn read(answer: &Value, sent: &[(&str, usize)]) -> Refused {
+    /// Reads a BATCH_CREATE answer; `sent` describes the elements it answers, in order. `Done`
+    /// with the elements refused for good (a 4xx other than 408 and 429); `Retry` when an
+    /// element's status is transient (408, 429, 5xx), or the answer does not say what became of
+    /// every element sent (no `elements`, another count than sent, a status missing): the whole
+    /// batch goes again, which LinkedIn's idempotent adds and removes allow.
+    pub fn read(answer: &Value, sent: &[(&str, usize)]) -> Verdict<Refused> {
+        let retry = |why: String| Verdict::Retry { after: None, why };
+        let Some(elements) = answer["elements"].as_array() else {
+            return retry("the answer has no element statuses; the batch is sent again".into());
+        };
+        if elements.len() != sent.len() {
+            return retry(format!(
+                "the answer has {} element statuses for {} elements sent; the batch is sent again",
+                elements.len(),
+                sent.len()
+            ));
+        }
         let mut refused = Refused::default();
-        let statuses = answer["elements"].as_array().map(Vec::as_slice);
-        for (i, element) in statuses.unwrap_or_default().iter().enumerate() {
-            let status = element["status"].as_u64().unwrap_or(200);
-            if (200..300).contains(&status) {
-                continue;
+        for (i, element) in elements.iter().enumerate() {
+            let Some(status) = element["status"].as_u64() else {
+                return retry(format!(
+                    "element {i} of the answer has no status; the batch is sent again"
+                ));
+            };
+            match status {
+                200..=299 => continue,
+                408 | 429 | 500..=599 => {
+                    return retry(format!(
+                        "element {i} was answered {status}{}; the batch is sent again",
+                        error_codes(&element["error"])
+                    ));
+                }
+                _ => {}
             }
             refused.count += 1;
             if refused.samples.len() < SAMPLES {
                 refused.samples.push(sample(element, status, sent.get(i)));
             }
         }
-        refused
+        Verdict::Done(refused)
     }
 
     pub fn merge(&mut self, other: Refused) {
@@ -121,8 +187,12 @@ fn sample(element: &Value, status: u64, sent: Option<&(&str, usize)>) -> String 
         Some((id_type, len)) => format!("{id_type} ({len} chars, not shown)"),
         None => "an element".to_string(),
     };
-    let error = &element["error"];
-    let code = error["code"]
+    format!("{what}: status {status}{}", error_codes(&element["error"]))
+}
+
+/// ` INVALID_VALUE` or ` serviceErrorCode 65602` of an element's error; empty without either.
+fn error_codes(error: &Value) -> String {
+    error["code"]
         .as_str()
         .map(|c| format!(" {}", c.chars().take(64).collect::<String>()))
         .or_else(|| {
@@ -130,8 +200,7 @@ fn sample(element: &Value, status: u64, sent: Option<&(&str, usize)>) -> String 
                 .as_u64()
                 .map(|c| format!(" serviceErrorCode {c}"))
         })
-        .unwrap_or_default();
-    format!("{what}: status {status}{code}")
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -178,11 +247,99 @@ mod tests {
             Verdict::Fail(m) => assert!(m.contains("api_version"), "{m}"),
             other => panic!("{other:?}"),
         }
-        match classify_users(StatusCode::NOT_FOUND, &HeaderMap::new(), b"{}") {
+    }
+
+    /// A users call's answer, for one element sent (a GOOGLE_AID) to segment 77.
+    fn users(status: u16, body: &str, not_ready_until: Option<Instant>) -> Verdict<Refused> {
+        classify_users(
+            StatusCode::from_u16(status).unwrap(),
+            &HeaderMap::new(),
+            body.as_bytes(),
+            &[("GOOGLE_AID", 36)],
+            "77",
+            not_ready_until,
+        )
+    }
+
+    #[test]
+    fn a_404_is_not_ready_only_for_a_segment_just_created_and_only_for_a_while() {
+        let body = r#"{"status": 404, "message": "Could not find DMP segment 77"}"#;
+        let later = Instant::now() + std::time::Duration::from_secs(60);
+        match users(404, body, Some(later)) {
             Verdict::Retry { after, why } => {
                 assert_eq!(after, Some(crate::destinations::linkedin::NOT_READY_WAIT));
                 assert!(why.contains("not ready"), "{why}");
             }
+            other => panic!("{other:?}"),
+        }
+        // Given by audience_id, found by name or resumed: permanent, naming the segment.
+        match users(404, body, None) {
+            Verdict::Fail(m) => assert!(
+                m.contains("HTTP 404") && m.contains("no DMP segment 77"),
+                "{m}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // Created by this phase, but the while is over.
+        match users(404, body, Some(Instant::now())) {
+            Verdict::Fail(m) => assert!(
+                m.contains("DMP segment 77") && m.contains("created by this run"),
+                "{m}"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn element_statuses_decide_whether_the_batch_goes_again() {
+        let retried = |status: u16, body: &str| {
+            assert!(
+                matches!(users(status, body, None), Verdict::Retry { .. }),
+                "{status} {body}"
+            );
+        };
+        // An element answered as transient: the whole batch again (adds are idempotent).
+        for transient in [408, 429, 500, 503] {
+            retried(
+                200,
+                &format!(r#"{{"elements": [{{"status": {transient}}}]}}"#),
+            );
+        }
+        // An answer that does not say what became of every element.
+        retried(200, "");
+        retried(200, "<html>not json</html>");
+        retried(200, "{}");
+        retried(200, r#"{"elements": [{}]}"#);
+        retried(200, r#"{"elements": [{"status": "201"}]}"#);
+        retried(200, r#"{"elements": []}"#);
+        retried(200, r#"{"elements": [{"status": 201}, {"status": 201}]}"#);
+        // The whole call as transient.
+        retried(503, "{}");
+        // Every element applied, or refused for good.
+        match users(200, r#"{"elements": [{"status": 201}]}"#, None) {
+            Verdict::Done(r) => assert_eq!(r.count, 0),
+            other => panic!("{other:?}"),
+        }
+        match users(200, r#"{"elements": [{"status": 400}]}"#, None) {
+            Verdict::Done(r) => assert_eq!(r.count, 1),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn messages_that_could_quote_an_id_are_withheld() {
+        let body = r#"{"status": 400, "message": "idValue 6d92078a-8246-4ba4-ae5b-76104861e7dc is not valid"}"#;
+        match verdict(400, body) {
+            Verdict::Fail(m) => {
+                assert!(
+                    m.contains("message withheld") && !m.contains("6d92078a"),
+                    "{m}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        match verdict(503, r#"{"message": "owner a@example.com"}"#) {
+            Verdict::Retry { why, .. } => assert!(!why.contains('@'), "{why}"),
             other => panic!("{other:?}"),
         }
     }
@@ -199,7 +356,9 @@ mod tests {
             ("GOOGLE_AID", 36),
             ("SHA256_EMAIL", 64),
         ];
-        let mut refused = Refused::read(&answer, &sent);
+        let Verdict::Done(mut refused) = Refused::read(&answer, &sent) else {
+            panic!("an answer with every element's status");
+        };
         assert_eq!(refused.count, 2);
         assert_eq!(
             refused.samples,
@@ -208,10 +367,10 @@ mod tests {
                 "SHA256_EMAIL (64 chars, not shown): status 422"
             ]
         );
-        refused.merge(Refused::read(&json!({}), &[]));
-        assert_eq!(
-            refused.count, 2,
-            "an answer without statuses refuses nothing"
-        );
+        let Verdict::Done(none) = Refused::read(&json!({"elements": []}), &[]) else {
+            panic!("nothing sent, nothing answered");
+        };
+        refused.merge(none);
+        assert_eq!(refused.count, 2);
     }
 }

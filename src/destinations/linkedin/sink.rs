@@ -2,9 +2,10 @@
 //! killed attempt recorded, or the job's `audience_id`, checked to be the account's user
 //! segment), created if missing; then each batch is one BATCH_CREATE of `ADD` (add) or
 //! `REMOVE` (remove) elements, one request a batch, through the shared driver. A segment
-//! LinkedIn has just created is "not found" for some seconds: the users call retries that 404.
-//! Elements LinkedIn refuses one by one are counted with masked samples (`platform_invalid`), not
-//! sent again.
+//! LinkedIn has just created is "not found" for some seconds: the users call retries that 404
+//! for a segment this phase created, for `NOT_READY_FOR` at most; for any other segment a 404 is
+//! permanent. Elements LinkedIn refuses one by one are counted with masked samples
+//! (`platform_invalid`), not sent again; an element answered as transient sends its batch again.
 //!
 //! Every call carries `LinkedIn-Version`, `X-Restli-Protocol-Version: 2.0.0` and the Rest.li
 //! method it is (`FINDER`, `GET`, `CREATE`, `BATCH_CREATE`), as LinkedIn's own client sends them.
@@ -25,7 +26,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 /// Segments asked for per page of the account finder.
 const PAGE: usize = 100;
@@ -86,9 +87,14 @@ impl Api {
             {
                 return segment_id(found).map(Some);
             }
+            // The end: an empty page, or past the total when LinkedIn gives one. A page shorter
+            // than asked for is not the end: LinkedIn may cap `count` below what was asked.
+            if elements.is_empty() {
+                return Ok(None);
+            }
             start += elements.len();
             let total = page["paging"]["total"].as_u64();
-            if elements.len() < PAGE || total.is_some_and(|t| start as u64 >= t) {
+            if total.is_some_and(|t| start as u64 >= t) {
                 return Ok(None);
             }
         }
@@ -161,17 +167,29 @@ impl Api {
         Ok(())
     }
 
-    /// One BATCH_CREATE of elements; the body is built once and shared by every try.
-    async fn users(&self, what: &str, url: &str, body: bytes::Bytes) -> Result<Value> {
+    /// One BATCH_CREATE of elements, `sent` describing them; the body is built once and shared
+    /// by every try. The elements refused for good. `not_ready_until`: when this phase created
+    /// the segment, until when a 404 means it is not ready yet.
+    async fn users(
+        &self,
+        what: &str,
+        segment: &str,
+        body: bytes::Bytes,
+        sent: &[(&str, usize)],
+        not_ready_until: Option<Instant>,
+    ) -> Result<Refused> {
+        let url = format!("{}/dmpSegments/{segment}/users", self.root);
         self.service
             .call(
                 what,
                 |c| {
-                    self.request(c, Method::POST, url, "BATCH_CREATE")
+                    self.request(c, Method::POST, &url, "BATCH_CREATE")
                         .header(CONTENT_TYPE, "application/json")
                         .body(body.clone())
                 },
-                service::classify_users,
+                |status, headers, bytes| {
+                    service::classify_users(status, headers, bytes, sent, segment, not_ready_until)
+                },
             )
             .await
     }
@@ -252,29 +270,33 @@ pub async fn run(
         token,
     });
 
-    // A resumed phase goes on with the segment its killed attempt used.
-    let segment = match (checkpoint.session(phase).await, &config.audience) {
-        (Some(id), _) => id,
+    // A resumed phase goes on with the segment its killed attempt used. Only a segment created
+    // here may answer 404 for a while (`not_ready_until`).
+    let (segment, not_ready_until) = match (checkpoint.session(phase).await, &config.audience) {
+        (Some(id), _) => (id, None),
         (None, AudienceRef::Id(id)) => {
             api.check(config, id).await?;
-            id.clone()
+            (id.clone(), None)
         }
         (None, AudienceRef::Name(name)) => match api.find(config, name).await? {
-            Some(id) => id,
+            Some(id) => (id, None),
             None if op == Op::Remove => {
                 return Err(Error::config(format!(
                     "{}: ad account {} has no DMP segment named {name}: there is nothing to remove from",
                     config.name, config.ad_account_id
                 )));
             }
-            None => api.create(config, name).await?,
+            None => {
+                let id = api.create(config, name).await?;
+                (id, Some(Instant::now() + super::NOT_READY_FOR))
+            }
         },
     };
     checkpoint.set_session(phase, &segment).await?;
 
-    let url = Arc::new(format!("{}/dmpSegments/{segment}/users", api.root));
+    let shared_segment = Arc::new(segment.clone());
     let send = |seq: u64, parts: batch::Parts, _last: bool| {
-        let (api, encoder, url) = (api.clone(), encoder.clone(), url.clone());
+        let (api, encoder, segment) = (api.clone(), encoder.clone(), shared_segment.clone());
         async move {
             let elements = encoder.elements(&parts, action);
             drop(parts);
@@ -285,10 +307,15 @@ pub async fn run(
             if elements.sent.is_empty() {
                 return Ok(sent);
             }
-            let answer = api
-                .users(&format!("{verb} batch {seq}"), &url, elements.body.into())
+            sent.refused = api
+                .users(
+                    &format!("{verb} batch {seq}"),
+                    &segment,
+                    elements.body.into(),
+                    &elements.sent,
+                    not_ready_until,
+                )
                 .await?;
-            sent.refused = Refused::read(&answer, &elements.sent);
             Ok(sent)
         }
     };
@@ -307,8 +334,7 @@ pub async fn run(
     };
     sends.progress().count_in(&mut report);
     checkpoint.finish(phase).await?;
-    report.requests = api.service.counters.requests.load(Ordering::Relaxed);
-    report.retries = api.service.counters.retries.load(Ordering::Relaxed);
+    api.service.counters.count_in(&mut report);
     report.not_sent = not_sent;
     if refused.count > 0 {
         tracing::warn!(destination = %config.name, refused = refused.count, "LinkedIn refused elements; they were counted, not sent again");

@@ -14,13 +14,14 @@
 //!
 //! An answer of HTTP 200 may carry `PartialErrors`: for an Apply, items refused by their
 //! `Index` (`refused_items`); an error that is about the whole call (an unknown list, the terms,
-//! an action or item type) or that points at no item fails the call.
+//! an action or item type) or that points at no item fails the call; a 0 InternalError among
+//! them sends the whole call again (an Apply's Add, Remove and Replace are idempotent).
 //!
-//! Messages are shown only when they cannot hold a member's value (no `@`, no run of hex), so an
-//! echo of the request never reaches the logs.
+//! Messages are shown only when they cannot hold a member's value (`platform_message`: no `@`,
+//! no long run of hex digits), so an echo of the request never reaches the logs.
 
 use super::{CALL_RATE_WAIT, codes};
-use crate::destinations::http::{Verdict, retry_after};
+use crate::destinations::http::{Verdict, platform_message, retry_after};
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
@@ -35,6 +36,17 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Verdict
         };
     }
     if status.is_success() && fault_errors(&answer).is_empty() {
+        let errors = partial_errors(&answer);
+        if errors
+            .iter()
+            .any(|e| code(e) == Some(codes::INTERNAL_ERROR))
+        {
+            // Microsoft could not process some of it, for no reason of the request's: all again.
+            return Verdict::Retry {
+                after: None,
+                why: describe(status, &errors, &answer, headers),
+            };
+        }
         let refused = whole_call_partial_error(&answer)
             .map(|e| with_advice(describe(status, &[e], &answer, headers), code(e)));
         return match refused {
@@ -73,17 +85,27 @@ fn call_rate_exceeded(answer: &Value) -> bool {
         .any(|e| code(e) == Some(codes::CALL_RATE_EXCEEDED))
 }
 
-/// What the answer to `Audiences` (AddAudiences) created: the new list's id. A name taken
-/// meanwhile (4853 DuplicateAudienceName: another run, or this run's earlier try whose answer
-/// was lost) is retried, and the next try finds the list by its name.
-pub fn classify_created(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Verdict<String> {
+/// What a create (`Audiences`, AddAudiences) came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Created {
+    /// The new list's id (or, from `find_or_create`'s look first, the list found by its name).
+    Id(String),
+    /// 4853 DuplicateAudienceName, with what Microsoft said: another run, or this run's earlier
+    /// try whose answer was lost, took the name meanwhile, and a look for it by name is next; if
+    /// that finds no customer list, the name is held by something the job cannot use.
+    NameTaken(String),
+}
+
+/// What the answer to `Audiences` (AddAudiences) created: the new list's id, or that its name
+/// is taken (`Created::NameTaken`, which the sink settles by looking the name up once more).
+pub fn classify_created(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Verdict<Created> {
     let answer = match classify(status, headers, body) {
         Verdict::Done(answer) => answer,
         Verdict::Retry { after, why } => return Verdict::Retry { after, why },
         Verdict::Fail(why) => return Verdict::Fail(why),
     };
     if let Some(id) = long_text(&answer["AudienceIds"][0]) {
-        return Verdict::Done(id);
+        return Verdict::Done(Created::Id(id));
     }
     let errors = partial_errors(&answer);
     let why = describe(status, &errors, &answer, headers);
@@ -91,7 +113,7 @@ pub fn classify_created(status: StatusCode, headers: &HeaderMap, body: &[u8]) ->
         .iter()
         .any(|e| code(e) == Some(codes::DUPLICATE_AUDIENCE_NAME))
     {
-        Verdict::Retry { after: None, why }
+        Verdict::Done(Created::NameTaken(why))
     } else if errors.is_empty() {
         Verdict::Retry {
             after: None,
@@ -103,7 +125,7 @@ pub fn classify_created(status: StatusCode, headers: &HeaderMap, body: &[u8]) ->
 }
 
 /// The indexes of the items an Apply's `PartialErrors` refused (not retried: the same items
-/// would be refused again).
+/// would be refused again). A 0 InternalError never reaches here: `classify` retries the call.
 pub fn refused_items(answer: &Value) -> Vec<usize> {
     partial_errors(answer)
         .iter()
@@ -200,10 +222,10 @@ fn describe(status: StatusCode, errors: &[&Value], answer: &Value, headers: &Hea
             let symbol = e["ErrorCode"]
                 .as_str()
                 .filter(|s| s.len() <= 80 && s.bytes().all(|b| b.is_ascii_alphanumeric()));
-            let message = e["Message"]
-                .as_str()
-                .and_then(shown)
-                .map(|m| format!(" ({m})"));
+            let message = e["Message"].as_str().map(|m| match platform_message(m) {
+                Some(m) => format!(" ({m})"),
+                None => " (message withheld)".to_string(),
+            });
             format!(
                 "{number} {}{}",
                 symbol.unwrap_or(""),
@@ -223,23 +245,6 @@ fn describe(status: StatusCode, errors: &[&Value], answer: &Value, headers: &Hea
         true => format!("HTTP {}: no error details{tracking}", status.as_u16()),
         false => format!("HTTP {}: {}{tracking}", status.as_u16(), listed.join("; ")),
     }
-}
-
-/// A message as it may be shown: not when it could hold a member's value (an `@`, a run of 16
-/// or more hex digits), and at most 200 characters.
-fn shown(message: &str) -> Option<&str> {
-    let mut run = 0;
-    for b in message.bytes() {
-        run = if b.is_ascii_hexdigit() { run + 1 } else { 0 };
-        if run >= 16 || b == b'@' {
-            return None;
-        }
-    }
-    let end = message
-        .char_indices()
-        .nth(200)
-        .map_or(message.len(), |(i, _)| i);
-    Some(&message[..end])
 }
 
 /// What the job's owner can do about a permanent error.
@@ -375,15 +380,19 @@ mod tests {
         let created =
             |body: &str| classify_created(StatusCode::OK, &HeaderMap::new(), body.as_bytes());
         assert!(
-            matches!(created(r#"{"AudienceIds": ["821"], "PartialErrors": []}"#), Verdict::Done(id) if id == "821")
+            matches!(created(r#"{"AudienceIds": ["821"], "PartialErrors": []}"#), Verdict::Done(Created::Id(id)) if id == "821")
         );
-        assert!(matches!(created(r#"{"AudienceIds": [821]}"#), Verdict::Done(id) if id == "821"));
-        assert!(matches!(
-            created(
-                r#"{"AudienceIds": [null], "PartialErrors": [{"Code": 4853, "ErrorCode": "DuplicateAudienceName", "Index": 0}]}"#
-            ),
-            Verdict::Retry { .. }
-        ));
+        assert!(
+            matches!(created(r#"{"AudienceIds": [821]}"#), Verdict::Done(Created::Id(id)) if id == "821")
+        );
+        match created(
+            r#"{"AudienceIds": [null], "PartialErrors": [{"Code": 4853, "ErrorCode": "DuplicateAudienceName", "Index": 0}]}"#,
+        ) {
+            Verdict::Done(Created::NameTaken(why)) => {
+                assert!(why.contains("4853 DuplicateAudienceName"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
         assert!(matches!(
             created(
                 r#"{"AudienceIds": [null], "PartialErrors": [{"Code": 4838, "ErrorCode": "InvalidAudienceName", "Index": 0}]}"#
@@ -394,11 +403,44 @@ mod tests {
 
     #[test]
     fn messages_that_could_hold_a_value_are_not_shown() {
-        assert_eq!(
-            shown("Invalid CustomerList Id"),
-            Some("Invalid CustomerList Id")
+        let with_message = |message: &str| {
+            let body = serde_json::json!({"Errors": [{"Code": 4835, "ErrorCode": "InvalidAudienceId", "Message": message}]});
+            match verdict(400, &body.to_string()) {
+                Verdict::Fail(m) => m,
+                other => panic!("{other:?}"),
+            }
+        };
+        let m = with_message("Invalid CustomerList Id");
+        assert!(
+            m.contains("4835 InvalidAudienceId (Invalid CustomerList Id)"),
+            "{m}"
         );
-        assert_eq!(shown("bad item a@example.com"), None);
-        assert_eq!(shown(&format!("item {} refused", "ab".repeat(32))), None);
+        for quoting in [
+            "bad item a@example.com".to_string(),
+            format!("item {} refused", "ab".repeat(32)),
+        ] {
+            let m = with_message(&quoting);
+            assert!(
+                m.contains("4835 InvalidAudienceId (message withheld)") && !m.contains(&quoting),
+                "{m}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_internal_error_among_partial_errors_sends_the_call_again() {
+        for answer in [
+            r#"{"PartialErrors": [{"Code": 0, "ErrorCode": "InternalError", "Index": 3, "Message": "m"}]}"#,
+            r#"{"PartialErrors": [{"Code": 8004, "ErrorCode": "EmailMustBeHashed", "Index": 1}, {"Code": "0", "ErrorCode": "InternalError", "Index": 2}]}"#,
+            r#"{"PartialErrors": [{"Code": 0, "ErrorCode": "InternalError"}]}"#,
+        ] {
+            match verdict(200, answer) {
+                Verdict::Retry { after, why } => {
+                    assert_eq!(after, None);
+                    assert!(why.contains("0 InternalError"), "{why}");
+                }
+                other => panic!("{answer}: {other:?}"),
+            }
+        }
     }
 }

@@ -4,7 +4,9 @@
 //! A replace sends its first batch alone as `Replace` (which empties the list and adds the
 //! batch) and every other after it as `Add`, so the list ends as the segment; the checkpoint
 //! keeps the first batch's acknowledgement, so a resumed replace never empties the list again.
-//! Items Microsoft refuses (`PartialErrors`) are counted with masked samples, not retried.
+//! A replace none of whose members has an e-mail is refused before the list is found or
+//! created. Items Microsoft refuses (`PartialErrors`) are counted with masked samples, not
+//! retried.
 
 use super::config::MicrosoftConfig;
 use super::request::{self, Action, ItemsEncoder};
@@ -17,6 +19,7 @@ use crate::destinations::{Delivery, Op, RunInfo, SinkReport, secrets};
 use crate::error::{Error, Result};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
+use futures::StreamExt;
 use futures::stream::BoxStream;
 use reqwest::header::HeaderValue;
 use serde_json::Value;
@@ -119,18 +122,36 @@ impl Api {
     }
 
     /// Creates the list, unless a try whose answer was lost did (`find_or_create` looks first).
+    /// A name Microsoft says is taken (4853) is looked up once more; when no customer list of
+    /// the customer has it, something the job cannot use holds it (another type of audience, a
+    /// list out of the token's sight), and no retry changes that: a configuration error.
     async fn create(&self, config: &MicrosoftConfig, name: &str) -> Result<String> {
         let body =
             request::new_customer_list(name, &config.customer_id, config.membership_duration);
-        let id = self
+        let created = self
             .service
             .find_or_create(
                 "create customer list",
-                || self.find(name),
+                || async move { Ok(self.find(name).await?.map(service::Created::Id)) },
                 |c| self.post(c, "Audiences", &body),
                 service::classify_created,
             )
             .await?;
+        let id = match created {
+            service::Created::Id(id) => id,
+            service::Created::NameTaken(why) => match self.find(name).await? {
+                Some(id) => id,
+                None => {
+                    return Err(Error::config(format!(
+                        "{}: create customer list {name:?}: Microsoft says the name is taken ({why}), but customer {} \
+                         has no customer list of that name the token's user can see: another audience (not a customer \
+                         list, or out of this user's reach) holds it. Rename the audience (`audience`), or give the \
+                         list's id as `audience_id`",
+                        config.name, config.customer_id
+                    )));
+                }
+            },
+        };
         tracing::info!(destination = %config.name, list = %id, "created customer list");
         Ok(id)
     }
@@ -207,11 +228,28 @@ pub async fn run(
     let checkpoint = &delivery.checkpoint;
     let encoder = ItemsEncoder::new(&schema)?;
     let api = Arc::new(Api::new(config).await?);
+
+    // A replace with no member to send would empty the list: refused before the list is found
+    // or created. The first batch with an e-mail is read to know, then put back in front.
+    let without_email = Arc::new(AtomicU64::new(0));
+    let mut with_email = request::with_email_only(members, without_email.clone());
+    let members = match with_email.next().await {
+        Some(Ok(first)) => futures::stream::once(async { Ok(first) })
+            .chain(with_email)
+            .boxed(),
+        Some(Err(e)) => return Err(e),
+        None if op == Op::Replace => {
+            return Err(Error::guard(format!(
+                "{}: no member of the segment has an e-mail; refusing to replace the customer list with nothing",
+                config.name
+            )));
+        }
+        None => with_email,
+    };
+
     let list = customer_list(&api, config, delivery).await?;
     checkpoint.set_session(phase, &list).await?;
 
-    let without_email = Arc::new(AtomicU64::new(0));
-    let members = request::with_email_only(members, without_email.clone());
     let list_id = Arc::new(list.clone());
     let accept_terms = config.accept_customer_match_terms;
     let send = |seq: u64, parts: batch::Parts, _last: bool| {
@@ -234,12 +272,6 @@ pub async fn run(
     let mut sends = driver.start(members, config.batch, delivery, send);
     while let Some(sent) = sends.next().await {
         refused.add(sent?.1);
-    }
-    if op == Op::Replace && sends.progress().batches == 0 {
-        return Err(Error::guard(format!(
-            "{}: no member of the segment has an e-mail; refusing to replace customer list {list} with nothing",
-            config.name
-        )));
     }
     let mut report = SinkReport {
         destination: config.name.clone(),

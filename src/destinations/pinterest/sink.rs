@@ -2,10 +2,13 @@
 //! killed attempt recorded, or the job gave); then each batch is one `PATCH` of its records,
 //! `ADD` or `REMOVE`, through the shared driver. Pinterest creates a list only with records, so
 //! a missing list is created by the first batch that has some, while the batches behind it wait
-//! for its id; a create whose answer was lost is found by name, not made twice. After an add,
-//! the list is made targetable (its `CUSTOMER_LIST` audience found or created) and its status is
-//! read until Pinterest has matched it or `status_wait_seconds` have passed; `TOO_SMALL` is
-//! reported as Pinterest's word on the match count, not as a failure.
+//! for its id; a create whose answer was lost is found by name, not made twice. The phase is
+//! finished in the checkpoint once the last batch is sent. After an add, the list is then made
+//! targetable (its `CUSTOMER_LIST` audience found or created) and its status is read until
+//! Pinterest has matched it or `status_wait_seconds` have passed, both best-effort: the members
+//! are delivered by then, so a failure there is a warning and a line of the report, never the
+//! run's failure. `TOO_SMALL` is reported as Pinterest's word on the match count, not as a
+//! failure.
 
 use super::config::PinterestConfig;
 use super::request::{self, RecordsEncoder};
@@ -13,7 +16,7 @@ use super::service;
 use crate::batch;
 use crate::destinations::checkpoint::Checkpoint;
 use crate::destinations::driver::Driver;
-use crate::destinations::http::{RetryPolicy, Service};
+use crate::destinations::http::{RetryPolicy, Service, platform_message};
 use crate::destinations::settings::AudienceRef;
 use crate::destinations::{Delivery, Op, RunInfo, SinkReport, secrets};
 use crate::error::{Error, Result};
@@ -333,30 +336,37 @@ pub async fn run(
         report.not_sent += sent?.1;
     }
     sends.progress().count_in(&mut report);
+    // Every member is delivered: what follows is best-effort, and does not undo that.
+    delivery.checkpoint.finish(op.phase()).await?;
 
     let id = list.id.lock().await.clone();
     match id {
-        Some(id) => settle(&api, config, op, &id, &mut report).await?,
+        Some(id) => settle(&api, config, op, &id, &mut report).await,
         None => report.outputs.push(format!(
             "Pinterest: nothing sent, no member has {}",
             kind.kind()
         )),
     }
-    delivery.checkpoint.finish(op.phase()).await?;
     api.service.counters.count_in(&mut report);
     Ok(report)
 }
 
-/// What follows the batches: the list named in the report; after an add, its audience found or
-/// created, and its status once Pinterest has matched it or the wait is over. Done before the
-/// phase is finished, so a run that fails here does it again when resumed.
-async fn settle(
-    api: &Api,
-    config: &PinterestConfig,
-    op: Op,
-    id: &str,
-    report: &mut SinkReport,
-) -> Result<()> {
+/// A best-effort step that failed after the members were delivered: a warning, and a line of
+/// the report. The error's text names the call and Pinterest's word on it, its message withheld
+/// when it could quote a record (`service::classify`); no value of a member is in it.
+fn not_done(config: &PinterestConfig, report: &mut SinkReport, step: &str, e: &Error) {
+    tracing::warn!(destination = %config.name, step, error = %e.message, "best-effort step failed; the members were delivered");
+    report.outputs.push(format!(
+        "could not {step}; the members were delivered: {}",
+        e.message
+    ));
+}
+
+/// What follows the batches, after the phase is finished: the list named in the report; after
+/// an add, its audience found or created, and its status once Pinterest has matched it or the
+/// wait is over. Best-effort: a failure is warned about and reported (`not_done`), not the
+/// run's; make the list targetable in Ads Manager, or run again, if it was that step.
+async fn settle(api: &Api, config: &PinterestConfig, op: Op, id: &str, report: &mut SinkReport) {
     report.outputs.push(format!(
         "Pinterest customer list {id} ({}) of ad account {}, {}",
         match &config.audience {
@@ -367,27 +377,47 @@ async fn settle(
         config.list_type.api_name()
     ));
     if op != Op::Add {
-        return Ok(());
+        return;
     }
-    let list = api.read_list(id).await?;
+    let list = match api.read_list(id).await {
+        Ok(list) => Some(list),
+        Err(e) => {
+            not_done(config, report, "read the customer list's status", &e);
+            None
+        }
+    };
     if config.make_targetable {
-        let name = match (&config.audience, list["name"].as_str()) {
+        let listed_name = list.as_ref().and_then(|l| l["name"].as_str());
+        let name = match (&config.audience, listed_name) {
             (AudienceRef::Name(n), _) => n.clone(),
             (AudienceRef::Id(_), Some(n)) if !n.is_empty() => n.to_string(),
             (AudienceRef::Id(_), _) => format!("Customer list {id}"),
         };
-        let (audience, created) = api.targeting_audience(id, &name).await?;
-        if created {
-            tracing::info!(destination = %config.name, audience = %audience, "created audience");
+        match api.targeting_audience(id, &name).await {
+            Ok((audience, created)) => {
+                if created {
+                    tracing::info!(destination = %config.name, audience = %audience, "created audience");
+                }
+                report.outputs.push(format!(
+                    "targeted through CUSTOMER_LIST audience {audience}{}",
+                    if created { " (created)" } else { "" }
+                ));
+            }
+            Err(e) => not_done(
+                config,
+                report,
+                "make the list targetable (its CUSTOMER_LIST audience: create it in Ads Manager, or run again)",
+                &e,
+            ),
         }
-        report.outputs.push(format!(
-            "targeted through CUSTOMER_LIST audience {audience}{}",
-            if created { " (created)" } else { "" }
-        ));
     }
-    let list = matched(api, id, list, config.status_wait).await?;
-    report.outputs.push(status_line(&list, config.status_wait));
-    Ok(())
+    let Some(list) = list else {
+        return;
+    };
+    match matched(api, id, list, config.status_wait).await {
+        Ok(list) => report.outputs.push(status_line(&list, config.status_wait)),
+        Err(e) => not_done(config, report, "read the customer list's status", &e),
+    }
 }
 
 /// The list once Pinterest is no longer matching it, or as it is when `wait` is over (or a
@@ -424,7 +454,10 @@ fn status_line(list: &Value, waited: Duration) -> String {
             "status {s}: Pinterest is still matching the records after {} s; it goes on without us",
             waited.as_secs()
         ),
-        Some(other) => format!("status {}", service::masked(other)),
+        Some(other) => format!(
+            "status {}",
+            platform_message(other).unwrap_or_else(|| "withheld".to_string())
+        ),
         None => "status not given".to_string(),
     }
 }
