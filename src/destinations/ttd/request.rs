@@ -211,7 +211,8 @@ mod tests {
             item_key: "UID2",
         };
         let uid2 = "AdvIvSiaum0P5s3X/7X8h8sz+OhF2IG8DNbEnkWSbYM=".to_string();
-        let body: Value = serde_json::from_slice(&segment.body(std::slice::from_ref(&uid2))).unwrap();
+        let body: Value =
+            serde_json::from_slice(&segment.body(std::slice::from_ref(&uid2))).unwrap();
         assert_eq!(
             body,
             json!({"AdvertiserId": "abc1234", "Items": [
