@@ -676,8 +676,11 @@ async fn diff(
     let mut planned = vec![];
     for ((d, head), c) in platforms.iter().zip(&heads).zip(&counts) {
         let mode = d.sync_mode();
-        let (adds, removes) = match mode {
-            SyncMode::Mirror => (c.adds, c.removes),
+        // A mirror of a platform that forgets whom it is not sent again adds everyone.
+        let adds_all = mode != SyncMode::Mirror || head.is_none() || d.renews_members();
+        let (adds, removes) = match (mode, adds_all) {
+            (SyncMode::Mirror, false) => (c.adds, c.removes),
+            (SyncMode::Mirror, true) => (members, c.removes),
             _ => (members, 0),
         };
         let previous = head.as_ref().map_or(0, |h| h.members);
@@ -733,11 +736,9 @@ async fn diff(
             base_generation: head.as_ref().map_or(0, |h| h.generation),
             previous_members: previous,
             // Without an earlier sync every member is an add: the members file serves.
-            adds_file: match mode {
-                SyncMode::Mirror if head.is_some() => {
-                    format!("{run_dir}/{}.adds.arrow", d.name())
-                }
-                _ => members_file.clone(),
+            adds_file: match adds_all {
+                false => format!("{run_dir}/{}.adds.arrow", d.name()),
+                true => members_file.clone(),
             },
             adds,
             removes_file: format!("{run_dir}/{}.removes.arrow", d.name()),
@@ -752,7 +753,9 @@ async fn diff(
         state.upload(&keys_local, &keys_file).await?;
         for (pd, t) in pending_destinations.iter().zip(&targets) {
             if let Some(t) = t {
-                state.upload(&t.adds, &pd.adds_file).await?;
+                if pd.adds_file != members_file {
+                    state.upload(&t.adds, &pd.adds_file).await?;
+                }
                 state.upload(&t.removes, &pd.removes_file).await?;
             }
         }

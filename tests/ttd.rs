@@ -339,11 +339,20 @@ fn mirror_over_two_dates_leaves_exactly_the_uid2s_of_the_second_export() {
     assert_eq!(code, 0, "{out}");
     let day1 = f.expected_uid2s(DAY1, 0);
     assert_eq!(f.segment(), day1);
+    let applied_on_day1 = f.ttd_stats()["items_applied"].as_u64().unwrap();
     let (code, out) = f.run_job(&job, DAY2, &env);
     assert_eq!(code, 0, "{out}");
     let day2 = f.expected_uid2s(DAY2, 0);
     assert!(day1.difference(&day2).count() > 0 && day2.difference(&day1).count() > 0);
     assert_eq!(f.segment(), day2);
+    // Items expire after their TTL: the second date sends every member again, not only those
+    // who joined, so those who stayed are renewed.
+    let applied_on_day2 = f.ttd_stats()["items_applied"].as_u64().unwrap() - applied_on_day1;
+    assert!(
+        applied_on_day2 >= day2.len() as u64,
+        "{applied_on_day2} items applied for {} UID2s",
+        day2.len()
+    );
     assert_no_secrets(&out);
 }
 
@@ -378,9 +387,15 @@ fn a_mirror_s_removal_after_a_refresh_removes_the_uid2_the_member_was_added_unde
     assert_eq!(rotated["epoch"], 1);
     let (code, out) = f.run_job(&job, DAY2, &env);
     assert_eq!(code, 0, "{out}");
-    // Removed by the previous UID2 the operator named. The member who stayed is not sent by a
-    // mirror run, so is still in by the UID2 it was added under, until its TTL ends.
-    assert_eq!(f.segment(), stays.into_iter().collect::<BTreeSet<_>>());
+    // The member who left is removed by the previous UID2 the operator named. The member who
+    // stayed is sent again (a mirror renews TTD's expiring items), under its current UID2; the
+    // one it was added under stays until its TTL ends.
+    let renewed = [
+        uid2_of(Dii::Email, "stays@example.com", 1),
+        uid2_of(Dii::Phone, "+14155550101", 1),
+    ];
+    let expected: BTreeSet<String> = stays.into_iter().chain(renewed).collect();
+    assert_eq!(f.segment(), expected);
 }
 
 #[test]
@@ -673,6 +688,13 @@ fn the_job_loader_refuses_bad_settings_naming_the_key() {
             "uid2_base_url = \"http://operator.example.com\"",
         )],
         &["destinations[1].uid2_base_url", "https://"],
+    );
+    // The sandbox's UID2s never reach a real account, nor real UID2s the sandbox.
+    refused(
+        &f,
+        "",
+        &[(operator.as_str(), "uid2_base_url = \"sandbox\"")],
+        &["destinations[1].uid2_base_url", "or neither"],
     );
     refused(
         &f,

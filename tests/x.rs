@@ -392,6 +392,12 @@ fn with_errors_throttling_and_dropped_answers_every_member_arrives_once() {
         stats.injected_errors > 0 && stats.injected_throttles > 0 && stats.injected_drops > 0,
         "{stats:?}"
     );
+    // The store is a set: a users request applied twice is seen only here, and only a dropped
+    // answer may cause one.
+    assert!(
+        stats.batches_accepted_twice <= stats.injected_drops,
+        "{stats:?}"
+    );
     assert!(out.contains("retries"), "{out}");
     // Every retry was signed afresh: the emulator refuses a nonce seen before.
     assert!(!out.contains("oauth_nonce was used before"), "{out}");
@@ -702,6 +708,12 @@ fn the_job_loader_refuses_bad_settings_naming_the_key() {
         "audience = \"a\"\naudience_id = \"7\"",
         &[],
         &["destinations[1]", "either `audience`"],
+    );
+    refused(
+        &f,
+        "audience = \" Nightly \"",
+        &[],
+        &["destinations[1].audience", "white space"],
     );
     let out = refused(
         &f,

@@ -149,6 +149,13 @@ pub trait Destination: std::fmt::Debug + Send + Sync {
         None
     }
 
+    /// Whether the platform forgets members it is not sent again (The Trade Desk's items
+    /// expire after their TTL): a mirror run then adds every current member, not only those who
+    /// joined, and removes those who left.
+    fn renews_members(&self) -> bool {
+        false
+    }
+
     /// Where it sends.
     fn targets(&self) -> Vec<Target<'_>>;
 

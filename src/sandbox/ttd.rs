@@ -75,8 +75,8 @@ pub const MAX_DATA_NAME_CHARS: usize = 256;
 /// The longest TTL, 180 days (UNCONFIRMED: RudderStack's maximum).
 pub const MAX_TTL_MINUTES: i64 = 180 * 1_440;
 /// How far a request's timestamp may be from the operator's clock (the operator refuses more
-/// than one whole minute).
-const MAX_CLOCK_DRIFT_MS: i64 = 120_000;
+/// than about a minute).
+const MAX_CLOCK_DRIFT_MS: i64 = 60_000;
 /// When a mapping's UID2 may be refreshed: a week ahead.
 const REFRESH_AFTER_SECONDS: i64 = 7 * 86_400;
 /// Keys beginning so are refused (how a test stands for a revoked key or token).

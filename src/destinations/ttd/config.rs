@@ -278,6 +278,15 @@ pub fn parse(table: toml::Table, ctx: &JobContext) -> Result<Box<dyn Destination
     needs_uid2_profile(ctx)?;
     let file: TtdFile = ctx.table(table)?;
     let config = file.resolve(&ctx.key, ctx.resolver, kinds_sent(ctx)?)?;
+    // The sandbox's UID2s are keyed hashes of the identifiers with a key published here: they
+    // must never reach a real Trade Desk account, nor real UID2s the sandbox.
+    if (config.base_url == "sandbox") != (config.uid2_base_url == "sandbox") {
+        return Err(ctx.error(
+            "uid2_base_url",
+            "set both base_url and uid2_base_url to `sandbox`, or neither: the sandbox's UID2s must not reach \
+             a real Trade Desk account, nor a real operator's UID2s the sandbox",
+        ));
+    }
     Ok(Box::new(config))
 }
 
@@ -296,6 +305,11 @@ impl Destination for TtdConfig {
 
     fn set_batch_limits(&mut self, limits: BatchLimits) {
         self.batch = limits;
+    }
+
+    /// Items expire after `ttl_days`: a mirror sends every current member again, renewing them.
+    fn renews_members(&self) -> bool {
+        true
     }
 
     /// Each identifier is a UID2 of its own: a phone two members share is one UID2.

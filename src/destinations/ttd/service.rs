@@ -260,7 +260,7 @@ pub fn classify_data(
         };
     }
     let why = describe_data(status, body);
-    if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+    if matches!(status.as_u16(), 408 | 429) || status.is_server_error() {
         return Verdict::Retry {
             after: retry_after(headers),
             why,

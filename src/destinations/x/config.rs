@@ -200,6 +200,12 @@ fn custom_audience(
         AudienceRef::Name(n) if n.trim().is_empty() => {
             Some("audience: give the custom audience a name".to_string())
         }
+        // X trims a name it is given: an untrimmed one would never be found, and a new audience
+        // made on every run.
+        AudienceRef::Name(n) if n.trim() != n => Some(
+            "audience: the name begins or ends with white space, which X drops; write it without"
+                .to_string(),
+        ),
         AudienceRef::Name(n) if n.chars().count() > super::MAX_NAME_CHARS => Some(format!(
             "audience: at most {} characters (X finds audiences by name with `q`, which takes no more)",
             super::MAX_NAME_CHARS
