@@ -12,24 +12,19 @@
 mod common;
 
 use activator::batch::BatchLimits;
+use activator::destinations::SyncMode;
 use activator::destinations::linkedin;
 use activator::destinations::linkedin::config::{DEFAULT_API_VERSION, LinkedInConfig};
 use activator::destinations::settings::AudienceRef;
-use activator::destinations::{Delivery, Destination, Op, RunInfo, SyncMode};
 use activator::identity::{Encoding, hash::hash_to_string};
 use activator::sandbox::SandboxConfig;
 use activator::sandbox::faults::FaultConfig;
-use arrow::array::{ArrayRef, RecordBatch, StringArray};
-use arrow::datatypes::SchemaRef;
 use common::SandboxFixture as Fixture;
 use common::{create_answer_lost, python, repo, text};
-use futures::StreamExt;
-use futures::stream::BoxStream;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const TOKEN: &str = "AQV-linkedin-test-token-9d2f";
 const DAY1: &str = "2026-11-24";
@@ -705,32 +700,6 @@ fn the_official_client_works_against_the_emulator() {
     assert_eq!(segments[0].platform, "linkedin");
 }
 
-/// `n` members with an e-mail hash each, in batches of the engine's size, and their hashes.
-fn synthetic_members(
-    n: usize,
-) -> (
-    SchemaRef,
-    BoxStream<'static, activator::Result<RecordBatch>>,
-    BTreeSet<String>,
-) {
-    let hashes: Vec<String> = (0..n)
-        .map(|i| hash_to_string(&format!("member{i}@example.com"), Encoding::Hex))
-        .collect();
-    let batches: Vec<activator::Result<RecordBatch>> = hashes
-        .chunks(8192)
-        .map(|chunk| {
-            let column: ArrayRef = Arc::new(StringArray::from(chunk.to_vec()));
-            Ok(RecordBatch::try_from_iter([("email_sha256", column)]).unwrap())
-        })
-        .collect();
-    let schema = batches[0].as_ref().unwrap().schema();
-    (
-        schema,
-        futures::stream::iter(batches).boxed(),
-        hashes.into_iter().collect(),
-    )
-}
-
 /// A destination at the fixture's sandbox, driven in-process (its token the sandbox's), adding
 /// to the user segment named `segment` of the fixture's ad account.
 fn in_process(
@@ -774,20 +743,7 @@ fn ready_segment(f: &Fixture, name: &str) {
 
 /// Delivers `n` synthetic members; the time it took.
 fn deliver(f: &Fixture, config: &LinkedInConfig, n: usize) -> Duration {
-    let (schema, members, hashes) = synthetic_members(n);
-    let run = RunInfo {
-        job: "throughput".into(),
-        run_date: chrono::NaiveDate::from_ymd_opt(2026, 11, 25).unwrap(),
-        run_id: "20261125T000000Z-throughput".into(),
-        consent_columns: vec![],
-    };
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let started = Instant::now();
-    let report = rt
-        .block_on(config.deliver(&run, schema, members, &Delivery::fresh(Op::Add)))
-        .unwrap();
-    let elapsed = started.elapsed();
-    assert_eq!(report.rows, n as u64);
+    let (elapsed, hashes) = common::deliver_synthetic(config, n);
     let AudienceRef::Name(segment) = &config.audience else {
         unreachable!("the segment is named")
     };

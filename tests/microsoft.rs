@@ -11,26 +11,20 @@
 mod common;
 
 use activator::batch::BatchLimits;
+use activator::destinations::SyncMode;
 use activator::destinations::microsoft;
 use activator::destinations::microsoft::config::MicrosoftConfig;
 use activator::destinations::settings::AudienceRef;
-use activator::destinations::{Delivery, Destination, Op, RunInfo, SyncMode};
-use activator::identity::{Encoding, hash::hash_to_string};
 use activator::sandbox::SandboxConfig;
 use activator::sandbox::faults::FaultConfig;
 use activator::sandbox::microsoft::{
     CUSTOMER_WITHOUT_TERMS, EXPIRED_ACCESS_TOKEN, INVALID_DEVELOPER_TOKEN,
 };
-use arrow::array::{ArrayRef, RecordBatch, StringArray};
-use arrow::datatypes::SchemaRef;
 use common::SandboxFixture as Fixture;
 use common::{create_answer_lost, generated_data, python, repo, text};
-use futures::StreamExt;
-use futures::stream::BoxStream;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const ACCESS_TOKEN: &str = "msads-test-access-token-c0ffee";
@@ -536,32 +530,6 @@ fn microsofts_rest_sdk_and_the_emulator_understand_each_other() {
     );
 }
 
-/// `n` members with an e-mail hash each, in batches of the engine's size, and their hashes.
-fn synthetic_members(
-    n: usize,
-) -> (
-    SchemaRef,
-    BoxStream<'static, activator::Result<RecordBatch>>,
-    BTreeSet<String>,
-) {
-    let hashes: Vec<String> = (0..n)
-        .map(|i| hash_to_string(&format!("member{i}@example.com"), Encoding::Hex))
-        .collect();
-    let batches: Vec<activator::Result<RecordBatch>> = hashes
-        .chunks(8192)
-        .map(|chunk| {
-            let column: ArrayRef = Arc::new(StringArray::from(chunk.to_vec()));
-            Ok(RecordBatch::try_from_iter([("email_sha256", column)]).unwrap())
-        })
-        .collect();
-    let schema = batches[0].as_ref().unwrap().schema();
-    (
-        schema,
-        futures::stream::iter(batches).boxed(),
-        hashes.into_iter().collect(),
-    )
-}
-
 /// A destination at the fixture's sandbox, driven in-process (both tokens the sandbox's),
 /// adding to the customer list named `list` of the fixture's customer, which has accepted the
 /// Customer Match terms.
@@ -594,20 +562,7 @@ fn in_process(
 
 /// Delivers `n` synthetic members; the time it took.
 fn deliver(f: &Fixture, config: &MicrosoftConfig, n: usize) -> Duration {
-    let (schema, members, hashes) = synthetic_members(n);
-    let run = RunInfo {
-        job: "throughput".into(),
-        run_date: chrono::NaiveDate::from_ymd_opt(2026, 11, 25).unwrap(),
-        run_id: "20261125T000000Z-throughput".into(),
-        consent_columns: vec![],
-    };
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let started = Instant::now();
-    let report = rt
-        .block_on(config.deliver(&run, schema, members, &Delivery::fresh(Op::Add)))
-        .unwrap();
-    let elapsed = started.elapsed();
-    assert_eq!(report.rows, n as u64);
+    let (elapsed, hashes) = common::deliver_synthetic(config, n);
     let AudienceRef::Name(list) = &config.audience else {
         unreachable!("the list is named")
     };

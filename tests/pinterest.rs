@@ -11,24 +11,19 @@
 mod common;
 
 use activator::batch::BatchLimits;
+use activator::destinations::SyncMode;
 use activator::destinations::pinterest;
 use activator::destinations::pinterest::config::{ListType, PinterestConfig};
 use activator::destinations::settings::AudienceRef;
-use activator::destinations::{Delivery, Destination, Op, RunInfo, SyncMode};
 use activator::identity::{Encoding, hash::hash_to_string};
 use activator::sandbox::SandboxConfig;
 use activator::sandbox::faults::FaultConfig;
-use arrow::array::{ArrayRef, RecordBatch, StringArray};
-use arrow::datatypes::SchemaRef;
 use common::SandboxFixture as Fixture;
 use common::create_answer_lost;
-use futures::StreamExt;
-use futures::stream::BoxStream;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const TOKEN: &str = "pinterest-test-token-5eed";
 const DAY1: &str = "2026-11-24";
@@ -574,32 +569,6 @@ fn the_official_client_works_against_the_emulator() {
     assert_eq!(f.audiences_of(list).len(), 1);
 }
 
-/// `n` members with an e-mail hash each, in batches of the engine's size, and their hashes.
-fn synthetic_members(
-    n: usize,
-) -> (
-    SchemaRef,
-    BoxStream<'static, activator::Result<RecordBatch>>,
-    BTreeSet<String>,
-) {
-    let hashes: Vec<String> = (0..n)
-        .map(|i| hash_to_string(&format!("member{i}@example.com"), Encoding::Hex))
-        .collect();
-    let batches: Vec<activator::Result<RecordBatch>> = hashes
-        .chunks(8192)
-        .map(|chunk| {
-            let column: ArrayRef = Arc::new(StringArray::from(chunk.to_vec()));
-            Ok(RecordBatch::try_from_iter([("email_sha256", column)]).unwrap())
-        })
-        .collect();
-    let schema = batches[0].as_ref().unwrap().schema();
-    (
-        schema,
-        futures::stream::iter(batches).boxed(),
-        hashes.into_iter().collect(),
-    )
-}
-
 /// A destination at the fixture's sandbox, driven in-process (its token the sandbox's), that
 /// waits for nothing after its batches.
 fn in_process(
@@ -630,20 +599,7 @@ fn in_process(
 
 /// Delivers `n` synthetic members; the time it took.
 fn deliver(f: &Fixture, config: &PinterestConfig, n: usize) -> Duration {
-    let (schema, members, hashes) = synthetic_members(n);
-    let run = RunInfo {
-        job: "throughput".into(),
-        run_date: chrono::NaiveDate::from_ymd_opt(2026, 11, 25).unwrap(),
-        run_id: "20261125T000000Z-throughput".into(),
-        consent_columns: vec![],
-    };
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let started = Instant::now();
-    let report = rt
-        .block_on(config.deliver(&run, schema, members, &Delivery::fresh(Op::Add)))
-        .unwrap();
-    let elapsed = started.elapsed();
-    assert_eq!(report.rows, n as u64);
+    let (elapsed, hashes) = common::deliver_synthetic(config, n);
     let AudienceRef::Name(list) = &config.audience else {
         unreachable!("the list is named")
     };

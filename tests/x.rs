@@ -12,11 +12,11 @@
 mod common;
 
 use activator::batch::BatchLimits;
+use activator::destinations::SyncMode;
 use activator::destinations::settings::AudienceRef;
 use activator::destinations::x;
 use activator::destinations::x::config::XConfig;
 use activator::destinations::x::oauth::{Credentials, Signer};
-use activator::destinations::{Delivery, Destination, Op, RunInfo, SyncMode};
 use activator::identity::{Encoding, hash::hash_to_string};
 use activator::sandbox::SandboxConfig;
 use activator::sandbox::faults::FaultConfig;
@@ -24,17 +24,12 @@ use activator::sandbox::x::{
     SANDBOX_ACCESS_TOKEN, SANDBOX_ACCESS_TOKEN_SECRET, SANDBOX_CONSUMER_KEY,
     SANDBOX_CONSUMER_SECRET,
 };
-use arrow::array::{ArrayRef, RecordBatch, StringArray};
-use arrow::datatypes::SchemaRef;
 use common::SandboxFixture as Fixture;
 use common::create_answer_lost;
-use futures::StreamExt;
-use futures::stream::BoxStream;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const DAY1: &str = "2026-11-24";
 const DAY2: &str = "2026-11-25";
@@ -821,32 +816,6 @@ fn the_official_client_works_against_the_emulator() {
     assert!(f.sandbox.state.store.stats().rejected >= 1);
 }
 
-/// `n` members with an e-mail hash each, in batches of the engine's size, and their hashes.
-fn synthetic_members(
-    n: usize,
-) -> (
-    SchemaRef,
-    BoxStream<'static, activator::Result<RecordBatch>>,
-    BTreeSet<String>,
-) {
-    let hashes: Vec<String> = (0..n)
-        .map(|i| hash_to_string(&format!("member{i}@example.com"), Encoding::Hex))
-        .collect();
-    let batches: Vec<activator::Result<RecordBatch>> = hashes
-        .chunks(8192)
-        .map(|chunk| {
-            let column: ArrayRef = Arc::new(StringArray::from(chunk.to_vec()));
-            Ok(RecordBatch::try_from_iter([("email_sha256", column)]).unwrap())
-        })
-        .collect();
-    let schema = batches[0].as_ref().unwrap().schema();
-    (
-        schema,
-        futures::stream::iter(batches).boxed(),
-        hashes.into_iter().collect(),
-    )
-}
-
 /// A destination at the fixture's sandbox, driven in-process (signing with the sandbox's
 /// credentials).
 fn in_process(f: &Fixture, audience: &str, max_rows: usize, requests_per_second: f64) -> XConfig {
@@ -874,20 +843,7 @@ fn in_process(f: &Fixture, audience: &str, max_rows: usize, requests_per_second:
 
 /// Delivers `n` synthetic members; the time it took.
 fn deliver(f: &Fixture, config: &XConfig, n: usize) -> Duration {
-    let (schema, members, hashes) = synthetic_members(n);
-    let run = RunInfo {
-        job: "throughput".into(),
-        run_date: chrono::NaiveDate::from_ymd_opt(2026, 11, 25).unwrap(),
-        run_id: "20261125T000000Z-throughput".into(),
-        consent_columns: vec![],
-    };
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let started = Instant::now();
-    let report = rt
-        .block_on(config.deliver(&run, schema, members, &Delivery::fresh(Op::Add)))
-        .unwrap();
-    let elapsed = started.elapsed();
-    assert_eq!(report.rows, n as u64);
+    let (elapsed, hashes) = common::deliver_synthetic(config, n);
     let AudienceRef::Name(audience) = &config.audience else {
         unreachable!("the audience is named")
     };

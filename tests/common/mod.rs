@@ -560,3 +560,57 @@ max_removal_share = 1.0
         assert!(checked > 1000, "{checked} e-mails checked");
     }
 }
+
+/// `n` members with an e-mail hash each (SHA-256 hex of `member{i}@example.com`), in batches of
+/// 8,192 as a run reads them: their schema, the stream, and the hashes.
+pub fn synthetic_members(
+    n: usize,
+) -> (
+    arrow::datatypes::SchemaRef,
+    futures::stream::BoxStream<'static, activator::Result<arrow::array::RecordBatch>>,
+    std::collections::BTreeSet<String>,
+) {
+    use activator::identity::{Encoding, hash::hash_to_string};
+    use arrow::array::{ArrayRef, RecordBatch, StringArray};
+    use futures::StreamExt;
+    let hashes: Vec<String> = (0..n)
+        .map(|i| hash_to_string(&format!("member{i}@example.com"), Encoding::Hex))
+        .collect();
+    let batches: Vec<activator::Result<RecordBatch>> = hashes
+        .chunks(8192)
+        .map(|chunk| {
+            let column: ArrayRef = std::sync::Arc::new(StringArray::from(chunk.to_vec()));
+            Ok(RecordBatch::try_from_iter([("email_sha256", column)]).unwrap())
+        })
+        .collect();
+    let schema = batches[0].as_ref().unwrap().schema();
+    (
+        schema,
+        futures::stream::iter(batches).boxed(),
+        hashes.into_iter().collect(),
+    )
+}
+
+/// Delivers `n` synthetic members (`synthetic_members`) to `destination` in-process as an add,
+/// checking every row was counted: the time it took, and the hashes sent.
+pub fn deliver_synthetic(
+    destination: &dyn activator::destinations::Destination,
+    n: usize,
+) -> (Duration, std::collections::BTreeSet<String>) {
+    use activator::destinations::{Delivery, Op, RunInfo};
+    let (schema, members, hashes) = synthetic_members(n);
+    let run = RunInfo {
+        job: "throughput".into(),
+        run_date: chrono::NaiveDate::from_ymd_opt(2026, 11, 25).unwrap(),
+        run_id: "20261125T000000Z-throughput".into(),
+        consent_columns: vec![],
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let started = Instant::now();
+    let report = rt
+        .block_on(destination.deliver(&run, schema, members, &Delivery::fresh(Op::Add)))
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(report.rows, n as u64);
+    (elapsed, hashes)
+}
