@@ -62,14 +62,12 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// The sandbox app's API key (`oauth_consumer_key`).
-pub const SANDBOX_CONSUMER_KEY: &str = "sandbox-consumer-key";
-/// The sandbox app's API secret. Characters `+`, `/` and `=` (as in X's Base64-like secrets)
-/// make clients percent-encode it in the signing key.
-pub const SANDBOX_CONSUMER_SECRET: &str = "sandbox+consumer/secret=";
-/// The sandbox user's access token (`oauth_token`), in X's `{user id}-{token}` form.
-pub const SANDBOX_ACCESS_TOKEN: &str = "1234567890-SandboxAccessToken";
-pub const SANDBOX_ACCESS_TOKEN_SECRET: &str = "sandbox/token+secret=";
+/// The sandbox's credentials, with the connector (an in-process sandbox is signed for with
+/// them, and the connector does not reach into the sandbox).
+pub use crate::destinations::x::{
+    SANDBOX_ACCESS_TOKEN, SANDBOX_ACCESS_TOKEN_SECRET, SANDBOX_CONSUMER_KEY,
+    SANDBOX_CONSUMER_SECRET,
+};
 
 /// The API versions served: X's current one and the one the official SDK calls.
 const VERSIONS: [&str; 2] = ["11", "12"];

@@ -62,3 +62,12 @@ pub const SHORT_COUNT_TRIES: u32 = 3;
 /// endpoint and 15 minutes for some others; a `x-rate-limit-reset` further away is not waited for
 /// whole (the next answer says again).
 pub const MAX_RESET_WAIT: Duration = Duration::from_secs(15 * 60);
+
+/// The sandbox app's API key (`oauth_consumer_key`).
+pub const SANDBOX_CONSUMER_KEY: &str = "sandbox-consumer-key";
+/// The sandbox app's API secret. Characters `+`, `/` and `=` (as in X's Base64-like secrets)
+/// make clients percent-encode it in the signing key.
+pub const SANDBOX_CONSUMER_SECRET: &str = "sandbox+consumer/secret=";
+/// The sandbox user's access token (`oauth_token`), in X's `{user id}-{token}` form.
+pub const SANDBOX_ACCESS_TOKEN: &str = "1234567890-SandboxAccessToken";
+pub const SANDBOX_ACCESS_TOKEN_SECRET: &str = "sandbox/token+secret=";

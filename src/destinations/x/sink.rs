@@ -267,7 +267,7 @@ fn id_text(v: &Value) -> Result<String> {
 /// ones (it verifies signatures, and knows no others).
 async fn credentials(config: &XConfig) -> Result<Credentials> {
     if config.in_process_sandbox {
-        use crate::sandbox::x::{
+        use super::{
             SANDBOX_ACCESS_TOKEN, SANDBOX_ACCESS_TOKEN_SECRET, SANDBOX_CONSUMER_KEY,
             SANDBOX_CONSUMER_SECRET,
         };
