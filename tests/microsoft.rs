@@ -237,6 +237,59 @@ fn replace_makes_the_list_the_segment_over_several_calls() {
     assert_eq!(f.list("r"), day2);
 }
 
+/// A replace killed after some calls and run again resumes: the calls a killed attempt had
+/// acknowledged are not made again, and the resumed calls add (a second `Replace` would empty
+/// the list of what the first calls sent), so the list ends as the segment.
+#[test]
+fn a_replace_killed_midway_resumes_without_emptying_the_list_again() {
+    let f = Fixture::with_faults(FaultConfig {
+        latency_ms: 40,
+        ..FaultConfig::default()
+    });
+    let state = f.state_env();
+    let env = [ENV[0], ENV[1], ("ACTIVATOR_STATE", state.as_str())];
+    let add = f.microsoft_job(100, &[("audience", "\"k\"")]);
+    assert_eq!(f.run_job(&add, DAY1, &env).0, 0);
+    let replace = f.microsoft_job(
+        100,
+        &[
+            ("audience", "\"k\""),
+            ("sync", "\"replace\""),
+            ("batch", "{ max_rows = 50 }"),
+        ],
+    );
+    let accepted = || f.sandbox.state.store.stats().batches_accepted;
+    let start = accepted();
+    let mut child = common::activator()
+        .args([
+            "run",
+            &replace.display().to_string(),
+            "--date",
+            DAY2,
+            "--quiet",
+        ])
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while accepted() < start + 3 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
+        assert!(Instant::now() < deadline, "the run did not get that far");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (code, out) = f.run_job(&replace, DAY2, &env);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("resum"), "{out}");
+    assert_eq!(f.list("k"), f.expected(DAY2));
+}
+
 #[test]
 fn with_errors_throttling_and_dropped_connections_every_member_arrives_once() {
     let f = Fixture::with_faults(FaultConfig {
