@@ -531,6 +531,21 @@ fn a_revoked_api_key_another_client_secret_or_a_revoked_token_stop_the_run_with_
     );
 }
 
+/// Every item of a request refused is the account's doing, not the members': the run stops
+/// with exit 2 saying what to check, rather than end with an empty segment and exit 0.
+#[test]
+fn a_request_whose_every_item_ttd_refuses_stops_the_run() {
+    let f = Fixture::with_faults(FaultConfig {
+        invalid_row_rate: 1.0,
+        ..FaultConfig::default()
+    });
+    let (code, out) = f.run_job(&f.ttd_job(100, ""), DAY2, ENV);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("TTD refused every one of its"), "{out}");
+    assert!(out.contains("advertiser_id may receive UID2 data"), "{out}");
+    assert_no_secrets(&out);
+}
+
 #[test]
 fn items_ttd_refuses_are_counted_and_not_sent_again_and_the_others_arrive() {
     // The sandbox refuses a share of items (FailedLines, Uid2Error) inside an HTTP 200.

@@ -217,6 +217,18 @@ impl Api {
             }
             outcome.refused(line.sample(sent.as_deref()));
         }
+        // Every item of a request refused is the account's doing (an advertiser not enabled for
+        // UID2 or EUID, a scope that does not match the operator), not the members': a run
+        // that went on would end with an empty segment and exit 0.
+        if ids.len() > 1 && outcome.failed_lines >= ids.len() as u64 {
+            return Err(Error::config(format!(
+                "{}: {what}: TTD refused every one of its {} items; check that advertiser_id may receive {} \
+                 data and that uid2_base_url is that scope's operator",
+                self.data.name,
+                ids.len(),
+                self.segment.item_key,
+            )));
+        }
         outcome.sent = (ids.len() as u64).saturating_sub(outcome.failed_lines);
         Ok(outcome)
     }
