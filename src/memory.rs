@@ -184,16 +184,19 @@ impl MemoryPool for ReservePool {
                 .pool_size
                 .saturating_sub(state.unspillable.max(self.reserve));
             let fair = (shared / state.num_spill.max(1)).saturating_sub(reservation.size());
+            // What is free beyond the reserve: no spilling consumer takes more, so together
+            // they never eat into it.
+            let free = self
+                .pool_size
+                .saturating_sub(state.spillable + state.unspillable.max(self.reserve));
             // A consumer that holds nothing has nothing to spill: refused, it fails the query.
-            // It may take what the pool has free beyond the reserve (a sort's first batch,
-            // sliced from an aggregate's output, is counted with the whole output's buffers).
-            let free = match reservation.size() {
-                0 => self
-                    .pool_size
-                    .saturating_sub(state.spillable + state.unspillable.max(self.reserve)),
-                _ => 0,
-            };
-            fair.max(free)
+            // It may take all that is free (a sort's first batch, sliced from an aggregate's
+            // output, is counted with the whole output's buffers), beyond its fair share.
+            match reservation.size() {
+                0 => fair.max(free),
+                _ => fair,
+            }
+            .min(free)
         } else {
             self.pool_size
                 .saturating_sub(state.unspillable + state.spillable)
@@ -353,6 +356,11 @@ mod tests {
         sort.try_grow(300).unwrap();
         assert!(sort.try_grow(1).is_err(), "once it holds some, it spills");
         assert_eq!(pool.reserved(), 700);
+        // The others keep to what is free beyond the reserve, even within their fair share.
+        aggregate.try_grow(50).unwrap();
+        assert!(other.try_grow(1).is_err(), "the reserve stays kept");
+        let merge = MemoryConsumer::new("merge").register(&pool);
+        merge.try_grow(250).unwrap();
     }
 
     #[test]

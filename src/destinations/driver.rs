@@ -153,8 +153,18 @@ where
 {
     /// The next batch sent, with the number it was cut with and what its send answered;
     /// `None` once every batch is sent or resumed. Batches a killed attempt had acknowledged
-    /// are counted, not given.
+    /// are counted, not given. Before an error is given, the sends in flight finish and record
+    /// their acknowledgements (their answers dropped), so a rerun does not send them again and
+    /// nothing goes on after the delivery has failed.
     pub async fn next(&mut self) -> Option<Result<(u64, T)>> {
+        let next = self.next_settled().await;
+        if let Some(Err(_)) = &next {
+            while self.in_flight.next().await.is_some() {}
+        }
+        next
+    }
+
+    async fn next_settled(&mut self) -> Option<Result<(u64, T)>> {
         loop {
             if !self.ended && self.in_flight.len() < self.driver.concurrency.max(1) {
                 let parts = match self.batches.next().await {
@@ -311,6 +321,30 @@ mod tests {
         assert_eq!((progress.batches, progress.rows), (5, 5));
         assert_eq!(progress.resumed_batches, 1);
         assert_eq!(delivery.checkpoint.acked_count("add").await, 5);
+    }
+
+    #[tokio::test]
+    async fn a_failed_send_lets_the_sends_in_flight_finish_and_be_acknowledged() {
+        let delivery = Delivery::fresh(Op::Add);
+        let limits = BatchLimits {
+            max_rows: 1,
+            max_bytes: usize::MAX,
+        };
+        let send = |seq: u64, _parts: Parts, _last: bool| async move {
+            if seq == 1 {
+                return Err(Error::transient("batch 1 refused"));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            Ok(())
+        };
+        let mut sends = Driver::single_step(4).start(members(4), limits, &delivery, send);
+        let first = sends.next().await.expect("an answer");
+        assert!(first.unwrap_err().message.contains("batch 1 refused"));
+        assert_eq!(
+            delivery.checkpoint.acked_count("add").await,
+            3,
+            "the three sends in flight finished and were acknowledged before the error was given"
+        );
     }
 
     #[tokio::test]
