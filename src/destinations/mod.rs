@@ -187,6 +187,33 @@ pub trait Destination: std::fmt::Debug + Send + Sync {
     fn clone_box(&self) -> Box<dyn Destination>;
 }
 
+/// The methods every platform's config implements alike, from its `name`, `sync` and `batch`
+/// fields: inside an `impl Destination` block, `crate::destinations::config_basics!();`.
+macro_rules! config_basics {
+    () => {
+        fn name(&self) -> &str {
+            &self.name
+        }
+
+        fn sync_mode(&self) -> $crate::destinations::SyncMode {
+            self.sync
+        }
+
+        fn batch_limits(&self) -> $crate::batch::BatchLimits {
+            self.batch
+        }
+
+        fn set_batch_limits(&mut self, limits: $crate::batch::BatchLimits) {
+            self.batch = limits;
+        }
+
+        fn clone_box(&self) -> Box<dyn $crate::destinations::Destination> {
+            Box::new(self.clone())
+        }
+    };
+}
+pub(crate) use config_basics;
+
 impl Clone for Box<dyn Destination> {
     fn clone(&self) -> Self {
         self.clone_box()

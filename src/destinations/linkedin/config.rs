@@ -221,21 +221,7 @@ pub fn parse(table: toml::Table, ctx: &JobContext) -> Result<Box<dyn Destination
 }
 
 impl Destination for LinkedInConfig {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn sync_mode(&self) -> SyncMode {
-        self.sync
-    }
-
-    fn batch_limits(&self) -> BatchLimits {
-        self.batch
-    }
-
-    fn set_batch_limits(&mut self, limits: BatchLimits) {
-        self.batch = limits;
-    }
+    crate::destinations::config_basics!();
 
     /// An element is one member, but LinkedIn keeps and removes user IDs ("a 201 is returned if
     /// you ... remove an already deleted ID"): removing a member who left by an e-mail hash a
@@ -268,10 +254,6 @@ impl Destination for LinkedInConfig {
         delivery: &'a Delivery,
     ) -> BoxFuture<'a, Result<SinkReport>> {
         Box::pin(super::sink::run(self, run, schema, members, delivery))
-    }
-
-    fn clone_box(&self) -> Box<dyn Destination> {
-        Box::new(self.clone())
     }
 }
 

@@ -154,21 +154,7 @@ pub fn parse(table: toml::Table, ctx: &JobContext) -> Result<Box<dyn Destination
 }
 
 impl Destination for MicrosoftConfig {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn sync_mode(&self) -> SyncMode {
-        self.sync
-    }
-
-    fn batch_limits(&self) -> BatchLimits {
-        self.batch
-    }
-
-    fn set_batch_limits(&mut self, limits: BatchLimits) {
-        self.batch = limits;
-    }
+    crate::destinations::config_basics!();
 
     /// Each hashed e-mail is an entry of its own: two members sharing an e-mail are one entry,
     /// which a mirror must not remove while one of them stays.
@@ -202,9 +188,5 @@ impl Destination for MicrosoftConfig {
         delivery: &'a Delivery,
     ) -> BoxFuture<'a, Result<SinkReport>> {
         Box::pin(super::sink::run(self, run, schema, members, delivery))
-    }
-
-    fn clone_box(&self) -> Box<dyn Destination> {
-        Box::new(self.clone())
     }
 }

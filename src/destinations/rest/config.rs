@@ -267,21 +267,7 @@ pub fn parse(table: toml::Table, ctx: &JobContext) -> Result<Box<dyn Destination
 }
 
 impl Destination for RestConfig {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn sync_mode(&self) -> SyncMode {
-        self.sync
-    }
-
-    fn batch_limits(&self) -> BatchLimits {
-        self.batch
-    }
-
-    fn set_batch_limits(&mut self, limits: BatchLimits) {
-        self.batch = limits;
-    }
+    crate::destinations::config_basics!();
 
     fn targets(&self) -> Vec<Target<'_>> {
         let mut targets = vec![Target::Api {
@@ -327,10 +313,6 @@ impl Destination for RestConfig {
         delivery: &'a Delivery,
     ) -> BoxFuture<'a, Result<SinkReport>> {
         Box::pin(super::sink::run(self, run, schema, members, delivery))
-    }
-
-    fn clone_box(&self) -> Box<dyn Destination> {
-        Box::new(self.clone())
     }
 }
 

@@ -175,21 +175,7 @@ pub fn parse(table: toml::Table, ctx: &JobContext) -> Result<Box<dyn Destination
 }
 
 impl Destination for TikTokConfig {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn sync_mode(&self) -> SyncMode {
-        self.sync
-    }
-
-    fn batch_limits(&self) -> BatchLimits {
-        self.batch
-    }
-
-    fn set_batch_limits(&mut self, limits: BatchLimits) {
-        self.batch = limits;
-    }
+    crate::destinations::config_basics!();
 
     fn single_key_kinds(&self) -> Option<Vec<IdKind>> {
         Some(vec![self.calculate_type.id_kind()])
@@ -218,9 +204,5 @@ impl Destination for TikTokConfig {
         delivery: &'a Delivery,
     ) -> BoxFuture<'a, Result<SinkReport>> {
         Box::pin(super::sink::run(self, run, schema, members, delivery))
-    }
-
-    fn clone_box(&self) -> Box<dyn Destination> {
-        Box::new(self.clone())
     }
 }

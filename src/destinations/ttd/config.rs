@@ -291,21 +291,7 @@ pub fn parse(table: toml::Table, ctx: &JobContext) -> Result<Box<dyn Destination
 }
 
 impl Destination for TtdConfig {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn sync_mode(&self) -> SyncMode {
-        self.sync
-    }
-
-    fn batch_limits(&self) -> BatchLimits {
-        self.batch
-    }
-
-    fn set_batch_limits(&mut self, limits: BatchLimits) {
-        self.batch = limits;
-    }
+    crate::destinations::config_basics!();
 
     /// Items expire after `ttl_days`: a mirror sends every current member again, renewing them.
     fn renews_members(&self) -> bool {
@@ -358,9 +344,5 @@ impl Destination for TtdConfig {
         delivery: &'a Delivery,
     ) -> BoxFuture<'a, Result<SinkReport>> {
         Box::pin(super::sink::run(self, run, schema, members, delivery))
-    }
-
-    fn clone_box(&self) -> Box<dyn Destination> {
-        Box::new(self.clone())
     }
 }
