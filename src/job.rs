@@ -46,6 +46,8 @@ struct JobFile {
     state_keep_days: Option<u32>,
     /// See `Job::send_adds_while_reading`.
     send_adds_while_reading: Option<bool>,
+    /// `local` or `ballista://HOST:PORT` (see `Job::engine`).
+    engine: Option<String>,
     #[serde(default)]
     guards: GuardsFile,
     /// How `activator stack` deploys the job; `run` ignores it.
@@ -167,6 +169,9 @@ pub struct Job {
     /// by batch; its rerun sends the whole segment again (adding a member twice is harmless on
     /// every platform), and a run that fails while reading has added part of the segment.
     pub send_adds_while_reading: bool,
+    /// Where the segment's query runs: this process (`local`, the default) or a Ballista
+    /// cluster; a run's `--engine` / `ACTIVATOR_ENGINE` overrides it.
+    pub engine: crate::segment::Engine,
     pub guards: Guards,
     /// The `[aws]` section: how `activator stack` deploys the job (`run` ignores it).
     pub aws: crate::stack::settings::AwsSettings,
@@ -278,6 +283,11 @@ impl Job {
             )));
         }
         let aws = file.aws.resolve(&ctx, file.state.is_some())?;
+        let engine = match &file.engine {
+            Some(e) => crate::segment::Engine::parse(&ctx.interpolate(e, "engine")?)
+                .map_err(|m| Error::config(format!("{at}: engine: {m}")))?,
+            None => crate::segment::Engine::Local,
+        };
 
         Ok(Job {
             variables: ctx.into_variables(),
@@ -285,6 +295,7 @@ impl Job {
             state,
             state_keep_days,
             send_adds_while_reading: file.send_adds_while_reading.unwrap_or(false),
+            engine,
             guards,
             path: path.to_path_buf(),
             name,

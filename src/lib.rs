@@ -6,6 +6,8 @@
 //! `storage` maps URLs to object stores, `run` and `validate` are the commands.
 
 pub mod batch;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod destinations;
 pub mod error;
 pub mod identity;

@@ -141,6 +141,11 @@ enum Command {
         #[arg(required = true)]
         values: Vec<String>,
     },
+    /// Run a part of a Ballista cluster that runs segments (`engine = "ballista://HOST:PORT"`),
+    /// with activator's functions on every part.
+    #[cfg(feature = "cluster")]
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Print the CloudFormation template (YAML) that deploys these jobs on AWS Batch: roles
     /// granted exactly what each job reads and writes, job definitions, schedules, alarms.
     /// Reads only the job files and their SQL.
@@ -150,6 +155,67 @@ enum Command {
         #[arg(required = true)]
         jobs: Vec<PathBuf>,
     },
+}
+
+#[cfg(feature = "cluster")]
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// The scheduler: plans queries into stages and hands their tasks to the executors.
+    Scheduler {
+        /// The port runs and executors connect to.
+        #[arg(long, default_value_t = activator::segment::SCHEDULER_PORT)]
+        port: u16,
+        /// The address to listen on (0.0.0.0: every interface).
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: String,
+    },
+    /// The main node of an AWS Batch multi-node job: a scheduler on every interface, and a run
+    /// of the job on it (the other nodes run `cluster executor`).
+    Main {
+        /// The job file, e.g. /app/jobs/big.toml.
+        job: PathBuf,
+        /// The run date (YYYY-MM-DD); default: today in UTC.
+        #[arg(long, value_parser = parse_date)]
+        date: Option<NaiveDate>,
+        /// The scheduler's port.
+        #[arg(long, default_value_t = activator::segment::SCHEDULER_PORT)]
+        port: u16,
+        /// Also write the run report as JSON to this file.
+        #[arg(long)]
+        report_json: Option<PathBuf>,
+        #[command(flatten)]
+        flags: RunFlags,
+    },
+    /// An executor: runs tasks and serves their results; its gRPC port is --port + 1, so
+    /// executors on one machine need ports two apart.
+    Executor {
+        /// The scheduler, HOST:PORT; on an AWS Batch multi-node job, the main node's address
+        /// (AWS_BATCH_JOB_MAIN_NODE_PRIVATE_IPV4_ADDRESS) and port 50050 when not given.
+        #[arg(long, value_parser = scheduler_address,
+              env = "AWS_BATCH_JOB_MAIN_NODE_PRIVATE_IPV4_ADDRESS")]
+        scheduler: (String, u16),
+        /// The Flight port (results and shuffles); the gRPC port is the next one.
+        #[arg(long, default_value_t = activator::cluster::EXECUTOR_PORT)]
+        port: u16,
+        /// The address to listen on (0.0.0.0: every interface; the scheduler is then told the
+        /// address of the interface that reaches it).
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: String,
+        /// Where shuffle files go (default: a folder under TMPDIR named after the port).
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+        /// Only DataFusion's functions, as a stock Ballista executor (for tests).
+        #[arg(long, hide = true)]
+        stock_functions: bool,
+    },
+}
+
+#[cfg(feature = "cluster")]
+fn scheduler_address(s: &str) -> Result<(String, u16), String> {
+    match activator::segment::Engine::parse(&format!("ballista://{s}")) {
+        Ok(activator::segment::Engine::Cluster { host, port }) => Ok((host, port)),
+        _ => Err(format!("`{s}`: expected HOST:PORT")),
+    }
 }
 
 #[derive(clap::Args)]
@@ -170,6 +236,10 @@ struct RunFlags {
     /// audience that older segment.
     #[arg(long)]
     allow_rollback: bool,
+    /// Where the segment's query runs, instead of the job's `engine`: `local` or
+    /// `ballista://HOST:PORT` (a cluster started with `activator cluster`).
+    #[arg(long, env = "ACTIVATOR_ENGINE", value_parser = activator::segment::Engine::parse)]
+    engine: Option<activator::segment::Engine>,
 }
 
 impl RunFlags {
@@ -182,6 +252,7 @@ impl RunFlags {
             allow_rollback: self.allow_rollback,
             dry_run: false,
             concurrent_runs: 1,
+            engine: self.engine.clone(),
         }
     }
 }
@@ -246,11 +317,26 @@ fn json_logs() -> bool {
 /// pipe, a file) one JSON object a line, with the level, the message, the event's fields and the
 /// run's (job, date, run id; a destination's where it is about one), which CloudWatch Logs
 /// Insights queries as fields. No log line carries an identifier's value.
+/// Ballista's log lines that carry the text of a failed query or task, which can quote a value
+/// of the row it failed on (`Cannot cast string '...'`): off, whatever ACTIVATOR_LOG asks, unless
+/// it names Ballista's modules itself (for debugging on data without PII). A run reports such
+/// failures itself, without their text (`cluster::reading_error`). The executor's start-up
+/// lines stay.
+const BALLISTA_QUIET: &str = "ballista_core::execution_plans::distributed_query=off,\
+ballista_executor=warn,ballista_executor::executor=off,ballista_executor::executor_process=info";
+
 fn init_logging() {
     use std::io::IsTerminal;
     let filter = || {
-        tracing_subscriber::EnvFilter::try_from_env("ACTIVATOR_LOG")
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        let asked = std::env::var("ACTIVATOR_LOG").unwrap_or_else(|_| "info".into());
+        let directives = if asked.contains("ballista") {
+            asked
+        } else {
+            format!("{asked},{BALLISTA_QUIET}")
+        };
+        tracing_subscriber::EnvFilter::try_new(&directives).unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(format!("info,{BALLISTA_QUIET}"))
+        })
     };
     if !json_logs() {
         tracing_subscriber::fmt()
@@ -300,7 +386,12 @@ fn main() -> ExitCode {
         }
     };
     // Runs and backfills stop well on SIGTERM (see `activator::shutdown`); other commands just end.
-    let graceful = matches!(cli.command, Command::Run { .. } | Command::Backfill { .. });
+    let graceful = match &cli.command {
+        Command::Run { .. } | Command::Backfill { .. } => true,
+        #[cfg(feature = "cluster")]
+        Command::Cluster(ClusterCommand::Main { .. }) => true,
+        _ => false,
+    };
     if graceful {
         activator::memory::return_freed_memory_every_second();
     }
@@ -427,6 +518,48 @@ fn main() -> ExitCode {
             }
             Command::Validate { jobs, date } => {
                 validate_all(jobs, date.unwrap_or_else(today)).await
+            }
+            #[cfg(feature = "cluster")]
+            Command::Cluster(ClusterCommand::Scheduler { port, bind }) => {
+                activator::cluster::scheduler(&bind, port).await
+            }
+            #[cfg(feature = "cluster")]
+            Command::Cluster(ClusterCommand::Main {
+                job,
+                date,
+                port,
+                report_json,
+                flags,
+            }) => {
+                let job = Job::load(&job)?;
+                let scheduler = tokio::spawn(activator::cluster::scheduler("0.0.0.0", port));
+                let mut options = flags.options();
+                options.engine = Some(activator::segment::Engine::Cluster {
+                    host: "127.0.0.1".into(),
+                    port,
+                });
+                let report = run::run(&job, date.unwrap_or_else(today), &options).await;
+                scheduler.abort();
+                publish(&report?, report_json.as_ref())
+            }
+            #[cfg(feature = "cluster")]
+            Command::Cluster(ClusterCommand::Executor {
+                scheduler,
+                port,
+                bind,
+                work_dir,
+                stock_functions,
+            }) => {
+                activator::cluster::executor(activator::cluster::ExecutorSettings {
+                    scheduler_host: scheduler.0,
+                    scheduler_port: scheduler.1,
+                    bind,
+                    external_host: None,
+                    port,
+                    work_dir,
+                    stock_functions,
+                })
+                .await
             }
             Command::Stack { jobs } => {
                 let jobs = jobs

@@ -51,6 +51,8 @@ pub struct RunOptions {
     pub dry_run: bool,
     /// Runs of the process at once (`backfill --parallel`), which share its memory budget.
     pub concurrent_runs: usize,
+    /// Where the segment's query runs, instead of the job's `engine`.
+    pub engine: Option<segment::Engine>,
 }
 
 /// The identity plan for a job: its identifier columns, then consent flags passed through.
@@ -252,6 +254,77 @@ async fn moved_base(state: &StateStore, pending: &Pending) -> Result<Option<Stri
     Ok(None)
 }
 
+/// The members of the segment's result, batch by batch. On the local engine, the rows come
+/// here and are transformed on rayon's threads; on a cluster, the executors transform them
+/// (`identity::udf`) and only members and counts come back.
+async fn members(
+    job: &Job,
+    engine: &segment::Engine,
+    df: datafusion::prelude::DataFrame,
+    plan: Arc<IdentityPlan>,
+) -> Result<BoxStream<'static, Result<identity::MemberBatch>>> {
+    let segment_file = job.segment_path.display().to_string();
+    let cluster = matches!(engine, segment::Engine::Cluster { .. });
+    // Errors while reading rows may quote the row's values: never show them.
+    let reading =
+        move |e| reading_error(cluster, e).context(format!("{segment_file} (while reading rows)"));
+    if cluster {
+        let mut columns = vec![identity::udf::call(&plan)];
+        columns.extend(plan.passthrough.iter().map(|name| {
+            datafusion::prelude::Expr::Column(datafusion::common::Column::new_unqualified(name))
+        }));
+        let stream = df
+            .select(columns)
+            .map_err(|e| Error::from_datafusion(e).context(job.segment_path.display()))?
+            .execute_stream()
+            .await
+            .map_err(reading.clone())?;
+        return Ok(stream
+            .map(move |batch| {
+                let batch = batch.map_err(reading.clone())?;
+                identity::udf::members_of(&plan, &batch).map_err(normalization_error)
+            })
+            .boxed());
+    }
+    let stream = df.execute_stream().await.map_err(reading.clone())?;
+    let workers = rayon::current_num_threads().max(1);
+    Ok(stream
+        .map(move |batch| {
+            let plan = plan.clone();
+            let batch = batch.map_err(reading.clone());
+            async move {
+                let batch = batch?;
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                rayon::spawn(move || {
+                    let _ = tx.send(identity::transform_pieces(&plan, &batch));
+                });
+                rx.await
+                    .map_err(|_| Error::internal("a normalization worker stopped"))?
+                    .map_err(normalization_error)
+            }
+        })
+        .buffered(workers * 2)
+        // A batch too large to normalize at once comes back in pieces.
+        .flat_map(|pieces| {
+            futures::stream::iter(match pieces {
+                Ok(pieces) => pieces.into_iter().map(Ok).collect::<Vec<_>>(),
+                Err(e) => vec![Err(e)],
+            })
+        })
+        .boxed())
+}
+
+/// An error of the query while it gives rows: on a cluster, the cluster's own failures are told
+/// apart from the segment's (`cluster::reading_error`).
+fn reading_error(cluster: bool, e: datafusion::error::DataFusionError) -> Error {
+    #[cfg(feature = "cluster")]
+    if cluster {
+        return crate::cluster::reading_error(e);
+    }
+    let _ = cluster;
+    Error::while_reading_rows(e)
+}
+
 /// An error of the identity transform. Its own messages (a missing column, a value too long to
 /// normalize) name columns and sizes; any other arrow error's text may quote a value, so it is
 /// not shown.
@@ -354,49 +427,16 @@ async fn read_and_diff(
         source = budget.source,
         "memory budget (the query spills to TMPDIR beyond its share)"
     );
-    let ctx = segment::context(job, &budget).await?;
+    let engine = options.engine.as_ref().unwrap_or(&job.engine);
+    let ctx = segment::context(job, engine, &budget).await?;
     let pool = ctx.runtime_env().memory_pool.clone();
     let sql = segment::render(job, run_date)?;
     let df = segment::plan(&ctx, job, &sql).await?;
     let plan = Arc::new(identity_plan(job));
     let schema = plan.output_schema();
     let planned = started.elapsed();
-    tracing::info!(job = %job.name, %run_date, "segment planned");
-
-    let stream = df
-        .execute_stream()
-        .await
-        .map_err(|e| Error::while_reading_rows(e).context(job.segment_path.display()))?;
-    let workers = rayon::current_num_threads().max(1);
-    let transform_plan = plan.clone();
-    let segment_file = job.segment_path.display().to_string();
-    let mut members_stream = stream
-        .map(move |batch| {
-            let plan = transform_plan.clone();
-            let segment_file = segment_file.clone();
-            async move {
-                // Errors while reading rows may quote the row's values: never show them.
-                let batch = batch.map_err(|e| {
-                    Error::while_reading_rows(e)
-                        .context(format!("{segment_file} (while reading rows)"))
-                })?;
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                rayon::spawn(move || {
-                    let _ = tx.send(identity::transform_pieces(&plan, &batch));
-                });
-                rx.await
-                    .map_err(|_| Error::internal("a normalization worker stopped"))?
-                    .map_err(normalization_error)
-            }
-        })
-        .buffered(workers * 2)
-        // A batch too large to normalize at once comes back in pieces.
-        .flat_map(|pieces| {
-            futures::stream::iter(match pieces {
-                Ok(pieces) => pieces.into_iter().map(Ok).collect::<Vec<_>>(),
-                Err(e) => vec![Err(e)],
-            })
-        });
+    tracing::info!(job = %job.name, %run_date, %engine, "segment planned");
+    let mut members_stream = members(job, engine, df, plan.clone()).await?;
 
     let run_id = new_run_id();
     tracing::Span::current().record("run_id", run_id.as_str());

@@ -15,9 +15,63 @@ use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::datasource::file_format::csv::CsvFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::ListingOptions;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
+
+/// Where a segment's query runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Engine {
+    /// In this process (DataFusion).
+    #[default]
+    Local,
+    /// On a Ballista cluster, whose scheduler is at `host:port`.
+    Cluster { host: String, port: u16 },
+}
+
+/// Ballista's scheduler port, the default of `ballista://HOST`.
+pub const SCHEDULER_PORT: u16 = 50050;
+
+impl Engine {
+    /// `local` or `ballista://HOST[:PORT]`.
+    pub fn parse(s: &str) -> std::result::Result<Engine, String> {
+        if s == "local" {
+            return Ok(Engine::Local);
+        }
+        let expected = "expected `local` or `ballista://HOST:PORT`";
+        let rest = s
+            .strip_prefix("ballista://")
+            .ok_or_else(|| format!("`{s}`: {expected}"))?;
+        let url = url::Url::parse(&format!("http://{rest}"))
+            .map_err(|e| format!("`{s}`: {e}; {expected}"))?;
+        let host = url.host_str().filter(|h| !h.is_empty());
+        match host {
+            Some(host)
+                if url.path() == "/"
+                    && url.query().is_none()
+                    && url.fragment().is_none()
+                    && url.username().is_empty()
+                    && !rest.contains('/') =>
+            {
+                Ok(Engine::Cluster {
+                    host: host.to_string(),
+                    port: url.port().unwrap_or(SCHEDULER_PORT),
+                })
+            }
+            _ => Err(format!("`{s}`: {expected}")),
+        }
+    }
+}
+
+impl std::fmt::Display for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Engine::Local => f.write_str("local"),
+            Engine::Cluster { host, port } => write!(f, "ballista://{host}:{port}"),
+        }
+    }
+}
 
 /// Renders the segment's SQL for `run_date`.
 pub fn render(job: &Job, run_date: NaiveDate) -> Result<String> {
@@ -102,10 +156,64 @@ const SPILL_MERGE_FAN_IN: usize = 16;
 /// A DataFusion session with the job's tables registered, whose operators share a memory pool
 /// of the run's budget (`crate::memory`; the session's `runtime_env().memory_pool`) and spill
 /// to `TMPDIR` beyond it.
-pub async fn context(job: &Job, budget: &crate::memory::Budget) -> Result<SessionContext> {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
+///
+/// On a cluster (`Engine::Cluster`), the query is planned here and run on the cluster's
+/// executors (`crate::cluster`); the memory pool is then the driver's, for what it reads back.
+pub async fn context(
+    job: &Job,
+    engine: &Engine,
+    budget: &crate::memory::Budget,
+) -> Result<SessionContext> {
+    let (config, runtime) = session_settings(engine, budget)?;
+    let ctx = match engine {
+        Engine::Local => SessionContext::new_with_config_rt(
+            config,
+            runtime.build_arc().map_err(Error::from_datafusion)?,
+        ),
+        Engine::Cluster { host, port } => connect(host, *port, config, runtime).await?,
+    };
+    register_tables(&ctx, job).await?;
+    Ok(ctx)
+}
+
+#[cfg(feature = "cluster")]
+async fn connect(
+    host: &str,
+    port: u16,
+    config: SessionConfig,
+    runtime: RuntimeEnvBuilder,
+) -> Result<SessionContext> {
+    crate::cluster::connect(host, port, config, runtime).await
+}
+
+#[cfg(not(feature = "cluster"))]
+async fn connect(
+    host: &str,
+    port: u16,
+    _: SessionConfig,
+    _: RuntimeEnvBuilder,
+) -> Result<SessionContext> {
+    Err(Error::config(format!(
+        "engine ballista://{host}:{port}: this activator was built without the cluster (cargo feature `cluster`); \
+         build it with default features, or run with --engine local"
+    )))
+}
+
+/// The partitions a query is cut into on a cluster, unless DATAFUSION_EXECUTION_TARGET_PARTITIONS
+/// says: enough for a few executors' cores.
+const CLUSTER_PARTITIONS: usize = 16;
+
+/// The session's settings and runtime (memory pool, spill directory) for the engine.
+fn session_settings(
+    engine: &Engine,
+    budget: &crate::memory::Budget,
+) -> Result<(SessionConfig, RuntimeEnvBuilder)> {
+    let threads = match engine {
+        Engine::Local => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2),
+        Engine::Cluster { .. } => CLUSTER_PARTITIONS,
+    };
     // DataFusion's own settings may be tuned from the environment (`DATAFUSION_EXECUTION_*`,
     // such as DATAFUSION_EXECUTION_TARGET_PARTITIONS); what activator sets below applies where
     // the environment does not say.
@@ -146,12 +254,14 @@ pub async fn context(job: &Job, budget: &crate::memory::Budget) -> Result<Sessio
     // failed); at most `SPILL_MERGE_FAN_IN` at a time, in more passes, leaves room for the rest.
     let disk = datafusion::execution::disk_manager::DiskManagerBuilder::default()
         .with_max_spill_merge_fan_in(SPILL_MERGE_FAN_IN);
-    let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+    let runtime = RuntimeEnvBuilder::new()
         .with_disk_manager_builder(disk)
-        .with_memory_pool(budget.pool())
-        .build_arc()
-        .map_err(Error::from_datafusion)?;
-    let ctx = SessionContext::new_with_config_rt(config, runtime);
+        .with_memory_pool(budget.pool());
+    Ok((config, runtime))
+}
+
+/// Registers the job's tables (and the object stores they are in) with the session.
+async fn register_tables(ctx: &SessionContext, job: &Job) -> Result<()> {
     let mut registered = HashSet::new();
     let at = job.path.display().to_string();
     for table in &job.tables {
@@ -193,7 +303,7 @@ pub async fn context(job: &Job, budget: &crate::memory::Budget) -> Result<Sessio
                 }
             })?;
     }
-    Ok(ctx)
+    Ok(())
 }
 
 /// Plans the rendered SQL and checks that the job's columns are in its result with usable types.
@@ -272,6 +382,35 @@ mod tests {
 
     fn date(s: &str) -> NaiveDate {
         NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+    }
+
+    #[test]
+    fn the_engine_is_local_or_a_cluster_scheduler_by_host_and_port() {
+        assert_eq!(Engine::parse("local"), Ok(Engine::Local));
+        assert_eq!(
+            Engine::parse("ballista://10.0.0.5:50060"),
+            Ok(Engine::Cluster {
+                host: "10.0.0.5".into(),
+                port: 50060
+            })
+        );
+        assert_eq!(
+            Engine::parse("ballista://scheduler").unwrap().to_string(),
+            "ballista://scheduler:50050"
+        );
+        for bad in [
+            "",
+            "Local",
+            "df://x:1",
+            "ballista://",
+            "ballista://h:1/path",
+            "ballista://u@h:1",
+            "ballista://h:99999",
+            "ballista://h:1?x=1",
+        ] {
+            let err = Engine::parse(bad).unwrap_err();
+            assert!(err.contains("ballista://HOST:PORT"), "{bad}: {err}");
+        }
     }
 
     #[test]

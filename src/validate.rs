@@ -17,7 +17,7 @@ pub struct Validated {
 pub async fn validate(path: &Path, run_date: NaiveDate) -> Result<Validated> {
     let job = Job::load(path)?;
     let budget = crate::memory::Budget::of_this_process()?;
-    let ctx = segment::context(&job, &budget).await?;
+    let ctx = segment::context(&job, &segment::Engine::Local, &budget).await?;
     let sql = segment::render(&job, run_date)?;
     let df = segment::plan(&ctx, &job, &sql).await?;
     let columns = df

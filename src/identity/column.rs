@@ -360,7 +360,7 @@ fn output_column(
     Arc::new(array)
 }
 
-fn member_key(columns: &[ArrayRef], rows: usize) -> Vec<u128> {
+pub(crate) fn member_key(columns: &[ArrayRef], rows: usize) -> Vec<u128> {
     let a = foldhash::quality::FixedState::with_seed(0x5eed_0001);
     let b = foldhash::quality::FixedState::with_seed(0x5eed_0002);
     let strings: Vec<&StringArray> = columns.iter().map(|c| c.as_string::<i32>()).collect();
@@ -487,12 +487,20 @@ pub fn transform(
     transform_checked(plan, batch, MAX_TRANSFORM_BYTES, MAX_TRANSFORM_ROWS)
 }
 
-fn transform_checked(
+/// A batch's identifier columns normalized, which rows are members, and the counts.
+struct NormalizedRows {
+    normalized: Vec<Normalized>,
+    is_member: Vec<bool>,
+    members: Vec<usize>,
+    tally: Tally,
+}
+
+fn normalize_rows(
     plan: &IdentityPlan,
     batch: &RecordBatch,
     max_bytes: usize,
     max_rows: usize,
-) -> Result<MemberBatch, arrow::error::ArrowError> {
+) -> Result<NormalizedRows, arrow::error::ArrowError> {
     let bytes = input_bytes(plan, batch);
     if bytes > max_bytes.min(MAX_TRANSFORM_BYTES)
         || batch.num_rows() > max_rows.min(MAX_TRANSFORM_ROWS)
@@ -584,6 +592,26 @@ fn transform_checked(
     tally.members = members.len() as u64;
     tally.without_strong_identifier = (n - members.len()) as u64;
 
+    Ok(NormalizedRows {
+        normalized,
+        is_member,
+        members,
+        tally,
+    })
+}
+
+fn transform_checked(
+    plan: &IdentityPlan,
+    batch: &RecordBatch,
+    max_bytes: usize,
+    max_rows: usize,
+) -> Result<MemberBatch, arrow::error::ArrowError> {
+    let NormalizedRows {
+        normalized,
+        is_member,
+        members,
+        tally,
+    } = normalize_rows(plan, batch, max_bytes, max_rows)?;
     let encoding = plan.profile.encoding();
     let mut columns: Vec<ArrayRef> = plan
         .fields
@@ -604,6 +632,63 @@ fn transform_checked(
     }
     let batch = RecordBatch::try_new(plan.output_schema(), columns)?;
     Ok(MemberBatch { batch, keys, tally })
+}
+
+/// The transform with one output row per input row, as a function inside a query must give
+/// (`identity::udf`): the plan's output columns (without passthrough ones) with nulls where a
+/// row is not a member, which rows are members, and per row what the tally counts of it beyond
+/// rows and members (`pre_hashed`, `<kind>:<reason>`, one a line; null when nothing).
+pub struct RowMembers {
+    pub columns: Vec<ArrayRef>,
+    pub is_member: BooleanArray,
+    pub notes: StringArray,
+}
+
+/// `RowMembers` of a batch within `MAX_TRANSFORM_BYTES` and `MAX_TRANSFORM_ROWS`.
+pub fn transform_rows(
+    plan: &IdentityPlan,
+    batch: &RecordBatch,
+) -> Result<RowMembers, arrow::error::ArrowError> {
+    let rows = normalize_rows(plan, batch, MAX_TRANSFORM_BYTES, MAX_TRANSFORM_ROWS)?;
+    let encoding = plan.profile.encoding();
+    // Output row i of the members goes to input row members[i]; other rows take a null.
+    let mut positions: Vec<Option<u32>> = vec![None; batch.num_rows()];
+    for (i, &row) in rows.members.iter().enumerate() {
+        positions[row] = Some(i as u32);
+    }
+    let positions = arrow::array::UInt32Array::from(positions);
+    let columns = plan
+        .fields
+        .iter()
+        .map(|(i, f)| {
+            let members = output_column(f, &rows.normalized[*i], &rows.members, encoding);
+            arrow::compute::take(members.as_ref(), &positions, None)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut notes = arrow::array::StringBuilder::new();
+    let mut line = String::new();
+    for row in 0..batch.num_rows() {
+        line.clear();
+        for (input, values) in plan.inputs.iter().zip(&rows.normalized) {
+            match values.outcome[row] {
+                Outcome::PreHashed => line.push_str("pre_hashed\n"),
+                Outcome::Invalid(reason) => {
+                    line.push_str(&format!("{}:{reason}\n", input.kind));
+                }
+                Outcome::Valid | Outcome::Missing => {}
+            }
+        }
+        if line.is_empty() {
+            notes.append_null();
+        } else {
+            notes.append_value(line.trim_end_matches('\n'));
+        }
+    }
+    Ok(RowMembers {
+        columns,
+        is_member: BooleanArray::from(rows.is_member),
+        notes: notes.finish(),
+    })
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod phone;
 pub mod profile;
 pub mod rules;
 pub mod sha256x;
+pub mod udf;
 
 pub use column::{IdentityPlan, InputColumn, MemberBatch, Tally, transform, transform_pieces};
 pub use geo::Region;
