@@ -1,7 +1,8 @@
 -- Demo segment: consenting customers who spent at least {{ vars.min_spend }} in the 7 days up to
--- the run date, or who are gold or platinum members, as of the run date's snapshot.
+-- the run date, or who are gold or platinum members, as of the run date's snapshot. Amounts are
+-- summed as decimals, so the sum does not depend on the order of its terms (see README, Segments).
 WITH recent_spend AS (
-  SELECT customer_id, sum(amount) AS spend
+  SELECT customer_id, sum(CAST(amount AS DECIMAL(12, 2))) AS spend
   FROM orders
   WHERE dt BETWEEN '{{ run_date | add_days(-6) }}' AND '{{ run_date }}'
   GROUP BY customer_id

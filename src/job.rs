@@ -282,12 +282,14 @@ impl Job {
                 "{at}: state_keep_days: at most {MAX_KEEP_DAYS} (a century); the default is {DEFAULT_STATE_KEEP_DAYS}"
             )));
         }
-        let aws = file.aws.resolve(&ctx, file.state.is_some())?;
         let engine = match &file.engine {
             Some(e) => crate::segment::Engine::parse(&ctx.interpolate(e, "engine")?)
                 .map_err(|m| Error::config(format!("{at}: engine: {m}")))?,
             None => crate::segment::Engine::Local,
         };
+        // A cluster job deploys as a multi-node job on EC2: its `[aws]` section says so.
+        let cluster = matches!(engine, crate::segment::Engine::Cluster { .. });
+        let aws = file.aws.resolve(&ctx, file.state.is_some(), cluster)?;
 
         Ok(Job {
             variables: ctx.into_variables(),

@@ -265,6 +265,70 @@ fn b1_and_the_demo_give_the_local_engines_members_on_a_cluster() {
     );
 }
 
+/// An AWS Batch multi-node job, on loopback: the main node runs `cluster main` (a scheduler and
+/// the run), the other nodes `cluster executor` with nothing but the address AWS Batch gives
+/// them; the run gives the local engine's members.
+#[test]
+fn a_multi_node_job_runs_the_scheduler_and_the_run_on_its_main_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = generated_data(5_000, 2);
+    let port = free_port();
+    let main = activator()
+        .args([
+            "cluster",
+            "main",
+            "jobs/bench_b1.toml",
+            "--date",
+            "2026-11-25",
+            "--quiet",
+        ])
+        .args(["--port", &port.to_string()])
+        .envs(b1_env(&data, &d.join("cluster")))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut executors = vec![];
+    for _ in 0..2 {
+        executors.push(
+            activator()
+                .args([
+                    "cluster",
+                    "executor",
+                    "--port",
+                    &two_free_ports().to_string(),
+                ])
+                .env(
+                    "AWS_BATCH_JOB_MAIN_NODE_PRIVATE_IPV4_ADDRESS",
+                    format!("127.0.0.1:{port}"),
+                )
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    let out = main.wait_with_output().unwrap();
+    for mut e in executors {
+        let _ = e.kill();
+        let _ = e.wait();
+    }
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let (code, printed) = run(
+        "jobs/bench_b1.toml",
+        "local",
+        &b1_env(&data, &d.join("local")),
+        d,
+        "local",
+    );
+    assert_eq!(code, 0, "{printed}");
+    assert_eq!(
+        parquet_rows(&d.join("cluster/bench_b1-2026-11-25.parquet")),
+        parquet_rows(&d.join("local/bench_b1-2026-11-25.parquet"))
+    );
+}
+
 #[test]
 fn a_cluster_reads_the_tables_from_s3_with_the_standard_aws_settings() {
     let moto = Moto::start();

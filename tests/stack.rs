@@ -1,7 +1,8 @@
 //! `activator stack`: the template of the repository's jobs (with s3:// URLs from their
 //! variables) and of a job using every [aws] setting is what `stack::template` computes, and
 //! passes cfn-lint, checkov (no failed check) and parliament (no finding in any role's policy);
-//! jobs that cannot be deployed are refused with exit code 2, naming the file and the key.
+//! so does one with a job whose engine is a cluster, an AWS Batch multi-node job on EC2; jobs
+//! that cannot be deployed are refused with exit code 2, naming the file and the key.
 //!
 //! The linters come from their own virtual environment, `.venv-deploy`, made on first use from
 //! tests/requirements-deploy.txt.
@@ -53,6 +54,34 @@ invalid_share_alarm = 0.1
 tags = { team = "crm", cost-centre = "42" }
 "#;
 
+/// A job whose engine is a cluster, on four nodes, whose Meta token AWS Batch injects from
+/// Secrets Manager (`env:`): the main node's container gets it, the executors' do not.
+const CLUSTER_CRM: &str = r#"
+name = "cluster_crm"
+segment = "s.sql"
+profile = "meta"
+engine = "ballista://127.0.0.1:50050"
+
+[[tables]]
+name = "customers"
+url = "s3://lake/crm/customers"
+
+[identifiers]
+email = "email"
+
+[[destinations]]
+type = "meta"
+ad_account_id = "1234567890"
+audience = "crm spenders"
+access_token = "env:META_ACCESS_TOKEN"
+
+[aws]
+nodes = 4
+vcpu = 4
+memory_mib = 15360
+secrets = { META_ACCESS_TOKEN = "activator/meta-access-token" }
+"#;
+
 /// The folder of the linters' executables (`.venv-deploy`, installed on first use).
 fn deploy_tools() -> PathBuf {
     deploy_python().parent().unwrap().to_path_buf()
@@ -63,6 +92,14 @@ fn nightly_crm() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("s.sql"), "SELECT email FROM customers").unwrap();
     std::fs::write(dir.path().join("nightly_crm.toml"), NIGHTLY_CRM).unwrap();
+    dir
+}
+
+/// A folder with the cluster_crm job and its SQL.
+fn cluster_crm() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("s.sql"), "SELECT email FROM customers").unwrap();
+    std::fs::write(dir.path().join("cluster_crm.toml"), CLUSTER_CRM).unwrap();
     dir
 }
 
@@ -89,7 +126,25 @@ fn the_template_passes_cfn_lint_checkov_and_parliament() {
     let crm = nightly_crm();
     let mut jobs = repository_jobs();
     jobs.push(crm.path().join("nightly_crm.toml"));
-    let out = stack(&jobs, &[]);
+    let template = linted_template(&jobs);
+    check_resources(&template);
+}
+
+#[test]
+fn a_cluster_job_is_a_multi_node_job_on_ec2_and_passes_the_linters() {
+    let cluster = cluster_crm();
+    let jobs = vec![
+        repository_jobs()[0].clone(),
+        cluster.path().join("cluster_crm.toml"),
+    ];
+    let template = linted_template(&jobs);
+    check_cluster_resources(&template);
+}
+
+/// The template of `jobs` that `activator stack` prints: the library's, and passing cfn-lint,
+/// checkov and parliament.
+fn linted_template(jobs: &[PathBuf]) -> Value {
+    let out = stack(jobs, &[]);
     assert!(
         out.status.success(),
         "exit {:?}: {}",
@@ -110,7 +165,6 @@ fn the_template_passes_cfn_lint_checkov_and_parliament() {
         })
         .collect();
     assert_eq!(template, activator::stack::template(&loaded).unwrap());
-    check_resources(&template);
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("activator.yaml");
@@ -162,6 +216,7 @@ fn the_template_passes_cfn_lint_checkov_and_parliament() {
     }
     // The execution role, and each job's role and scheduler role.
     assert_eq!(checked, 1 + 2 * jobs.len());
+    template
 }
 
 /// What the template must say, beyond what the linters check.
@@ -246,6 +301,15 @@ fn check_resources(template: &Value) {
         r["NightlyCrmInvalidShareAlarm"]["Properties"]["Threshold"],
         json!(0.1)
     );
+    // No job's engine is a cluster: no EC2 resources, no VPC to name.
+    for name in [
+        "ClusterSecurityGroup",
+        "ClusterEnvironment",
+        "ClusterJobQueue",
+    ] {
+        assert!(r.get(name).is_none(), "{name}");
+    }
+    assert!(template["Parameters"].get("VpcId").is_none());
     // The jobs' tags differ, so the shared resources carry the application's only.
     assert_eq!(
         r["StateBucket"]["Properties"]["Tags"],
@@ -264,6 +328,162 @@ fn check_resources(template: &Value) {
             "no output of {job}"
         );
     }
+}
+
+/// What the template of the demo and cluster_crm must say of the cluster job and its EC2
+/// resources, beyond what the linters check.
+fn check_cluster_resources(template: &Value) {
+    let r = &template["Resources"];
+    assert_eq!(
+        template["Parameters"]["VpcId"]["Type"],
+        json!("AWS::EC2::VPC::Id")
+    );
+    let definition = &r["ClusterCrmJobDefinition"]["Properties"];
+    assert_eq!(definition["Type"], json!("multinode"));
+    assert_eq!(definition["PlatformCapabilities"], json!(["EC2"]));
+    assert!(definition.get("ContainerProperties").is_none());
+    let nodes = &definition["NodeProperties"];
+    assert_eq!(
+        (&nodes["NumNodes"], &nodes["MainNode"]),
+        (&json!(4), &json!(0))
+    );
+    let ranges = nodes["NodeRangeProperties"].as_array().unwrap();
+    assert_eq!(ranges.len(), 2);
+    assert_eq!(ranges[0]["TargetNodes"], json!("0"));
+    assert_eq!(ranges[1]["TargetNodes"], json!("1:"));
+    let (main, executor) = (&ranges[0]["Container"], &ranges[1]["Container"]);
+    assert_eq!(
+        main["Command"],
+        json!([
+            "cluster",
+            "main",
+            "/app/jobs/cluster_crm.toml",
+            "--date",
+            "Ref::date"
+        ])
+    );
+    assert_eq!(
+        executor["Command"],
+        json!([
+            "cluster",
+            "executor",
+            "--bind",
+            "0.0.0.0",
+            "--work-dir",
+            "/tmp/shuffle"
+        ])
+    );
+    // The main node sends to Meta; the executors only read the tables.
+    assert_eq!(main["Secrets"][0]["Name"], json!("META_ACCESS_TOKEN"));
+    assert!(executor.get("Secrets").is_none(), "{executor}");
+    for container in [main, executor] {
+        assert_eq!(
+            container["JobRoleArn"],
+            json!({ "Fn::GetAtt": ["ClusterCrmJobRole", "Arn"] })
+        );
+        assert_eq!(
+            container["ResourceRequirements"],
+            json!([{ "Type": "VCPU", "Value": "4" }, { "Type": "MEMORY", "Value": "15360" }])
+        );
+        assert_eq!(container["ReadonlyRootFilesystem"], json!(true));
+        assert_eq!(container["User"], json!("65532"));
+        for fargate_only in [
+            "NetworkConfiguration",
+            "EphemeralStorage",
+            "FargatePlatformConfiguration",
+        ] {
+            assert!(container.get(fargate_only).is_none(), "{fargate_only}");
+        }
+    }
+    // The demo stays a Fargate task.
+    assert_eq!(
+        container_of(r, "Demo")["Command"],
+        json!(["run", "/app/jobs/demo.toml", "--date", "Ref::date"])
+    );
+
+    // The cluster's queue, on the EC2 environment only, is where its schedule submits it, and
+    // the only queue its scheduler role may submit to.
+    assert_eq!(
+        r["ClusterJobQueue"]["Properties"]["ComputeEnvironmentOrder"],
+        json!([{ "Order": 1, "ComputeEnvironment": { "Ref": "ClusterEnvironment" } }])
+    );
+    let compute = &r["ClusterEnvironment"]["Properties"]["ComputeResources"];
+    assert_eq!(compute["Type"], json!("EC2"));
+    assert_eq!(compute["InstanceTypes"], json!(["m7i.2xlarge"]));
+    assert_eq!(
+        compute["PlacementGroup"],
+        json!({ "Ref": "ClusterPlacementGroup" })
+    );
+    let queue_of = |job: &str| {
+        let input = r[format!("{job}Schedule")]["Properties"]["Target"]["Input"]["Fn::Sub"]
+            .as_str()
+            .unwrap();
+        serde_json::from_str::<Value>(input).unwrap()["JobQueue"].clone()
+    };
+    assert_eq!(queue_of("ClusterCrm"), json!("${ClusterJobQueue}"));
+    assert_eq!(queue_of("Demo"), json!("${JobQueue}"));
+    let role = &r["ClusterCrmSchedulerRole"]["Properties"]["Policies"][0];
+    let submit = role["PolicyDocument"]["Statement"][0]["Resource"]
+        .as_array()
+        .unwrap();
+    assert!(submit.contains(&json!({ "Ref": "ClusterJobQueue" })));
+    assert!(!submit.contains(&json!({ "Ref": "JobQueue" })));
+    assert_eq!(
+        r["FailedJobRule"]["Properties"]["EventPattern"]["detail"]["jobQueue"],
+        json!([{ "Ref": "JobQueue" }, { "Ref": "ClusterJobQueue" }])
+    );
+    assert!(template["Outputs"].get("ClusterJobQueueArn").is_some());
+    check_cluster_security_group(r);
+}
+
+/// The nodes' group lets in only the group itself, on Ballista's ports 50050-50100, and lets
+/// out HTTPS and those ports to itself; every rule says why.
+fn check_cluster_security_group(r: &Value) {
+    let group = json!({ "Fn::GetAtt": ["ClusterSecurityGroup", "GroupId"] });
+    let properties = &r["ClusterSecurityGroup"]["Properties"];
+    assert_eq!(properties["VpcId"], json!({ "Ref": "VpcId" }));
+    assert!(properties.get("SecurityGroupIngress").is_none());
+    let egress = properties["SecurityGroupEgress"].as_array().unwrap();
+    assert_eq!(egress.len(), 1);
+    assert_eq!(
+        (
+            &egress[0]["FromPort"],
+            &egress[0]["ToPort"],
+            &egress[0]["CidrIp"]
+        ),
+        (&json!(443), &json!(443), &json!("0.0.0.0/0"))
+    );
+    assert!(egress[0]["Description"].is_string());
+    for (kind, peer) in [
+        ("AWS::EC2::SecurityGroupIngress", "SourceSecurityGroupId"),
+        (
+            "AWS::EC2::SecurityGroupEgress",
+            "DestinationSecurityGroupId",
+        ),
+    ] {
+        let rules = properties_of_type(r, kind);
+        assert_eq!(rules.len(), 1, "{kind}");
+        let rule = rules[0];
+        assert_eq!(rule["GroupId"], group, "{kind}");
+        assert_eq!(rule[peer], group, "{kind}");
+        assert_eq!(
+            (&rule["IpProtocol"], &rule["FromPort"], &rule["ToPort"]),
+            (&json!("tcp"), &json!(50050), &json!(50100)),
+            "{kind}"
+        );
+        assert!(rule.get("CidrIp").is_none(), "{kind}");
+        assert!(rule["Description"].is_string(), "{kind}");
+    }
+}
+
+fn properties_of_type<'a>(resources: &'a Value, kind: &str) -> Vec<&'a Value> {
+    resources
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|resource| resource["Type"] == kind)
+        .map(|resource| &resource["Properties"])
+        .collect()
 }
 
 fn container_of<'a>(resources: &'a Value, job: &str) -> &'a Value {
@@ -480,6 +700,57 @@ fn jobs_that_cannot_be_deployed_are_refused_naming_the_key() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
         text(&out).contains("nightly_crm_copy.toml: name: `nightly_crm` is also the name of"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn cluster_settings_that_cannot_be_deployed_are_refused_naming_the_key() {
+    // A multi-node job has a main node and at least one executor.
+    let cluster = cluster_crm();
+    let job = cluster.path().join("cluster_crm.toml");
+    std::fs::write(&job, CLUSTER_CRM.replace("nodes = 4", "nodes = 1")).unwrap();
+    let out = stack(std::slice::from_ref(&job), &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("cluster_crm.toml: aws.nodes: 2 to 64 nodes"),
+        "{}",
+        text(&out)
+    );
+
+    // Fargate's sizes do not apply to a node, but its vCPUs are whole.
+    std::fs::write(&job, CLUSTER_CRM.replace("vcpu = 4", "vcpu = 0.5")).unwrap();
+    let out = stack(std::slice::from_ref(&job), &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("cluster_crm.toml: aws.vcpu: a whole number of vCPUs"),
+        "{}",
+        text(&out)
+    );
+
+    // More vCPUs than the cluster's compute environment has.
+    let text_of_job = CLUSTER_CRM
+        .replace("nodes = 4", "nodes = 64")
+        .replace("vcpu = 4", "vcpu = 8");
+    std::fs::write(&job, text_of_job).unwrap();
+    let out = stack(std::slice::from_ref(&job), &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("cluster_crm.toml: aws.nodes: 64 nodes of 8 vCPUs need 512 vCPUs"),
+        "{}",
+        text(&out)
+    );
+
+    // Nodes mean nothing to a job whose engine is local (a Fargate task).
+    let crm = nightly_crm();
+    let job = crm.path().join("nightly_crm.toml");
+    std::fs::write(&job, NIGHTLY_CRM.replace("[aws]\n", "[aws]\nnodes = 4\n")).unwrap();
+    let out = stack(std::slice::from_ref(&job), &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out)
+            .contains("nightly_crm.toml: aws.nodes: only for a job whose engine is a cluster"),
         "{}",
         text(&out)
     );

@@ -23,6 +23,13 @@ pub fn arn_of(resource: &str) -> Value {
     attribute(resource, "Arn")
 }
 
+/// A list parameter's values and one more: CloudFormation cannot concatenate lists, so the
+/// parameter's values are joined into text with the other value's, and split again.
+pub fn list_plus(parameter: &str, value: Value) -> Value {
+    let text = json!({ "Fn::Join": [",", [{ "Fn::Join": [",", reference(parameter)] }, value]] });
+    json!({ "Fn::Split": [",", text] })
+}
+
 /// A resource of a type with its properties.
 pub fn resource(kind: &str, properties: Value) -> Value {
     json!({ "Type": kind, "Properties": properties })

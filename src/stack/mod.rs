@@ -14,12 +14,19 @@
 //!   subnets (which reach the platforms through a NAT gateway: tasks get no public IP) and one
 //!   job queue, and the execution role that pulls the image, writes logs and reads the secrets
 //!   `[aws] secrets` names;
+//! - shared by the jobs whose engine is a cluster, only when there are some (`shared`): a
+//!   security group in `VpcId` that lets their nodes reach each other on Ballista's ports and
+//!   nothing else in, the EC2 instances' role, a cluster placement group, an EC2 compute
+//!   environment (AWS Batch runs multi-node jobs on EC2 only, not on Fargate or Spot) and its
+//!   own queue;
 //! - per job (`job_resources`): a job role whose policy is computed from the job (`policy`), a
 //!   job definition (`run /app/jobs/FILE --date <scheduled time>`, read-only root file system,
 //!   retried on exit code 3 and host or image-pull failures), and an EventBridge Scheduler
-//!   schedule with a role that may submit only that job;
+//!   schedule with a role that may submit only that job; a job whose engine is a cluster is a
+//!   multi-node parallel job instead, node 0 running `cluster main` (the scheduler and the run)
+//!   and the others `cluster executor`, submitted to the cluster's queue;
 //! - monitoring (`monitoring`, `dashboard`): an SNS topic mailed failed jobs (an EventBridge
-//!   rule on the queue) and alarms (no successful run for 26 hours; too many invalid values per
+//!   rule on the queues) and alarms (no successful run for 26 hours; too many invalid values per
 //!   row read), and a dashboard of the metrics runs print (`ACTIVATOR_METRICS=emf`).
 //!
 //! The image is expected to hold the binary as its entrypoint and the jobs and SQL files as the
@@ -64,7 +71,7 @@ pub fn template(jobs: &[Job]) -> Result<Value> {
     let tags = stack_tags(jobs);
     let mut resources = Map::new();
     shared::add(&mut resources, jobs, &tags);
-    monitoring::add_shared(&mut resources, &tags);
+    monitoring::add_shared(&mut resources, jobs, &tags);
     for job in jobs {
         let job_tags = job_tags(job, &tags);
         job_resources::add(&mut resources, job, &job_tags)?;
@@ -74,7 +81,7 @@ pub fn template(jobs: &[Job]) -> Result<Value> {
     Ok(json!({
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": description(jobs),
-        "Parameters": parameters(),
+        "Parameters": parameters(jobs),
         "Conditions": {
             "HasAlarmEmail": { "Fn::Not": [{ "Fn::Equals": [reference("AlarmEmail"), ""] }] },
         },
@@ -105,6 +112,12 @@ pub fn logical_id(job: &str) -> String {
     } else {
         id
     }
+}
+
+/// Whether the job's segment runs on a Ballista cluster: it deploys as an AWS Batch multi-node
+/// parallel job on EC2 rather than as a Fargate task.
+fn is_cluster(job: &Job) -> bool {
+    matches!(job.engine, crate::segment::Engine::Cluster { .. })
 }
 
 /// Tags of the shared resources: the application's, and those every job has alike.
@@ -145,8 +158,8 @@ fn description(jobs: &[Job]) -> String {
     text
 }
 
-fn parameters() -> Value {
-    json!({
+fn parameters(jobs: &[Job]) -> Value {
+    let mut parameters = json!({
         "SubnetIds": {
             "Type": "List<AWS::EC2::Subnet::Id>",
             "Description": "Private subnets of the jobs' tasks, with a route to the internet through a NAT gateway (tasks get no public IP)",
@@ -166,7 +179,14 @@ fn parameters() -> Value {
             "Description": "Where failed jobs and alarms are mailed (the address confirms the subscription); empty for none",
             "AllowedPattern": "^$|^[^@\\s]+@[^@\\s]+$",
         },
-    })
+    });
+    if jobs.iter().any(is_cluster) {
+        parameters["VpcId"] = json!({
+            "Type": "AWS::EC2::VPC::Id",
+            "Description": "The VPC of SubnetIds, where the nodes of the jobs whose engine is a cluster get their security group",
+        });
+    }
+    parameters
 }
 
 fn outputs(jobs: &[Job]) -> Value {
@@ -176,6 +196,12 @@ fn outputs(jobs: &[Job]) -> Value {
         "StateBucketName": { "Description": "State of the jobs whose files name none", "Value": reference("StateBucket") },
         "AlarmTopicArn": { "Description": "Failed jobs and alarms", "Value": reference("AlarmTopic") },
     });
+    if jobs.iter().any(is_cluster) {
+        outputs["ClusterJobQueueArn"] = json!({
+            "Description": "Submit runs of the jobs whose engine is a cluster here",
+            "Value": reference("ClusterJobQueue"),
+        });
+    }
     for job in jobs {
         let id = logical_id(&job.name);
         outputs[format!("{id}JobDefinitionArn")] = json!({

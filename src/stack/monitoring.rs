@@ -1,16 +1,16 @@
 //! Telling people: an encrypted SNS topic (mailed to `AlarmEmail` when given) that hears of every
-//! failed job of the queue, and per job two alarms on the metrics runs print.
+//! failed job of the stack's queues, and per job two alarms on the metrics runs print.
 
 use crate::job::Job;
 use crate::stack::cfn::{arn_of, from_this_account, policy, reference, resource, tag_list};
-use crate::stack::{NAMESPACE, logical_id};
+use crate::stack::{NAMESPACE, is_cluster, logical_id};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 
 type Tags = BTreeMap<String, String>;
 
 /// Adds the topic, its policy and subscription, and the rule on failed jobs.
-pub fn add_shared(resources: &mut Map<String, Value>, tags: &Tags) {
+pub fn add_shared(resources: &mut Map<String, Value>, jobs: &[Job], tags: &Tags) {
     resources.insert(
         "AlarmTopic".into(),
         resource(
@@ -25,7 +25,11 @@ pub fn add_shared(resources: &mut Map<String, Value>, tags: &Tags) {
     );
     subscription["Condition"] = "HasAlarmEmail".into();
     resources.insert("AlarmSubscription".into(), subscription);
-    resources.insert("FailedJobRule".into(), failed_job_rule(tags));
+    let mut queues = vec![reference("JobQueue")];
+    if jobs.iter().any(is_cluster) {
+        queues.push(reference("ClusterJobQueue"));
+    }
+    resources.insert("FailedJobRule".into(), failed_job_rule(queues, tags));
 }
 
 /// The rule publishes failed jobs; the account's alarms publish theirs.
@@ -56,8 +60,8 @@ fn topic_policy() -> Value {
     )
 }
 
-/// Every job of the stack's queue that fails (after its retries): AWS Batch's state-change event.
-fn failed_job_rule(tags: &Tags) -> Value {
+/// Every job of the stack's queues that fails (after its retries): AWS Batch's state-change event.
+fn failed_job_rule(queues: Vec<Value>, tags: &Tags) -> Value {
     resource(
         "AWS::Events::Rule",
         json!({
@@ -66,7 +70,7 @@ fn failed_job_rule(tags: &Tags) -> Value {
             "EventPattern": {
                 "source": ["aws.batch"],
                 "detail-type": ["Batch Job State Change"],
-                "detail": { "status": ["FAILED"], "jobQueue": [reference("JobQueue")] },
+                "detail": { "status": ["FAILED"], "jobQueue": queues },
             },
             "Targets": [{ "Id": "alarm-topic", "Arn": reference("AlarmTopic") }],
             "Tags": tag_list(tags),

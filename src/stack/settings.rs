@@ -1,7 +1,7 @@
 //! A job file's `[aws]` section: how `activator stack` deploys the job (schedule, Fargate size,
-//! timeout, retries, tags, the Secrets Manager secrets behind its `env:` references). `run`
-//! ignores it. Every number is range-checked at load, and errors name the file, the key and what
-//! is allowed.
+//! timeout, retries, tags, the Secrets Manager secrets behind its `env:` references; for a job
+//! whose engine is a cluster, its nodes and their EC2 instance type). `run` ignores it. Every
+//! number is range-checked at load, and errors name the file, the key and what is allowed.
 
 use crate::error::{Error, Result};
 use crate::resolve::Resolver;
@@ -19,6 +19,8 @@ pub struct AwsFile {
     retries: Option<i64>,
     ephemeral_storage_gib: Option<i64>,
     invalid_share_alarm: Option<f64>,
+    nodes: Option<i64>,
+    instance_type: Option<String>,
     #[serde(default)]
     tags: BTreeMap<String, String>,
     #[serde(default)]
@@ -32,15 +34,21 @@ pub struct AwsSettings {
     pub schedule: String,
     /// The schedule's time zone (IANA name, e.g. `Europe/Paris`).
     pub timezone: String,
-    /// Fargate vCPUs: 0.25, 0.5, 1, 2, 4, 8 or 16.
+    /// Fargate vCPUs: 0.25, 0.5, 1, 2, 4, 8 or 16; for a cluster job, each node's container's
+    /// (a whole number).
     pub vcpu: f64,
-    /// Memory within Fargate's range for `vcpu`.
+    /// Memory within Fargate's range for `vcpu`; for a cluster job, each node's container's.
     pub memory_mib: u32,
     /// An attempt is stopped after this long (SIGTERM, then SIGKILL 30 s later).
     pub timeout_minutes: u32,
     /// Attempts, the first included (AWS Batch `retryStrategy.attempts`).
     pub retries: u32,
+    /// Fargate's task storage (a cluster job's `/tmp` is on its instance's disk).
     pub ephemeral_storage_gib: u32,
+    /// A cluster job's nodes, the main node included (an AWS Batch multi-node parallel job).
+    pub nodes: u32,
+    /// The EC2 instance type of the cluster's compute environment.
+    pub instance_type: String,
     /// The alarm on invalid values per row read fires above this.
     pub invalid_share_alarm: f64,
     /// Tags of the job's resources (team, tenant, cost centre...).
@@ -66,6 +74,8 @@ impl Default for AwsSettings {
             timeout_minutes: 120,
             retries: 3,
             ephemeral_storage_gib: 50,
+            nodes: 3,
+            instance_type: "m7i.2xlarge".into(),
             invalid_share_alarm: 0.2,
             tags: BTreeMap::new(),
             secrets: BTreeMap::new(),
@@ -89,8 +99,15 @@ pub const FARGATE_SIZES: [(f64, u32, u32, u32); 7] = [
 pub const RESERVED_TAGS: [&str; 2] = ["app", "activator:job"];
 
 impl AwsFile {
-    /// Checks the section; `state_in_job_file` tells whether the job file names `state`.
-    pub fn resolve(&self, r: &Resolver, state_in_job_file: bool) -> Result<AwsSettings> {
+    /// Checks the section; `state_in_job_file` tells whether the job file names `state`, and
+    /// `cluster` whether the job's engine is a cluster (deployed as a multi-node job on EC2, not
+    /// as a Fargate task).
+    pub fn resolve(
+        &self,
+        r: &Resolver,
+        state_in_job_file: bool,
+        cluster: bool,
+    ) -> Result<AwsSettings> {
         let at = r.at;
         let defaults = AwsSettings::default();
         let schedule = match &self.schedule {
@@ -107,8 +124,13 @@ impl AwsFile {
                 "{at}: aws.timezone: `{timezone}` is not a time zone name such as \"UTC\" or \"Europe/Paris\""
             )));
         }
-        let vcpu = self.vcpu.unwrap_or(defaults.vcpu);
-        let memory_mib = fargate_memory(at, vcpu, self.memory_mib)?;
+        let (vcpu, memory_mib) = if cluster {
+            self.node_size(at)?
+        } else {
+            let vcpu = self.vcpu.unwrap_or(defaults.vcpu);
+            (vcpu, fargate_memory(at, vcpu, self.memory_mib)?)
+        };
+        let (nodes, instance_type) = self.cluster_settings(at, cluster)?;
         Ok(AwsSettings {
             schedule,
             timezone,
@@ -141,6 +163,8 @@ impl AwsFile {
                 200,
                 "GiB (Fargate's range)",
             )?,
+            nodes,
+            instance_type,
             invalid_share_alarm: match self.invalid_share_alarm {
                 None => defaults.invalid_share_alarm,
                 Some(s) if s > 0.0 && s <= 1.0 => s,
@@ -155,6 +179,80 @@ impl AwsFile {
             secrets: self.checked_secrets(at)?,
             state_in_job_file,
         })
+    }
+
+    /// A cluster node's container: whole vCPUs and MiB that EC2 instances have (Fargate's sizes
+    /// do not apply); whether they fit `instance_type` is AWS Batch's to say (a job that does
+    /// not fit stays RUNNABLE).
+    fn node_size(&self, at: &str) -> Result<(f64, u32)> {
+        // By default a node takes the default instance type (m7i.2xlarge: 8 vCPU, 32 GiB) whole,
+        // less what ECS's agent keeps.
+        let defaults = AwsSettings {
+            vcpu: 8.0,
+            memory_mib: 28_672,
+            ..AwsSettings::default()
+        };
+        let vcpu = self.vcpu.unwrap_or(defaults.vcpu);
+        if vcpu.fract() != 0.0 || !(1.0..=192.0).contains(&vcpu) {
+            return Err(Error::config(format!(
+                "{at}: aws.vcpu: a whole number of vCPUs, 1 to 192, for each node of a job whose engine is a \
+                 cluster (EC2, not Fargate); the default is {}",
+                defaults.vcpu
+            )));
+        }
+        let memory_mib = number(
+            at,
+            "memory_mib",
+            self.memory_mib,
+            defaults.memory_mib,
+            1024,
+            1_572_864,
+            "MiB for each node of a job whose engine is a cluster (EC2, not Fargate)",
+        )?;
+        Ok((vcpu, memory_mib))
+    }
+
+    /// A cluster job's nodes and instance type. They mean nothing to a job whose engine is
+    /// local (a Fargate task), and neither does Fargate's task storage to a cluster job: each is
+    /// an error there rather than a setting silently ignored.
+    fn cluster_settings(&self, at: &str, cluster: bool) -> Result<(u32, String)> {
+        let defaults = AwsSettings::default();
+        if !cluster {
+            let keys = [
+                ("nodes", self.nodes.is_some()),
+                ("instance_type", self.instance_type.is_some()),
+            ];
+            if let Some((key, _)) = keys.iter().find(|(_, set)| *set) {
+                return Err(Error::config(format!(
+                    "{at}: aws.{key}: only for a job whose engine is a cluster (engine = \"ballista://HOST:PORT\"); \
+                     this job's engine is local: remove it"
+                )));
+            }
+            return Ok((defaults.nodes, defaults.instance_type));
+        }
+        if self.ephemeral_storage_gib.is_some() {
+            return Err(Error::config(format!(
+                "{at}: aws.ephemeral_storage_gib: Fargate's task storage, which a job whose engine is a cluster \
+                 does not have (its nodes run on EC2, /tmp on the instance's disk): remove it"
+            )));
+        }
+        let nodes = number(
+            at,
+            "nodes",
+            self.nodes,
+            defaults.nodes,
+            2,
+            64,
+            "nodes, the main node included",
+        )?;
+        let instance_type = self.instance_type.clone().unwrap_or(defaults.instance_type);
+        if !is_instance_type(&instance_type) {
+            return Err(Error::config(format!(
+                "{at}: aws.instance_type: `{instance_type}` is not an EC2 instance type such as \"m7i.2xlarge\" \
+                 (a family in lowercase, a dot, a size)"
+            )));
+        }
+        Ok((nodes, instance_type))
     }
 
     fn checked_tags(&self, r: &Resolver) -> Result<BTreeMap<String, String>> {
@@ -247,6 +345,22 @@ fn default_memory(least: u32, most: u32, step: u32) -> u32 {
     m - (m - least) % step
 }
 
+/// `family.size`, e.g. `m7i.2xlarge`, `c6in.metal`, `u-6tb1.112xlarge`.
+fn is_instance_type(s: &str) -> bool {
+    let Some((family, size)) = s.split_once('.') else {
+        return false;
+    };
+    s.len() <= 64
+        && family.starts_with(|c: char| c.is_ascii_lowercase())
+        && family
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !size.is_empty()
+        && size
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
 fn check_schedule(s: &str) -> std::result::Result<(), String> {
     let well_formed =
         (s.starts_with("cron(") || s.starts_with("rate(")) && s.ends_with(')') && s.len() > 6;
@@ -324,10 +438,19 @@ mod tests {
     use crate::job::Job;
 
     fn parse(aws: &str) -> crate::Result<Job> {
+        parse_with("", aws)
+    }
+
+    /// A job whose engine is a cluster.
+    fn parse_cluster(aws: &str) -> crate::Result<Job> {
+        parse_with("engine = \"ballista://127.0.0.1:50050\"\n", aws)
+    }
+
+    fn parse_with(top: &str, aws: &str) -> crate::Result<Job> {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("s.sql"), "SELECT 1").unwrap();
         let text = format!(
-            "segment = \"s.sql\"\nprofile = \"meta\"\n[[tables]]\nname = \"t\"\nurl = \"s3://b/t\"\n\
+            "{top}segment = \"s.sql\"\nprofile = \"meta\"\n[[tables]]\nname = \"t\"\nurl = \"s3://b/t\"\n\
              [identifiers]\nemail = \"e\"\n[[destinations]]\ntype = \"export\"\nurl = \"s3://b/out\"\n[aws]\n{aws}\n"
         );
         Job::parse(&dir.path().join("j.toml"), &text, &|_| None)
@@ -377,6 +500,78 @@ mod tests {
         for (aws, expected) in cases {
             let err = parse(aws).unwrap_err();
             assert!(err.message.contains(expected), "{aws}: {err}");
+            assert!(err.message.contains("j.toml"), "{aws}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_cluster_job_has_nodes_of_whole_vcpus_on_an_instance_type() {
+        let job = parse_cluster("").unwrap();
+        assert_eq!(
+            (job.aws.nodes, job.aws.instance_type.as_str()),
+            (3, "m7i.2xlarge")
+        );
+        // By default a node takes the default instance type whole, less what ECS keeps.
+        assert_eq!((job.aws.vcpu, job.aws.memory_mib), (8.0, 28_672));
+        // Not Fargate's sizes: 6 vCPUs and 20000 MiB are no Fargate pair.
+        let job = parse_cluster(
+            "nodes = 64\ninstance_type = \"c6in.8xlarge\"\nvcpu = 6\nmemory_mib = 20000",
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                job.aws.nodes,
+                job.aws.instance_type.as_str(),
+                job.aws.vcpu,
+                job.aws.memory_mib
+            ),
+            (64, "c6in.8xlarge", 6.0, 20000)
+        );
+        assert!(super::is_instance_type("u-6tb1.112xlarge"));
+        for bad in [
+            "m7i",
+            "M7i.large",
+            "m7i.",
+            ".large",
+            "m7i.2xlarge.x",
+            "m7i 2xlarge",
+        ] {
+            assert!(!super::is_instance_type(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cluster_settings_out_of_range_or_on_a_local_job_name_the_key() {
+        let cases = [
+            (
+                "nodes = 1",
+                "aws.nodes: 2 to 64 nodes, the main node included",
+            ),
+            ("nodes = 65", "aws.nodes: 2 to 64"),
+            ("instance_type = \"large\"", "aws.instance_type: `large`"),
+            ("vcpu = 0.5", "aws.vcpu: a whole number of vCPUs, 1 to 192"),
+            ("vcpu = 193", "aws.vcpu: a whole number"),
+            ("memory_mib = 512", "aws.memory_mib: 1024 to 1572864 MiB"),
+            (
+                "ephemeral_storage_gib = 40",
+                "aws.ephemeral_storage_gib: Fargate's",
+            ),
+        ];
+        for (aws, expected) in cases {
+            let err = parse_cluster(aws).unwrap_err();
+            assert!(err.message.contains(expected), "{aws}: {err}");
+            assert!(err.message.contains("j.toml"), "{aws}: {err}");
+        }
+        for (aws, key) in [
+            ("nodes = 4", "aws.nodes"),
+            ("instance_type = \"m7i.2xlarge\"", "aws.instance_type"),
+        ] {
+            let err = parse(aws).unwrap_err();
+            assert!(
+                err.message
+                    .contains(&format!("{key}: only for a job whose engine is a cluster")),
+                "{aws}: {err}"
+            );
             assert!(err.message.contains("j.toml"), "{aws}: {err}");
         }
     }
