@@ -21,6 +21,7 @@ use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::object_store::{DefaultObjectStoreRegistry, ObjectStoreRegistry};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 use object_store::ObjectStore;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -98,51 +99,126 @@ pub async fn connect(
         .with_runtime_env(runtime)
         .with_scalar_functions(vec![udf::function()])
         .build();
+    // Nothing connects yet: the first query does (`reading_error` tells its failures).
     SessionContext::remote_with_state(&format!("df://{host}:{port}"), state)
         .await
-        .map_err(|e| {
-            Error::transient(format!(
-                "cannot reach the Ballista scheduler at {host}:{port}: {e}; check that `activator cluster scheduler` runs there"
-            ))
-        })
+        .map_err(|e| Error::config(format!("engine ballista://{host}:{port}: {e}")))
 }
 
-/// Runs a scheduler on `bind:port` until the process is stopped.
-pub async fn scheduler(bind: &str, port: u16) -> Result<()> {
+/// A scheduler running in this process: it serves until the process ends, and says how many
+/// executors have registered with it.
+pub struct Scheduler {
+    server:
+        ballista_scheduler::scheduler_server::SchedulerServer<LogicalPlanNode, PhysicalPlanNode>,
+    serving: tokio::task::JoinHandle<ballista_core::error::Result<()>>,
+}
+
+/// How long a finished job's result stays on the executors for the driver to fetch: the driver
+/// reads it as it goes, for as long as deduplicating and (with `send_adds_while_reading`)
+/// sending take. Ballista's 300 s would delete a large segment's last partitions before the
+/// driver reached them, and every retry would fail alike.
+const RESULT_KEPT_SECONDS: u64 = 12 * 3600;
+
+/// Starts a scheduler on `bind:port`.
+pub async fn start_scheduler(bind: &str, port: u16) -> Result<Scheduler> {
     use ballista_scheduler::cluster::BallistaCluster;
     use ballista_scheduler::config::SchedulerConfig;
-    let session_builder: ballista_scheduler::scheduler_server::SessionBuilder =
-        Arc::new(|config: SessionConfig| {
-            let base = ballista_core::utils::default_session_builder(config)?;
-            let runtime = runtime_with_cloud_stores(RuntimeEnvBuilder::new()).build_arc()?;
-            Ok(SessionStateBuilder::new_from_existing(base)
-                .with_runtime_env(runtime)
-                .with_scalar_functions(functions().scalar_functions.into_values().collect())
-                .build())
-        });
     let config = SchedulerConfig {
         bind_host: bind.to_string(),
         external_host: external_host(bind),
         bind_port: port,
-        override_session_builder: Some(session_builder),
+        override_session_builder: Some(scheduler_sessions()),
+        finished_job_data_clean_up_interval_seconds: RESULT_KEPT_SECONDS,
         // An executor that stops heartbeating (EXECUTOR_HEARTBEAT_SECONDS) is taken as lost
         // after this, and its tasks run again elsewhere: Ballista's 180 s would hold a night's
         // run for three minutes per lost node.
         executor_timeout_seconds: EXECUTOR_TIMEOUT_SECONDS,
         expire_dead_executor_interval_seconds: 5,
-        // How long a job waits for a first executor (the nodes of a multi-node job start together).
-        no_executors_grace_period_seconds: 120,
         ..SchedulerConfig::default()
     };
-    let address = format!("{bind}:{port}")
+    let address: std::net::SocketAddr = format!("{bind}:{port}")
         .parse()
         .map_err(|e| Error::config(format!("--bind {bind} --port {port}: {e}")))?;
     let cluster = BallistaCluster::new_from_config(&config)
         .await
         .map_err(ballista_error)?;
-    ballista_scheduler::scheduler_process::start_server(cluster, address, Arc::new(config))
+    let server = ballista_scheduler::scheduler_process::create_scheduler::<
+        LogicalPlanNode,
+        PhysicalPlanNode,
+    >(cluster, Arc::new(config))
+    .await
+    .map_err(ballista_error)?;
+    let listener = tokio::net::TcpListener::bind(address)
         .await
-        .map_err(ballista_error)
+        .map_err(|e| Error::config(format!("--bind {bind} --port {port}: {e}")))?;
+    let serving = tokio::spawn(
+        ballista_scheduler::scheduler_process::start_grpc_service_with_listener(
+            listener,
+            server.clone(),
+        ),
+    );
+    Ok(Scheduler { server, serving })
+}
+
+/// The scheduler's sessions: Ballista's, with activator's functions and object stores.
+fn scheduler_sessions() -> ballista_scheduler::scheduler_server::SessionBuilder {
+    Arc::new(|config: SessionConfig| {
+        let base = ballista_core::utils::default_session_builder(config)?;
+        let runtime = runtime_with_cloud_stores(RuntimeEnvBuilder::new()).build_arc()?;
+        Ok(SessionStateBuilder::new_from_existing(base)
+            .with_runtime_env(runtime)
+            .with_scalar_functions(functions().scalar_functions.into_values().collect())
+            .build())
+    })
+}
+
+impl Scheduler {
+    /// Serves until the process is stopped.
+    pub async fn serve(mut self) -> Result<()> {
+        let serving = std::mem::replace(&mut self.serving, tokio::spawn(async { Ok(()) }));
+        match serving.await {
+            Ok(served) => served.map_err(ballista_error),
+            Err(e) => Err(Error::internal(format!("the scheduler stopped: {e}"))),
+        }
+    }
+
+    /// Waits until `executors` executors have registered. Ballista queues a job while no
+    /// executor has ever registered, without limit: on a multi-node job whose other nodes never
+    /// come (a bad image, a security group), the run would wait for its timeout.
+    pub async fn wait_for_executors(
+        &self,
+        executors: usize,
+        within: std::time::Duration,
+    ) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let registered = self
+                .server
+                .state
+                .executor_manager
+                .get_executors_state()
+                .await
+                .map_err(ballista_error)?
+                .len();
+            if registered >= executors {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::transient(format!(
+                    "{registered} of the {executors} executors registered with the scheduler within {} s: check \
+                     the other nodes' logs, and that the nodes' security group admits ports 50050-50100 from itself",
+                    within.as_secs()
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        self.serving.abort();
+    }
 }
 
 /// What an executor is started with.
@@ -238,24 +314,12 @@ fn ballista_error(e: ballista_core::error::BallistaError) -> Error {
     Error::transient(format!("Ballista: {e}"))
 }
 
-/// An error of a query on the cluster while it gives rows. The cluster's own failures say what
-/// to do: a function an executor lacks (exit 2: a stock or other-version executor), the cluster
-/// unreachable or a job it could not finish (exit 3: retried). The segment's own failures on its
-/// rows are classed as on the local engine, and their text is not shown either, as it may quote
-/// values (`Error::while_reading_rows`).
+/// An error of a query on the cluster while it gives rows, classed by what Ballista says in its
+/// own words. A failed job's reason carries the text of the error its task met, which can quote
+/// a value of the row (`Cannot cast string '...'`): that text is never shown, and only its
+/// structure (the error kinds Ballista writes out, quoted strings removed) decides the class.
 pub fn reading_error(e: datafusion::error::DataFusionError) -> Error {
     let text = e.find_root().to_string();
-    let unreachable = [
-        "tonic::transport",
-        "tcp connect error",
-        "Connection refused",
-    ];
-    if unreachable.iter().any(|w| text.contains(w)) && !text.contains("Job ") {
-        return Error::transient(
-            "cannot reach the Ballista scheduler of the run's engine: check that `activator cluster scheduler` \
-             runs there and the network between (exit 3: AWS Batch retries it)",
-        );
-    }
     if text.contains("failed to serialize logical plan") {
         return Error::config(
             "the segment uses what a cluster cannot be sent (a table function such as range() or \
@@ -263,32 +327,121 @@ pub fn reading_error(e: datafusion::error::DataFusionError) -> Error {
              --engine local",
         );
     }
-    // Ballista's `Job ID failed: REASON`, where the reason is the scheduler's own words for
-    // what befell the job's tasks, or the text of the error a task met, which may quote a value.
-    if text.starts_with("Execution error: Job ") {
-        if text.contains("could not be prepared or was rejected by executor") {
-            return Error::config(format!(
-                "an executor of the cluster could not take the query's tasks; most often it lacks activator's \
-                 functions ({}): start every executor with `activator cluster executor` of this activator's \
-                 version, not a stock Ballista executor",
-                udf::NAME
-            ));
-        }
-        let lost = [
-            "executor lost",
-            "Executor lost",
-            "lost",
-            "unreachable",
-            "tonic",
-            "Connection",
-            "fetch",
-        ];
-        if lost.iter().any(|w| text.contains(w)) {
-            return Error::transient(
-                "the cluster could not finish the query (an executor was lost or unreachable): \
-                 check the executors and rerun (exit 3: AWS Batch retries it)",
-            );
-        }
+    let Some(at) = text.find("Execution error: Job ") else {
+        // Not a job's status: the client lost the scheduler or an executor (refused, reset,
+        // a stream closed before the job ended).
+        return Error::transient(
+            "the cluster could not be reached, or stopped answering while the query ran: check the scheduler \
+             at the engine's address and its executors, then rerun (exit 3: AWS Batch retries it)",
+        );
+    };
+    let reason = without_quoted(&text[at..]);
+    let has = |words: &[&str]| words.iter().any(|w| reason.contains(w));
+    if has(&["could not be prepared or was rejected by executor"]) {
+        return Error::config(format!(
+            "an executor of the cluster could not take the query's tasks; most often it lacks activator's \
+             functions ({}): start every executor with `activator cluster executor` of this activator's \
+             version, not a stock Ballista executor",
+            udf::NAME
+        ));
     }
-    Error::while_reading_rows(e)
+    if has(&["ResourcesExhausted"]) {
+        return Error::while_reading_rows(datafusion::error::DataFusionError::ResourcesExhausted(
+            "on an executor; raise the executors' memory".into(),
+        ));
+    }
+    let lost = [
+        "Task failed due to IO error",
+        "ObjectStore",
+        "IoError",
+        "FetchPartitionError",
+        "ResultLost",
+        "TaskKilled",
+        "lost",
+    ];
+    if has(&lost) {
+        return Error::transient(
+            "the cluster could not finish the query (storage or network trouble, or an executor lost): \
+             check the executors and rerun (exit 3: AWS Batch retries it)",
+        );
+    }
+    Error::while_reading_rows(datafusion::error::DataFusionError::Execution(String::new()))
+}
+
+/// `text` without its quoted strings (Rust's `Debug` of a `String`, escapes included): what is
+/// left is the error's structure, which names kinds of errors and never a value.
+fn without_quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '"' {
+            out.push(c);
+            continue;
+        }
+        while let Some(q) = chars.next() {
+            match q {
+                '\\' => {
+                    chars.next();
+                }
+                '"' => break,
+                _ => {}
+            }
+        }
+        out.push_str("\"…\"");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::error::DataFusionError as D;
+
+    fn job_failed(reason: &str) -> D {
+        D::Execution(format!("Job 038J6K3C2T000 failed: {reason}"))
+    }
+
+    #[test]
+    fn a_failed_jobs_class_comes_from_its_structure_never_from_quoted_values() {
+        let cast = r#"Job failed due to stage 0 failed: Task failed due to runtime execution error: DataFusionError(Shared(External(DataFusionError(ParquetError(External(ComputeError("Error evaluating filter predicate: ArrowError(CastError(\"Cannot cast string 'ObjectStore lost Connection' to value of Int32 type\"), Some(\"\"))")))))))"#;
+        let e = reading_error(job_failed(cast));
+        assert_eq!(e.class, crate::error::ErrorClass::Config, "{}", e.message);
+        assert!(!e.message.contains("ObjectStore lost"), "{}", e.message);
+
+        let storage = r#"Job failed due to stage 1 failed: Task failed due to runtime execution error: DataFusionError(ObjectStore(Generic { store: "S3", source: "503 'Slow Down'" }))"#;
+        assert_eq!(
+            reading_error(job_failed(storage)).class,
+            crate::error::ErrorClass::Transient
+        );
+
+        let rejected = "task could not be prepared or was rejected by executor";
+        let e = reading_error(job_failed(rejected));
+        assert_eq!(e.class, crate::error::ErrorClass::Config);
+        assert!(
+            e.message.contains("activator cluster executor"),
+            "{}",
+            e.message
+        );
+
+        let unreachable = D::Execution(
+            r#"tonic::transport::Error(Transport, ConnectError("tcp connect error"))"#.into(),
+        );
+        assert_eq!(
+            reading_error(unreachable).class,
+            crate::error::ErrorClass::Transient
+        );
+
+        let memory = r#"Job failed due to stage 1 failed: Task failed due to runtime execution error: DataFusionError(ResourcesExhausted("Failed to allocate"))"#;
+        let e = reading_error(job_failed(memory));
+        assert_eq!(e.class, crate::error::ErrorClass::Config);
+        assert!(e.message.contains("memory"), "{}", e.message);
+    }
+
+    #[test]
+    fn quoted_strings_are_removed_with_their_escapes() {
+        assert_eq!(
+            without_quoted(r#"A("x \" lost") B("") C"#),
+            r#"A("…") B("…") C"#
+        );
+    }
 }

@@ -313,27 +313,24 @@ fn json_logs() -> bool {
     }
 }
 
+/// Ballista's log lines that carry the text of a failed query or task, which can quote a value
+/// of the row it failed on (`Cannot cast string '...'`), or a plan with the segment's literals:
+/// always off, whatever ACTIVATOR_LOG asks (these directives are more specific than any it is
+/// likely to give). A run reports such failures itself, without their text
+/// (`cluster::reading_error`). The executor's and scheduler's start-up lines stay.
+const BALLISTA_QUIET: &str = "ballista_core::execution_plans::distributed_query=off,\
+ballista_executor=warn,ballista_executor::executor=off,ballista_executor::executor_process=info,\
+ballista_scheduler::state::task_manager=off,ballista_scheduler::state::execution_graph=off";
+
 /// Log lines go to stderr: coloured text on a terminal; elsewhere (AWS Batch, CloudWatch Logs, a
 /// pipe, a file) one JSON object a line, with the level, the message, the event's fields and the
 /// run's (job, date, run id; a destination's where it is about one), which CloudWatch Logs
 /// Insights queries as fields. No log line carries an identifier's value.
-/// Ballista's log lines that carry the text of a failed query or task, which can quote a value
-/// of the row it failed on (`Cannot cast string '...'`): off, whatever ACTIVATOR_LOG asks, unless
-/// it names Ballista's modules itself (for debugging on data without PII). A run reports such
-/// failures itself, without their text (`cluster::reading_error`). The executor's start-up
-/// lines stay.
-const BALLISTA_QUIET: &str = "ballista_core::execution_plans::distributed_query=off,\
-ballista_executor=warn,ballista_executor::executor=off,ballista_executor::executor_process=info";
-
 fn init_logging() {
     use std::io::IsTerminal;
     let filter = || {
         let asked = std::env::var("ACTIVATOR_LOG").unwrap_or_else(|_| "info".into());
-        let directives = if asked.contains("ballista") {
-            asked
-        } else {
-            format!("{asked},{BALLISTA_QUIET}")
-        };
+        let directives = format!("{asked},{BALLISTA_QUIET}");
         tracing_subscriber::EnvFilter::try_new(&directives).unwrap_or_else(|_| {
             tracing_subscriber::EnvFilter::new(format!("info,{BALLISTA_QUIET}"))
         })
@@ -521,7 +518,10 @@ fn main() -> ExitCode {
             }
             #[cfg(feature = "cluster")]
             Command::Cluster(ClusterCommand::Scheduler { port, bind }) => {
-                activator::cluster::scheduler(&bind, port).await
+                activator::cluster::start_scheduler(&bind, port)
+                    .await?
+                    .serve()
+                    .await
             }
             #[cfg(feature = "cluster")]
             Command::Cluster(ClusterCommand::Main {
@@ -532,14 +532,22 @@ fn main() -> ExitCode {
                 flags,
             }) => {
                 let job = Job::load(&job)?;
-                let scheduler = tokio::spawn(activator::cluster::scheduler("0.0.0.0", port));
+                let scheduler = activator::cluster::start_scheduler("0.0.0.0", port).await?;
+                // On AWS Batch, the other nodes of the multi-node job are the executors.
+                let nodes = std::env::var("AWS_BATCH_JOB_NUM_NODES").ok();
+                if let Some(nodes) = nodes.and_then(|n| n.parse::<usize>().ok()) {
+                    let within = std::time::Duration::from_secs(600);
+                    scheduler
+                        .wait_for_executors(nodes.saturating_sub(1), within)
+                        .await?;
+                }
                 let mut options = flags.options();
                 options.engine = Some(activator::segment::Engine::Cluster {
                     host: "127.0.0.1".into(),
                     port,
                 });
                 let report = run::run(&job, date.unwrap_or_else(today), &options).await;
-                scheduler.abort();
+                drop(scheduler);
                 publish(&report?, report_json.as_ref())
             }
             #[cfg(feature = "cluster")]

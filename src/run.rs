@@ -269,12 +269,8 @@ async fn members(
     let reading =
         move |e| reading_error(cluster, e).context(format!("{segment_file} (while reading rows)"));
     if cluster {
-        let mut columns = vec![identity::udf::call(&plan)];
-        columns.extend(plan.passthrough.iter().map(|name| {
-            datafusion::prelude::Expr::Column(datafusion::common::Column::new_unqualified(name))
-        }));
         let stream = df
-            .select(columns)
+            .select(identity::udf::selection(&plan))
             .map_err(|e| Error::from_datafusion(e).context(job.segment_path.display()))?
             .execute_stream()
             .await

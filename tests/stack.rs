@@ -1,8 +1,10 @@
 //! `activator stack`: the template of the repository's jobs (with s3:// URLs from their
 //! variables) and of a job using every [aws] setting is what `stack::template` computes, and
 //! passes cfn-lint, checkov (no failed check) and parliament (no finding in any role's policy);
-//! so does one with a job whose engine is a cluster, an AWS Batch multi-node job on EC2; jobs
-//! that cannot be deployed are refused with exit code 2, naming the file and the key.
+//! so does one with two jobs whose engine is a cluster, AWS Batch multi-node jobs on EC2, each
+//! with its own security group, compute environment and queue, and executors whose role only
+//! reads the tables; jobs that cannot be deployed are refused with exit code 2, naming the file
+//! and the key.
 //!
 //! The linters come from their own virtual environment, `.venv-deploy`, made on first use from
 //! tests/requirements-deploy.txt.
@@ -95,11 +97,20 @@ fn nightly_crm() -> tempfile::TempDir {
     dir
 }
 
-/// A folder with the cluster_crm job and its SQL.
+/// A folder with the cluster_crm job, its SQL, and cluster_ads: the same job under another name,
+/// on another instance type.
 fn cluster_crm() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("s.sql"), "SELECT email FROM customers").unwrap();
     std::fs::write(dir.path().join("cluster_crm.toml"), CLUSTER_CRM).unwrap();
+    let ads = CLUSTER_CRM
+        .replace("name = \"cluster_crm\"", "name = \"cluster_ads\"")
+        .replace(
+            "nodes = 4\n",
+            "nodes = 4\ninstance_type = \"c7i.4xlarge\"\n",
+        );
+    assert_ne!(ads, CLUSTER_CRM);
+    std::fs::write(dir.path().join("cluster_ads.toml"), ads).unwrap();
     dir
 }
 
@@ -136,6 +147,7 @@ fn a_cluster_job_is_a_multi_node_job_on_ec2_and_passes_the_linters() {
     let jobs = vec![
         repository_jobs()[0].clone(),
         cluster.path().join("cluster_crm.toml"),
+        cluster.path().join("cluster_ads.toml"),
     ];
     let template = linted_template(&jobs);
     check_cluster_resources(&template);
@@ -214,8 +226,13 @@ fn linted_template(jobs: &[PathBuf]) -> Value {
             checked += 1;
         }
     }
-    // The execution role, and each job's role and scheduler role.
-    assert_eq!(checked, 1 + 2 * jobs.len());
+    // The execution role, each job's role and scheduler role, and each cluster job's executors'
+    // role.
+    let clusters = resources
+        .values()
+        .filter(|r| r["Properties"]["Type"] == "multinode")
+        .count();
+    assert_eq!(checked, 1 + 2 * jobs.len() + clusters);
     template
 }
 
@@ -301,14 +318,14 @@ fn check_resources(template: &Value) {
         r["NightlyCrmInvalidShareAlarm"]["Properties"]["Threshold"],
         json!(0.1)
     );
-    // No job's engine is a cluster: no EC2 resources, no VPC to name.
-    for name in [
-        "ClusterSecurityGroup",
-        "ClusterEnvironment",
-        "ClusterJobQueue",
-    ] {
-        assert!(r.get(name).is_none(), "{name}");
+    // No job's engine is a cluster: no EC2 resources, no executors' role, no VPC to name.
+    for name in r.as_object().unwrap().keys() {
+        assert!(
+            !name.contains("Cluster") && !name.ends_with("ExecutorRole"),
+            "{name}"
+        );
     }
+    assert!(properties_of_type(r, "AWS::EC2::SecurityGroup").is_empty());
     assert!(template["Parameters"].get("VpcId").is_none());
     // The jobs' tags differ, so the shared resources carry the application's only.
     assert_eq!(
@@ -330,8 +347,8 @@ fn check_resources(template: &Value) {
     }
 }
 
-/// What the template of the demo and cluster_crm must say of the cluster job and its EC2
-/// resources, beyond what the linters check.
+/// What the template of the demo, cluster_crm and cluster_ads must say of the cluster jobs and
+/// their EC2 resources, beyond what the linters check.
 fn check_cluster_resources(template: &Value) {
     let r = &template["Resources"];
     assert_eq!(
@@ -378,10 +395,6 @@ fn check_cluster_resources(template: &Value) {
     assert!(executor.get("Secrets").is_none(), "{executor}");
     for container in [main, executor] {
         assert_eq!(
-            container["JobRoleArn"],
-            json!({ "Fn::GetAtt": ["ClusterCrmJobRole", "Arn"] })
-        );
-        assert_eq!(
             container["ResourceRequirements"],
             json!([{ "Type": "VCPU", "Value": "4" }, { "Type": "MEMORY", "Value": "15360" }])
         );
@@ -395,52 +408,147 @@ fn check_cluster_resources(template: &Value) {
             assert!(container.get(fargate_only).is_none(), "{fargate_only}");
         }
     }
+    check_executor_role(r, main, executor);
     // The demo stays a Fargate task.
     assert_eq!(
         container_of(r, "Demo")["Command"],
         json!(["run", "/app/jobs/demo.toml", "--date", "Ref::date"])
     );
 
-    // The cluster's queue, on the EC2 environment only, is where its schedule submits it, and
-    // the only queue its scheduler role may submit to.
-    assert_eq!(
-        r["ClusterJobQueue"]["Properties"]["ComputeEnvironmentOrder"],
-        json!([{ "Order": 1, "ComputeEnvironment": { "Ref": "ClusterEnvironment" } }])
-    );
-    let compute = &r["ClusterEnvironment"]["Properties"]["ComputeResources"];
-    assert_eq!(compute["Type"], json!("EC2"));
-    assert_eq!(compute["InstanceTypes"], json!(["m7i.2xlarge"]));
-    assert_eq!(
-        compute["PlacementGroup"],
-        json!({ "Ref": "ClusterPlacementGroup" })
-    );
+    // No queue, environment or security group is shared by the cluster jobs.
+    for shared in [
+        "ClusterSecurityGroup",
+        "ClusterEnvironment",
+        "ClusterJobQueue",
+    ] {
+        assert!(r.get(shared).is_none(), "{shared}");
+    }
+    assert!(template["Outputs"].get("ClusterJobQueueArn").is_none());
     let queue_of = |job: &str| {
         let input = r[format!("{job}Schedule")]["Properties"]["Target"]["Input"]["Fn::Sub"]
             .as_str()
             .unwrap();
         serde_json::from_str::<Value>(input).unwrap()["JobQueue"].clone()
     };
-    assert_eq!(queue_of("ClusterCrm"), json!("${ClusterJobQueue}"));
     assert_eq!(queue_of("Demo"), json!("${JobQueue}"));
-    let role = &r["ClusterCrmSchedulerRole"]["Properties"]["Policies"][0];
-    let submit = role["PolicyDocument"]["Statement"][0]["Resource"]
-        .as_array()
-        .unwrap();
-    assert!(submit.contains(&json!({ "Ref": "ClusterJobQueue" })));
-    assert!(!submit.contains(&json!({ "Ref": "JobQueue" })));
+    for (job, instance_type) in [("ClusterCrm", "m7i.2xlarge"), ("ClusterAds", "c7i.4xlarge")] {
+        // The job's queue, on its own EC2 environment only, of its own instance type, is where
+        // its schedule submits it, and the only queue its scheduler role may submit to.
+        let queue = format!("{job}ClusterJobQueue");
+        let environment = format!("{job}ClusterEnvironment");
+        assert_eq!(
+            r[&queue]["Properties"]["ComputeEnvironmentOrder"],
+            json!([{ "Order": 1, "ComputeEnvironment": { "Ref": environment } }])
+        );
+        let compute = &r[&environment]["Properties"]["ComputeResources"];
+        assert_eq!(compute["Type"], json!("EC2"));
+        assert_eq!(compute["InstanceTypes"], json!([instance_type]));
+        assert_eq!(
+            compute["PlacementGroup"],
+            json!({ "Ref": format!("{job}ClusterPlacementGroup") })
+        );
+        assert_eq!(
+            compute["InstanceRole"],
+            json!({ "Fn::GetAtt": ["ClusterInstanceProfile", "Arn"] })
+        );
+        // The job's own group, besides the deployer's.
+        let groups = serde_json::to_string(&compute["SecurityGroupIds"]).unwrap();
+        assert!(
+            groups.contains(&format!("\"{job}ClusterSecurityGroup\"")),
+            "{groups}"
+        );
+        for other in ["ClusterCrm", "ClusterAds"].iter().filter(|o| **o != job) {
+            assert!(!groups.contains(other), "{job}: {groups}");
+        }
+        assert_eq!(queue_of(job), json!(format!("${{{queue}}}")));
+        let role = &r[format!("{job}SchedulerRole")]["Properties"]["Policies"][0];
+        let submit = role["PolicyDocument"]["Statement"][0]["Resource"]
+            .as_array()
+            .unwrap();
+        assert!(submit.contains(&json!({ "Ref": queue })));
+        assert!(!submit.contains(&json!({ "Ref": "JobQueue" })));
+        assert!(
+            template["Outputs"].get(format!("{queue}Arn")).is_some(),
+            "no output {queue}Arn"
+        );
+        check_cluster_security_group(r, job);
+    }
     assert_eq!(
         r["FailedJobRule"]["Properties"]["EventPattern"]["detail"]["jobQueue"],
-        json!([{ "Ref": "JobQueue" }, { "Ref": "ClusterJobQueue" }])
+        json!([
+            { "Ref": "JobQueue" },
+            { "Ref": "ClusterCrmClusterJobQueue" },
+            { "Ref": "ClusterAdsClusterJobQueue" }
+        ])
     );
-    assert!(template["Outputs"].get("ClusterJobQueueArn").is_some());
-    check_cluster_security_group(r);
+    // One group, two node-to-node rules, and one environment per cluster job.
+    assert_eq!(properties_of_type(r, "AWS::EC2::SecurityGroup").len(), 2);
+    for kind in [
+        "AWS::EC2::SecurityGroupIngress",
+        "AWS::EC2::SecurityGroupEgress",
+    ] {
+        assert_eq!(properties_of_type(r, kind).len(), 2, "{kind}");
+    }
 }
 
-/// The nodes' group lets in only the group itself, on Ballista's ports 50050-50100, and lets
-/// out HTTPS and those ports to itself; every rule says why.
-fn check_cluster_security_group(r: &Value) {
-    let group = json!({ "Fn::GetAtt": ["ClusterSecurityGroup", "GroupId"] });
-    let properties = &r["ClusterSecurityGroup"]["Properties"];
+/// The main node runs with the job's role, the executors with one of their own, trusted by ECS
+/// tasks alike, whose policy reads the job's tables (the job role's `ReadTables`) and writes
+/// nothing: no put, no delete, no secret.
+fn check_executor_role(r: &Value, main: &Value, executor: &Value) {
+    assert_eq!(
+        main["JobRoleArn"],
+        json!({ "Fn::GetAtt": ["ClusterCrmJobRole", "Arn"] })
+    );
+    assert_eq!(
+        executor["JobRoleArn"],
+        json!({ "Fn::GetAtt": ["ClusterCrmExecutorRole", "Arn"] })
+    );
+    let role = &r["ClusterCrmExecutorRole"]["Properties"];
+    assert_eq!(
+        role["AssumeRolePolicyDocument"],
+        r["ClusterCrmJobRole"]["Properties"]["AssumeRolePolicyDocument"]
+    );
+    let policies = role["Policies"].as_array().unwrap();
+    assert_eq!(policies.len(), 1);
+    let statements = policies[0]["PolicyDocument"]["Statement"]
+        .as_array()
+        .unwrap();
+    let actions: Vec<&str> = statements
+        .iter()
+        .flat_map(|s| s["Action"].as_array().unwrap())
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    for action in &actions {
+        assert!(
+            *action != "s3:PutObject"
+                && *action != "s3:DeleteObject"
+                && !action.starts_with("secretsmanager:"),
+            "the executors may {action}"
+        );
+    }
+    assert!(actions.contains(&"s3:GetObject"), "{actions:?}");
+    let read_tables = |policy: &Value| {
+        policy["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["Sid"] == "ReadTables")
+            .cloned()
+    };
+    let job_role = &r["ClusterCrmJobRole"]["Properties"]["Policies"][0]["PolicyDocument"];
+    assert!(read_tables(job_role).is_some());
+    assert_eq!(
+        read_tables(&policies[0]["PolicyDocument"]),
+        read_tables(job_role)
+    );
+}
+
+/// The job's nodes' group lets in only the group itself, on Ballista's ports 50050-50100, and
+/// lets out HTTPS and those ports to itself; every rule says why.
+fn check_cluster_security_group(r: &Value, job: &str) {
+    let name = format!("{job}ClusterSecurityGroup");
+    let group = json!({ "Fn::GetAtt": [name, "GroupId"] });
+    let properties = &r[&name]["Properties"];
     assert_eq!(properties["VpcId"], json!({ "Ref": "VpcId" }));
     assert!(properties.get("SecurityGroupIngress").is_none());
     let egress = properties["SecurityGroupEgress"].as_array().unwrap();
@@ -454,16 +562,21 @@ fn check_cluster_security_group(r: &Value) {
         (&json!(443), &json!(443), &json!("0.0.0.0/0"))
     );
     assert!(egress[0]["Description"].is_string());
-    for (kind, peer) in [
-        ("AWS::EC2::SecurityGroupIngress", "SourceSecurityGroupId"),
+    for (rule, kind, peer) in [
         (
+            "ClusterIngressFromNodes",
+            "AWS::EC2::SecurityGroupIngress",
+            "SourceSecurityGroupId",
+        ),
+        (
+            "ClusterEgressToNodes",
             "AWS::EC2::SecurityGroupEgress",
             "DestinationSecurityGroupId",
         ),
     ] {
-        let rules = properties_of_type(r, kind);
-        assert_eq!(rules.len(), 1, "{kind}");
-        let rule = rules[0];
+        let resource = &r[format!("{job}{rule}")];
+        assert_eq!(resource["Type"], json!(kind), "{job}{rule}");
+        let rule = &resource["Properties"];
         assert_eq!(rule["GroupId"], group, "{kind}");
         assert_eq!(rule[peer], group, "{kind}");
         assert_eq!(

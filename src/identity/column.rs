@@ -410,21 +410,44 @@ fn pieces_within(
     max_bytes: usize,
     max_rows: usize,
 ) -> Result<Vec<MemberBatch>, arrow::error::ArrowError> {
+    split_within(plan, batch, max_bytes, max_rows, &|piece| {
+        transform_checked(plan, piece, max_bytes, max_rows)
+    })
+}
+
+/// `f` over `batch` in as few pieces as keep each within `MAX_TRANSFORM_BYTES` and
+/// `MAX_TRANSFORM_ROWS`, in order.
+pub(crate) fn in_pieces<T>(
+    plan: &IdentityPlan,
+    batch: &RecordBatch,
+    f: &dyn Fn(&RecordBatch) -> Result<T, arrow::error::ArrowError>,
+) -> Result<Vec<T>, arrow::error::ArrowError> {
+    split_within(plan, batch, MAX_TRANSFORM_BYTES, MAX_TRANSFORM_ROWS, f)
+}
+
+fn split_within<T>(
+    plan: &IdentityPlan,
+    batch: &RecordBatch,
+    max_bytes: usize,
+    max_rows: usize,
+    f: &dyn Fn(&RecordBatch) -> Result<T, arrow::error::ArrowError>,
+) -> Result<Vec<T>, arrow::error::ArrowError> {
     let rows = batch.num_rows();
     let bytes = input_bytes(plan, batch);
     if bytes <= max_bytes && rows <= max_rows {
-        return Ok(vec![transform_checked(plan, batch, max_bytes, max_rows)?]);
+        return Ok(vec![f(batch)?]);
     }
     if rows <= 1 {
         return Err(too_large(bytes, max_bytes));
     }
     let half = rows / 2;
-    let mut out = pieces_within(plan, &batch.slice(0, half), max_bytes, max_rows)?;
-    out.extend(pieces_within(
+    let mut out = split_within(plan, &batch.slice(0, half), max_bytes, max_rows, f)?;
+    out.extend(split_within(
         plan,
         &batch.slice(half, rows - half),
         max_bytes,
         max_rows,
+        f,
     )?);
     Ok(out)
 }

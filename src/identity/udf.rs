@@ -106,15 +106,22 @@ pub fn function() -> Arc<ScalarUDF> {
     Arc::new(ScalarUDF::from(MembersFunction::default()))
 }
 
-/// The expression that computes the members of the segment's result for `plan`.
-pub fn call(plan: &IdentityPlan) -> Expr {
+/// What the query selects on a cluster: `activator_members(...)` over the segment's result, then
+/// the plan's passthrough columns, each once (`members_of` reads them by name).
+pub fn selection(plan: &IdentityPlan) -> Vec<Expr> {
     let mut args = vec![Expr::Literal(ScalarValue::Utf8(Some(spec_of(plan))), None)];
-    args.extend(
-        plan.inputs
-            .iter()
-            .map(|i| Expr::Column(datafusion::common::Column::new_unqualified(&i.column))),
-    );
-    function().call(args).alias(NAME)
+    args.extend(plan.inputs.iter().map(|i| column(&i.column)));
+    let mut selected = vec![function().call(args).alias(NAME)];
+    let mut names: Vec<&String> = plan.passthrough.iter().collect();
+    names.sort();
+    names.dedup();
+    selected.extend(names.into_iter().map(|name| column(name)));
+    selected
+}
+
+/// A column of the segment's result by its exact name (no parsing of dots or quotes).
+fn column(name: &str) -> Expr {
+    Expr::Column(datafusion::common::Column::new_unqualified(name))
 }
 
 fn spec_argument(value: Option<&ScalarValue>) -> datafusion::common::Result<&str> {
@@ -187,46 +194,68 @@ impl ScalarUDFImpl for MembersFunction {
     }
 }
 
-/// `transform_rows` over a batch of any size, in pieces within its limits.
+/// `transform_rows` over a batch of any size, in pieces within its limits (as the local engine's
+/// `transform_pieces`), joined back into one struct array.
 fn rows_in_pieces(
     plan: &IdentityPlan,
     batch: &RecordBatch,
 ) -> Result<StructArray, arrow::error::ArrowError> {
-    match transform_rows(plan, batch) {
-        Ok(rows) => {
-            let mut columns = rows.columns;
-            columns.push(Arc::new(rows.is_member));
-            columns.push(Arc::new(rows.notes));
-            StructArray::try_new(struct_fields(plan), columns, None)
+    let pieces = super::column::in_pieces(plan, batch, &|piece| {
+        let rows = transform_rows(plan, piece)?;
+        let mut columns = rows.columns;
+        columns.push(Arc::new(rows.is_member));
+        columns.push(Arc::new(rows.notes));
+        StructArray::try_new(struct_fields(plan), columns, None)
+    })?;
+    match pieces.as_slice() {
+        [one] => Ok(one.clone()),
+        many => {
+            let arrays: Vec<&dyn Array> = many.iter().map(|a| a as &dyn Array).collect();
+            Ok(arrow::compute::concat(&arrays)?.as_struct().clone())
         }
-        Err(_) if batch.num_rows() > 1 => {
-            let half = batch.num_rows() / 2;
-            let a = rows_in_pieces(plan, &batch.slice(0, half))?;
-            let b = rows_in_pieces(plan, &batch.slice(half, batch.num_rows() - half))?;
-            let joined = arrow::compute::concat(&[&a, &b])?;
-            Ok(joined.as_struct().clone())
-        }
-        Err(e) => Err(e),
     }
 }
 
-/// The members of a batch whose first column is `call(plan)`'s and whose others are the plan's
-/// passthrough columns, in order: what `column::transform` gives for the segment's rows.
+/// The members of a batch of `selection(plan)`: what `column::transform` gives for the
+/// segment's rows.
 pub fn members_of(
     plan: &IdentityPlan,
     batch: &RecordBatch,
 ) -> Result<MemberBatch, arrow::error::ArrowError> {
-    let rows = batch.column(0).as_struct();
+    let unexpected = || {
+        arrow::error::ArrowError::SchemaError(format!(
+            "the cluster's result is not {NAME}'s: this executor may run another activator version than the driver"
+        ))
+    };
+    let rows = batch
+        .column_by_name(NAME)
+        .and_then(|c| c.as_struct_opt())
+        .ok_or_else(unexpected)?;
     let outputs = plan.output_fields().count();
-    let is_member = rows.column(outputs).as_boolean().clone();
-    let notes = rows.column(outputs + 1).as_string::<i32>();
+    let flags = rows
+        .column_by_name(MEMBER)
+        .and_then(|c| c.as_boolean_opt())
+        .ok_or_else(unexpected)?;
+    let notes = rows
+        .column_by_name(NOTES)
+        .and_then(|c| c.as_string_opt::<i32>())
+        .ok_or_else(unexpected)?;
+    // A row is a member when its flag says so (a null struct or flag is none).
+    let mut is_member = flags.values().clone();
+    for nulls in [flags.nulls(), rows.nulls()].into_iter().flatten() {
+        is_member = &is_member & nulls.inner();
+    }
+    let is_member = arrow::array::BooleanArray::new(is_member, None);
     let mut columns = (0..outputs)
         .map(|i| arrow::compute::filter(rows.column(i), &is_member))
         .collect::<Result<Vec<_>, _>>()?;
     let members = is_member.true_count();
     let keys = member_key(&columns, members);
-    for passthrough in batch.columns().iter().skip(1) {
-        columns.push(arrow::compute::filter(passthrough, &is_member)?);
+    // The passthrough columns by name: one column may serve two consent roles, and the query
+    // selects it once (`call_with`).
+    for name in &plan.passthrough {
+        let column = batch.column_by_name(name).ok_or_else(unexpected)?;
+        columns.push(arrow::compute::filter(column, &is_member)?);
     }
     let mut tally = Tally {
         rows: batch.num_rows() as u64,
@@ -311,10 +340,7 @@ mod tests {
             .table("segment")
             .await
             .unwrap()
-            .select(vec![
-                call(&plan),
-                Expr::Column(datafusion::common::Column::new_unqualified("consent")),
-            ])
+            .select(selection(&plan))
             .unwrap();
         let batches = df.collect().await.unwrap();
         let by_query = members_of(&plan, &batches[0]).unwrap();
@@ -323,6 +349,28 @@ mod tests {
         assert_eq!(by_query.keys, local.keys);
         assert_eq!(by_query.tally, local.tally);
         assert_eq!(local.tally.members, 3);
+        // One column may serve two consent roles.
+        let mut plan = plan.clone();
+        plan = IdentityPlan::new(
+            plan.profile,
+            plan.inputs.clone(),
+            plan.default_region,
+            vec![
+                ("consent".into(), DataType::Boolean),
+                ("consent".into(), DataType::Boolean),
+            ],
+        );
+        let batches = ctx
+            .table("segment")
+            .await
+            .unwrap()
+            .select(selection(&plan))
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let by_query = members_of(&plan, &batches[0]).unwrap();
+        assert_eq!(by_query.batch, transform(&plan, &rows()).unwrap().batch);
         assert!(local.tally.pre_hashed == 1 && !local.tally.invalid.is_empty());
     }
 

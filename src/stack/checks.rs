@@ -1,7 +1,7 @@
 //! What a job needs to be deployed, beyond what `run` checks: `s3://` URLs (a task's disk is
 //! neither the tables' nor the state's), real platform URLs (no in-process sandbox, no
 //! loopback), each `env:` reference mapped to a secret in `[aws] secrets`, a cluster that fits
-//! the stack's compute environment, and names that stay distinct across the stack. Errors name
+//! its compute environment, and names that stay distinct across the stack. Errors name
 //! the file and the key.
 //!
 //! A cluster job's engine host is not checked: on AWS Batch the main node runs the scheduler and
@@ -10,10 +10,10 @@
 use crate::destinations::Target;
 use crate::error::{Error, Result};
 use crate::job::Job;
+use crate::stack::job_resources::CLUSTER_MAX_VCPUS;
 use crate::stack::policy::{S3Prefix, StateLocation};
 use crate::stack::references::{env_names, secret_id, secret_uses};
 use crate::stack::settings::is_secret_id;
-use crate::stack::shared::CLUSTER_MAX_VCPUS;
 use crate::stack::{is_cluster, logical_id};
 use std::collections::BTreeMap;
 use url::Url;
@@ -44,7 +44,7 @@ pub fn check_job(job: &Job) -> Result<()> {
     check_secrets(job, &at)
 }
 
-/// A cluster job's nodes take at least `nodes` x `vcpu` of the compute environment's vCPUs
+/// A cluster job's nodes take at least `nodes` x `vcpu` of its compute environment's vCPUs
 /// (more when an instance is larger than its node's container): a job that needs more than the
 /// environment has would wait in the queue forever.
 fn check_cluster(job: &Job, at: &str) -> Result<()> {
@@ -52,7 +52,7 @@ fn check_cluster(job: &Job, at: &str) -> Result<()> {
     let vcpus = f64::from(aws.nodes) * aws.vcpu;
     if is_cluster(job) && vcpus > f64::from(CLUSTER_MAX_VCPUS) {
         return Err(Error::config(format!(
-            "{at}: aws.nodes: {} nodes of {} vCPUs need {vcpus} vCPUs, more than the stack's cluster compute \
+            "{at}: aws.nodes: {} nodes of {} vCPUs need {vcpus} vCPUs, more than the job's cluster compute \
              environment has ({CLUSTER_MAX_VCPUS}); use fewer nodes or vCPUs",
             aws.nodes, aws.vcpu
         )));

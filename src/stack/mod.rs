@@ -14,17 +14,19 @@
 //!   subnets (which reach the platforms through a NAT gateway: tasks get no public IP) and one
 //!   job queue, and the execution role that pulls the image, writes logs and reads the secrets
 //!   `[aws] secrets` names;
-//! - shared by the jobs whose engine is a cluster, only when there are some (`shared`): a
-//!   security group in `VpcId` that lets their nodes reach each other on Ballista's ports and
-//!   nothing else in, the EC2 instances' role, a cluster placement group, an EC2 compute
-//!   environment (AWS Batch runs multi-node jobs on EC2 only, not on Fargate or Spot) and its
-//!   own queue;
+//! - shared by the jobs whose engine is a cluster, only when there are some (`shared`): the EC2
+//!   instances' role;
 //! - per job (`job_resources`): a job role whose policy is computed from the job (`policy`), a
 //!   job definition (`run /app/jobs/FILE --date <scheduled time>`, read-only root file system,
 //!   retried on exit code 3 and host or image-pull failures), and an EventBridge Scheduler
 //!   schedule with a role that may submit only that job; a job whose engine is a cluster is a
-//!   multi-node parallel job instead, node 0 running `cluster main` (the scheduler and the run)
-//!   and the others `cluster executor`, submitted to the cluster's queue;
+//!   multi-node parallel job instead, node 0 running `cluster main` (the scheduler and the run,
+//!   with the job role) and the others `cluster executor` (with a role that only reads the
+//!   tables), and has its own security group in `VpcId` that lets its nodes reach each other on
+//!   Ballista's ports and nothing else in, a cluster placement group, and an EC2 compute
+//!   environment (AWS Batch runs multi-node jobs on EC2 only, not on Fargate or Spot) and queue
+//!   it is submitted to: Ballista's ports take no credentials, so the nodes of different jobs
+//!   must not reach each other's, and an environment's security groups are every job's it runs;
 //! - monitoring (`monitoring`, `dashboard`): an SNS topic mailed failed jobs (an EventBridge
 //!   rule on the queues) and alarms (no successful run for 26 hours; too many invalid values per
 //!   row read), and a dashboard of the metrics runs print (`ACTIVATOR_METRICS=emf`).
@@ -183,7 +185,7 @@ fn parameters(jobs: &[Job]) -> Value {
     if jobs.iter().any(is_cluster) {
         parameters["VpcId"] = json!({
             "Type": "AWS::EC2::VPC::Id",
-            "Description": "The VPC of SubnetIds, where the nodes of the jobs whose engine is a cluster get their security group",
+            "Description": "The VPC of SubnetIds, where the nodes of each job whose engine is a cluster get a security group of their own",
         });
     }
     parameters
@@ -196,18 +198,19 @@ fn outputs(jobs: &[Job]) -> Value {
         "StateBucketName": { "Description": "State of the jobs whose files name none", "Value": reference("StateBucket") },
         "AlarmTopicArn": { "Description": "Failed jobs and alarms", "Value": reference("AlarmTopic") },
     });
-    if jobs.iter().any(is_cluster) {
-        outputs["ClusterJobQueueArn"] = json!({
-            "Description": "Submit runs of the jobs whose engine is a cluster here",
-            "Value": reference("ClusterJobQueue"),
-        });
-    }
     for job in jobs {
         let id = logical_id(&job.name);
         outputs[format!("{id}JobDefinitionArn")] = json!({
             "Description": format!("The job definition of job {}", job.name),
             "Value": reference(&format!("{id}JobDefinition")),
         });
+        if is_cluster(job) {
+            let queue = job_resources::queue(job);
+            outputs[format!("{queue}Arn")] = json!({
+                "Description": format!("Submit runs of job {} here (its engine is a cluster)", job.name),
+                "Value": reference(&queue),
+            });
+        }
     }
     outputs
 }

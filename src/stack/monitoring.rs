@@ -1,8 +1,10 @@
 //! Telling people: an encrypted SNS topic (mailed to `AlarmEmail` when given) that hears of every
-//! failed job of the stack's queues, and per job two alarms on the metrics runs print.
+//! failed job of the stack's queues (the Fargate one and each cluster job's), and per job two
+//! alarms on the metrics runs print.
 
 use crate::job::Job;
 use crate::stack::cfn::{arn_of, from_this_account, policy, reference, resource, tag_list};
+use crate::stack::job_resources::queue;
 use crate::stack::{NAMESPACE, is_cluster, logical_id};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
@@ -25,10 +27,13 @@ pub fn add_shared(resources: &mut Map<String, Value>, jobs: &[Job], tags: &Tags)
     );
     subscription["Condition"] = "HasAlarmEmail".into();
     resources.insert("AlarmSubscription".into(), subscription);
+    // The Fargate queue, and each cluster job's own.
     let mut queues = vec![reference("JobQueue")];
-    if jobs.iter().any(is_cluster) {
-        queues.push(reference("ClusterJobQueue"));
-    }
+    queues.extend(
+        jobs.iter()
+            .filter(|job| is_cluster(job))
+            .map(|job| reference(&queue(job))),
+    );
     resources.insert("FailedJobRule".into(), failed_job_rule(queues, tags));
 }
 

@@ -13,6 +13,9 @@
 //! - `aws-secretsmanager:` references: `secretsmanager:GetSecretValue` on those secrets;
 //! - the stack's key, through S3 (the state bucket is encrypted with it) and Secrets Manager
 //!   (secrets the deployer encrypted with it): `kms:Decrypt`, `kms:GenerateDataKey`.
+//!
+//! A cluster job's executors get a role of their own whose policy is the tables' part of this
+//! one only (`table_read_policy`): they read the tables and nothing else.
 
 use crate::destinations::Target;
 use crate::error::{Error, Result};
@@ -106,11 +109,7 @@ impl StateLocation {
 
 /// The job role's policy document (CloudFormation values: `Fn::Sub`, `Fn::GetAtt Key.Arn`).
 pub fn job_policy(job: &Job, state: &StateLocation) -> Value {
-    let tables: Vec<S3Prefix> = job
-        .tables
-        .iter()
-        .filter_map(|t| S3Prefix::of(&t.url))
-        .collect();
+    let tables = table_prefixes(job);
     let state = state.job_folder(&job.name);
     let exports: Vec<(S3Prefix, bool)> = job
         .destinations
@@ -132,11 +131,7 @@ pub fn job_policy(job: &Job, state: &StateLocation) -> Value {
         .chain([&state])
         .chain(per_batch.iter().copied());
     let mut statements = list_statements(listed);
-    statements.push(allow(
-        "ReadTables",
-        &["s3:GetObject"],
-        unique(tables.iter().map(|t| t.objects_arn("*"))),
-    ));
+    statements.push(read_tables(&tables));
     statements.push(allow(
         "ReadWriteState",
         &[
@@ -182,6 +177,37 @@ pub fn job_policy(job: &Job, state: &StateLocation) -> Value {
         json!({ "StringEquals": { "kms:ViaService": services } }),
     ));
     policy(statements)
+}
+
+/// The policy of a cluster job's executors: they run the segment's tasks on the job's tables,
+/// and write nothing to S3 (shuffle files stay on their disks), read no state and send nothing
+/// to platforms. So they get the job role's statements that list and read the tables, and
+/// nothing else: no state, no exports, no secrets, and no use of the stack's key, which the job
+/// role has for the state bucket and the secrets it encrypts, not for the tables (the deployer's
+/// buckets, under keys the stack does not know).
+pub fn table_read_policy(job: &Job) -> Value {
+    let tables = table_prefixes(job);
+    let mut statements = list_statements(tables.iter());
+    statements.push(read_tables(&tables));
+    policy(statements)
+}
+
+/// The bucket and prefix of each of the job's tables (`checks` refuses other than `s3://` ones).
+fn table_prefixes(job: &Job) -> Vec<S3Prefix> {
+    job.tables
+        .iter()
+        .filter_map(|t| S3Prefix::of(&t.url))
+        .collect()
+}
+
+/// `s3:GetObject` on the objects below the tables' prefixes (their listing is in
+/// `list_statements`, with the other prefixes of the same buckets).
+fn read_tables(tables: &[S3Prefix]) -> Value {
+    allow(
+        "ReadTables",
+        &["s3:GetObject"],
+        unique(tables.iter().map(|t| t.objects_arn("*"))),
+    )
 }
 
 /// One `s3:ListBucket` statement per bucket, its condition naming the listed prefixes and what
@@ -372,6 +398,44 @@ access_token = "aws-secretsmanager:activator/meta#token"
             expected,
             "got:\n{}",
             serde_json::to_string_pretty(&actual).unwrap()
+        );
+    }
+
+    #[test]
+    fn executors_only_list_and_read_the_tables() {
+        let job = job(JOB);
+        let expected = json!({
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "ListBucket1", "Effect": "Allow", "Action": ["s3:ListBucket"],
+                    "Resource": [s("arn:${AWS::Partition}:s3:::lake")],
+                    "Condition": { "StringLike": { "s3:prefix": [
+                        "crm/customers/", "crm/customers/*",
+                        "crm/orders/", "crm/orders/*"
+                    ] } }
+                },
+                {
+                    "Sid": "ReadTables", "Effect": "Allow", "Action": ["s3:GetObject"],
+                    "Resource": [
+                        s("arn:${AWS::Partition}:s3:::lake/crm/customers/*"),
+                        s("arn:${AWS::Partition}:s3:::lake/crm/orders/*")
+                    ]
+                }
+            ]
+        });
+        let actual = table_read_policy(&job);
+        assert_eq!(
+            actual,
+            expected,
+            "got:\n{}",
+            serde_json::to_string_pretty(&actual).unwrap()
+        );
+        // The job role reads the same objects.
+        let state = StateLocation::of(&job).unwrap();
+        assert_eq!(
+            job_policy(&job, &state)["Statement"][2],
+            expected["Statement"][1]
         );
     }
 

@@ -1,12 +1,13 @@
 //! The resources every job of the stack shares: key, state bucket, image repository, log group,
 //! AWS Batch's compute environments and queue, and the execution role; and when some jobs' engine
-//! is a cluster, what their nodes share: a security group, the instances' role, a placement
-//! group, an EC2 compute environment and its queue.
+//! is a cluster, the one thing their nodes share: the EC2 instances' role (and its profile). Each
+//! cluster job's security group, placement group, compute environment and queue are its own
+//! (`job_resources`): nodes of different jobs must not reach each other's unauthenticated
+//! Ballista ports.
 
 use crate::job::Job;
 use crate::stack::cfn::{
-    allow, allow_if, arn_of, attribute, list_plus, policy, reference, resource, service_role, sub,
-    tag_list, tag_map,
+    allow, allow_if, arn_of, policy, reference, resource, service_role, sub, tag_list, tag_map,
 };
 use crate::stack::policy::unique;
 use crate::stack::references::secret_iam_resource;
@@ -15,13 +16,6 @@ use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 
 type Tags = BTreeMap<String, String>;
-
-/// The ports of a cluster's nodes: the scheduler's (50050), each executor's Flight port and the
-/// gRPC port after it (50051 and 50052 by default), and room for executors given other ports.
-const CLUSTER_PORTS: (u16, u16) = (crate::segment::SCHEDULER_PORT, 50_100);
-
-/// The cluster compute environment's vCPUs at most (`checks` refuses a job that needs more).
-pub const CLUSTER_MAX_VCPUS: u32 = 256;
 
 /// Adds the shared resources.
 pub fn add(resources: &mut Map<String, Value>, jobs: &[Job], tags: &Tags) {
@@ -49,31 +43,15 @@ pub fn add(resources: &mut Map<String, Value>, jobs: &[Job], tags: &Tags) {
     resources.insert("JobQueue".into(), job_queue(tags));
     resources.insert("ExecutionRole".into(), execution_role(jobs, tags));
     if jobs.iter().any(is_cluster) {
-        add_cluster(resources, jobs, tags);
+        add_cluster(resources, tags);
     }
 }
 
-/// What the jobs whose engine is a cluster share. AWS Batch runs them as multi-node parallel jobs,
-/// which need EC2 instances of their own (not Fargate, not Spot) and a queue of their own (a
-/// queue's compute environments are all Fargate or all EC2).
-fn add_cluster(resources: &mut Map<String, Value>, jobs: &[Job], tags: &Tags) {
-    resources.insert("ClusterSecurityGroup".into(), cluster_security_group(tags));
-    resources.insert(
-        "ClusterIngressFromNodes".into(),
-        node_to_node_rule(
-            "AWS::EC2::SecurityGroupIngress",
-            "SourceSecurityGroupId",
-            "Ballista scheduler and executors, from the cluster nodes only",
-        ),
-    );
-    resources.insert(
-        "ClusterEgressToNodes".into(),
-        node_to_node_rule(
-            "AWS::EC2::SecurityGroupEgress",
-            "DestinationSecurityGroupId",
-            "Ballista scheduler and executors, to the cluster nodes only",
-        ),
-    );
+/// What the jobs whose engine is a cluster share: the role of their EC2 instances. The rest of
+/// a cluster job's network and compute is its own (`job_resources`): its nodes must not reach
+/// another job's unauthenticated scheduler and Flight ports, and a compute environment's security
+/// groups are those of every job it runs.
+fn add_cluster(resources: &mut Map<String, Value>, tags: &Tags) {
     resources.insert("ClusterInstanceRole".into(), cluster_instance_role(tags));
     resources.insert(
         "ClusterInstanceProfile".into(),
@@ -82,113 +60,17 @@ fn add_cluster(resources: &mut Map<String, Value>, jobs: &[Job], tags: &Tags) {
             json!({ "Roles": [reference("ClusterInstanceRole")] }),
         ),
     );
-    resources.insert(
-        "ClusterPlacementGroup".into(),
-        resource(
-            "AWS::EC2::PlacementGroup",
-            json!({ "Strategy": "cluster", "Tags": tag_list(tags) }),
-        ),
-    );
-    resources.insert("ClusterEnvironment".into(), cluster_environment(jobs, tags));
-    resources.insert("ClusterJobQueue".into(), cluster_job_queue(tags));
-}
-
-/// The group of the nodes' network interfaces (a multi-node job's containers get their own, in
-/// `awsvpc` mode), in addition to the deployer's `SecurityGroupIds`: HTTPS out (S3, ECR,
-/// CloudWatch Logs, Secrets Manager, the platforms, through the NAT gateway) and Ballista's ports
-/// between nodes, both ways (those two rules name the group itself, so they are resources of
-/// their own). Nothing else comes in. Security groups do not filter the VPC's DNS.
-fn cluster_security_group(tags: &Tags) -> Value {
-    resource(
-        "AWS::EC2::SecurityGroup",
-        json!({
-            "GroupDescription": "activator cluster nodes: Ballista between nodes, HTTPS out",
-            "VpcId": reference("VpcId"),
-            "SecurityGroupEgress": [{
-                "Description": "HTTPS to S3, ECR, CloudWatch Logs, Secrets Manager and the platforms",
-                "IpProtocol": "tcp",
-                "FromPort": 443,
-                "ToPort": 443,
-                "CidrIp": "0.0.0.0/0",
-            }],
-            "Tags": tag_list(tags),
-        }),
-    )
-}
-
-/// A rule of the nodes' group (`kind`: an ingress or egress rule) on the cluster's ports, whose
-/// other end (`peer`: the source or destination) is the group itself.
-fn node_to_node_rule(kind: &str, peer: &str, description: &str) -> Value {
-    let group = attribute("ClusterSecurityGroup", "GroupId");
-    let (from, to) = CLUSTER_PORTS;
-    let mut rule = json!({
-        "GroupId": group,
-        "Description": description,
-        "IpProtocol": "tcp",
-        "FromPort": from,
-        "ToPort": to,
-    });
-    rule[peer] = group;
-    resource(kind, rule)
 }
 
 /// The nodes' instances: their ECS agent joins AWS Batch's cluster, pulls the image and writes
-/// logs (AWS's managed policy for that). The containers get their job's role, not this one.
+/// logs (AWS's managed policy for that). The containers get their job's roles, not this one, and
+/// this one is alike for every job: one role serves them all.
 fn cluster_instance_role(tags: &Tags) -> Value {
     let mut role = service_role("ec2.amazonaws.com", false, vec![], tags);
     role["Properties"]["ManagedPolicyArns"] = json!([sub(
         "arn:${AWS::Partition}:iam::aws:policy/service-role/AmazonEC2ContainerServiceforEC2Role"
     )]);
     role
-}
-
-/// On-demand EC2 instances of the cluster jobs' instance types (AWS Batch picks among them for
-/// each job), none while no job runs, in the deployer's subnets and one cluster placement group
-/// (nodes close together exchange shuffle data fast; the group keeps them in one Availability
-/// Zone). Its security groups are the deployer's and the nodes' own (five at most).
-// IMDSv2 only would need a launch template (MetadataOptions): compute resources have no such key.
-fn cluster_environment(jobs: &[Job], tags: &Tags) -> Value {
-    let instance_types: BTreeSet<&str> = jobs
-        .iter()
-        .filter(|job| is_cluster(job))
-        .map(|job| job.aws.instance_type.as_str())
-        .collect();
-    resource(
-        "AWS::Batch::ComputeEnvironment",
-        json!({
-            "Type": "MANAGED",
-            "State": "ENABLED",
-            "ServiceRole": arn_of("BatchServiceRole"),
-            "ComputeResources": {
-                "Type": "EC2",
-                "AllocationStrategy": "BEST_FIT_PROGRESSIVE",
-                "MinvCpus": 0,
-                "MaxvCpus": CLUSTER_MAX_VCPUS,
-                "InstanceTypes": instance_types,
-                "Subnets": reference("SubnetIds"),
-                "SecurityGroupIds": list_plus("SecurityGroupIds", attribute("ClusterSecurityGroup", "GroupId")),
-                "InstanceRole": arn_of("ClusterInstanceProfile"),
-                "PlacementGroup": reference("ClusterPlacementGroup"),
-                "Tags": tag_map(tags),
-            },
-            "Tags": tag_map(tags),
-        }),
-    )
-}
-
-/// The queue of the jobs whose engine is a cluster, on the EC2 environment only.
-fn cluster_job_queue(tags: &Tags) -> Value {
-    resource(
-        "AWS::Batch::JobQueue",
-        json!({
-            "Priority": 1,
-            "State": "ENABLED",
-            "ComputeEnvironmentOrder": [
-                { "Order": 1, "ComputeEnvironment": reference("ClusterEnvironment") },
-            ],
-            "Tags": tag_map(tags),
-        }),
-    )
 }
 
 /// Kept when the stack is deleted or the key replaced: the state and logs it encrypted would be
