@@ -130,14 +130,8 @@ fn two_free_ports() -> u16 {
 /// Every row of a Parquet file, its columns joined, sorted: two exports compare as multisets.
 fn parquet_rows(path: &Path) -> Vec<String> {
     use arrow::array::{Array, AsArray};
-    let file = std::fs::File::open(path).unwrap();
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .unwrap()
-        .build()
-        .unwrap();
     let mut rows = vec![];
-    for batch in reader {
-        let batch = batch.unwrap();
+    for batch in parquet_batches(path) {
         let columns: Vec<_> = batch
             .columns()
             .iter()
@@ -160,6 +154,23 @@ fn parquet_rows(path: &Path) -> Vec<String> {
     }
     rows.sort();
     rows
+}
+
+/// B1 over `data` on the local engine exports, to `dir/local`, exactly what a run on a cluster
+/// exported to `dir/cluster`.
+fn assert_b1_is_the_local_engines(data: &Path, dir: &Path) {
+    let (code, printed) = run(
+        "jobs/bench_b1.toml",
+        "local",
+        &b1_env(data, &dir.join("local")),
+        dir,
+        "local",
+    );
+    assert_eq!(code, 0, "{printed}");
+    assert_eq!(
+        parquet_rows(&dir.join("cluster/bench_b1-2026-11-25.parquet")),
+        parquet_rows(&dir.join("local/bench_b1-2026-11-25.parquet"))
+    );
 }
 
 /// The report's counts, without its timings and run id.
@@ -315,18 +326,7 @@ fn a_multi_node_job_runs_the_scheduler_and_the_run_on_its_main_node() {
         let _ = e.wait();
     }
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let (code, printed) = run(
-        "jobs/bench_b1.toml",
-        "local",
-        &b1_env(&data, &d.join("local")),
-        d,
-        "local",
-    );
-    assert_eq!(code, 0, "{printed}");
-    assert_eq!(
-        parquet_rows(&d.join("cluster/bench_b1-2026-11-25.parquet")),
-        parquet_rows(&d.join("local/bench_b1-2026-11-25.parquet"))
-    );
+    assert_b1_is_the_local_engines(&data, d);
 }
 
 #[test]
@@ -344,18 +344,7 @@ fn a_cluster_reads_the_tables_from_s3_with_the_standard_aws_settings() {
     env.extend(b1_env(Path::new("s3://lake/crm"), &d.join("cluster")));
     let (code, printed) = run("jobs/bench_b1.toml", &cluster.engine(), &env, d, "cluster");
     assert_eq!(code, 0, "{printed}");
-    let (code, printed) = run(
-        "jobs/bench_b1.toml",
-        "local",
-        &b1_env(&data, &d.join("local")),
-        d,
-        "local",
-    );
-    assert_eq!(code, 0, "{printed}");
-    assert_eq!(
-        parquet_rows(&d.join("cluster/bench_b1-2026-11-25.parquet")),
-        parquet_rows(&d.join("local/bench_b1-2026-11-25.parquet"))
-    );
+    assert_b1_is_the_local_engines(&data, d);
 }
 
 #[test]
@@ -480,14 +469,8 @@ fn an_executor_killed_mid_query_loses_nothing_and_delivers_nothing_twice() {
 fn parquet_digest(path: &Path) -> (usize, u64) {
     use arrow::array::{Array, AsArray};
     use std::hash::{Hash, Hasher};
-    let file = std::fs::File::open(path).unwrap();
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .unwrap()
-        .build()
-        .unwrap();
     let (mut rows, mut digest) = (0usize, 0u64);
-    for batch in reader {
-        let batch = batch.unwrap();
+    for batch in parquet_batches(path) {
         let columns: Vec<_> = batch
             .columns()
             .iter()

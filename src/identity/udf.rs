@@ -307,7 +307,7 @@ mod tests {
                     Some("not an e-mail"),
                     None,
                     Some("a@b.co"),
-                    Some(&"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"[..]),
+                    Some("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
                 ]),
             ),
             (

@@ -328,16 +328,21 @@ pub fn files_below(dir: &Path) -> Vec<String> {
 }
 
 /// Reads every row of a Parquet file's column as strings (None for null).
-pub fn parquet_column(path: &Path, column: &str) -> Vec<Option<String>> {
-    use arrow::array::{Array, AsArray};
-    let file = File::open(path).unwrap();
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+/// Every batch of a Parquet file.
+pub fn parquet_batches(path: &Path) -> Vec<arrow::array::RecordBatch> {
+    let file = File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
         .unwrap()
         .build()
-        .unwrap();
+        .unwrap()
+        .map(|batch| batch.unwrap())
+        .collect()
+}
+
+pub fn parquet_column(path: &Path, column: &str) -> Vec<Option<String>> {
+    use arrow::array::{Array, AsArray};
     let mut out = vec![];
-    for batch in reader {
-        let batch = batch.unwrap();
+    for batch in parquet_batches(path) {
         let col = batch
             .column_by_name(column)
             .unwrap_or_else(|| panic!("no column {column}"));
