@@ -214,6 +214,43 @@ macro_rules! config_basics {
 }
 pub(crate) use config_basics;
 
+/// What a platform destination that calls one API at `base_url` (with `in_process_sandbox`)
+/// implements alike: that target, its switch to the in-process sandbox, and its delivery by its
+/// folder's `sink::run`.
+macro_rules! one_api_basics {
+    () => {
+        fn targets(&self) -> Vec<$crate::destinations::Target<'_>> {
+            vec![$crate::destinations::Target::Api {
+                field: "base_url",
+                url: &self.base_url,
+            }]
+        }
+
+        fn use_sandbox(&mut self, url: &str) {
+            $crate::destinations::settings::use_sandbox(
+                &mut self.base_url,
+                &mut self.in_process_sandbox,
+                url,
+            );
+        }
+
+        fn deliver<'a>(
+            &'a self,
+            run: &'a $crate::destinations::RunInfo,
+            schema: ::arrow::datatypes::SchemaRef,
+            members: ::futures::stream::BoxStream<
+                'static,
+                $crate::error::Result<::arrow::array::RecordBatch>,
+            >,
+            delivery: &'a $crate::destinations::Delivery,
+        ) -> ::futures::future::BoxFuture<'a, $crate::error::Result<$crate::destinations::SinkReport>>
+        {
+            Box::pin(super::sink::run(self, run, schema, members, delivery))
+        }
+    };
+}
+pub(crate) use one_api_basics;
+
 impl Clone for Box<dyn Destination> {
     fn clone(&self) -> Self {
         self.clone_box()

@@ -238,6 +238,18 @@ struct Call<'a> {
     endpoint: &'static str,
 }
 
+/// `gate`, then the account id of the path checked.
+async fn gate_account(
+    app: &AppState,
+    x: &XState,
+    call: Call<'_>,
+    account: &str,
+) -> Result<(Fault, HeaderMap), Response> {
+    let gated = gate(app, x, call).await?;
+    check_id(account).map_err(|m| invalid(app, &format!("account_id: {m}")))?;
+    Ok(gated)
+}
+
 /// Counts the request, injects the fault it draws, checks its signature and its endpoint's rate
 /// window: the fault to finish with and the rate headers to answer with, or the answer.
 async fn gate(app: &AppState, x: &XState, call: Call<'_>) -> Result<(Fault, HeaderMap), Response> {
@@ -432,13 +444,10 @@ async fn account(
         headers: &headers,
         endpoint: "accounts",
     };
-    let (fault, rate) = match gate(&app, &x, call).await {
+    let (fault, rate) = match gate_account(&app, &x, call, &account).await {
         Ok(g) => g,
         Err(r) => return r,
     };
-    if let Err(m) = check_id(&account) {
-        return invalid(&app, &format!("account_id: {m}"));
-    }
     let params = json!({"account_id": account});
     finish(&app, fault, answer(account_json(&account), params, rate))
 }
@@ -458,13 +467,10 @@ async fn list_audiences(
         headers: &headers,
         endpoint: "custom_audiences",
     };
-    let (fault, rate) = match gate(&app, &x, call).await {
+    let (fault, rate) = match gate_account(&app, &x, call, &account).await {
         Ok(g) => g,
         Err(r) => return r,
     };
-    if let Err(m) = check_id(&account) {
-        return invalid(&app, &format!("account_id: {m}"));
-    }
     let count = match q.get("count").map(|c| c.parse::<usize>()) {
         None => DEFAULT_COUNT,
         Some(Ok(n)) if (1..=MAX_COUNT).contains(&n) => n,
@@ -532,13 +538,10 @@ async fn create_audience(
         headers: &headers,
         endpoint: "custom_audiences",
     };
-    let (fault, rate) = match gate(&app, &x, call).await {
+    let (fault, rate) = match gate_account(&app, &x, call, &account).await {
         Ok(g) => g,
         Err(r) => return r,
     };
-    if let Err(m) = check_id(&account) {
-        return invalid(&app, &format!("account_id: {m}"));
-    }
     let name = q.get("name").map(|n| n.trim()).unwrap_or_default();
     if name.is_empty() {
         return invalid(&app, "name: required");

@@ -1,14 +1,10 @@
 //! The `type = "google"` destination in a job file.
 
 use crate::batch::BatchLimits;
-use crate::destinations::{Delivery, Destination, JobContext, RunInfo, SinkReport, Target};
+use crate::destinations::{Destination, JobContext};
 use crate::destinations::{SyncMode, settings};
 use crate::error::{Error, Result};
 use crate::identity::Kind;
-use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
-use futures::future::BoxFuture;
-use futures::stream::BoxStream;
 
 use crate::resolve::Resolver;
 use serde::Deserialize;
@@ -215,29 +211,9 @@ pub fn parse(table: toml::Table, ctx: &JobContext) -> Result<Box<dyn Destination
 
 impl Destination for GoogleConfig {
     crate::destinations::config_basics!();
-
-    fn targets(&self) -> Vec<Target<'_>> {
-        vec![Target::Api {
-            field: "base_url",
-            url: &self.base_url,
-        }]
-    }
+    crate::destinations::one_api_basics!();
 
     fn secrets(&self) -> Vec<(String, &str)> {
         vec![("access_token".to_string(), self.access_token.as_str())]
-    }
-
-    fn use_sandbox(&mut self, url: &str) {
-        settings::use_sandbox(&mut self.base_url, &mut self.in_process_sandbox, url);
-    }
-
-    fn deliver<'a>(
-        &'a self,
-        run: &'a RunInfo,
-        schema: SchemaRef,
-        members: BoxStream<'static, Result<RecordBatch>>,
-        delivery: &'a Delivery,
-    ) -> BoxFuture<'a, Result<SinkReport>> {
-        Box::pin(super::sink::run(self, run, schema, members, delivery))
     }
 }

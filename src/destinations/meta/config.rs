@@ -3,13 +3,9 @@
 use crate::batch::BatchLimits;
 use crate::destinations::SyncMode;
 use crate::destinations::settings::{self, AudienceRef};
-use crate::destinations::{Delivery, Destination, JobContext, RunInfo, SinkReport, Target};
+use crate::destinations::{Destination, JobContext};
 use crate::error::{Error, Result};
 use crate::resolve::Resolver;
-use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
-use futures::future::BoxFuture;
-use futures::stream::BoxStream;
 use serde::Deserialize;
 
 /// Graph API version the connector speaks by default.
@@ -145,29 +141,9 @@ pub fn parse(table: toml::Table, ctx: &JobContext) -> Result<Box<dyn Destination
 
 impl Destination for MetaConfig {
     crate::destinations::config_basics!();
-
-    fn targets(&self) -> Vec<Target<'_>> {
-        vec![Target::Api {
-            field: "base_url",
-            url: &self.base_url,
-        }]
-    }
+    crate::destinations::one_api_basics!();
 
     fn secrets(&self) -> Vec<(String, &str)> {
         vec![("access_token".to_string(), self.access_token.as_str())]
-    }
-
-    fn use_sandbox(&mut self, url: &str) {
-        settings::use_sandbox(&mut self.base_url, &mut self.in_process_sandbox, url);
-    }
-
-    fn deliver<'a>(
-        &'a self,
-        run: &'a RunInfo,
-        schema: SchemaRef,
-        members: BoxStream<'static, Result<RecordBatch>>,
-        delivery: &'a Delivery,
-    ) -> BoxFuture<'a, Result<SinkReport>> {
-        Box::pin(super::sink::run(self, run, schema, members, delivery))
     }
 }

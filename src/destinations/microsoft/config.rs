@@ -5,14 +5,10 @@ use crate::destinations::SyncMode;
 use crate::destinations::ids::IdKind;
 use crate::destinations::settings;
 use crate::destinations::settings::AudienceRef;
-use crate::destinations::{Delivery, Destination, JobContext, RunInfo, SinkReport, Target};
+use crate::destinations::{Destination, JobContext};
 use crate::error::{Error, Result};
 use crate::identity::Kind;
 use crate::resolve::Resolver;
-use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
-use futures::future::BoxFuture;
-use futures::stream::BoxStream;
 use serde::Deserialize;
 
 pub const DEFAULT_BASE_URL: &str = "https://campaign.api.bingads.microsoft.com";
@@ -155,6 +151,7 @@ pub fn parse(table: toml::Table, ctx: &JobContext) -> Result<Box<dyn Destination
 
 impl Destination for MicrosoftConfig {
     crate::destinations::config_basics!();
+    crate::destinations::one_api_basics!();
 
     /// Each hashed e-mail is an entry of its own: two members sharing an e-mail are one entry,
     /// which a mirror must not remove while one of them stays.
@@ -162,31 +159,10 @@ impl Destination for MicrosoftConfig {
         Some(vec![IdKind::Email])
     }
 
-    fn targets(&self) -> Vec<Target<'_>> {
-        vec![Target::Api {
-            field: "base_url",
-            url: &self.base_url,
-        }]
-    }
-
     fn secrets(&self) -> Vec<(String, &str)> {
         vec![
             ("access_token".to_string(), self.access_token.as_str()),
             ("developer_token".to_string(), self.developer_token.as_str()),
         ]
-    }
-
-    fn use_sandbox(&mut self, url: &str) {
-        settings::use_sandbox(&mut self.base_url, &mut self.in_process_sandbox, url);
-    }
-
-    fn deliver<'a>(
-        &'a self,
-        run: &'a RunInfo,
-        schema: SchemaRef,
-        members: BoxStream<'static, Result<RecordBatch>>,
-        delivery: &'a Delivery,
-    ) -> BoxFuture<'a, Result<SinkReport>> {
-        Box::pin(super::sink::run(self, run, schema, members, delivery))
     }
 }

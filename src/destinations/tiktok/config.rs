@@ -5,13 +5,9 @@ use crate::destinations::SyncMode;
 use crate::destinations::ids::IdKind;
 use crate::destinations::settings;
 use crate::destinations::settings::AudienceRef;
-use crate::destinations::{Delivery, Destination, JobContext, RunInfo, SinkReport, Target};
+use crate::destinations::{Destination, JobContext};
 use crate::error::{Error, Result};
 use crate::resolve::Resolver;
-use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
-use futures::future::BoxFuture;
-use futures::stream::BoxStream;
 use serde::Deserialize;
 
 pub const DEFAULT_BASE_URL: &str = "https://business-api.tiktok.com";
@@ -176,33 +172,13 @@ pub fn parse(table: toml::Table, ctx: &JobContext) -> Result<Box<dyn Destination
 
 impl Destination for TikTokConfig {
     crate::destinations::config_basics!();
+    crate::destinations::one_api_basics!();
 
     fn single_key_kinds(&self) -> Option<Vec<IdKind>> {
         Some(vec![self.calculate_type.id_kind()])
     }
 
-    fn targets(&self) -> Vec<Target<'_>> {
-        vec![Target::Api {
-            field: "base_url",
-            url: &self.base_url,
-        }]
-    }
-
     fn secrets(&self) -> Vec<(String, &str)> {
         vec![("access_token".to_string(), self.access_token.as_str())]
-    }
-
-    fn use_sandbox(&mut self, url: &str) {
-        settings::use_sandbox(&mut self.base_url, &mut self.in_process_sandbox, url);
-    }
-
-    fn deliver<'a>(
-        &'a self,
-        run: &'a RunInfo,
-        schema: SchemaRef,
-        members: BoxStream<'static, Result<RecordBatch>>,
-        delivery: &'a Delivery,
-    ) -> BoxFuture<'a, Result<SinkReport>> {
-        Box::pin(super::sink::run(self, run, schema, members, delivery))
     }
 }

@@ -5,14 +5,10 @@ use crate::destinations::SyncMode;
 use crate::destinations::ids::IdKind;
 use crate::destinations::settings;
 use crate::destinations::settings::AudienceRef;
-use crate::destinations::{Delivery, Destination, JobContext, RunInfo, SinkReport, Target};
+use crate::destinations::{Destination, JobContext};
 use crate::error::{Error, Result};
 use crate::identity::Profile;
 use crate::resolve::Resolver;
-use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
-use futures::future::BoxFuture;
-use futures::stream::BoxStream;
 use serde::Deserialize;
 
 /// X's Ads API host (the SDK and RudderStack still use `ads-api.twitter.com`, which serves the
@@ -277,19 +273,13 @@ pub fn parse(table: toml::Table, ctx: &JobContext) -> Result<Box<dyn Destination
 
 impl Destination for XConfig {
     crate::destinations::config_basics!();
+    crate::destinations::one_api_basics!();
 
     /// X matches each identifier of a user on its own: deleting a user who left by a phone a
     /// member who stayed shares would take that member out too. So a mirror's removes leave out
     /// the identifiers current members hold, as for TikTok and Snap.
     fn single_key_kinds(&self) -> Option<Vec<IdKind>> {
         Some(self.kinds())
-    }
-
-    fn targets(&self) -> Vec<Target<'_>> {
-        vec![Target::Api {
-            field: "base_url",
-            url: &self.base_url,
-        }]
     }
 
     fn secrets(&self) -> Vec<(String, &str)> {
@@ -304,19 +294,5 @@ impl Destination for XConfig {
             .zip(references)
             .map(|(key, reference)| (key.to_string(), reference.as_str()))
             .collect()
-    }
-
-    fn use_sandbox(&mut self, url: &str) {
-        settings::use_sandbox(&mut self.base_url, &mut self.in_process_sandbox, url);
-    }
-
-    fn deliver<'a>(
-        &'a self,
-        run: &'a RunInfo,
-        schema: SchemaRef,
-        members: BoxStream<'static, Result<RecordBatch>>,
-        delivery: &'a Delivery,
-    ) -> BoxFuture<'a, Result<SinkReport>> {
-        Box::pin(super::sink::run(self, run, schema, members, delivery))
     }
 }
