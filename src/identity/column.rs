@@ -688,6 +688,7 @@ pub fn transform_rows(
             arrow::compute::take(members.as_ref(), &positions, None)
         })
         .collect::<Result<Vec<_>, _>>()?;
+    use std::fmt::Write;
     let mut notes = arrow::array::StringBuilder::new();
     let mut line = String::new();
     for row in 0..batch.num_rows() {
@@ -696,7 +697,8 @@ pub fn transform_rows(
             match values.outcome[row] {
                 Outcome::PreHashed => line.push_str("pre_hashed\n"),
                 Outcome::Invalid(reason) => {
-                    line.push_str(&format!("{}:{reason}\n", input.kind));
+                    // Into the line's buffer: no allocation per invalid value.
+                    let _ = writeln!(line, "{}:{reason}", input.kind);
                 }
                 Outcome::Valid | Outcome::Missing => {}
             }
