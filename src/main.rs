@@ -355,11 +355,12 @@ fn init_logging() {
     }
 }
 
-/// Tells glibc's malloc to keep what is freed and to grow its heaps in large steps. The sandbox
+/// Tells glibc's malloc to keep what is freed and to grow its heaps in large steps (runs do too,
+/// with a trim near their budget: `memory::keep_freed_memory`). The sandbox
 /// receives megabyte request bodies and keeps millions of members; by default glibc hands each
 /// freed body back to the kernel and grows thread heaps page by page, and the page faults and
 /// `mprotect` calls that follow were a third of the sandbox's time in a 5-million-member upload.
-fn keep_freed_memory() {
+fn sandbox_keeps_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets allocator parameters, under the allocator's own lock.
     unsafe {
@@ -390,7 +391,10 @@ fn main() -> ExitCode {
         _ => false,
     };
     if graceful {
-        activator::memory::return_freed_memory_every_second();
+        // A bad ACTIVATOR_MEMORY_LIMIT is reported by the run itself.
+        if let Ok(budget) = activator::memory::Budget::of_this_process() {
+            activator::memory::keep_freed_memory(&budget);
+        }
     }
     let command = async {
         match cli.command {
@@ -474,7 +478,7 @@ fn main() -> ExitCode {
                 rates,
                 uid2_client_secret,
             } => {
-                keep_freed_memory();
+                sandbox_keeps_freed_memory();
                 let config = activator::sandbox::SandboxConfig {
                     faults: activator::sandbox::faults::FaultConfig {
                         error_rate,

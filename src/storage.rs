@@ -38,6 +38,14 @@ pub fn store_for(url: &Url) -> Result<(Arc<dyn ObjectStore>, StorePath)> {
     }
 }
 
+/// The path on this machine's filesystem of `location` in the store of `url`, for a local
+/// (`file://`) URL.
+pub fn local_path(url: &Url, location: &StorePath) -> Option<std::path::PathBuf> {
+    (url.scheme() == "file")
+        .then(|| LocalFileSystem::new().path_to_filesystem(location).ok())
+        .flatten()
+}
+
 /// An S3 store for one bucket, from the environment.
 pub fn s3_store(bucket: &str) -> Result<Arc<dyn ObjectStore>> {
     let retry = RetryConfig {

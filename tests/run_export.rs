@@ -227,6 +227,7 @@ fn an_export_given_up_leaves_no_unfinished_upload_in_s3() {
         let mut file = FileWriter::create(
             store.clone(),
             path.clone(),
+            None,
             ExportFormat::Parquet,
             schema.clone(),
         )

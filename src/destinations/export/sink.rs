@@ -44,7 +44,9 @@ pub async fn run(
     match config.layout {
         ExportLayout::PerRun => {
             let path = folder.clone().join(format!("{stem}.{ext}"));
-            let mut file = FileWriter::create(store.clone(), path.clone(), config.format, schema)?;
+            let local = storage::local_path(&config.url, &path);
+            let mut file =
+                FileWriter::create(store.clone(), path.clone(), local, config.format, schema)?;
             let written = async {
                 let mut open = false;
                 while let Some(batch) = members.next().await {
@@ -150,7 +152,8 @@ async fn write_parts(
                             .join(format!("part-{:05}.{ext}", report.batches));
                         part = Some(FileWriter::create(
                             store.clone(),
-                            path,
+                            path.clone(),
+                            storage::local_path(&config.url, &path),
                             config.format,
                             schema.clone(),
                         )?);
