@@ -5,9 +5,10 @@
 //! member, gathered in runs of bounded size, sorted and spilled to local files, then merged into
 //! `keys.arrow` (sorted by key). The merge walks each destination's previous keys file in the
 //! same pass: keys only there were removed, keys only here were added. The rows of the adds
-//! and removes are then read from the members files by row number into their own files. So the
-//! diff moves keys, not members: whatever the audience's size, memory holds one run of keys, and
-//! only the members that changed are copied.
+//! and removes are then read from the members files by row number into their own files (through
+//! a memory map, `mapped`, so only the rows taken are copied). So the diff moves keys, not
+//! members: whatever the audience's size, memory holds one run of keys, and only the members
+//! that changed are copied.
 //!
 //! Members and keys files are Arrow IPC rather than Parquet: hashes do not compress, so
 //! Parquet's encoding bought nothing, and writing it was about a sixth of an upload run's CPU
@@ -22,6 +23,7 @@
 //! order.
 
 use super::digests;
+use super::mapped::MappedIpc;
 use crate::error::{Error, Result};
 use crate::identity::profile::Encoding;
 use arrow::array::{
@@ -534,9 +536,9 @@ pub fn merge(
 fn extract(src: &Path, mut rows: Vec<u32>, out: &Path) -> Result<()> {
     rows.sort_unstable();
     if is_ipc(src)? {
-        let mut reader = ipc_reader(src)?;
-        let mut writer = MembersWriter::create(out, &reader.schema())?;
-        extract_ipc(&mut reader, &rows, &mut writer)?;
+        let file = MappedIpc::open(src)?;
+        let mut writer = MembersWriter::create(out, &file.schema())?;
+        extract_ipc(&file, &rows, &mut writer).map_err(|e| e.context(src.display()))?;
         writer.finish()
     } else {
         let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(src).map_err(io_error)?)?;
@@ -546,19 +548,16 @@ fn extract(src: &Path, mut rows: Vec<u32>, out: &Path) -> Result<()> {
     }
 }
 
-/// `extract` from an IPC file: only the batches that hold selected rows are read, found
-/// through the footer's batch sizes (read in order without them).
-fn extract_ipc(
-    reader: &mut FileReader<BufReader<File>>,
-    rows: &[u32],
-    writer: &mut MembersWriter,
-) -> Result<()> {
+/// `extract` from a mapped IPC file (`mapped`): only the batches that hold selected rows are
+/// decoded, found through the footer's batch sizes (each decoded in order without them), and
+/// only the selected rows are copied.
+fn extract_ipc(file: &MappedIpc, rows: &[u32], writer: &mut MembersWriter) -> Result<()> {
     // Trusted only if it names every batch; each batch read is checked against it.
-    let batch_rows: Option<Vec<u64>> = reader
+    let batch_rows: Option<Vec<u64>> = file
         .custom_metadata()
         .get(BATCH_ROWS)
         .and_then(|v| v.split(',').map(|n| n.parse().ok()).collect())
-        .filter(|sizes: &Vec<u64>| sizes.len() == reader.num_batches());
+        .filter(|sizes: &Vec<u64>| sizes.len() == file.num_batches());
     let (mut index, mut start, mut i) = (0usize, 0u64, 0usize);
     while i < rows.len() {
         let row = rows[i] as u64;
@@ -567,13 +566,11 @@ fn extract_ipc(
                 start += sizes[index];
                 index += 1;
             }
-            if index == sizes.len() {
-                break;
-            }
-            reader.set_index(index)?;
         }
-        let Some(batch) = reader.next() else { break };
-        let batch = batch?;
+        if index == file.num_batches() {
+            break;
+        }
+        let batch = file.batch(index)?;
         if let Some(sizes) = &batch_rows
             && sizes[index] != batch.num_rows() as u64
         {
@@ -593,6 +590,8 @@ fn extract_ipc(
             let selected = arrow::compute::take_record_batch(&batch, &UInt32Array::from(take))?;
             writer.write(&selected)?;
         }
+        drop(batch);
+        file.release(index);
         start = end;
         index += 1;
     }
@@ -994,6 +993,18 @@ mod tests {
         );
         extract(&gathered, vec![19_999, 3, 8_500], &out).unwrap();
         assert_eq!(values_of(&out), ["h3", "h8500", "h19999"]);
+        let mapped = MappedIpc::open(&gathered).unwrap();
+        assert!(
+            mapped.custom_metadata().contains_key(BATCH_ROWS),
+            "the mapped reader finds the footer's batch sizes"
+        );
+        let last = mapped.num_batches() - 1;
+        let before = mapped.batch(last).unwrap();
+        for i in 0..mapped.num_batches() {
+            mapped.release(i);
+        }
+        // Pages let go are read again from the file; arrays decoded before still read the same.
+        assert_eq!(mapped.batch(last).unwrap(), before);
 
         // No members at all.
         let empty = d.join("empty.arrow");

@@ -6,7 +6,8 @@
 //! partial file under the final name.
 //!
 //! Parquet is encoded by the synchronous `ArrowWriter` into a buffer that is handed to the
-//! upload whole at each row group, without a copy (`BufWriter::put`). parquet's own
+//! upload whole at each row group, without a copy (`BufWriter::put`; a local file copies it
+//! into its aligned buffer). parquet's own
 //! `AsyncArrowWriter` regrows its buffer from nothing for every row group and copies it into
 //! the upload: a tenth of an export's CPU went to those copies and their page faults.
 
