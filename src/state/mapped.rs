@@ -39,11 +39,17 @@ pub struct MappedIpc {
 }
 
 impl MappedIpc {
+    /// Maps the file at `path`; every error names it.
     pub fn open(path: &Path) -> Result<MappedIpc> {
+        MappedIpc::read(path).map_err(|e| e.context(path.display()))
+    }
+
+    fn read(path: &Path) -> Result<MappedIpc> {
         let bad = |what: &str| {
             Error::internal(format!(
-                "{}: not a readable Arrow IPC file ({what})",
-                path.display()
+                "not a readable members file ({what}); if it is the last sync's, in the state \
+                 store, restore it, or run the date once with the destination's sync = \"replace\" \
+                 (where the platform has one), which needs no earlier members"
             ))
         };
         let buffer = map(path)?;
@@ -52,7 +58,7 @@ impl MappedIpc {
             return Err(bad("too short"));
         }
         let trailer: [u8; 10] = buffer[len - 10..].try_into().expect("10 bytes");
-        let footer_len = read_footer_length(trailer)?;
+        let footer_len = read_footer_length(trailer).map_err(|e| bad(&e.to_string()))?;
         let footer_start = (len - 10)
             .checked_sub(footer_len)
             .ok_or_else(|| bad("footer"))?;
@@ -163,10 +169,10 @@ impl Drop for Mapping {
 }
 
 fn map(path: &Path) -> Result<Buffer> {
-    let io = |e: std::io::Error| Error::transient(format!("{}: {e}", path.display()));
+    let io = |e: std::io::Error| Error::transient(e.to_string());
     let file = File::open(path).map_err(io)?;
     let len = usize::try_from(file.metadata().map_err(io)?.len())
-        .map_err(|_| Error::internal(format!("{}: too large to map", path.display())))?;
+        .map_err(|_| Error::internal("too large to map"))?;
     if len == 0 {
         return Ok(Buffer::from_vec(Vec::<u8>::new()));
     }

@@ -1006,6 +1006,17 @@ mod tests {
         // Pages let go are read again from the file; arrays decoded before still read the same.
         assert_eq!(mapped.batch(last).unwrap(), before);
 
+        // A members file cut short: an error naming the file, no panic.
+        let cut = d.join("cut.arrow");
+        let whole = std::fs::read(&gathered).unwrap();
+        std::fs::write(&cut, &whole[..whole.len() / 2]).unwrap();
+        let damaged = extract(&cut, vec![3], &d.join("from-cut.arrow")).unwrap_err();
+        assert!(
+            damaged.to_string().contains("cut.arrow")
+                && damaged.to_string().contains("not a readable members file"),
+            "{damaged}"
+        );
+
         // No members at all.
         let empty = d.join("empty.arrow");
         MembersWriter::create(&empty, &b1.schema())
