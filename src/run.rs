@@ -21,6 +21,7 @@ use crate::job::Job;
 use crate::members::Members;
 use crate::report::RunReport;
 use crate::segment;
+use crate::state::keyset::KeySet;
 use crate::state::membership::{self, DiffTarget, Spill};
 use crate::state::{Done, Pending, PendingDestination, StateStore, SyncHead};
 use arrow::array::RecordBatch;
@@ -438,6 +439,26 @@ async fn read_and_diff(
     tracing::Span::current().record("run_id", run_id.as_str());
     let info = run_info(job, run_date, &run_id);
 
+    let platforms: Vec<&dyn Destination> = destinations
+        .iter()
+        .map(|d| d.as_ref())
+        .filter(|d| from_state(*d))
+        .collect();
+    // The membership (for platforms) is gathered by a spill, set up before any export starts:
+    // an error returned once they have would end their streams as if complete.
+    let diff_plan = match platforms.is_empty() {
+        true => None,
+        false => Some(DiffPlan::fetch(state, &platforms).await?),
+    };
+    let spill = match &diff_plan {
+        None => None,
+        Some(diff_plan) => {
+            let mut spill = Spill::new(&schema, &plan.hashed_columns(), plan.profile.encoding())?;
+            diff_plan.prepare(&mut spill, &platforms, state)?;
+            Some(spill)
+        }
+    };
+
     // Exports are fed as members come; nothing of theirs is committed until the stream ends,
     // which is after the guards.
     let mut senders = vec![];
@@ -456,11 +477,6 @@ async fn read_and_diff(
             }));
         }
     }
-    let platforms: Vec<&dyn Destination> = destinations
-        .iter()
-        .map(|d| d.as_ref())
-        .filter(|d| from_state(*d))
-        .collect();
     // Platforms in `add` mode may take the members as they come too; their syncs commit after
     // the diff, as the others' do after sending.
     let mut streamed = vec![];
@@ -479,10 +495,7 @@ async fn read_and_diff(
     }
 
     // The membership is gathered on a thread of its own: sorting and spilling are blocking work.
-    let (spill_tx, spill_thread) = if platforms.is_empty() {
-        (None, None)
-    } else {
-        let mut spill = Spill::new(&schema, &plan.hashed_columns(), plan.profile.encoding())?;
+    let (spill_tx, spill_thread) = if let Some(mut spill) = spill {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(RecordBatch, Vec<u128>)>(4);
         let thread = std::thread::spawn(move || -> Result<membership::SortedRuns> {
             while let Some((batch, keys)) = rx.blocking_recv() {
@@ -491,6 +504,8 @@ async fn read_and_diff(
             spill.finish()
         });
         (Some(tx), Some(thread))
+    } else {
+        (None, None)
     };
 
     let progress = Progress::new(options.progress);
@@ -578,8 +593,9 @@ async fn read_and_diff(
             return Ok(None);
         };
         let diff_started = Instant::now();
+        let plan = diff_plan.expect("a diff plan where members were gathered");
         let pending = diff(
-            job, state, &date, &run_id, sorted, &platforms, &streamed, options,
+            job, state, &date, &run_id, sorted, plan, &platforms, &streamed, options,
         )
         .await?;
         report
@@ -639,6 +655,69 @@ async fn read_and_diff(
     Ok((report, Some(pending)))
 }
 
+/// Each platform's last sync and, for a mirror with one, the files its diff reads, fetched
+/// before the read: its adds are found as members arrive (`Spill::find_adds`).
+struct DiffPlan {
+    work: tempfile::TempDir,
+    heads: Vec<Option<SyncHead>>,
+    targets: Vec<Option<DiffTarget>>,
+}
+
+impl DiffPlan {
+    async fn fetch(state: &StateStore, platforms: &[&dyn Destination]) -> Result<DiffPlan> {
+        let work = crate::scratch::dir("diff")?;
+        let mut heads = vec![];
+        // Only mirror destinations with an earlier sync need a diff.
+        let mut targets: Vec<Option<DiffTarget>> = vec![];
+        for d in platforms {
+            let head = state.head(d.name()).await?;
+            let target = match (&head, d.sync_mode()) {
+                (Some(h), SyncMode::Mirror) => Some(DiffTarget {
+                    previous_members: state.fetch(&h.members_file, work.path()).await?,
+                    previous_keys: state.fetch(&h.keys_file, work.path()).await?,
+                    adds: work.path().join(format!("{}.adds.arrow", d.name())),
+                    removes: work.path().join(format!("{}.removes.arrow", d.name())),
+                }),
+                _ => None,
+            };
+            targets.push(target);
+            heads.push(head);
+        }
+        Ok(DiffPlan {
+            work,
+            heads,
+            targets,
+        })
+    }
+
+    /// Sets `spill` to find each target's adds as members arrive, where its previous keys
+    /// can be looked up; and, when then no member is read back by this run (every platform a
+    /// mirror with adds so found, the files moved into a local state store, not uploaded), to
+    /// write its files behind.
+    fn prepare(
+        &self,
+        spill: &mut Spill,
+        platforms: &[&dyn Destination],
+        state: &StateStore,
+    ) -> Result<()> {
+        let mut found = vec![];
+        for t in self.targets.iter().flatten() {
+            if let Some(keys) = KeySet::open(&t.previous_keys) {
+                found.push((keys, t.adds.clone()));
+            }
+        }
+        let all_found =
+            platforms.iter().zip(&self.targets).all(|(d, t)| {
+                t.is_some() && !d.renews_members() && d.sync_mode() == SyncMode::Mirror
+            }) && found.len() == self.targets.iter().flatten().count();
+        spill.find_adds(found)?;
+        if all_found && state.url.scheme() == "file" {
+            spill.write_behind();
+        }
+        Ok(())
+    }
+}
+
 /// Merges the sorted members, diffs them per destination, checks the mass-removal guard and
 /// (unless a plan) stores the files; returns the pending run and, for a plan, what each
 /// destination would get.
@@ -650,29 +729,16 @@ async fn diff(
     date: &str,
     run_id: &str,
     sorted: membership::SortedRuns,
+    plan: DiffPlan,
     platforms: &[&dyn Destination],
     streamed: &[String],
     options: &RunOptions,
 ) -> Result<(Pending, Vec<SinkReport>)> {
-    let work = crate::scratch::dir("diff")?;
-    let mut heads = vec![];
-    // Only mirror destinations with an earlier sync need a diff.
-    let mut targets: Vec<Option<DiffTarget>> = vec![];
-    for d in platforms {
-        let mode = d.sync_mode();
-        let head = state.head(d.name()).await?;
-        let target = match (&head, mode) {
-            (Some(h), SyncMode::Mirror) => Some(DiffTarget {
-                previous_members: state.fetch(&h.members_file, work.path()).await?,
-                previous_keys: state.fetch(&h.keys_file, work.path()).await?,
-                adds: work.path().join(format!("{}.adds.arrow", d.name())),
-                removes: work.path().join(format!("{}.removes.arrow", d.name())),
-            }),
-            _ => None,
-        };
-        targets.push(target);
-        heads.push(head);
-    }
+    let DiffPlan {
+        work,
+        heads,
+        targets,
+    } = plan;
     let keys_local = work.path().join("keys.arrow");
     let t: Vec<DiffTarget> = targets
         .iter()

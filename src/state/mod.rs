@@ -23,6 +23,7 @@
 //! a message instead of overwriting. Files hold member keys and hashes, never raw identifiers.
 
 pub mod digests;
+pub mod keyset;
 pub mod mapped;
 pub mod membership;
 

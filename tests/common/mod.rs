@@ -135,9 +135,9 @@ pub fn generated_data(customers: usize, days: usize) -> PathBuf {
     dir
 }
 
-/// The activator binary with a clean environment for AWS.
-/// The binary, run from the repository. Jobs that name no `state` get a fresh state folder per
-/// invocation (tests of state set theirs in the job, or `ACTIVATOR_STATE` again).
+/// The activator binary, run from the repository with a clean environment for AWS. Jobs that
+/// name no `state` get a fresh state folder per invocation (tests of state set theirs in the
+/// job, or `ACTIVATOR_STATE` again).
 pub fn activator() -> Command {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let state = repo().join("target/test-state").join(format!(
@@ -145,6 +145,9 @@ pub fn activator() -> Command {
         std::process::id(),
         N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
+    // A folder of an earlier test process that had the same id (ids are reused) holds runs
+    // that would say this date is done.
+    let _ = std::fs::remove_dir_all(&state);
     let mut c = Command::new(env!("CARGO_BIN_EXE_activator"));
     c.current_dir(repo())
         .env("ACTIVATOR_STATE", state)
