@@ -29,7 +29,7 @@ use arrow::datatypes::DataType;
 use chrono::NaiveDate;
 use futures::stream::BoxStream;
 use futures::{SinkExt, StreamExt};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -433,28 +433,31 @@ async fn read_and_diff(
     let schema = plan.output_schema();
     let planned = started.elapsed();
     tracing::info!(job = %job.name, %run_date, %engine, "segment planned");
+    // The last syncs' files, fetched before the query starts (a download from S3 can be long).
+    let platforms: Vec<&dyn Destination> = destinations
+        .iter()
+        .map(|d| d.as_ref())
+        .filter(|d| from_state(*d))
+        .collect();
+    let diff_plan = match platforms.is_empty() {
+        true => None,
+        false => Some(DiffPlan::fetch(state, &platforms).await?),
+    };
     let mut members_stream = members(job, engine, df, plan.clone()).await?;
 
     let run_id = new_run_id();
     tracing::Span::current().record("run_id", run_id.as_str());
     let info = run_info(job, run_date, &run_id);
 
-    let platforms: Vec<&dyn Destination> = destinations
-        .iter()
-        .map(|d| d.as_ref())
-        .filter(|d| from_state(*d))
-        .collect();
     // The membership (for platforms) is gathered by a spill, set up before any export starts:
     // an error returned once they have would end their streams as if complete.
-    let diff_plan = match platforms.is_empty() {
-        true => None,
-        false => Some(DiffPlan::fetch(state, &platforms).await?),
-    };
     let spill = match &diff_plan {
         None => None,
         Some(diff_plan) => {
             let mut spill = Spill::new(&schema, &plan.hashed_columns(), plan.profile.encoding())?;
-            diff_plan.prepare(&mut spill, &platforms, state)?;
+            diff_plan
+                .prepare(&mut spill, &platforms, state, budget.bytes, options.dry_run)
+                .await?;
             Some(spill)
         }
     };
@@ -690,28 +693,54 @@ impl DiffPlan {
         })
     }
 
-    /// Sets `spill` to find each target's adds as members arrive, where its previous keys
-    /// can be looked up; and, when then no member is read back by this run (every platform a
-    /// mirror with adds so found, the files moved into a local state store, not uploaded), to
-    /// write its files behind.
-    fn prepare(
+    /// Sets `spill` to find each target's adds as members arrive (`keyset`), unless its
+    /// platform is sent the whole membership instead (`renews_members`) or the previous keys
+    /// would take more than a quarter of the memory budget (16 bytes a key, mapped); and to
+    /// write its files behind when no member is then read back by this run: every platform a
+    /// mirror whose adds are so found and that does not read the whole membership to send
+    /// (`renews_members`, `single_key_kinds`), the files moved (not copied) into a local state
+    /// store, and not a dry run.
+    async fn prepare(
         &self,
         spill: &mut Spill,
         platforms: &[&dyn Destination],
         state: &StateStore,
+        budget: u64,
+        dry_run: bool,
     ) -> Result<()> {
-        let mut found = vec![];
-        for t in self.targets.iter().flatten() {
-            if let Some(keys) = KeySet::open(&t.previous_keys) {
-                found.push((keys, t.adds.clone()));
-            }
+        let wanted: Vec<&DiffTarget> = platforms
+            .iter()
+            .zip(&self.targets)
+            .filter_map(|(d, t)| t.as_ref().filter(|_| !d.renews_members()))
+            .collect();
+        let mut paths: Vec<PathBuf> = wanted.iter().map(|t| t.previous_keys.clone()).collect();
+        paths.sort();
+        paths.dedup();
+        // Opening maps and reads the whole file: not on the runtime's threads.
+        let opened: HashMap<PathBuf, Arc<KeySet>> = tokio::task::spawn_blocking(move || {
+            paths
+                .into_iter()
+                .filter_map(|p| Some((p.clone(), Arc::new(KeySet::open(&p)?))))
+                .collect()
+        })
+        .await
+        .map_err(|e| Error::internal(format!("opening the previous keys stopped: {e}")))?;
+        let mut found: Vec<(Arc<KeySet>, PathBuf)> = wanted
+            .iter()
+            .filter_map(|t| Some((opened.get(&t.previous_keys)?.clone(), t.adds.clone())))
+            .collect();
+        if opened.values().map(|k| k.bytes()).sum::<u64>() > budget / 4 {
+            found.clear();
         }
-        let all_found =
-            platforms.iter().zip(&self.targets).all(|(d, t)| {
-                t.is_some() && !d.renews_members() && d.sync_mode() == SyncMode::Mirror
-            }) && found.len() == self.targets.iter().flatten().count();
+        let none_read_back = found.len() == wanted.len()
+            && platforms.iter().zip(&self.targets).all(|(d, t)| {
+                t.is_some()
+                    && d.sync_mode() == SyncMode::Mirror
+                    && !d.renews_members()
+                    && d.single_key_kinds().is_none()
+            });
         spill.find_adds(found)?;
-        if all_found && state.url.scheme() == "file" {
+        if none_read_back && !dry_run && state.moves_from(&std::env::temp_dir()) {
             spill.write_behind();
         }
         Ok(())

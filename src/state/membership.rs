@@ -4,11 +4,13 @@
 //! each row with its `member_key`). Only the keys are sorted: (key, row) pairs, 20 bytes a
 //! member, gathered in runs of bounded size, sorted and spilled to local files, then merged into
 //! `keys.arrow` (sorted by key). The merge walks each destination's previous keys file in the
-//! same pass: keys only there were removed, keys only here were added. The rows of the adds
-//! and removes are then read from the members files by row number into their own files (through
-//! a memory map, `mapped`, so only the rows taken are copied). So the diff moves keys, not
-//! members: whatever the audience's size, memory holds one run of keys, and only the members
-//! that changed are copied.
+//! same pass: keys only there were removed, keys only here were added. The rows of the removes
+//! are then read from the previous members file by row number into their own file (through a
+//! memory map, `mapped`, so only the rows taken are copied); the adds were written as members
+//! arrived, found by looking their keys up in the previous keys file (`keyset`), or else are
+//! read so from this run's members file. So the diff moves keys, not members: whatever the
+//! audience's size, memory holds one run of keys (and, looking adds up, the previous keys'
+//! pages), and only the members that changed are copied.
 //!
 //! Members and keys files are Arrow IPC rather than Parquet: hashes do not compress, so
 //! Parquet's encoding bought nothing, and writing it was about a sixth of an upload run's CPU
@@ -85,9 +87,11 @@ pub fn without_key(batch: &RecordBatch) -> RecordBatch {
 }
 
 fn key_array(keys: impl Iterator<Item = u128>) -> ArrayRef {
-    Arc::new(
-        FixedSizeBinaryArray::try_from_iter(keys.map(|k| k.to_be_bytes())).expect("16-byte keys"),
-    )
+    let mut bytes = Vec::with_capacity(keys.size_hint().0 * 16);
+    for k in keys {
+        bytes.extend_from_slice(&k.to_be_bytes());
+    }
+    Arc::new(FixedSizeBinaryArray::new(16, bytes.into(), None))
 }
 
 fn io_error(e: std::io::Error) -> Error {
@@ -172,7 +176,8 @@ impl MembersWriter {
 /// whose host takes back the pages its guest frees) 1 GiB written through the cache took 1.9-3.3 s
 /// of system CPU, and 0.3 s written behind. A disk that does not keep up keeps its pages
 /// dirty, which the kernel does not let go: no worse than without. For files the run does not
-/// read back (a mirror run's members file, once its adds are found as members arrive).
+/// read back: a mirror run's members and keys files, once its adds are found as members arrive
+/// and when no platform reads the whole membership to send (`run::DiffPlan::prepare`).
 struct WriteBehind {
     file: File,
     written: u64,
@@ -225,10 +230,11 @@ impl Write for WriteBehind {
         let n = self.file.write(buf)?;
         let before = self.written;
         self.written += n as u64;
-        if let Some(w) = self.window
-            && before / w != self.written / w
-        {
-            self.window_done(self.written / w * w, w);
+        if let Some(w) = self.window {
+            // Each window this write completed (a large write can complete several).
+            for end in (before / w + 1..=self.written / w).map(|i| i * w) {
+                self.window_done(end, w);
+            }
         }
         Ok(n)
     }
@@ -293,7 +299,7 @@ impl Spill {
 
     /// Finds the adds of each `(previous keys, adds file)` as members arrive: members whose key
     /// the previous keys lack are written to the adds file (`keyset`). Call before any `push`.
-    pub fn find_adds(&mut self, targets: Vec<(KeySet, PathBuf)>) -> Result<()> {
+    pub fn find_adds(&mut self, targets: Vec<(Arc<KeySet>, PathBuf)>) -> Result<()> {
         for (previous, adds) in targets {
             self.early.push(EarlyAdds {
                 writer: MembersWriter::create(&adds, &self.schema)?,
@@ -330,10 +336,19 @@ impl Spill {
                 .cloned(),
         );
         let keyed = RecordBatch::try_new(self.schema.clone(), columns)?;
+        // Targets last synced by the same run share their keys file: looked up once.
+        let mut looked_up: Option<(Arc<KeySet>, UInt32Array)> = None;
         for early in &mut self.early {
-            let mut absent = vec![];
-            early.previous.absent(keys, &mut absent);
-            let new = UInt32Array::from(absent);
+            let new = match &looked_up {
+                Some((set, new)) if Arc::ptr_eq(set, &early.previous) => new.clone(),
+                _ => {
+                    let mut absent = vec![];
+                    early.previous.absent(keys, &mut absent);
+                    let new = UInt32Array::from(absent);
+                    looked_up = Some((early.previous.clone(), new.clone()));
+                    new
+                }
+            };
             if !new.is_empty() {
                 let first = self.rows as u32;
                 early.rows.extend(new.values().iter().map(|i| first + i));
@@ -394,7 +409,7 @@ impl Spill {
 
 /// A target's adds as found while members arrived.
 struct EarlyAdds {
-    previous: KeySet,
+    previous: Arc<KeySet>,
     adds: PathBuf,
     writer: MembersWriter,
     /// The rows written, by their number in the members file.
@@ -419,19 +434,49 @@ trait Keys {
     fn next_key(&mut self) -> Result<Option<(u128, u32)>>;
 }
 
-struct RunFile(BufReader<File>);
+/// A sorted run of (key, row) records, 20 bytes each, read a block at a time.
+struct RunFile {
+    file: File,
+    block: Vec<u8>,
+    at: usize,
+}
+
+impl RunFile {
+    /// Records read per block.
+    const BLOCK: usize = 1 << 14;
+
+    fn open(path: &Path) -> Result<RunFile> {
+        Ok(RunFile {
+            file: File::open(path).map_err(io_error)?,
+            block: Vec::with_capacity(Self::BLOCK * 20),
+            at: 0,
+        })
+    }
+
+    /// Reads the next block; false at the end of the file.
+    fn refill(&mut self) -> Result<bool> {
+        self.block.clear();
+        self.at = 0;
+        let mut chunk = (&mut self.file).take((Self::BLOCK * 20) as u64);
+        chunk.read_to_end(&mut self.block).map_err(io_error)?;
+        if !self.block.len().is_multiple_of(20) {
+            return Err(Error::internal("a sorted run of keys was cut short"));
+        }
+        Ok(!self.block.is_empty())
+    }
+}
 
 impl Keys for RunFile {
     fn next_key(&mut self) -> Result<Option<(u128, u32)>> {
-        let mut buf = [0u8; 20];
-        match self.0.read_exact(&mut buf) {
-            Ok(()) => Ok(Some((
-                u128::from_be_bytes(buf[..16].try_into().expect("16 bytes")),
-                u32::from_le_bytes(buf[16..].try_into().expect("4 bytes")),
-            ))),
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
-            Err(e) => Err(io_error(e)),
+        if self.at == self.block.len() && !self.refill()? {
+            return Ok(None);
         }
+        let record = &self.block[self.at..self.at + 20];
+        self.at += 20;
+        Ok(Some((
+            u128::from_be_bytes(record[..16].try_into().expect("16 bytes")),
+            u32::from_le_bytes(record[16..].try_into().expect("4 bytes")),
+        )))
     }
 }
 
@@ -439,7 +484,8 @@ impl Keys for RunFile {
 struct KeysFile {
     batches:
         Box<dyn Iterator<Item = std::result::Result<RecordBatch, arrow::error::ArrowError>> + Send>,
-    batch: Option<RecordBatch>,
+    /// The batch being read: its keys and rows.
+    batch: Option<(FixedSizeBinaryArray, UInt32Array)>,
     row: usize,
 }
 
@@ -465,11 +511,9 @@ impl KeysFile {
 impl Keys for KeysFile {
     fn next_key(&mut self) -> Result<Option<(u128, u32)>> {
         loop {
-            if let Some(b) = &self.batch
-                && self.row < b.num_rows()
+            if let Some((keys, rows)) = &self.batch
+                && self.row < rows.len()
             {
-                let keys = b.column(0).as_fixed_size_binary();
-                let rows = b.column(1).as_primitive::<UInt32Type>();
                 let k = u128::from_be_bytes(keys.value(self.row).try_into().expect("16 bytes"));
                 let r = rows.value(self.row);
                 self.row += 1;
@@ -477,7 +521,11 @@ impl Keys for KeysFile {
             }
             match self.batches.next() {
                 Some(b) => {
-                    self.batch = Some(b?);
+                    let b = b?;
+                    self.batch = Some((
+                        b.column(0).as_fixed_size_binary().clone(),
+                        b.column(1).as_primitive::<UInt32Type>().clone(),
+                    ));
                     self.row = 0;
                 }
                 None => return Ok(None),
@@ -598,12 +646,7 @@ pub fn merge(
     let mut sources: Vec<RunFile> = runs
         .runs
         .iter()
-        .map(|p| {
-            Ok(RunFile(BufReader::with_capacity(
-                1 << 16,
-                File::open(p).map_err(io_error)?,
-            )))
-        })
+        .map(|p| RunFile::open(p))
         .collect::<Result<_>>()?;
     let mut out = keys
         .map(|k| KeysWriter::create(k, runs.behind))
@@ -622,7 +665,7 @@ pub fn merge(
     }
 
     // Min-heap of (key, row, run).
-    #[derive(PartialEq, Eq)]
+    #[derive(Clone, Copy, PartialEq, Eq)]
     struct Head(u128, u32, usize);
     impl Ord for Head {
         fn cmp(&self, other: &Self) -> Ordering {
@@ -640,15 +683,20 @@ pub fn merge(
             heap.push(Head(k, r, i));
         }
     }
-    while let Some(Head(key, row, i)) = heap.pop() {
+    while let Some(mut top) = heap.peek_mut() {
+        let Head(key, row, i) = *top;
         if let Some(o) = out.as_mut() {
             o.push(key, row)?;
         }
         for d in diffs.iter_mut() {
             d.member(key, row)?;
         }
-        if let Some((k, r)) = sources[i].next_key()? {
-            heap.push(Head(k, r, i));
+        // The run's next key takes its place (one sift), or the run is done.
+        match sources[i].next_key()? {
+            Some((k, r)) => *top = Head(k, r, i),
+            None => {
+                std::collections::binary_heap::PeekMut::pop(top);
+            }
         }
     }
     if let Some(o) = out {
@@ -659,8 +707,9 @@ pub fn merge(
         d.removes_until(None)?;
         d.counts.adds = d.add_rows.len() as u64;
         d.counts.removes = d.remove_rows.len() as u64;
-        // Found as members arrived, the adds are these rows unless the previous keys file
-        // changed under the run: then they are taken again from the members file.
+        // Found as members arrived, the adds are these very rows; if not (another previous
+        // keys file than the one looked up, none looked up), they are taken from the members
+        // file.
         d.add_rows.sort_unstable();
         if runs.early_adds.get(&t.adds) != Some(&d.add_rows) {
             extract(&runs.members_file, d.add_rows, &t.adds)?;
@@ -908,7 +957,7 @@ mod tests {
         let mut spill =
             Spill::new(&b.schema(), &["email_sha256".to_string()], Encoding::Hex).unwrap();
         spill
-            .find_adds(vec![(KeySet::open(&k1).unwrap(), adds.clone())])
+            .find_adds(vec![(Arc::new(KeySet::open(&k1).unwrap()), adds.clone())])
             .unwrap();
         spill.write_behind();
         // 1 and 9 leave, 2 and 10 join.
@@ -948,7 +997,7 @@ mod tests {
         let mut spill =
             Spill::new(&b.schema(), &["email_sha256".to_string()], Encoding::Hex).unwrap();
         spill
-            .find_adds(vec![(KeySet::open(&k0).unwrap(), adds.clone())])
+            .find_adds(vec![(Arc::new(KeySet::open(&k0).unwrap()), adds.clone())])
             .unwrap();
         let (b, k) = members(&[10, 3, 5, 2, 7]);
         spill.push(&b, &k).unwrap();
@@ -972,10 +1021,12 @@ mod tests {
         let mut w = WriteBehind::new(File::create(&path).unwrap());
         w.window = Some(8192);
         let bytes: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
-        // Pieces across window bounds, of uneven sizes.
-        for piece in bytes.chunks(3001) {
+        // Pieces across window bounds, of uneven sizes, and one that completes several windows.
+        let (small, large) = bytes.split_at(60_000);
+        for piece in small.chunks(3001) {
             w.write_all(piece).unwrap();
         }
+        w.write_all(large).unwrap();
         w.flush().unwrap();
         drop(w);
         assert_eq!(std::fs::read(&path).unwrap(), bytes);

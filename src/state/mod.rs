@@ -248,6 +248,21 @@ impl StateStore {
         }
     }
 
+    /// Whether `upload` moves a file of `dir` rather than copying it: a local store on the same
+    /// filesystem (by device; a bind mount of the same one would still be copied).
+    pub fn moves_from(&self, dir: &std::path::Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(root) = self.url.to_file_path() else {
+            return false;
+        };
+        let device = |p: &std::path::Path| {
+            p.ancestors()
+                .find_map(|a| std::fs::metadata(a).ok())
+                .map(|m| m.dev())
+        };
+        self.url.scheme() == "file" && device(&root).is_some() && device(&root) == device(dir)
+    }
+
     /// Uploads a local file to `rel` (moves it, in a local state store on the same disk).
     pub async fn upload(&self, local: &std::path::Path, rel: &str) -> Result<()> {
         if self.url.scheme() == "file"
