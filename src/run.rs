@@ -695,7 +695,7 @@ impl DiffPlan {
 
     /// Sets `spill` to find each target's adds as members arrive (`keyset`), unless its
     /// platform is sent the whole membership instead (`renews_members`) or the previous keys
-    /// would take more than a quarter of the memory budget (16 bytes a key, mapped); and to
+    /// would take more than a quarter of the memory budget (20 bytes a key); and to
     /// write its files behind when no member is then read back by this run: every platform a
     /// mirror whose adds are so found and that does not read the whole membership to send
     /// (`renews_members`, `single_key_kinds`), the files moved (not copied) into a local state
@@ -729,7 +729,8 @@ impl DiffPlan {
             .iter()
             .filter_map(|t| Some((opened.get(&t.previous_keys)?.clone(), t.adds.clone())))
             .collect();
-        if opened.values().map(|k| k.bytes()).sum::<u64>() > budget / 4 {
+        // 16 bytes a key mapped, and 4 to note its row in this run (`Spill::find_adds`).
+        if opened.values().map(|k| k.bytes() / 16 * 20).sum::<u64>() > budget / 4 {
             found.clear();
         }
         let none_read_back = found.len() == wanted.len()

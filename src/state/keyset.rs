@@ -14,23 +14,27 @@
 //! million keys) leaves a handful of keys to compare, in one or two cache lines of the file.
 //! Lookups cost about 90 ns a member (0.46 s of CPU for B1's 5.2 million, on the thread that
 //! spills). The file is mapped, not copied: its pages are page cache (the local state's file,
-//! or the download of it), resident while the run reads, 16 bytes a key; a run whose previous
-//! keys would take more than a quarter of its memory budget does not look them up (`run`).
+//! or the download of it), resident while the run reads, 16 bytes a key, and 4 more note the
+//! row of each key's member in this run; a run whose previous keys would take more than a
+//! quarter of its memory budget does not look them up (`run`).
 //! The state store only ever moves files into place; a keys file overwritten in place while
 //! mapped would stop the run (SIGBUS), not give a wrong answer.
 //!
-//! The merge still diffs every key (`membership::merge`): where its adds are the very rows
-//! found here, the file written here serves; else (another keys file than the merge's, keys
-//! out of the ordinary) it is written again from the members file.
+//! The lookups are the diff: the previous keys no member was found at are the removes, and
+//! this run's keys file is the keys found, in the previous file's order, merged with the adds
+//! (the only keys sorted). B1's usual night sorts 43,577 keys instead of 5.2 million.
 
 use super::mapped::MappedIpc;
 use arrow::array::{Array, AsArray, FixedSizeBinaryArray};
+use arrow::datatypes::UInt32Type;
 use std::path::Path;
 
 /// A sorted keys file, mapped, with an index by the keys' top bits.
 pub struct KeySet {
     /// Each batch's keys (16 bytes each, big-endian), pointing into the mapped file.
     batches: Vec<arrow::buffer::Buffer>,
+    /// Each batch's rows: where each key's member is in the last sync's members file.
+    rows: Vec<arrow::buffer::ScalarBuffer<u32>>,
     /// Rows of every batch but the last: `1 << batch_shift`.
     batch_shift: u32,
     /// `starts[b]` is the index of the first key whose top bits are `b` or more.
@@ -50,13 +54,16 @@ impl KeySet {
     pub fn open(path: &Path) -> Option<KeySet> {
         let file = MappedIpc::open(path).ok()?;
         let mut arrays: Vec<FixedSizeBinaryArray> = vec![];
+        let mut rows = vec![];
         for i in 0..file.num_batches() {
             let batch = file.batch(i).ok()?;
             let keys = batch.column(0).as_fixed_size_binary_opt()?;
-            if keys.value_length() != 16 || keys.null_count() > 0 {
+            let numbers = batch.column(1).as_primitive_opt::<UInt32Type>()?;
+            if keys.value_length() != 16 || keys.null_count() > 0 || numbers.null_count() > 0 {
                 return None;
             }
             arrays.push(keys.clone());
+            rows.push(numbers.values().clone());
         }
         let mut batch_rows = arrays.first().map_or(1, |b| b.len()).max(1);
         if arrays.len() == 1 {
@@ -76,6 +83,7 @@ impl KeySet {
                 .iter()
                 .map(|a| a.values().clone())
                 .collect::<Vec<arrow::buffer::Buffer>>(),
+            rows,
             batch_shift: batch_rows.trailing_zeros(),
             starts: Vec::with_capacity((1 << bits) + 1),
             shift: 128 - bits,
@@ -104,6 +112,17 @@ impl KeySet {
         self.batches.iter().map(|b| b.len() as u64).sum()
     }
 
+    /// The number of keys.
+    pub fn keys(&self) -> usize {
+        self.rows.iter().map(|r| r.len()).sum()
+    }
+
+    /// Key `i` (in key order) and its member's row in the last sync's members file.
+    pub fn entry(&self, i: usize) -> (u128, u32) {
+        let row = self.rows[i >> self.batch_shift][i & ((1 << self.batch_shift) - 1)];
+        (self.key(i), row)
+    }
+
     fn key_bytes(&self, i: usize) -> &[u8] {
         let offset = (i & ((1 << self.batch_shift) - 1)) * 16;
         &self.batches[i >> self.batch_shift][offset..offset + 16]
@@ -120,13 +139,36 @@ impl KeySet {
     }
 
     fn in_range(&self, key: u128, start: u32, end: u32) -> bool {
-        (start..end).any(|i| self.key(i as usize) == key)
+        self.position(key, start, end).is_some()
     }
 
-    /// Pushes onto `absent` the index in `keys` of each key not in the file. Lookups go in
-    /// groups, each step for the whole group, so the cache misses of a group (its buckets',
-    /// then its keys') are waited for together: a member's lookup took 330 ns one by one.
+    fn position(&self, key: u128, start: u32, end: u32) -> Option<u32> {
+        (start..end).find(|&i| self.key(i as usize) == key)
+    }
+
+    /// Looks up `keys`, the members of rows `first_row..`: for each key in the file, at index
+    /// `i`, sets `found[i]` to its row; pushes onto `absent` the index in `keys` of the others.
+    /// Lookups go in groups, each step for the whole group, so the cache misses of a group (its
+    /// buckets', then its keys') are waited for together: a member's lookup took 330 ns one by
+    /// one, and about 90 ns so.
+    pub fn look_up(&self, keys: &[u128], first_row: u32, found: &mut [u32], absent: &mut Vec<u32>) {
+        self.grouped(keys, |j, position| match position {
+            Some(i) => found[i as usize] = first_row + j,
+            None => absent.push(j),
+        });
+    }
+
+    /// Pushes onto `absent` the index in `keys` of each key not in the file.
     pub fn absent(&self, keys: &[u128], absent: &mut Vec<u32>) {
+        self.grouped(keys, |j, position| {
+            if position.is_none() {
+                absent.push(j)
+            }
+        });
+    }
+
+    /// Calls `f(j, position)` for each key `j` of `keys`, in order, in groups.
+    fn grouped(&self, keys: &[u128], mut f: impl FnMut(u32, Option<u32>)) {
         for (g, group) in keys.chunks(Self::GROUP).enumerate() {
             let mut ranges = [(0u32, 0u32); Self::GROUP];
             for (range, key) in ranges.iter_mut().zip(group) {
@@ -139,9 +181,10 @@ impl KeySet {
                 }
             }
             for (j, (key, &(start, end))) in group.iter().zip(&ranges).enumerate() {
-                if !self.in_range(*key, start, end) {
-                    absent.push((g * Self::GROUP + j) as u32);
-                }
+                f(
+                    (g * Self::GROUP + j) as u32,
+                    self.position(*key, start, end),
+                );
             }
         }
     }

@@ -4,13 +4,18 @@
 //! each row with its `member_key`). Only the keys are sorted: (key, row) pairs, 20 bytes a
 //! member, gathered in runs of bounded size, sorted and spilled to local files, then merged into
 //! `keys.arrow` (sorted by key). The merge walks each destination's previous keys file in the
-//! same pass: keys only there were removed, keys only here were added. The rows of the removes
-//! are then read from the previous members file by row number into their own file (through a
-//! memory map, `mapped`, so only the rows taken are copied); the adds were written as members
-//! arrived, found by looking their keys up in the previous keys file (`keyset`), or else are
-//! read so from this run's members file. So the diff moves keys, not members: whatever the
-//! audience's size, memory holds one run of keys (and, looking adds up, the previous keys'
-//! pages), and only the members that changed are copied.
+//! same pass: keys only there were removed, keys only here were added. The rows of the adds
+//! and removes are then read from the members files by row number into their own files (through
+//! a memory map, `mapped`, so only the rows taken are copied). So the diff moves keys, not
+//! members: whatever the audience's size, memory holds one run of keys, and only the members
+//! that changed are copied.
+//!
+//! A mirror run whose previous keys fit in a quarter of its memory budget diffs as members
+//! arrive instead (`Spill::find_adds`, `keyset`): each member's key is looked up in the
+//! previous keys file; the members not found are written to the adds file there and then, and
+//! are the only keys sorted; the previous keys not found are the removes. The merge then only
+//! interleaves the keys found (in the previous file's order) with the sorted adds, to write
+//! `keys.arrow`, and the members file is not read back.
 //!
 //! Members and keys files are Arrow IPC rather than Parquet: hashes do not compress, so
 //! Parquet's encoding bought nothing, and writing it was about a sixth of an upload run's CPU
@@ -264,8 +269,10 @@ fn ipc_reader(path: &Path) -> Result<FileReader<BufReader<File>>> {
 /// Writes the run's members to a local file and gathers their keys into sorted runs.
 pub struct Spill {
     dir: tempfile::TempDir,
-    /// Targets whose adds are found as members arrive (`find_adds`).
+    /// Targets whose adds are found as members arrive (`find_adds`), and the previous keys
+    /// files they are looked up in.
     early: Vec<EarlyAdds>,
+    deltas: Vec<Delta>,
     behind: bool,
     /// The members' schema as stored (`digests`), and with the key (the file's).
     stored: SchemaRef,
@@ -287,6 +294,7 @@ impl Spill {
         Ok(Spill {
             dir,
             early: vec![],
+            deltas: vec![],
             behind: false,
             stored,
             schema,
@@ -298,12 +306,27 @@ impl Spill {
     }
 
     /// Finds the adds of each `(previous keys, adds file)` as members arrive: members whose key
-    /// the previous keys lack are written to the adds file (`keyset`). Call before any `push`.
+    /// the previous keys lack are written to the adds file (`keyset`), and the previous keys
+    /// that no member has are the removes. Call before any `push`.
+    ///
+    /// The keys file of this run is then made from the first previous keys file (its keys
+    /// still present, in order, with their rows in this run) and the keys not in it, the only
+    /// keys sorted and spilled: on a usual night a few percent, not the whole membership.
     pub fn find_adds(&mut self, targets: Vec<(Arc<KeySet>, PathBuf)>) -> Result<()> {
-        for (previous, adds) in targets {
+        for (set, adds) in targets {
+            let delta = match self.deltas.iter().position(|d| Arc::ptr_eq(&d.set, &set)) {
+                Some(i) => i,
+                None => {
+                    self.deltas.push(Delta {
+                        rows: vec![GONE; set.keys()],
+                        set,
+                    });
+                    self.deltas.len() - 1
+                }
+            };
             self.early.push(EarlyAdds {
                 writer: MembersWriter::create(&adds, &self.schema)?,
-                previous,
+                delta,
                 adds,
                 rows: vec![],
             });
@@ -336,30 +359,35 @@ impl Spill {
                 .cloned(),
         );
         let keyed = RecordBatch::try_new(self.schema.clone(), columns)?;
+        let first = self.rows as u32;
         // Targets last synced by the same run share their keys file: looked up once.
-        let mut looked_up: Option<(Arc<KeySet>, UInt32Array)> = None;
+        let mut absent_by_delta = Vec::with_capacity(self.deltas.len());
+        for delta in &mut self.deltas {
+            let mut absent = vec![];
+            delta.set.look_up(keys, first, &mut delta.rows, &mut absent);
+            absent_by_delta.push(UInt32Array::from(absent));
+        }
         for early in &mut self.early {
-            let new = match &looked_up {
-                Some((set, new)) if Arc::ptr_eq(set, &early.previous) => new.clone(),
-                _ => {
-                    let mut absent = vec![];
-                    early.previous.absent(keys, &mut absent);
-                    let new = UInt32Array::from(absent);
-                    looked_up = Some((early.previous.clone(), new.clone()));
-                    new
-                }
-            };
+            let new = &absent_by_delta[early.delta];
             if !new.is_empty() {
-                let first = self.rows as u32;
                 early.rows.extend(new.values().iter().map(|i| first + i));
                 early
                     .writer
-                    .write(&arrow::compute::take_record_batch(&keyed, &new)?)?;
+                    .write(&arrow::compute::take_record_batch(&keyed, new)?)?;
             }
         }
         self.members.write(&keyed)?;
-        for (i, k) in keys.iter().enumerate() {
-            self.keys.push((*k, (self.rows + i as u64) as u32));
+        // The keys to sort: all, or those the first previous keys file lacks.
+        match absent_by_delta.first() {
+            None => self
+                .keys
+                .extend(keys.iter().enumerate().map(|(i, k)| (*k, first + i as u32))),
+            Some(absent) => self.keys.extend(
+                absent
+                    .values()
+                    .iter()
+                    .map(|&i| (keys[i as usize], first + i)),
+            ),
         }
         self.rows += batch.num_rows() as u64;
         if self.keys.len() >= RUN_KEYS {
@@ -394,10 +422,11 @@ impl Spill {
         let mut early_adds = HashMap::new();
         for early in self.early {
             early.writer.finish()?;
-            early_adds.insert(early.adds, early.rows);
+            early_adds.insert(early.adds, (early.delta, early.rows));
         }
         Ok(SortedRuns {
             early_adds,
+            deltas: self.deltas,
             behind: self.behind,
             members_file: self.dir.path().join(MEMBERS_FILE),
             _dir: self.dir,
@@ -407,9 +436,20 @@ impl Spill {
     }
 }
 
+/// A row number that is no member's: a previous key no member of this run has.
+const GONE: u32 = u32::MAX;
+
+/// A previous keys file and this run's members in it.
+struct Delta {
+    set: Arc<KeySet>,
+    /// Per key of `set`, in its order: the row of this run's member with that key, or `GONE`.
+    rows: Vec<u32>,
+}
+
 /// A target's adds as found while members arrived.
 struct EarlyAdds {
-    previous: Arc<KeySet>,
+    /// Its previous keys, in `Spill::deltas`.
+    delta: usize,
     adds: PathBuf,
     writer: MembersWriter,
     /// The rows written, by their number in the members file.
@@ -418,8 +458,10 @@ struct EarlyAdds {
 
 /// A run's members file and its sorted key runs.
 pub struct SortedRuns {
-    /// Adds files written as members arrived, with their rows' numbers (in order).
-    early_adds: HashMap<PathBuf, Vec<u32>>,
+    /// Adds files written as members arrived, with their previous keys (in `deltas`) and the
+    /// rows' numbers (in order).
+    early_adds: HashMap<PathBuf, (usize, Vec<u32>)>,
+    deltas: Vec<Delta>,
     /// The keys file is written behind too.
     behind: bool,
     _dir: tempfile::TempDir,
@@ -635,36 +677,45 @@ impl Diff {
     }
 }
 
-/// Merges the key runs into `keys` (the sorted keys of the new membership) and diffs them
-/// against each target's previous keys, then copies the rows added and removed into each
-/// target's files. Blocking: run it on a blocking thread.
+/// Merges the key runs (and the members still in the first previous keys file adds were
+/// looked up in) into `keys` (the sorted keys of the new membership), and diffs them against
+/// each target's previous keys where its adds were not found as members arrived; then copies
+/// the rows removed (and those added, where not found so) into each target's files. Blocking:
+/// run it on a blocking thread.
 pub fn merge(
     runs: &SortedRuns,
     keys: Option<&Path>,
     targets: &[DiffTarget],
 ) -> Result<Vec<DiffCounts>> {
-    let mut sources: Vec<RunFile> = runs
-        .runs
-        .iter()
-        .map(|p| RunFile::open(p))
-        .collect::<Result<_>>()?;
+    let mut sources: Vec<Box<dyn Keys + '_>> = vec![];
+    for p in &runs.runs {
+        sources.push(Box::new(RunFile::open(p)?));
+    }
+    if let Some(delta) = runs.deltas.first() {
+        sources.push(Box::new(Present { delta, next: 0 }));
+    }
     let mut out = keys
         .map(|k| KeysWriter::create(k, runs.behind))
         .transpose()?;
+    // Targets whose adds were found as members arrived are diffed already.
     let mut diffs = vec![];
     for t in targets {
+        if runs.early_adds.contains_key(&t.adds) {
+            diffs.push(None);
+            continue;
+        }
         let mut previous = KeysFile::open(&t.previous_keys)?;
         let head = previous.next_key()?;
-        diffs.push(Diff {
+        diffs.push(Some(Diff {
             previous,
             head,
             add_rows: vec![],
             remove_rows: vec![],
             counts: DiffCounts::default(),
-        });
+        }));
     }
 
-    // Min-heap of (key, row, run).
+    // Min-heap of (key, row, source).
     #[derive(Clone, Copy, PartialEq, Eq)]
     struct Head(u128, u32, usize);
     impl Ord for Head {
@@ -683,15 +734,17 @@ pub fn merge(
             heap.push(Head(k, r, i));
         }
     }
+    let mut merged = 0u64;
     while let Some(mut top) = heap.peek_mut() {
         let Head(key, row, i) = *top;
+        merged += 1;
         if let Some(o) = out.as_mut() {
             o.push(key, row)?;
         }
-        for d in diffs.iter_mut() {
+        for d in diffs.iter_mut().flatten() {
             d.member(key, row)?;
         }
-        // The run's next key takes its place (one sift), or the run is done.
+        // The source's next key takes its place (one sift), or the source is done.
         match sources[i].next_key()? {
             Some((k, r)) => *top = Head(k, r, i),
             None => {
@@ -699,27 +752,76 @@ pub fn merge(
             }
         }
     }
+    if merged != runs.members {
+        return Err(Error::internal(format!(
+            "the diff found {merged} keys for {} members; nothing was sent: run again",
+            runs.members
+        )));
+    }
     if let Some(o) = out {
         o.close()?;
     }
     let mut counts = vec![];
-    for (mut d, t) in diffs.into_iter().zip(targets) {
-        d.removes_until(None)?;
-        d.counts.adds = d.add_rows.len() as u64;
-        d.counts.removes = d.remove_rows.len() as u64;
-        // Found as members arrived, the adds are these very rows; if not (another previous
-        // keys file than the one looked up, none looked up), they are taken from the members
-        // file.
-        d.add_rows.sort_unstable();
-        if runs.early_adds.get(&t.adds) != Some(&d.add_rows) {
-            extract(&runs.members_file, d.add_rows, &t.adds)?;
-        }
-        extract(&t.previous_members, d.remove_rows, &t.removes)?;
-        counts.push(d.counts);
+    for (d, t) in diffs.into_iter().zip(targets) {
+        let (c, remove_rows) = match d {
+            Some(mut d) => {
+                d.removes_until(None)?;
+                d.counts.adds = d.add_rows.len() as u64;
+                d.counts.removes = d.remove_rows.len() as u64;
+                extract(&runs.members_file, d.add_rows, &t.adds)?;
+                (d.counts, d.remove_rows)
+            }
+            None => early_diff(runs, &t.adds)?,
+        };
+        extract(&t.previous_members, remove_rows, &t.removes)?;
+        counts.push(c);
     }
     Ok(counts)
 }
 
+/// The counts and removed rows of a target whose adds were found as members arrived: its
+/// previous keys that no member has.
+fn early_diff(runs: &SortedRuns, adds: &Path) -> Result<(DiffCounts, Vec<u32>)> {
+    let (delta, add_rows) = &runs.early_adds[adds];
+    let delta = &runs.deltas[*delta];
+    let remove_rows: Vec<u32> = (0..delta.rows.len())
+        .filter(|&i| delta.rows[i] == GONE)
+        .map(|i| delta.set.entry(i).1)
+        .collect();
+    let counts = DiffCounts {
+        previous: delta.rows.len() as u64,
+        adds: add_rows.len() as u64,
+        removes: remove_rows.len() as u64,
+    };
+    if counts.previous - counts.removes + counts.adds != runs.members {
+        return Err(Error::internal(format!(
+            "the diff found {} members kept and {} added of {}; nothing was sent: run again",
+            counts.previous - counts.removes,
+            counts.adds,
+            runs.members
+        )));
+    }
+    Ok((counts, remove_rows))
+}
+
+/// This run's members in a previous keys file, in key order, with their rows in this run.
+struct Present<'a> {
+    delta: &'a Delta,
+    next: usize,
+}
+
+impl Keys for Present<'_> {
+    fn next_key(&mut self) -> Result<Option<(u128, u32)>> {
+        while let Some(&row) = self.delta.rows.get(self.next) {
+            let i = self.next;
+            self.next += 1;
+            if row != GONE {
+                return Ok(Some((self.delta.set.entry(i).0, row)));
+            }
+        }
+        Ok(None)
+    }
+}
 /// Copies the rows numbered `rows` of the members file `src` into the members file `out`, in
 /// file order.
 fn extract(src: &Path, mut rows: Vec<u32>, out: &Path) -> Result<()> {
@@ -983,35 +1085,109 @@ mod tests {
     }
 
     #[test]
-    fn adds_found_against_other_keys_than_the_merges_are_taken_again_from_the_members_file() {
+    fn targets_diffed_as_members_arrive_and_by_the_merge_get_the_same_adds_and_removes() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let (first, k1) = first_sync(d);
         let m1 = keep(&first, d, "m1");
-        // The previous keys as the run began lacked 5 (the file changed under the run).
-        let stale = sorted_runs(&[&[1, 3, 7, 9]]);
-        let k0 = d.join("k0.arrow");
-        merge(&stale, Some(&k0), &[]).unwrap();
         let (b, _) = members(&[]);
-        let adds = d.join("a2.arrow");
         let mut spill =
             Spill::new(&b.schema(), &["email_sha256".to_string()], Encoding::Hex).unwrap();
+        let set = Arc::new(KeySet::open(&k1).unwrap());
+        // Two destinations last synced by the same run share its keys, looked up once.
         spill
-            .find_adds(vec![(Arc::new(KeySet::open(&k0).unwrap()), adds.clone())])
+            .find_adds(vec![
+                (set.clone(), d.join("a.adds.arrow")),
+                (set, d.join("b.adds.arrow")),
+            ])
             .unwrap();
         let (b, k) = members(&[10, 3, 5, 2, 7]);
         spill.push(&b, &k).unwrap();
         let second = spill.finish().unwrap();
-        assert_eq!(values_of(&adds), ["h10", "h5", "h2"]);
+        let target = |name: &str| DiffTarget {
+            previous_members: m1.clone(),
+            previous_keys: k1.clone(),
+            adds: d.join(format!("{name}.adds.arrow")),
+            removes: d.join(format!("{name}.removes.arrow")),
+        };
+        // A third destination's adds were not looked up: the merge diffs it.
+        let targets = [target("a"), target("b"), target("c")];
+        let k2 = d.join("k2.arrow");
+        let counts = merge(&second, Some(&k2), &targets).unwrap();
+        for (c, t) in counts.iter().zip(&targets) {
+            assert_eq!(
+                *c,
+                DiffCounts {
+                    previous: 5,
+                    adds: 2,
+                    removes: 2
+                }
+            );
+            assert_eq!(values_of(&t.adds), ["h10", "h2"]);
+            assert_eq!(values_of(&t.removes), ["h1", "h9"]);
+        }
+        assert_eq!(keys_of(&k2), [2, 3, 5, 7, 10]);
+    }
+
+    #[test]
+    fn only_the_keys_not_in_the_previous_file_are_sorted_and_the_keys_file_holds_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // The first sync: the even numbers below 2000.
+        let evens: Vec<u128> = (0..1000).map(|i| i * 2).collect();
+        let first = sorted_runs(&[&evens]);
+        let k1 = d.join("k1.arrow");
+        merge(&first, Some(&k1), &[]).unwrap();
+        let m1 = keep(&first, d, "m1");
+        // The second: every number below 1500, in batches, the adds spilled in several runs.
+        let (b, _) = members(&[]);
+        let mut spill =
+            Spill::new(&b.schema(), &["email_sha256".to_string()], Encoding::Hex).unwrap();
+        let adds = d.join("a.adds.arrow");
+        spill
+            .find_adds(vec![(Arc::new(KeySet::open(&k1).unwrap()), adds.clone())])
+            .unwrap();
+        let all: Vec<u128> = (0..1500).rev().collect();
+        for chunk in all.chunks(400) {
+            let (b, k) = members(chunk);
+            spill.push(&b, &k).unwrap();
+            // Only the odd numbers (not in the first sync) are kept to sort.
+            assert!(spill.keys.iter().all(|(k, _)| k % 2 == 1));
+            spill.spill().unwrap();
+        }
+        let second = spill.finish().unwrap();
+        assert!(second.runs.len() >= 3);
         let target = DiffTarget {
             previous_members: m1,
             previous_keys: k1,
             adds,
-            removes: d.join("r2.arrow"),
+            removes: d.join("a.removes.arrow"),
         };
-        let counts = merge(&second, None, std::slice::from_ref(&target)).unwrap();
-        assert_eq!((counts[0].adds, counts[0].removes), (2, 2));
-        assert_eq!(values_of(&target.adds), ["h10", "h2"]);
+        let k2 = d.join("k2.arrow");
+        let counts = merge(&second, Some(&k2), std::slice::from_ref(&target)).unwrap();
+        assert_eq!(
+            counts[0],
+            DiffCounts {
+                previous: 1000,
+                adds: 750,
+                removes: 250
+            }
+        );
+        assert_eq!(keys_of(&k2), (0..1500).collect::<Vec<u128>>());
+        let removed: Vec<String> = (1500..2000).step_by(2).map(|k| format!("h{k}")).collect();
+        assert_eq!(values_of(&target.removes), removed);
+        // In members-file order: 1499 first.
+        let added: Vec<String> = (0..1500)
+            .rev()
+            .filter(|k| k % 2 == 1)
+            .map(|k| format!("h{k}"))
+            .collect();
+        assert_eq!(values_of(&target.adds), added);
+        // Each key's row is its member's in this run's members file.
+        let rows = KeySet::open(&k2).unwrap();
+        for i in 0..1500 {
+            assert_eq!(rows.entry(i), (i as u128, 1499 - i as u32));
+        }
     }
 
     #[test]
