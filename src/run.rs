@@ -787,6 +787,7 @@ async fn diff(
     })
     .await
     .map_err(|e| Error::internal(format!("the diff stopped: {e}")))??;
+    tracing::debug!("diff: merge done");
     let members = sorted.members;
     let mut diffed = diffed.into_iter();
     let counts: Vec<membership::DiffCounts> = targets

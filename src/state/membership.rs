@@ -687,17 +687,17 @@ pub fn merge(
     keys: Option<&Path>,
     targets: &[DiffTarget],
 ) -> Result<Vec<DiffCounts>> {
-    let mut sources: Vec<Box<dyn Keys + '_>> = vec![];
-    for p in &runs.runs {
-        sources.push(Box::new(RunFile::open(p)?));
-    }
-    if let Some(delta) = runs.deltas.first() {
-        sources.push(Box::new(Present { delta, next: 0 }));
-    }
+    let started = std::time::Instant::now();
+    let sorted = RunsMerge::open(&runs.runs)?;
+    let mut source: Box<dyn Keys + '_> = match runs.deltas.first() {
+        Some(delta) => Box::new(Interleaved::new(Present { delta, next: 0 }, sorted)?),
+        None => Box::new(sorted),
+    };
     let mut out = keys
         .map(|k| KeysWriter::create(k, runs.behind))
         .transpose()?;
-    // Targets whose adds were found as members arrived are diffed already.
+    // Targets whose adds were found as members arrived are diffed already: their removes are
+    // taken on a thread of their own while the keys are merged.
     let mut diffs = vec![];
     for t in targets {
         if runs.early_adds.contains_key(&t.adds) {
@@ -714,69 +714,161 @@ pub fn merge(
             counts: DiffCounts::default(),
         }));
     }
+    let early = |t: &DiffTarget| -> Result<DiffCounts> {
+        let (counts, remove_rows) = early_diff(runs, &t.adds)?;
+        extract(&t.previous_members, remove_rows, &t.removes)?;
+        Ok(counts)
+    };
+    std::thread::scope(|scope| {
+        let early_counts = scope.spawn(|| {
+            targets
+                .iter()
+                .filter(|t| runs.early_adds.contains_key(&t.adds))
+                .map(early)
+                .collect::<Result<Vec<DiffCounts>>>()
+        });
+        let mut merged = 0u64;
+        while let Some((key, row)) = source.next_key()? {
+            merged += 1;
+            if let Some(o) = out.as_mut() {
+                o.push(key, row)?;
+            }
+            for d in diffs.iter_mut().flatten() {
+                d.member(key, row)?;
+            }
+        }
+        if merged != runs.members {
+            return Err(Error::internal(format!(
+                "the diff found {merged} keys for {} members; nothing was sent: run again",
+                runs.members
+            )));
+        }
+        if let Some(o) = out {
+            o.close()?;
+        }
+        let merged_in = started.elapsed();
+        let mut early_counts = early_counts
+            .join()
+            .map_err(|_| Error::internal("the diff's removes stopped"))??
+            .into_iter();
+        let mut counts = vec![];
+        for (d, t) in diffs.into_iter().zip(targets) {
+            counts.push(match d {
+                Some(mut d) => {
+                    d.removes_until(None)?;
+                    d.counts.adds = d.add_rows.len() as u64;
+                    d.counts.removes = d.remove_rows.len() as u64;
+                    extract(&runs.members_file, d.add_rows, &t.adds)?;
+                    extract(&t.previous_members, d.remove_rows, &t.removes)?;
+                    d.counts
+                }
+                None => early_counts.next().expect("a count per early target"),
+            });
+        }
+        tracing::debug!(
+            keys = merged,
+            merge_seconds = merged_in.as_secs_f64(),
+            seconds = started.elapsed().as_secs_f64(),
+            "diff merged"
+        );
+        Ok(counts)
+    })
+}
 
-    // Min-heap of (key, row, source).
-    #[derive(Clone, Copy, PartialEq, Eq)]
-    struct Head(u128, u32, usize);
-    impl Ord for Head {
-        fn cmp(&self, other: &Self) -> Ordering {
-            other.0.cmp(&self.0).then(other.2.cmp(&self.2))
-        }
+/// The sorted key runs, merged.
+struct RunsMerge {
+    runs: Vec<RunFile>,
+    /// Min-heap of each run's next key.
+    heap: BinaryHeap<Head>,
+}
+
+/// A run's next key in `RunsMerge`: (key, row, run).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Head(u128, u32, usize);
+
+impl Ord for Head {
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.0.cmp(&self.0).then(other.2.cmp(&self.2))
     }
-    impl PartialOrd for Head {
-        fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-            Some(self.cmp(other))
-        }
+}
+
+impl PartialOrd for Head {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
     }
-    let mut heap = BinaryHeap::new();
-    for (i, s) in sources.iter_mut().enumerate() {
-        if let Some((k, r)) = s.next_key()? {
-            heap.push(Head(k, r, i));
+}
+
+impl RunsMerge {
+    fn open(paths: &[PathBuf]) -> Result<RunsMerge> {
+        let mut runs = paths
+            .iter()
+            .map(|p| RunFile::open(p))
+            .collect::<Result<Vec<_>>>()?;
+        let mut heap = BinaryHeap::new();
+        for (i, r) in runs.iter_mut().enumerate() {
+            if let Some((k, row)) = r.next_key()? {
+                heap.push(Head(k, row, i));
+            }
         }
+        Ok(RunsMerge { runs, heap })
     }
-    let mut merged = 0u64;
-    while let Some(mut top) = heap.peek_mut() {
+}
+
+impl Keys for RunsMerge {
+    fn next_key(&mut self) -> Result<Option<(u128, u32)>> {
+        let Some(mut top) = self.heap.peek_mut() else {
+            return Ok(None);
+        };
         let Head(key, row, i) = *top;
-        merged += 1;
-        if let Some(o) = out.as_mut() {
-            o.push(key, row)?;
-        }
-        for d in diffs.iter_mut().flatten() {
-            d.member(key, row)?;
-        }
-        // The source's next key takes its place (one sift), or the source is done.
-        match sources[i].next_key()? {
+        // The run's next key takes its place (one sift), or the run is done.
+        match self.runs[i].next_key()? {
             Some((k, r)) => *top = Head(k, r, i),
             None => {
                 std::collections::binary_heap::PeekMut::pop(top);
             }
         }
+        Ok(Some((key, row)))
     }
-    if merged != runs.members {
-        return Err(Error::internal(format!(
-            "the diff found {merged} keys for {} members; nothing was sent: run again",
-            runs.members
-        )));
+}
+
+/// The members found in the previous keys, interleaved with the sorted adds: this run's keys
+/// in order. A comparison a key, where a heap of the two cost a sift.
+struct Interleaved<'a> {
+    present: Present<'a>,
+    adds: RunsMerge,
+    next_present: Option<(u128, u32)>,
+    next_add: Option<(u128, u32)>,
+}
+
+impl<'a> Interleaved<'a> {
+    fn new(mut present: Present<'a>, mut adds: RunsMerge) -> Result<Interleaved<'a>> {
+        Ok(Interleaved {
+            next_present: present.next_key()?,
+            next_add: adds.next_key()?,
+            present,
+            adds,
+        })
     }
-    if let Some(o) = out {
-        o.close()?;
-    }
-    let mut counts = vec![];
-    for (d, t) in diffs.into_iter().zip(targets) {
-        let (c, remove_rows) = match d {
-            Some(mut d) => {
-                d.removes_until(None)?;
-                d.counts.adds = d.add_rows.len() as u64;
-                d.counts.removes = d.remove_rows.len() as u64;
-                extract(&runs.members_file, d.add_rows, &t.adds)?;
-                (d.counts, d.remove_rows)
+}
+
+impl Keys for Interleaved<'_> {
+    fn next_key(&mut self) -> Result<Option<(u128, u32)>> {
+        match (self.next_present, self.next_add) {
+            (Some(p), Some(a)) if a.0 < p.0 => {
+                self.next_add = self.adds.next_key()?;
+                Ok(Some(a))
             }
-            None => early_diff(runs, &t.adds)?,
-        };
-        extract(&t.previous_members, remove_rows, &t.removes)?;
-        counts.push(c);
+            (Some(p), _) => {
+                self.next_present = self.present.next_key()?;
+                Ok(Some(p))
+            }
+            (None, Some(a)) => {
+                self.next_add = self.adds.next_key()?;
+                Ok(Some(a))
+            }
+            (None, None) => Ok(None),
+        }
     }
-    Ok(counts)
 }
 
 /// The counts and removed rows of a target whose adds were found as members arrived: its
