@@ -781,13 +781,13 @@ async fn diff(
         })
         .collect();
     let keys_path = (!options.dry_run).then(|| keys_local.clone());
-    let (diffed, sorted) = tokio::task::spawn_blocking(move || {
+    let (diffed, mut sorted) = tokio::task::spawn_blocking(move || {
         let counts = membership::merge(&sorted, keys_path.as_deref(), &t)?;
         Ok::<_, Error>((counts, sorted))
     })
     .await
     .map_err(|e| Error::internal(format!("the diff stopped: {e}")))??;
-    tracing::debug!("diff: merge done");
+    sorted.release_lookups();
     let members = sorted.members;
     let mut diffed = diffed.into_iter();
     let counts: Vec<membership::DiffCounts> = targets

@@ -4,10 +4,11 @@
 //! the end, by the merge, their rows must be read back from the run's gigabyte members file: on
 //! B1's usual night 43,577 rows spread over all of it, so nearly every page. Found as members
 //! arrive (`Spill::find_adds`), they are written to the adds file from the batch in hand; then,
-//! unless a platform reads the whole membership to send, the run does not read its members file
-//! back, and it is written behind (`membership::WriteBehind`) instead of filling the page cache
-//! with a gigabyte of new pages (on this machine's VM, 1.9-3.3 s of system CPU per gigabyte;
-//! 0.3 s written behind).
+//! where every destination's adds were so found and none reads the whole membership to send,
+//! the run does not read its members file back, and (into a local state store on the same
+//! filesystem, not in a dry run) it is written behind (`membership::WriteBehind`) instead of
+//! filling the page cache with a gigabyte of new pages (on this machine's VM, 1.9-3.3 s of
+//! system CPU per gigabyte; 0.3 s written behind).
 //!
 //! The keys file is sorted and its keys are hashes, evenly spread: an index of where each run
 //! of keys sharing their top bits begins (a bucket per 4 to 8 keys, 4 bytes each, 4 MiB for 5
@@ -21,8 +22,9 @@
 //! mapped would stop the run (SIGBUS), not give a wrong answer.
 //!
 //! The lookups are the diff: the previous keys no member was found at are the removes, and
-//! this run's keys file is the keys found, in the previous file's order, merged with the adds
-//! (the only keys sorted). B1's usual night sorts 43,577 keys instead of 5.2 million.
+//! this run's keys file is the keys found in the largest previous keys file, in its order,
+//! merged with the keys not in it (the only keys sorted). B1's usual night sorts 43,577 keys
+//! instead of 5.2 million.
 
 use super::mapped::MappedIpc;
 use arrow::array::{Array, AsArray, FixedSizeBinaryArray};
@@ -128,7 +130,8 @@ impl KeySet {
         &self.batches[i >> self.batch_shift][offset..offset + 16]
     }
 
-    fn key(&self, i: usize) -> u128 {
+    /// Key `i`, in key order.
+    pub fn key(&self, i: usize) -> u128 {
         u128::from_be_bytes(self.key_bytes(i).try_into().expect("16-byte keys"))
     }
 

@@ -10,12 +10,15 @@
 //! members: whatever the audience's size, memory holds one run of keys, and only the members
 //! that changed are copied.
 //!
-//! A mirror run whose previous keys fit in a quarter of its memory budget diffs as members
-//! arrive instead (`Spill::find_adds`, `keyset`): each member's key is looked up in the
-//! previous keys file; the members not found are written to the adds file there and then, and
-//! are the only keys sorted; the previous keys not found are the removes. The merge then only
-//! interleaves the keys found (in the previous file's order) with the sorted adds, to write
-//! `keys.arrow`, and the members file is not read back.
+//! A mirror run whose previous keys fit in a quarter of its memory budget (20 bytes a key:
+//! the file mapped, and a row number) diffs as members arrive instead (`Spill::find_adds`,
+//! `keyset`): each member's key is looked up in each destination's previous keys file (once
+//! per file); the members not found are written to that destination's adds file there and
+//! then, and the previous keys not found are its removes. Only the keys not in the largest
+//! previous keys file are sorted; the merge interleaves them with the keys found in it (in its
+//! order) to write `keys.arrow`, and diffs by walking only the destinations whose keys were not
+//! looked up. The members file is then not read back unless such a destination, or one sent
+//! the whole membership, needs it.
 //!
 //! Members and keys files are Arrow IPC rather than Parquet: hashes do not compress, so
 //! Parquet's encoding bought nothing, and writing it was about a sixth of an upload run's CPU
@@ -56,7 +59,7 @@ const ROW_COLUMN: &str = "row";
 /// Footer metadata of members files: the rows of each batch, comma-separated.
 const BATCH_ROWS: &str = "activator.batch_rows";
 
-/// Keys gathered before a sorted run is spilled (20 bytes each).
+/// Keys gathered before a sorted run is spilled (32 bytes each in memory, 20 on disk).
 const RUN_KEYS: usize = 2 << 20;
 /// Rows per batch of the files written here.
 const CHUNK_ROWS: usize = 8192;
@@ -266,7 +269,8 @@ fn ipc_reader(path: &Path) -> Result<FileReader<BufReader<File>>> {
     Ok(FileReader::try_new_buffered(file, None)?)
 }
 
-/// Writes the run's members to a local file and gathers their keys into sorted runs.
+/// Writes the run's members to a local file and gathers their keys into sorted runs: all of
+/// them, or where adds are looked up (`find_adds`), those not in the largest previous keys file.
 pub struct Spill {
     dir: tempfile::TempDir,
     /// Targets whose adds are found as members arrive (`find_adds`), and the previous keys
@@ -313,6 +317,7 @@ impl Spill {
     /// still present, in order, with their rows in this run) and the keys not in it, the only
     /// keys sorted and spilled: on a usual night a few percent, not the whole membership.
     pub fn find_adds(&mut self, targets: Vec<(Arc<KeySet>, PathBuf)>) -> Result<()> {
+        assert_eq!(self.rows, 0, "adds are looked up from the first member on");
         for (set, adds) in targets {
             let delta = match self.deltas.iter().position(|d| Arc::ptr_eq(&d.set, &set)) {
                 Some(i) => i,
@@ -328,8 +333,20 @@ impl Spill {
                 writer: MembersWriter::create(&adds, &self.schema)?,
                 delta,
                 adds,
-                rows: vec![],
+                adds_written: 0,
             });
+        }
+        // The largest previous keys file is the one whose keys found are walked for this
+        // run's keys file: the keys not in it are sorted.
+        if let Some(largest) = (0..self.deltas.len()).max_by_key(|&i| self.deltas[i].rows.len()) {
+            self.deltas.swap(0, largest);
+            for early in &mut self.early {
+                early.delta = match early.delta {
+                    0 => largest,
+                    i if i == largest => 0,
+                    i => i,
+                };
+            }
         }
         Ok(())
     }
@@ -370,7 +387,7 @@ impl Spill {
         for early in &mut self.early {
             let new = &absent_by_delta[early.delta];
             if !new.is_empty() {
-                early.rows.extend(new.values().iter().map(|i| first + i));
+                early.adds_written += new.len() as u64;
                 early
                     .writer
                     .write(&arrow::compute::take_record_batch(&keyed, new)?)?;
@@ -422,7 +439,7 @@ impl Spill {
         let mut early_adds = HashMap::new();
         for early in self.early {
             early.writer.finish()?;
-            early_adds.insert(early.adds, (early.delta, early.rows));
+            early_adds.insert(early.adds, (early.delta, early.adds_written));
         }
         Ok(SortedRuns {
             early_adds,
@@ -452,15 +469,15 @@ struct EarlyAdds {
     delta: usize,
     adds: PathBuf,
     writer: MembersWriter,
-    /// The rows written, by their number in the members file.
-    rows: Vec<u32>,
+    adds_written: u64,
 }
 
-/// A run's members file and its sorted key runs.
+/// A run's members file and its sorted key runs (and, where adds were looked up, the previous
+/// keys files and which of their keys this run's members have).
 pub struct SortedRuns {
     /// Adds files written as members arrived, with their previous keys (in `deltas`) and the
-    /// rows' numbers (in order).
-    early_adds: HashMap<PathBuf, (usize, Vec<u32>)>,
+    /// number of adds.
+    early_adds: HashMap<PathBuf, (usize, u64)>,
     deltas: Vec<Delta>,
     /// The keys file is written behind too.
     behind: bool,
@@ -469,6 +486,14 @@ pub struct SortedRuns {
     pub members_file: PathBuf,
     runs: Vec<PathBuf>,
     pub members: u64,
+}
+
+impl SortedRuns {
+    /// Lets go of the previous keys looked up (their mapped files, the rows found): once
+    /// merged, before the files are stored.
+    pub fn release_lookups(&mut self) {
+        self.deltas.clear();
+    }
 }
 
 /// A sorted source of (key, row) pairs.
@@ -693,7 +718,7 @@ pub fn merge(
         Some(delta) => Box::new(Interleaved::new(Present { delta, next: 0 }, sorted)?),
         None => Box::new(sorted),
     };
-    let mut out = keys
+    let out = keys
         .map(|k| KeysWriter::create(k, runs.behind))
         .transpose()?;
     // Targets whose adds were found as members arrived are diffed already: their removes are
@@ -714,43 +739,16 @@ pub fn merge(
             counts: DiffCounts::default(),
         }));
     }
-    let early = |t: &DiffTarget| -> Result<DiffCounts> {
-        let (counts, remove_rows) = early_diff(runs, &t.adds)?;
-        extract(&t.previous_members, remove_rows, &t.removes)?;
-        Ok(counts)
-    };
     std::thread::scope(|scope| {
-        let early_counts = scope.spawn(|| {
-            targets
-                .iter()
-                .filter(|t| runs.early_adds.contains_key(&t.adds))
-                .map(early)
-                .collect::<Result<Vec<DiffCounts>>>()
-        });
-        let mut merged = 0u64;
-        while let Some((key, row)) = source.next_key()? {
-            merged += 1;
-            if let Some(o) = out.as_mut() {
-                o.push(key, row)?;
-            }
-            for d in diffs.iter_mut().flatten() {
-                d.member(key, row)?;
-            }
-        }
-        if merged != runs.members {
-            return Err(Error::internal(format!(
-                "the diff found {merged} keys for {} members; nothing was sent: run again",
-                runs.members
-            )));
-        }
-        if let Some(o) = out {
-            o.close()?;
-        }
-        let merged_in = started.elapsed();
-        let mut early_counts = early_counts
+        let early = scope.spawn(|| early_diffs(runs, targets));
+        let merged = merge_keys(runs, source.as_mut(), out, &mut diffs);
+        let early = early
             .join()
-            .map_err(|_| Error::internal("the diff's removes stopped"))??
-            .into_iter();
+            .map_err(|_| Error::internal("the diff's removes stopped"));
+        // The merge's error first: the removes' may only follow from it.
+        let merged = merged?;
+        let mut early_counts = early??.into_iter();
+        let merged_in = started.elapsed();
         let mut counts = vec![];
         for (d, t) in diffs.into_iter().zip(targets) {
             counts.push(match d {
@@ -773,6 +771,70 @@ pub fn merge(
         );
         Ok(counts)
     })
+}
+
+/// Writes this run's keys, in order, to `out`, and diffs them against each target's previous
+/// keys in `diffs`; returns how many there were, which must be the run's members, each key
+/// above the one before.
+fn merge_keys(
+    runs: &SortedRuns,
+    source: &mut dyn Keys,
+    mut out: Option<KeysWriter>,
+    diffs: &mut [Option<Diff>],
+) -> Result<u64> {
+    let mut merged = 0u64;
+    let mut last = None;
+    while let Some((key, row)) = source.next_key()? {
+        if last.is_some_and(|l| l >= key) {
+            return Err(Error::internal(format!(
+                "the diff met key {key:032x} out of order or twice; nothing was sent: report this"
+            )));
+        }
+        last = Some(key);
+        merged += 1;
+        if let Some(o) = out.as_mut() {
+            o.push(key, row)?;
+        }
+        for d in diffs.iter_mut().flatten() {
+            d.member(key, row)?;
+        }
+    }
+    if merged != runs.members {
+        return Err(Error::internal(format!(
+            "the diff found {merged} keys for {} members; nothing was sent: report this",
+            runs.members
+        )));
+    }
+    if let Some(o) = out {
+        o.close()?;
+    }
+    Ok(merged)
+}
+
+/// The counts of the targets whose adds were found as members arrived, in order, with their
+/// removes taken into their files: once per previous keys file, copied for the targets that
+/// share it.
+fn early_diffs(runs: &SortedRuns, targets: &[DiffTarget]) -> Result<Vec<DiffCounts>> {
+    let mut done: HashMap<usize, (DiffCounts, &Path)> = HashMap::new();
+    let mut counts = vec![];
+    for t in targets {
+        let Some(&(delta, _)) = runs.early_adds.get(&t.adds) else {
+            continue;
+        };
+        match done.get(&delta) {
+            Some((c, removes)) => {
+                std::fs::copy(removes, &t.removes).map_err(io_error)?;
+                counts.push(*c);
+            }
+            None => {
+                let (c, remove_rows) = early_diff(runs, &t.adds)?;
+                extract(&t.previous_members, remove_rows, &t.removes)?;
+                done.insert(delta, (c, &t.removes));
+                counts.push(c);
+            }
+        }
+    }
+    Ok(counts)
 }
 
 /// The sorted key runs, merged.
@@ -874,20 +936,20 @@ impl Keys for Interleaved<'_> {
 /// The counts and removed rows of a target whose adds were found as members arrived: its
 /// previous keys that no member has.
 fn early_diff(runs: &SortedRuns, adds: &Path) -> Result<(DiffCounts, Vec<u32>)> {
-    let (delta, add_rows) = &runs.early_adds[adds];
-    let delta = &runs.deltas[*delta];
+    let (delta, adds) = runs.early_adds[adds];
+    let delta = &runs.deltas[delta];
     let remove_rows: Vec<u32> = (0..delta.rows.len())
         .filter(|&i| delta.rows[i] == GONE)
         .map(|i| delta.set.entry(i).1)
         .collect();
     let counts = DiffCounts {
         previous: delta.rows.len() as u64,
-        adds: add_rows.len() as u64,
+        adds,
         removes: remove_rows.len() as u64,
     };
     if counts.previous - counts.removes + counts.adds != runs.members {
         return Err(Error::internal(format!(
-            "the diff found {} members kept and {} added of {}; nothing was sent: run again",
+            "the diff found {} members kept and {} added of {}; nothing was sent: report this",
             counts.previous - counts.removes,
             counts.adds,
             runs.members
@@ -908,7 +970,7 @@ impl Keys for Present<'_> {
             let i = self.next;
             self.next += 1;
             if row != GONE {
-                return Ok(Some((self.delta.set.entry(i).0, row)));
+                return Ok(Some((self.delta.set.key(i), row)));
             }
         }
         Ok(None)
@@ -1112,6 +1174,24 @@ mod tests {
         spill.finish().unwrap()
     }
 
+    /// A spill that looks up the adds of each `(previous keys file, adds file)`.
+    fn finding_adds(targets: &[(&Path, PathBuf)]) -> Spill {
+        let (b, _) = members(&[]);
+        let mut spill =
+            Spill::new(&b.schema(), &["email_sha256".to_string()], Encoding::Hex).unwrap();
+        let mut sets: Vec<(PathBuf, Arc<KeySet>)> = vec![];
+        let mut found = vec![];
+        for (keys, adds) in targets {
+            if !sets.iter().any(|(p, _)| p == keys) {
+                sets.push((keys.to_path_buf(), Arc::new(KeySet::open(keys).unwrap())));
+            }
+            let set = &sets.iter().find(|(p, _)| p == keys).unwrap().1;
+            found.push((set.clone(), adds.clone()));
+        }
+        spill.find_adds(found).unwrap();
+        spill
+    }
+
     fn keep(runs: &SortedRuns, dir: &Path, name: &str) -> PathBuf {
         let p = dir.join(format!("{name}.members.arrow"));
         std::fs::copy(&runs.members_file, &p).unwrap();
@@ -1146,13 +1226,8 @@ mod tests {
         let d = dir.path();
         let (first, k1) = first_sync(d);
         let m1 = keep(&first, d, "m1");
-        let (b, _) = members(&[]);
         let adds = d.join("a2.arrow");
-        let mut spill =
-            Spill::new(&b.schema(), &["email_sha256".to_string()], Encoding::Hex).unwrap();
-        spill
-            .find_adds(vec![(Arc::new(KeySet::open(&k1).unwrap()), adds.clone())])
-            .unwrap();
+        let mut spill = finding_adds(&[(&k1, adds.clone())]);
         spill.write_behind();
         // 1 and 9 leave, 2 and 10 join.
         for c in [&[10u128, 3][..], &[5, 2, 7]] {
@@ -1182,17 +1257,9 @@ mod tests {
         let d = dir.path();
         let (first, k1) = first_sync(d);
         let m1 = keep(&first, d, "m1");
-        let (b, _) = members(&[]);
-        let mut spill =
-            Spill::new(&b.schema(), &["email_sha256".to_string()], Encoding::Hex).unwrap();
-        let set = Arc::new(KeySet::open(&k1).unwrap());
         // Two destinations last synced by the same run share its keys, looked up once.
-        spill
-            .find_adds(vec![
-                (set.clone(), d.join("a.adds.arrow")),
-                (set, d.join("b.adds.arrow")),
-            ])
-            .unwrap();
+        let mut spill =
+            finding_adds(&[(&k1, d.join("a.adds.arrow")), (&k1, d.join("b.adds.arrow"))]);
         let (b, k) = members(&[10, 3, 5, 2, 7]);
         spill.push(&b, &k).unwrap();
         let second = spill.finish().unwrap();
@@ -1222,6 +1289,49 @@ mod tests {
     }
 
     #[test]
+    fn targets_last_synced_by_different_runs_each_get_their_own_adds_and_removes() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // A was last synced with 5, 1, 9, 3, 7; B, with 2, 3, 4 (the larger file, walked
+        // for the keys is A's).
+        let (first, ka) = first_sync(d);
+        let ma = keep(&first, d, "ma");
+        let other = sorted_runs(&[&[2, 3, 4]]);
+        let kb = d.join("kb.arrow");
+        merge(&other, Some(&kb), &[]).unwrap();
+        let mb = keep(&other, d, "mb");
+        let target = |name: &str, keys: &Path, members: &Path| DiffTarget {
+            previous_members: members.to_path_buf(),
+            previous_keys: keys.to_path_buf(),
+            adds: d.join(format!("{name}.adds.arrow")),
+            removes: d.join(format!("{name}.removes.arrow")),
+        };
+        let targets = [target("a", &ka, &ma), target("b", &kb, &mb)];
+        let mut spill = finding_adds(&[
+            (&kb, targets[1].adds.clone()),
+            (&ka, targets[0].adds.clone()),
+        ]);
+        let (b, k) = members(&[10, 3, 5, 2, 7]);
+        spill.push(&b, &k).unwrap();
+        let second = spill.finish().unwrap();
+        let k2 = d.join("k2.arrow");
+        let counts = merge(&second, Some(&k2), &targets).unwrap();
+        assert_eq!(keys_of(&k2), [2, 3, 5, 7, 10]);
+        assert_eq!(
+            (counts[0].previous, counts[0].adds, counts[0].removes),
+            (5, 2, 2)
+        );
+        assert_eq!(values_of(&targets[0].adds), ["h10", "h2"]);
+        assert_eq!(values_of(&targets[0].removes), ["h1", "h9"]);
+        assert_eq!(
+            (counts[1].previous, counts[1].adds, counts[1].removes),
+            (3, 3, 1)
+        );
+        assert_eq!(values_of(&targets[1].adds), ["h10", "h5", "h7"]);
+        assert_eq!(values_of(&targets[1].removes), ["h4"]);
+    }
+
+    #[test]
     fn only_the_keys_not_in_the_previous_file_are_sorted_and_the_keys_file_holds_all() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
@@ -1232,13 +1342,8 @@ mod tests {
         merge(&first, Some(&k1), &[]).unwrap();
         let m1 = keep(&first, d, "m1");
         // The second: every number below 1500, in batches, the adds spilled in several runs.
-        let (b, _) = members(&[]);
-        let mut spill =
-            Spill::new(&b.schema(), &["email_sha256".to_string()], Encoding::Hex).unwrap();
         let adds = d.join("a.adds.arrow");
-        spill
-            .find_adds(vec![(Arc::new(KeySet::open(&k1).unwrap()), adds.clone())])
-            .unwrap();
+        let mut spill = finding_adds(&[(&k1, adds.clone())]);
         let all: Vec<u128> = (0..1500).rev().collect();
         for chunk in all.chunks(400) {
             let (b, k) = members(chunk);
