@@ -716,6 +716,15 @@ impl DiffPlan {
         let mut paths: Vec<PathBuf> = wanted.iter().map(|t| t.previous_keys.clone()).collect();
         paths.sort();
         paths.dedup();
+        // A keys file takes 20 bytes a key (and its footer): files too large for the budget
+        // below are not opened at all.
+        let file_bytes: u64 = paths
+            .iter()
+            .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+            .sum();
+        if file_bytes > budget / 4 {
+            paths.clear();
+        }
         // Opening maps and reads the whole file: not on the runtime's threads.
         let opened: HashMap<PathBuf, Arc<KeySet>> = tokio::task::spawn_blocking(move || {
             paths

@@ -1292,8 +1292,8 @@ mod tests {
     fn targets_last_synced_by_different_runs_each_get_their_own_adds_and_removes() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        // A was last synced with 5, 1, 9, 3, 7; B, with 2, 3, 4 (the larger file, walked
-        // for the keys is A's).
+        // A was last synced with 5, 1, 9, 3, 7; B, with 2, 3, 4. A's keys file, the larger,
+        // is the one walked for the keys.
         let (first, ka) = first_sync(d);
         let ma = keep(&first, d, "ma");
         let other = sorted_runs(&[&[2, 3, 4]]);
