@@ -716,8 +716,8 @@ impl DiffPlan {
         let mut paths: Vec<PathBuf> = wanted.iter().map(|t| t.previous_keys.clone()).collect();
         paths.sort();
         paths.dedup();
-        // A keys file takes 20 bytes a key (and its footer): files too large for the budget
-        // below are not opened at all.
+        // A keys file takes 20 bytes a key (and its footer), as much as looking it up takes:
+        // 16 mapped, and 4 to note the key's row in this run (`Spill::find_adds`).
         let file_bytes: u64 = paths
             .iter()
             .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
@@ -734,14 +734,10 @@ impl DiffPlan {
         })
         .await
         .map_err(|e| Error::internal(format!("opening the previous keys stopped: {e}")))?;
-        let mut found: Vec<(Arc<KeySet>, PathBuf)> = wanted
+        let found: Vec<(Arc<KeySet>, PathBuf)> = wanted
             .iter()
             .filter_map(|t| Some((opened.get(&t.previous_keys)?.clone(), t.adds.clone())))
             .collect();
-        // 16 bytes a key mapped, and 4 to note its row in this run (`Spill::find_adds`).
-        if opened.values().map(|k| k.bytes() / 16 * 20).sum::<u64>() > budget / 4 {
-            found.clear();
-        }
         let none_read_back = found.len() == wanted.len()
             && platforms.iter().zip(&self.targets).all(|(d, t)| {
                 t.is_some()

@@ -109,11 +109,6 @@ impl KeySet {
         Some(set)
     }
 
-    /// The bytes its keys take.
-    pub fn bytes(&self) -> u64 {
-        self.batches.iter().map(|b| b.len() as u64).sum()
-    }
-
     /// The number of keys.
     pub fn keys(&self) -> usize {
         self.rows.iter().map(|r| r.len()).sum()
@@ -136,11 +131,13 @@ impl KeySet {
     }
 
     /// Whether `key` is in the file.
+    #[cfg(test)]
     pub fn contains(&self, key: u128) -> bool {
         let bucket = (key >> self.shift) as usize;
         self.in_range(key, self.starts[bucket], self.starts[bucket + 1])
     }
 
+    #[cfg(test)]
     fn in_range(&self, key: u128, start: u32, end: u32) -> bool {
         self.position(key, start, end).is_some()
     }
@@ -162,6 +159,7 @@ impl KeySet {
     }
 
     /// Pushes onto `absent` the index in `keys` of each key not in the file.
+    #[cfg(test)]
     pub fn absent(&self, keys: &[u128], absent: &mut Vec<u32>) {
         self.grouped(keys, |j, position| {
             if position.is_none() {

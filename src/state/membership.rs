@@ -313,11 +313,13 @@ impl Spill {
     /// the previous keys lack are written to the adds file (`keyset`), and the previous keys
     /// that no member has are the removes. Call before any `push`.
     ///
-    /// The keys file of this run is then made from the first previous keys file (its keys
+    /// The keys file of this run is then made from the largest previous keys file (its keys
     /// still present, in order, with their rows in this run) and the keys not in it, the only
     /// keys sorted and spilled: on a usual night a few percent, not the whole membership.
-    pub fn find_adds(&mut self, targets: Vec<(Arc<KeySet>, PathBuf)>) -> Result<()> {
+    pub fn find_adds(&mut self, mut targets: Vec<(Arc<KeySet>, PathBuf)>) -> Result<()> {
         assert_eq!(self.rows, 0, "adds are looked up from the first member on");
+        // The largest keys file first: `deltas[0]` is the one walked for this run's keys.
+        targets.sort_by_key(|(set, _)| std::cmp::Reverse(set.keys()));
         for (set, adds) in targets {
             let delta = match self.deltas.iter().position(|d| Arc::ptr_eq(&d.set, &set)) {
                 Some(i) => i,
@@ -335,18 +337,6 @@ impl Spill {
                 adds,
                 adds_written: 0,
             });
-        }
-        // The largest previous keys file is the one whose keys found are walked for this
-        // run's keys file: the keys not in it are sorted.
-        if let Some(largest) = (0..self.deltas.len()).max_by_key(|&i| self.deltas[i].rows.len()) {
-            self.deltas.swap(0, largest);
-            for early in &mut self.early {
-                early.delta = match early.delta {
-                    0 => largest,
-                    i if i == largest => 0,
-                    i => i,
-                };
-            }
         }
         Ok(())
     }
@@ -394,7 +384,7 @@ impl Spill {
             }
         }
         self.members.write(&keyed)?;
-        // The keys to sort: all, or those the first previous keys file lacks.
+        // The keys to sort: all, or those the largest previous keys file lacks.
         match absent_by_delta.first() {
             None => self
                 .keys
@@ -702,7 +692,7 @@ impl Diff {
     }
 }
 
-/// Merges the key runs (and the members still in the first previous keys file adds were
+/// Merges the key runs (and the members still in the largest previous keys file adds were
 /// looked up in) into `keys` (the sorted keys of the new membership), and diffs them against
 /// each target's previous keys where its adds were not found as members arrived; then copies
 /// the rows removed (and those added, where not found so) into each target's files. Blocking:
@@ -786,9 +776,9 @@ fn merge_keys(
     let mut last = None;
     while let Some((key, row)) = source.next_key()? {
         if last.is_some_and(|l| l >= key) {
-            return Err(Error::internal(format!(
-                "the diff met key {key:032x} out of order or twice; nothing was sent: report this"
-            )));
+            return Err(Error::internal(
+                "the diff met a key out of order or twice; nothing was sent: report this",
+            ));
         }
         last = Some(key);
         merged += 1;
@@ -976,6 +966,7 @@ impl Keys for Present<'_> {
         Ok(None)
     }
 }
+
 /// Copies the rows numbered `rows` of the members file `src` into the members file `out`, in
 /// file order.
 fn extract(src: &Path, mut rows: Vec<u32>, out: &Path) -> Result<()> {

@@ -484,6 +484,19 @@ mod tests {
         }
     }
 
+    #[test]
+    fn files_are_moved_into_a_local_store_on_the_same_filesystem_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let local =
+            StateStore::open(&Url::from_directory_path(dir.path()).unwrap(), "job", true).unwrap();
+        // The job's folder need not exist yet: its nearest existing parent decides.
+        assert!(local.moves_from(dir.path()));
+        assert!(!local.moves_from(std::path::Path::new("/proc")));
+        let s3 =
+            StateStore::open(&Url::parse("s3://bucket/state/").unwrap(), "job", false).unwrap();
+        assert!(!s3.moves_from(dir.path()));
+    }
+
     #[tokio::test]
     async fn of_two_runs_committing_the_same_generation_the_second_fails() {
         let dir = tempfile::tempdir().unwrap();
