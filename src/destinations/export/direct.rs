@@ -5,8 +5,8 @@
 //! machine a page the host has taken back costs far more than the copy: B1's 988 MB export
 //! spent 1.0 to 2.6 s of system CPU in that copy (perf: `copy_folio_from_iter_atomic`, 23% of
 //! the run's samples), more than its whole SHA-256 work. With direct I/O the bytes go to the
-//! disk from one reused, aligned buffer (`dd` here: 1 GB in 0.65 s, 0.08 s of CPU); B1's
-//! export run went from 5.4-6.1 s to 4.2-4.5 s. A filesystem without direct I/O (tmpfs before
+//! disk from the aligned buffer the encoder wrote them into (`AlignedBuf`; `dd` here: 1 GB in
+//! 0.65 s, 0.08 s of CPU); B1's export run went from 5.4-6.1 s to 4.2-4.5 s. A filesystem without direct I/O (tmpfs before
 //! Linux 6.6), or whose blocks are larger than 4 KiB, is written through the cache.
 //!
 //! The price: the run waits for the disk, where the cache would have let the kernel write
@@ -17,9 +17,11 @@
 //! On a disk of EBS's baseline 125 MB/s a gigabyte would take 8 s either way.
 //!
 //! As object_store's local files are, an export file is written under `{name}#{digits}` (which
-//! listings skip; the digits are the process id and a count, so no two writers share one), renamed to its name when complete, and removed when given up or dropped, so
-//! no partial file appears under the final name. Each write runs on a blocking thread while the encoder goes on with the next row
-//! group, one at a time, so the bytes stay in order.
+//! listings skip; the digits are the process id and a count, so no two writers share one),
+//! renamed to its name when complete, and removed when given up or dropped, so no partial file
+//! appears under the final name. Each write runs on a blocking thread while the encoder fills
+//! the other of two buffers with the next row group, one write at a time, so the bytes stay in
+//! order.
 
 use crate::error::{Error, Result};
 use bytes::Bytes;
@@ -32,9 +34,102 @@ use tokio::task::JoinHandle;
 
 /// Direct I/O wants buffers, offsets and lengths aligned to the device's logical block: 4 KiB
 /// covers the usual 512-byte and 4 KiB ones.
-const ALIGN: usize = 4096;
-/// Bytes written per call.
-const CHUNK: usize = 8 << 20;
+pub const ALIGN: usize = 4096;
+
+/// A growable byte buffer whose bytes start at an `ALIGN`ed address, so a direct write can take
+/// them where the encoder put them. The encoder writes into it (`io::Write`), a file writes its
+/// aligned part out and the buffer comes back to be filled again: the bytes are copied once, into
+/// pages already faulted in (a new buffer a row group cost 1% of B1's CPU in page faults, and
+/// copying it into the direct writer's own buffer 1.6% more).
+pub struct AlignedBuf {
+    /// `capacity + ALIGN` bytes, zeroed once when made, of which those from `start` are aligned.
+    bytes: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl AlignedBuf {
+    pub fn with_capacity(capacity: usize) -> AlignedBuf {
+        let bytes = vec![0u8; capacity + ALIGN];
+        let start = bytes.as_ptr().align_offset(ALIGN);
+        // `align_offset` may in principle decline (usize::MAX); then the buffer is unaligned and
+        // a direct write of it is refused and goes through the cache (`DirectWriter::write`).
+        let start = if start < ALIGN { start } else { 0 };
+        AlignedBuf {
+            bytes,
+            start,
+            len: 0,
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.bytes.len() - self.start
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        &self.bytes[self.start..self.start + self.len]
+    }
+
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// The bytes, without a copy.
+    pub fn into_bytes(self) -> Bytes {
+        Bytes::from(self.bytes).slice(self.start..self.start + self.len)
+    }
+
+    fn extend_from_slice(&mut self, data: &[u8]) {
+        if self.len + data.len() > self.capacity() {
+            let mut larger = AlignedBuf::with_capacity((self.len + data.len()).max(2 * self.len));
+            larger.extend_from_slice(self.as_slice());
+            *self = larger;
+        }
+        let at = self.start + self.len;
+        self.bytes[at..at + data.len()].copy_from_slice(data);
+        self.len += data.len();
+    }
+
+    /// Leaves the whole blocks and returns a buffer holding the bytes past them (fewer than
+    /// `ALIGN`), taken from `spare` if it is large enough: the next bytes follow them.
+    fn split_tail(&mut self, spare: Option<AlignedBuf>, capacity: usize) -> AlignedBuf {
+        let mut next = match spare {
+            Some(mut spare) if spare.capacity() >= capacity => {
+                spare.clear();
+                spare
+            }
+            _ => AlignedBuf::with_capacity(capacity),
+        };
+        let whole = self.len / ALIGN * ALIGN;
+        next.extend_from_slice(&self.as_slice()[whole..]);
+        self.len = whole;
+        next
+    }
+}
+
+impl io::Write for AlignedBuf {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        self.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
 
 /// A local file being written, visible under its name once `commit`ted.
 pub struct DirectFile {
@@ -42,7 +137,9 @@ pub struct DirectFile {
     target: PathBuf,
     /// The file between writes; `None` while one is in flight (`writing`).
     idle: Option<DirectWriter>,
-    writing: Option<JoinHandle<io::Result<DirectWriter>>>,
+    /// The buffer last written, to be filled again.
+    spare: Option<AlignedBuf>,
+    writing: Option<JoinHandle<io::Result<(DirectWriter, AlignedBuf)>>>,
     ended: bool,
 }
 
@@ -54,28 +151,33 @@ impl DirectFile {
             staging,
             target,
             idle: Some(DirectWriter::new(file)),
+            spare: None,
             writing: None,
             ended: false,
         })
     }
 
-    /// Appends `data`; returns once the previous write is done and this one is handed to a
-    /// blocking thread.
-    pub async fn put(&mut self, data: Bytes) -> Result<()> {
-        let mut writing = self.ready().await?;
+    /// Appends `buffer`'s whole blocks, and leaves in it (emptied, or exchanged for the buffer
+    /// written before, of at least `capacity` bytes) the bytes past them, for the next bytes to
+    /// follow. Returns once the previous write is done and this one is handed to a blocking
+    /// thread.
+    pub async fn put(&mut self, buffer: &mut AlignedBuf, capacity: usize) -> Result<()> {
+        let mut writer = self.ready().await?;
+        let next = buffer.split_tail(self.spare.take(), capacity);
+        let full = std::mem::replace(buffer, next);
         self.writing = Some(tokio::task::spawn_blocking(move || {
-            writing.push(&data)?;
-            Ok(writing)
+            writer.write(full.as_slice())?;
+            Ok((writer, full))
         }));
         Ok(())
     }
 
-    /// Writes what is left and gives the file its name.
-    pub async fn commit(mut self) -> Result<()> {
-        let writing = self.ready().await?;
+    /// Writes `last` (any length) and gives the file its name.
+    pub async fn commit(mut self, last: AlignedBuf) -> Result<()> {
+        let writer = self.ready().await?;
         let (staging, target) = (self.staging.clone(), self.target.clone());
         tokio::task::spawn_blocking(move || {
-            writing.finish()?;
+            writer.finish(last.as_slice())?;
             std::fs::rename(&staging, &target)
         })
         .await
@@ -96,13 +198,16 @@ impl DirectFile {
         }
     }
 
-    /// The file once no write is in flight, or the error the last write met.
+    /// The file once no write is in flight (keeping the buffer written as the spare), or the
+    /// error the last write met.
     async fn ready(&mut self) -> Result<DirectWriter> {
         if let Some(writing) = self.writing.take() {
-            return writing
+            let (writer, written) = writing
                 .await
                 .map_err(|e| Error::internal(format!("an export writer stopped: {e}")))?
-                .map_err(|e| failed(&self.target, e));
+                .map_err(|e| failed(&self.target, e))?;
+            self.spare = Some(written);
+            return Ok(writer);
         }
         self.idle
             .take()
@@ -172,17 +277,10 @@ fn set_direct(file: &File, on: bool) -> io::Result<()> {
     Ok(())
 }
 
-/// A file written with direct I/O where its filesystem allows: bytes gather in an aligned
-/// buffer and go out a `chunk` at a time; `finish` writes the tail.
+/// A file written with direct I/O where its filesystem allows, from the caller's buffers.
 struct DirectWriter {
     file: File,
     direct: bool,
-    /// `chunk + ALIGN` bytes, of which the `chunk` from `start` are aligned; sized by the first
-    /// piece (up to `CHUNK`), so a small file does not take 8 MiB.
-    buffer: Vec<u8>,
-    chunk: usize,
-    start: usize,
-    filled: usize,
     offset: u64,
 }
 
@@ -192,62 +290,16 @@ impl DirectWriter {
         DirectWriter {
             file,
             direct,
-            buffer: vec![],
-            chunk: 0,
-            start: 0,
-            filled: 0,
             offset: 0,
         }
     }
 
-    /// The buffer for pieces of about `len` bytes, made at the first piece and again, larger,
-    /// whenever it is empty and a larger piece comes (a small CSV batch first).
-    fn make_buffer(&mut self, len: usize) {
-        self.chunk = len.next_multiple_of(ALIGN).clamp(ALIGN, CHUNK);
-        self.buffer = vec![0u8; self.chunk + ALIGN];
-        let address = self.buffer.as_ptr() as usize;
-        self.start = (ALIGN - address % ALIGN) % ALIGN;
-    }
-
-    fn push(&mut self, mut data: &[u8]) -> io::Result<()> {
-        if self.filled == 0 && self.chunk < CHUNK && data.len() > self.chunk {
-            self.make_buffer(data.len());
-        }
-        while !data.is_empty() {
-            let n = (self.chunk - self.filled).min(data.len());
-            let at = self.start + self.filled;
-            self.buffer[at..at + n].copy_from_slice(&data[..n]);
-            self.filled += n;
-            data = &data[n..];
-            if self.filled == self.chunk {
-                self.write_out(self.chunk)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Writes the aligned part of what is buffered directly, then the tail through the cache.
-    fn finish(mut self) -> io::Result<()> {
-        let aligned = self.filled / ALIGN * ALIGN;
-        if aligned > 0 {
-            self.write_out(aligned)?;
-        }
-        if self.filled > 0 {
-            if self.direct {
-                set_direct(&self.file, false)?;
-                self.direct = false;
-            }
-            self.write_out(self.filled)?;
-        }
-        Ok(())
-    }
-
-    /// Writes the first `len` buffered bytes at the file's end and moves the rest up.
-    fn write_out(&mut self, len: usize) -> io::Result<()> {
-        let bytes = &self.buffer[self.start..self.start + len];
+    /// Writes `bytes` at the file's end. Direct I/O takes them where they are if their address
+    /// and length are block-aligned (an `AlignedBuf`'s whole blocks are); a write it refuses
+    /// (a device whose blocks are larger than ALIGN, a misaligned buffer) goes again, and so
+    /// does every later one, through the cache.
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         match self.file.write_all_at(bytes, self.offset) {
-            // A device whose blocks are larger than ALIGN (or a partial write that left the
-            // offset unaligned): the whole range again, through the cache.
             Err(e) if self.direct && e.raw_os_error() == Some(libc::EINVAL) => {
                 set_direct(&self.file, false)?;
                 self.direct = false;
@@ -255,10 +307,23 @@ impl DirectWriter {
             }
             other => other?,
         }
-        self.offset += len as u64;
-        let rest = self.start + len..self.start + self.filled;
-        self.buffer.copy_within(rest, self.start);
-        self.filled -= len;
+        self.offset += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Writes the last bytes: their whole blocks directly, the tail through the cache.
+    fn finish(mut self, bytes: &[u8]) -> io::Result<()> {
+        let (blocks, tail) = bytes.split_at(bytes.len() / ALIGN * ALIGN);
+        if !blocks.is_empty() {
+            self.write(blocks)?;
+        }
+        if !tail.is_empty() {
+            if self.direct {
+                set_direct(&self.file, false)?;
+                self.direct = false;
+            }
+            self.write(tail)?;
+        }
         Ok(())
     }
 }
@@ -274,26 +339,58 @@ mod tests {
             .collect()
     }
 
+    /// A buffer holding `data`.
+    fn filled(data: &[u8]) -> AlignedBuf {
+        let mut buffer = AlignedBuf::with_capacity(0);
+        buffer.extend_from_slice(data);
+        buffer
+    }
+
     #[tokio::test]
     async fn a_committed_file_holds_every_byte_in_order_whatever_the_piece_sizes() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("out/file.parquet");
         let mut file = DirectFile::create(target.clone()).unwrap();
         let mut expected = vec![];
-        // Pieces across and within chunk and block bounds, and an unaligned tail.
-        for (i, len) in [1, 4095, 4097, CHUNK - 3, CHUNK + 5, 3 * CHUNK, 10_000, 7]
+        let mut buffer = AlignedBuf::with_capacity(0);
+        // Pieces across and within block bounds, buffers recycled smaller and larger than
+        // wanted, and an unaligned tail.
+        let big = 3 << 20;
+        for (i, len) in [1, 4095, 4097, big - 3, big + 5, 3 * big, 10_000, 7]
             .into_iter()
             .enumerate()
         {
             let piece = pattern(len, i as u8);
             expected.extend_from_slice(&piece);
-            file.put(Bytes::from(piece)).await.unwrap();
+            io::Write::write_all(&mut buffer, &piece).unwrap();
+            file.put(&mut buffer, 2 * len).await.unwrap();
+            assert!(
+                buffer.len() < ALIGN,
+                "only the bytes past whole blocks stay"
+            );
         }
         assert!(!target.exists(), "nothing under the name before commit");
-        file.commit().await.unwrap();
+        io::Write::write_all(&mut buffer, b"footer").unwrap();
+        expected.extend_from_slice(b"footer");
+        file.commit(buffer).await.unwrap();
         assert!(std::fs::read(&target).unwrap() == expected);
         let names: Vec<_> = std::fs::read_dir(dir.path().join("out")).unwrap().collect();
         assert_eq!(names.len(), 1, "no staging file left: {names:?}");
+    }
+
+    #[test]
+    fn a_buffer_keeps_its_bytes_aligned_as_it_grows() {
+        let mut buffer = AlignedBuf::with_capacity(10);
+        let data = pattern(3 * ALIGN + 17, 9);
+        for piece in data.chunks(1000) {
+            io::Write::write_all(&mut buffer, piece).unwrap();
+            assert_eq!(buffer.as_slice().as_ptr() as usize % ALIGN, 0);
+        }
+        assert!(buffer.as_slice() == data);
+        let next = buffer.split_tail(None, 100);
+        assert_eq!(buffer.len(), 3 * ALIGN);
+        assert!(next.as_slice() == &data[3 * ALIGN..]);
+        assert!(buffer.into_bytes() == data[..3 * ALIGN]);
     }
 
     #[tokio::test]
@@ -301,13 +398,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("file.csv");
         let mut aborted = DirectFile::create(target.clone()).unwrap();
-        aborted
-            .put(Bytes::from(pattern(CHUNK + 1, 1)))
-            .await
-            .unwrap();
+        let mut buffer = filled(&pattern(2 * ALIGN + 1, 1));
+        aborted.put(&mut buffer, 0).await.unwrap();
         aborted.abort().await.unwrap();
         let mut dropped = DirectFile::create(target.clone()).unwrap();
-        dropped.put(Bytes::from(pattern(10, 2))).await.unwrap();
+        dropped.put(&mut filled(&pattern(10, 2)), 0).await.unwrap();
         drop(dropped);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
@@ -319,22 +414,22 @@ mod tests {
         let mut writer = DirectWriter::new(File::create(&path).unwrap());
         let had_direct_io = writer.direct;
         let bytes = pattern(6 * ALIGN + 10, 5);
-        // A buffer one byte off its alignment, as a device of larger blocks would find it.
-        writer.make_buffer(4 * ALIGN);
-        writer.start += 1;
-        let (first, second) = bytes.split_at(3 * ALIGN + 10);
-        writer.push(first).unwrap();
-        writer.push(second).unwrap();
+        // Bytes one byte off their alignment, as a device of larger blocks would find them.
+        let buffer = filled(&[&[0u8][..], &bytes].concat());
+        let (first, second) = buffer.as_slice()[1..].split_at(3 * ALIGN);
+        writer.write(first).unwrap();
         assert!(
             !writer.direct,
             "direct I/O is off after the refusal (or was never on)"
         );
-        writer.finish().unwrap();
+        writer.finish(second).unwrap();
         assert!(std::fs::read(&path).unwrap() == bytes);
         // Where this filesystem has direct I/O, a refusal really happened above.
         if had_direct_io {
             let mut aligned = DirectWriter::new(File::create(&path).unwrap());
-            aligned.push(&bytes).unwrap();
+            aligned
+                .write(&filled(&bytes).as_slice()[..6 * ALIGN])
+                .unwrap();
             assert!(aligned.direct, "an aligned buffer is written directly");
         }
     }

@@ -50,15 +50,14 @@ pub fn parquet_properties(schema: &Schema) -> WriterProperties {
     builder.build()
 }
 
-/// Encodes a batch as CSV or NDJSON into `out` (cleared first). CSV gets a header line only
-/// when `first`.
+/// Encodes a batch as CSV or NDJSON onto the end of `out`. CSV gets a header line only when
+/// `first`.
 pub fn encode_text(
     format: ExportFormat,
     batch: &RecordBatch,
     first: bool,
-    out: &mut Vec<u8>,
+    out: &mut impl std::io::Write,
 ) -> Result<()> {
-    out.clear();
     match format {
         ExportFormat::Csv => {
             let mut w = arrow::csv::WriterBuilder::new()

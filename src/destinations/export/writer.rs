@@ -5,19 +5,18 @@
 //! completion and removed when the writer is dropped. So a failed or killed run leaves no
 //! partial file under the final name.
 //!
-//! Parquet is encoded by the synchronous `ArrowWriter` into a buffer that is handed to the
-//! upload whole at each row group, without a copy (`BufWriter::put`; a local file copies it
-//! into its aligned buffer). parquet's own
+//! Parquet is encoded by the synchronous `ArrowWriter` into a buffer that is handed over whole
+//! at each row group, without a copy: to the upload (`BufWriter::put`), or to a local file's
+//! direct write, which gives it back to be filled again (`AlignedBuf`). parquet's own
 //! `AsyncArrowWriter` regrows its buffer from nothing for every row group and copies it into
 //! the upload: a tenth of an export's CPU went to those copies and their page faults.
 
 use super::config::ExportFormat;
-use super::direct::DirectFile;
+use super::direct::{AlignedBuf, DirectFile};
 use super::encoder;
 use crate::error::Result;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use bytes::Bytes;
 use object_store::ObjectStore;
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
@@ -28,13 +27,13 @@ use tokio::io::AsyncWriteExt;
 
 pub enum FileWriter {
     Parquet {
-        writer: Box<ArrowWriter<Vec<u8>>>,
+        writer: Box<ArrowWriter<AlignedBuf>>,
         out: Output,
     },
     Text {
         out: Output,
         format: ExportFormat,
-        buf: Vec<u8>,
+        buf: AlignedBuf,
         first: bool,
     },
 }
@@ -54,21 +53,33 @@ impl Output {
         })
     }
 
-    async fn put(&mut self, bytes: Bytes) -> Result<()> {
+    /// Hands `buffer`'s bytes over, leaving in it those held back (a local file writes whole
+    /// blocks), for the next bytes to follow. The buffer it is left with has room for
+    /// `capacity` bytes, so the next row group is not copied through a chain of reallocations as
+    /// it grows.
+    async fn put(&mut self, buffer: &mut AlignedBuf, capacity: usize) -> Result<()> {
         match self {
-            Output::Store(out) => out.put(bytes).await?,
-            Output::Local(file) => file.put(bytes).await?,
+            Output::Store(out) => {
+                let full = std::mem::replace(buffer, AlignedBuf::with_capacity(capacity));
+                out.put(full.into_bytes()).await?
+            }
+            Output::Local(file) => file.put(buffer, capacity).await?,
         }
         Ok(())
     }
 
-    async fn commit(self) -> Result<()> {
+    /// Hands the last bytes over and completes the file.
+    async fn commit(self, last: AlignedBuf) -> Result<()> {
         match self {
-            Output::Store(mut out) => out
-                .shutdown()
-                .await
-                .map_err(|e| crate::error::Error::transient(format!("completing export: {e}"))),
-            Output::Local(file) => file.commit().await,
+            Output::Store(mut out) => {
+                if !last.is_empty() {
+                    out.put(last.into_bytes()).await?;
+                }
+                out.shutdown()
+                    .await
+                    .map_err(|e| crate::error::Error::transient(format!("completing export: {e}")))
+            }
+            Output::Local(file) => file.commit(last).await,
         }
     }
 
@@ -94,7 +105,7 @@ impl FileWriter {
         Ok(match format {
             ExportFormat::Parquet => FileWriter::Parquet {
                 writer: Box::new(ArrowWriter::try_new(
-                    Vec::new(),
+                    AlignedBuf::with_capacity(0),
                     schema.clone(),
                     Some(encoder::parquet_properties(&schema)),
                 )?),
@@ -103,7 +114,7 @@ impl FileWriter {
             ExportFormat::Csv | ExportFormat::Ndjson => FileWriter::Text {
                 out,
                 format,
-                buf: Vec::new(),
+                buf: AlignedBuf::with_capacity(0),
                 first: true,
             },
         })
@@ -126,10 +137,10 @@ impl FileWriter {
             } => {
                 encoder::encode_text(*format, batch, *first, buf)?;
                 *first = false;
-                // The encoded bytes go as they are; the next batch is encoded into a new buffer
-                // of the same size.
-                let next = Vec::with_capacity(buf.len());
-                out.put(Bytes::from(std::mem::replace(buf, next))).await?;
+                // The encoded bytes go as they are; the next batch is encoded into a buffer of
+                // about the same size.
+                let capacity = buf.len() + buf.len() / 8;
+                out.put(buf, capacity).await?;
             }
         }
         Ok(())
@@ -146,28 +157,23 @@ impl FileWriter {
     /// Completes the upload: the file appears under its name.
     pub async fn commit(self) -> Result<()> {
         match self {
-            FileWriter::Parquet {
-                mut writer,
-                mut out,
-            } => {
+            FileWriter::Parquet { mut writer, out } => {
                 writer.finish()?;
-                hand_over(&mut writer, &mut out).await?;
-                out.commit().await
+                let last = std::mem::replace(writer.inner_mut(), AlignedBuf::with_capacity(0));
+                out.commit(last).await
             }
-            FileWriter::Text { out, .. } => out.commit().await,
+            FileWriter::Text { out, buf, .. } => out.commit(buf).await,
         }
     }
 }
 
-/// Hands the encoded row groups to the upload. The next row group's buffer gets the room this
-/// one needed up front, so it is not copied through a chain of reallocations as it grows.
-async fn hand_over(writer: &mut ArrowWriter<Vec<u8>>, out: &mut Output) -> Result<()> {
+/// Hands the encoded row groups over; the next row group's buffer gets the room this one
+/// needed.
+async fn hand_over(writer: &mut ArrowWriter<AlignedBuf>, out: &mut Output) -> Result<()> {
     let buffer = writer.inner_mut();
     if buffer.is_empty() {
         return Ok(());
     }
-    let next = Vec::with_capacity(buffer.len() + buffer.len() / 8);
-    let full = std::mem::replace(buffer, next);
-    out.put(Bytes::from(full)).await?;
-    Ok(())
+    let capacity = buffer.len() + buffer.len() / 8;
+    out.put(buffer, capacity).await
 }
