@@ -1,7 +1,7 @@
 //! Bad input: each mistake gives a clear error naming where it is, a non-zero exit code of the
 //! right class, and nothing half-done at the destination.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::path::Path;

@@ -1,6 +1,6 @@
 //! The `validate`, `hash` and `sandbox` commands.
 
-mod common;
+use crate::common;
 
 use common::*;
 

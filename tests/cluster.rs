@@ -3,7 +3,7 @@
 //! through S3 (moto); the cluster's failures stop a run clearly, with nothing delivered.
 #![cfg(feature = "cluster")]
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::path::Path;

@@ -1,10 +1,10 @@
 //! The Google Data Manager connector against the sandbox: the user list ends with exactly the
 //! exported members, requests respect the limits, replace removes who left, faults are retried.
 
-mod common;
+use crate::common;
 
 use activator::sandbox::faults::FaultConfig;
-use common::SandboxFixture as Fixture;
+local_fixture!();
 use common::*;
 use std::collections::BTreeSet;
 

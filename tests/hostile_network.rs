@@ -13,7 +13,7 @@
 //! No assertion message prints a token: outputs and recorded requests are shown with every
 //! secret replaced by `<secret>`.
 
-mod common;
+use crate::common;
 
 use activator::sandbox::SandboxConfig;
 use common::SandboxFixture as Fixture;

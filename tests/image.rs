@@ -8,7 +8,7 @@
 //! them when it may (root with apt-get, as on CI); elsewhere it says SKIPPED, unless CI is set,
 //! where a missing tool is a failure.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::path::Path;

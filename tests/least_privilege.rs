@@ -18,7 +18,7 @@
 //! the runs are meant to make were made. The policy of a job written out literally is
 //! src/stack/policy.rs's `a_job_gets_exactly_its_prefixes`.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::json;

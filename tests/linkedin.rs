@@ -9,7 +9,7 @@
 //! members per second with no throttle, and the share of LinkedIn's documented rate reached
 //! when the sandbox enforces it.
 
-mod common;
+use crate::common;
 
 use activator::batch::BatchLimits;
 use activator::destinations::SyncMode;
@@ -19,7 +19,7 @@ use activator::destinations::settings::AudienceRef;
 use activator::identity::{Encoding, hash::hash_to_string};
 use activator::sandbox::SandboxConfig;
 use activator::sandbox::faults::FaultConfig;
-use common::SandboxFixture as Fixture;
+local_fixture!();
 use common::{create_answer_lost, python, repo, text};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;

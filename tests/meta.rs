@@ -2,11 +2,11 @@
 //! of the same run has, requests stay within Meta's limits, faults are retried, permanent errors
 //! stop the run, and neither the token nor raw e-mails reach the logs.
 
-mod common;
+use crate::common;
 
 use activator::sandbox::SandboxConfig;
 use activator::sandbox::faults::FaultConfig;
-use common::SandboxFixture as Fixture;
+local_fixture!();
 use common::*;
 use std::collections::BTreeSet;
 use std::path::Path;

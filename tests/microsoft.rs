@@ -8,7 +8,7 @@
 //! measured: members per second with no throttle, and the share of the connector's default rate
 //! (Microsoft publishes none) reached when the sandbox enforces it.
 
-mod common;
+use crate::common;
 
 use activator::batch::BatchLimits;
 use activator::destinations::SyncMode;
@@ -20,7 +20,7 @@ use activator::sandbox::faults::FaultConfig;
 use activator::sandbox::microsoft::{
     CUSTOMER_WITHOUT_TERMS, EXPIRED_ACCESS_TOKEN, INVALID_DEVELOPER_TOKEN,
 };
-use common::SandboxFixture as Fixture;
+local_fixture!();
 use common::{create_answer_lost, generated_data, python, repo, text};
 use std::collections::BTreeSet;
 use std::path::PathBuf;

@@ -6,7 +6,7 @@
 //! value the hashes must be the same, and what activator accepts the official one must accept;
 //! the deviations the spec documents are handled, each by name, in tests/official/compare.py.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::process::Command;

@@ -8,7 +8,7 @@
 //! throttle, and the share of Pinterest's documented rate reached when the sandbox enforces it.
 //! Pinterest's own Python SDK drives the emulator as a black box.
 
-mod common;
+use crate::common;
 
 use activator::batch::BatchLimits;
 use activator::destinations::SyncMode;
@@ -18,7 +18,7 @@ use activator::destinations::settings::AudienceRef;
 use activator::identity::{Encoding, hash::hash_to_string};
 use activator::sandbox::SandboxConfig;
 use activator::sandbox::faults::FaultConfig;
-use common::SandboxFixture as Fixture;
+local_fixture!();
 use common::create_answer_lost;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;

@@ -4,10 +4,10 @@
 //! retried (Retry-After honoured); bad templates and settings are refused at load; a refused
 //! request stops the run; neither the token nor raw e-mails reach the logs.
 
-mod common;
+use crate::common;
 
 use activator::sandbox::faults::FaultConfig;
-use common::SandboxFixture as Fixture;
+local_fixture!();
 use common::*;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,6 +1,6 @@
 //! End to end: jobs run by the binary over Parquet tables, exported, compared with the DuckDB peer.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::fs::File;

@@ -4,13 +4,13 @@
 //! and profiles that would hash differently are refused at load; permanent errors stop the run;
 //! neither the token nor raw e-mails reach the logs.
 
-mod common;
+use crate::common;
 
 use activator::identity::{Encoding, hash::hash_to_string};
 use activator::sandbox::SandboxConfig;
 use activator::sandbox::faults::FaultConfig;
 use activator::sandbox::snap::SnapLimits;
-use common::SandboxFixture as Fixture;
+local_fixture!();
 use common::create_answer_lost;
 use std::collections::BTreeSet;
 use std::path::PathBuf;

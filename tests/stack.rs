@@ -9,7 +9,7 @@
 //! The linters come from their own virtual environment, `.venv-deploy`, made on first use from
 //! tests/requirements-deploy.txt.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{Map, Value, json};

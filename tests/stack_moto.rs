@@ -9,7 +9,7 @@
 //! policies, the e-mail subscription), the properties it drops, and the template patches made
 //! in memory for its bugs (the template is never changed on disk).
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::process::Command;

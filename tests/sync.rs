@@ -2,7 +2,7 @@
 //! equal to the segment; killed runs resume without sending a batch twice (state on disk and on
 //! the S3 server); backfills resume; guards and plans send nothing.
 
-mod common;
+use crate::common;
 
 use activator::sandbox::faults::FaultConfig;
 use common::SandboxFixture as Fixture;

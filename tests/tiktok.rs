@@ -3,13 +3,13 @@
 //! calls stay within TikTok's limits; signatures are the files' MD5; faults are retried;
 //! permanent errors stop the run; neither the token nor raw e-mails reach the logs.
 
-mod common;
+use crate::common;
 
 use activator::identity::{Encoding, hash::hash_to_string};
 use activator::sandbox::SandboxConfig;
 use activator::sandbox::faults::FaultConfig;
 use activator::sandbox::tiktok::TikTokLimits;
-use common::SandboxFixture as Fixture;
+local_fixture!();
 use common::create_answer_lost;
 use std::collections::BTreeSet;
 use std::path::PathBuf;

@@ -12,7 +12,7 @@
 //! APIs with no throttle, and, TTD publishing no rate, the share of a data-API rate the sandbox
 //! enforces that the connector reaches at its default (unpaced) settings.
 
-mod common;
+use crate::common;
 
 use activator::batch::BatchLimits;
 use activator::destinations::http::Verdict;
@@ -30,7 +30,7 @@ use activator::sandbox::faults::{FaultConfig, FaultName, TargetedFault};
 use activator::sandbox::ttd::{DEFAULT_CLIENT_SECRET, Dii, raw_uid2_of_hash};
 use arrow::array::{ArrayRef, RecordBatch, StringArray};
 use arrow::datatypes::SchemaRef;
-use common::SandboxFixture as Fixture;
+local_fixture!();
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use serde_json::Value;

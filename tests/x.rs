@@ -9,7 +9,7 @@
 //! X's documented rate reached when the sandbox enforces it. X's own Python SDK, which signs its
 //! requests, drives the emulator as a black box.
 
-mod common;
+use crate::common;
 
 use activator::batch::BatchLimits;
 use activator::destinations::SyncMode;
@@ -24,7 +24,7 @@ use activator::sandbox::x::{
     SANDBOX_ACCESS_TOKEN, SANDBOX_ACCESS_TOKEN_SECRET, SANDBOX_CONSUMER_KEY,
     SANDBOX_CONSUMER_SECRET,
 };
-use common::SandboxFixture as Fixture;
+local_fixture!();
 use common::create_answer_lost;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};

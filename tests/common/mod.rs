@@ -622,3 +622,30 @@ pub fn deliver_synthetic(
     assert_eq!(report.rows, n as u64);
     (elapsed, hashes)
 }
+
+/// A test file's own sandbox fixture: the common one under a type of the file's own, so the
+/// file can give it the methods its platform needs. The files are modules of one test binary,
+/// where the inherent methods of one type share one namespace.
+macro_rules! local_fixture {
+    () => {
+        pub struct Fixture(crate::common::SandboxFixture);
+
+        impl std::ops::Deref for Fixture {
+            type Target = crate::common::SandboxFixture;
+            fn deref(&self) -> &Self::Target {
+                &self.0
+            }
+        }
+
+        #[allow(dead_code)]
+        impl Fixture {
+            pub fn new(config: activator::sandbox::SandboxConfig) -> Fixture {
+                Fixture(crate::common::SandboxFixture::new(config))
+            }
+
+            pub fn with_faults(faults: activator::sandbox::faults::FaultConfig) -> Fixture {
+                Fixture(crate::common::SandboxFixture::with_faults(faults))
+            }
+        }
+    };
+}
