@@ -51,17 +51,36 @@ pub fn pinterest_python() -> PathBuf {
         .clone()
 }
 
-/// A virtual environment at `dir` with `requirements` installed, made or brought up to date
-/// under a file lock (test binaries run at once).
+/// A virtual environment with `requirements` installed, made or brought up to date under a file
+/// lock (tests run at once): `dir` in the clone, or, where `ACTIVATOR_VENVS` names a folder (as
+/// `.ci/run` does), `{dir}-{digest of the requirements}` there, so later clones on the same
+/// machine reuse it as they reuse the build (making the three took about 80 s of a CI run).
 fn venv(dir: &str, requirements: &str) -> PathBuf {
-    let venv = repo().join(dir);
+    let requirements = repo().join(requirements);
+    let wanted = std::fs::read_to_string(&requirements).unwrap();
+    let (venv, lock) = match std::env::var_os("ACTIVATOR_VENVS") {
+        Some(shared) => {
+            use sha2::Digest;
+            // The interpreter too: a venv does not survive an upgrade of the python it was made
+            // from.
+            let python = Command::new("python3").arg("--version").output();
+            let python = python.expect("python3 --version").stdout;
+            let digest = sha2::Sha256::digest([wanted.as_bytes(), &python].concat());
+            let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+            let name = format!("{dir}-{hex}");
+            let shared = PathBuf::from(shared);
+            std::fs::create_dir_all(&shared).unwrap();
+            (shared.join(&name), shared.join(format!("{name}.lock")))
+        }
+        None => {
+            std::fs::create_dir_all(repo().join("target")).unwrap();
+            (repo().join(dir), repo().join(format!("target/{dir}.lock")))
+        }
+    };
     let py = venv.join("bin/python");
     let stamp = venv.join(".requirements-installed");
-    let requirements = repo().join(requirements);
-    std::fs::create_dir_all(repo().join("target")).unwrap();
-    let lock = File::create(repo().join(format!("target/{dir}.lock"))).unwrap();
+    let lock = File::create(lock).unwrap();
     lock.lock().unwrap();
-    let wanted = std::fs::read_to_string(&requirements).unwrap();
     if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
         let ok = Command::new("python3")
             .args(["-m", "venv"])
