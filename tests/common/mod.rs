@@ -67,7 +67,7 @@ fn venv(dir: &str, requirements: &str) -> PathBuf {
             let python = python.expect("python3 --version").stdout;
             let digest = sha2::Sha256::digest([wanted.as_bytes(), &python].concat());
             let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-            let name = format!("{dir}-{hex}");
+            let name = format!("{}-{hex}", dir.trim_start_matches('.'));
             let shared = PathBuf::from(shared);
             std::fs::create_dir_all(&shared).unwrap();
             (shared.join(&name), shared.join(format!("{name}.lock")))
