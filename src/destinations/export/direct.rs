@@ -5,8 +5,8 @@
 //! machine a page the host has taken back costs far more than the copy: B1's 988 MB export
 //! spent 1.0 to 2.6 s of system CPU in that copy (perf: `copy_folio_from_iter_atomic`, 23% of
 //! the run's samples), more than its whole SHA-256 work. With direct I/O the bytes go to the
-//! disk from the aligned buffer the encoder wrote them into (`AlignedBuf`; `dd` here: 1 GB in
-//! 0.65 s, 0.08 s of CPU); B1's export run went from 5.4-6.1 s to 4.2-4.5 s. A filesystem without direct I/O (tmpfs before
+//! disk from the aligned buffer the encoder wrote them into (`AlignedBuf`; `dd` here: 1 GB
+//! in 0.65 s, 0.08 s of CPU); B1's export run went from 5.4-6.1 s to 4.2-4.5 s. A filesystem without direct I/O (tmpfs before
 //! Linux 6.6), or whose blocks are larger than 4 KiB, is written through the cache.
 //!
 //! The price: the run waits for the disk, where the cache would have let the kernel write
@@ -20,8 +20,8 @@
 //! listings skip; the digits are the process id and a count, so no two writers share one),
 //! renamed to its name when complete, and removed when given up or dropped, so no partial file
 //! appears under the final name. Each write runs on a blocking thread while the encoder fills
-//! the other of two buffers with the next row group, one write at a time, so the bytes stay in
-//! order.
+//! the other of two buffers with the next row group (or text batch), one write at a time, so
+//! the bytes stay in order.
 
 use crate::error::{Error, Result};
 use bytes::Bytes;
@@ -42,75 +42,77 @@ pub const ALIGN: usize = 4096;
 /// pages already faulted in (a new buffer a row group cost 1% of B1's CPU in page faults, and
 /// copying it into the direct writer's own buffer 1.6% more).
 pub struct AlignedBuf {
-    /// `capacity + ALIGN` bytes, zeroed once when made, of which those from `start` are aligned.
+    /// Padding up to the aligned address `start`, then the bytes. Never grown past its
+    /// capacity (so never moved, and never zeroed: a new upload buffer a row group would be).
     bytes: Vec<u8>,
     start: usize,
-    len: usize,
 }
 
 impl AlignedBuf {
+    /// The room a file's first buffer has: it grows by doubling to the size of a row group or
+    /// a batch, and the buffers after it are made (or recycled) at that size.
+    pub const FIRST_CAPACITY: usize = 1 << 20;
+
     pub fn with_capacity(capacity: usize) -> AlignedBuf {
-        let bytes = vec![0u8; capacity + ALIGN];
-        let start = bytes.as_ptr().align_offset(ALIGN);
+        let mut bytes: Vec<u8> = Vec::with_capacity(capacity + ALIGN);
         // `align_offset` may in principle decline (usize::MAX); then the buffer is unaligned and
         // a direct write of it is refused and goes through the cache (`DirectWriter::write`).
+        let start = bytes.as_ptr().align_offset(ALIGN);
         let start = if start < ALIGN { start } else { 0 };
-        AlignedBuf {
-            bytes,
-            start,
-            len: 0,
-        }
+        bytes.resize(start, 0);
+        AlignedBuf { bytes, start }
     }
 
     pub fn capacity(&self) -> usize {
-        self.bytes.len() - self.start
+        self.bytes.capacity() - self.start
     }
 
     pub fn len(&self) -> usize {
-        self.len
+        self.bytes.len() - self.start
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
     pub fn as_slice(&self) -> &[u8] {
-        &self.bytes[self.start..self.start + self.len]
+        &self.bytes[self.start..]
     }
 
     pub fn clear(&mut self) {
-        self.len = 0;
+        self.bytes.truncate(self.start);
     }
 
     /// The bytes, without a copy.
     pub fn into_bytes(self) -> Bytes {
-        Bytes::from(self.bytes).slice(self.start..self.start + self.len)
+        let start = self.start;
+        Bytes::from(self.bytes).slice(start..)
     }
 
     fn extend_from_slice(&mut self, data: &[u8]) {
-        if self.len + data.len() > self.capacity() {
-            let mut larger = AlignedBuf::with_capacity((self.len + data.len()).max(2 * self.len));
-            larger.extend_from_slice(self.as_slice());
+        let len = self.len();
+        if len + data.len() > self.capacity() {
+            let mut larger = AlignedBuf::with_capacity((len + data.len()).max(2 * len));
+            larger.bytes.extend_from_slice(self.as_slice());
             *self = larger;
         }
-        let at = self.start + self.len;
-        self.bytes[at..at + data.len()].copy_from_slice(data);
-        self.len += data.len();
+        self.bytes.extend_from_slice(data);
     }
 
     /// Leaves the whole blocks and returns a buffer holding the bytes past them (fewer than
-    /// `ALIGN`), taken from `spare` if it is large enough: the next bytes follow them.
+    /// `ALIGN`), for the next bytes to follow: `spare` if it has room for `capacity` bytes and
+    /// not many times more (a buffer sized by one large batch is let go), else a new one.
     fn split_tail(&mut self, spare: Option<AlignedBuf>, capacity: usize) -> AlignedBuf {
         let mut next = match spare {
-            Some(mut spare) if spare.capacity() >= capacity => {
+            Some(mut spare) if (capacity..=4 * capacity.max(ALIGN)).contains(&spare.capacity()) => {
                 spare.clear();
                 spare
             }
             _ => AlignedBuf::with_capacity(capacity),
         };
-        let whole = self.len / ALIGN * ALIGN;
+        let whole = self.len() / ALIGN * ALIGN;
         next.extend_from_slice(&self.as_slice()[whole..]);
-        self.len = whole;
+        self.bytes.truncate(self.start + whole);
         next
     }
 }
@@ -157,9 +159,9 @@ impl DirectFile {
         })
     }
 
-    /// Appends `buffer`'s whole blocks, and leaves in it (emptied, or exchanged for the buffer
-    /// written before, of at least `capacity` bytes) the bytes past them, for the next bytes to
-    /// follow. Returns once the previous write is done and this one is handed to a blocking
+    /// Appends `buffer`'s whole blocks, and exchanges it for a buffer (the one written before,
+    /// if it has room for `capacity` bytes, else a new one) holding the bytes past them, for the
+    /// next bytes to follow. Returns once the previous write is done and this one is handed to a blocking
     /// thread.
     pub async fn put(&mut self, buffer: &mut AlignedBuf, capacity: usize) -> Result<()> {
         let mut writer = self.ready().await?;
@@ -196,6 +198,15 @@ impl DirectFile {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(failed(&self.staging, e)),
         }
+    }
+
+    /// Whether writes still go past the page cache, once the one in flight is done.
+    #[cfg(test)]
+    async fn direct_io(&mut self) -> bool {
+        let writer = self.ready().await.unwrap();
+        let direct = writer.direct;
+        self.idle = Some(writer);
+        direct
     }
 
     /// The file once no write is in flight (keeping the buffer written as the spare), or the
@@ -351,6 +362,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("out/file.parquet");
         let mut file = DirectFile::create(target.clone()).unwrap();
+        let direct_at_first = file.direct_io().await;
         let mut expected = vec![];
         let mut buffer = AlignedBuf::with_capacity(0);
         // Pieces across and within block bounds, buffers recycled smaller and larger than
@@ -370,6 +382,11 @@ mod tests {
             );
         }
         assert!(!target.exists(), "nothing under the name before commit");
+        assert_eq!(
+            file.direct_io().await,
+            direct_at_first,
+            "every write went past the cache where the filesystem allows it"
+        );
         io::Write::write_all(&mut buffer, b"footer").unwrap();
         expected.extend_from_slice(b"footer");
         file.commit(buffer).await.unwrap();
@@ -402,7 +419,9 @@ mod tests {
         aborted.put(&mut buffer, 0).await.unwrap();
         aborted.abort().await.unwrap();
         let mut dropped = DirectFile::create(target.clone()).unwrap();
-        dropped.put(&mut filled(&pattern(10, 2)), 0).await.unwrap();
+        // Dropped with a write of two blocks in flight.
+        let mut buffer = filled(&pattern(2 * ALIGN + 10, 2));
+        dropped.put(&mut buffer, 0).await.unwrap();
         drop(dropped);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }

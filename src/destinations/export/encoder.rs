@@ -1,5 +1,5 @@
 //! Batches to file bytes. Parquet is encoded by the writer itself (it owns row groups); CSV and
-//! NDJSON are encoded here, batch by batch, into a reused buffer.
+//! NDJSON are encoded here, batch by batch, onto the end of the file's buffer.
 
 use super::config::ExportFormat;
 use crate::error::Result;
