@@ -136,7 +136,15 @@ struct Normalized {
     data: Vec<u8>,
     ends: Vec<u32>,
     outcome: Vec<Outcome>,
+    /// For each row, an earlier row of the same raw value (so of the same normalized value and
+    /// outcome), or `NOT_SEEN`: the output reuses that row's digest without hashing, or
+    /// looking up, the value again.
+    same_as: Vec<u32>,
 }
+
+/// `Normalized::same_as` of a row whose raw value was not seen earlier in the batch (or whose
+/// column does not repeat enough to remember).
+const NOT_SEEN: u32 = u32::MAX;
 
 impl Normalized {
     fn range(&self, row: usize) -> (usize, usize) {
@@ -243,6 +251,7 @@ fn normalize_column(
         data: Vec::with_capacity(n * 24),
         ends: Vec::with_capacity(n),
         outcome: Vec::with_capacity(n),
+        same_as: Vec::with_capacity(n),
     };
     let mut value = String::new();
     let mut invalid: BTreeMap<&'static str, u64> = BTreeMap::new();
@@ -250,6 +259,7 @@ fn normalize_column(
     let by_region = matches!(input.kind, Kind::Phone | Kind::State | Kind::Zip);
     let mut repeats = Repeats::new();
     for_each_str(array, |row, raw| {
+        let mut same_as = NOT_SEEN;
         let outcome = match raw {
             None => Outcome::Missing,
             Some(raw) => {
@@ -257,6 +267,7 @@ fn normalize_column(
                 let key = (raw, if by_region { region } else { None });
                 match repeats.find_or_insert(key, row as u32) {
                     Some(earlier) => {
+                        same_as = earlier;
                         let earlier = earlier as usize;
                         let (start, end) = out.range(earlier);
                         out.data.extend_from_within(start..end);
@@ -290,6 +301,7 @@ fn normalize_column(
         out.ends
             .push(u32::try_from(out.data.len()).expect("normalized values are below 4 GiB"));
         out.outcome.push(outcome);
+        out.same_as.push(same_as);
     });
     for (reason, n) in invalid {
         *tally
@@ -320,6 +332,11 @@ fn output_column(
     // A value hashed earlier in this column: its digest is copied, (to, from), once written.
     let mut copies: Vec<(usize, usize)> = Vec::new();
     let mut repeats = Repeats::new();
+    // Where each member row's hash went, for the rows that repeat its raw value.
+    let mut hashed_at: Vec<u32> = match field.treatment {
+        Treatment::Hashed => vec![NOT_SEEN; values.same_as.len()],
+        Treatment::Raw => vec![],
+    };
     for &row in members {
         let present = values.present(row);
         if present {
@@ -333,7 +350,15 @@ fn output_column(
                 Treatment::Hashed => {
                     let start = data.len();
                     data.resize(start + width, 0);
-                    if values.outcome[row] == Outcome::PreHashed && field.part.is_none() {
+                    hashed_at[row] = start as u32;
+                    let same_as = values.same_as[row];
+                    let earlier = match same_as {
+                        NOT_SEEN => NOT_SEEN,
+                        e => hashed_at[e as usize],
+                    };
+                    if earlier != NOT_SEEN {
+                        copies.push((start, earlier as usize));
+                    } else if values.outcome[row] == Outcome::PreHashed && field.part.is_none() {
                         hash::reencode_hex(part, encoding, &mut data[start..]);
                     } else if let Some(earlier) = repeats.find_or_insert(part, start as u32) {
                         copies.push((start, earlier as usize));
