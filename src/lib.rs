@@ -9,6 +9,7 @@ pub mod batch;
 #[cfg(feature = "cluster")]
 pub mod cluster;
 pub mod destinations;
+pub mod direct;
 pub mod error;
 pub mod identity;
 pub mod job;

@@ -455,8 +455,16 @@ async fn read_and_diff(
         None => None,
         Some(diff_plan) => {
             let mut spill = Spill::new(&schema, &plan.hashed_columns(), plan.profile.encoding())?;
+            let streams_adds = job.send_adds_while_reading;
             diff_plan
-                .prepare(&mut spill, &platforms, state, budget.bytes, options.dry_run)
+                .prepare(
+                    &mut spill,
+                    &platforms,
+                    state,
+                    budget.bytes,
+                    streams_adds,
+                    options.dry_run,
+                )
                 .await?;
             Some(spill)
         }
@@ -696,16 +704,19 @@ impl DiffPlan {
     /// Sets `spill` to find each target's adds as members arrive (`keyset`), unless its
     /// platform is sent the whole membership instead (`renews_members`) or the previous keys
     /// would take more than a quarter of the memory budget (20 bytes a key); and to
-    /// write its files behind when no member is then read back by this run: every platform a
-    /// mirror whose adds are so found and that does not read the whole membership to send
-    /// (`renews_members`, `single_key_kinds`), the files moved (not copied) into a local state
-    /// store, and not a dry run.
+    /// write its files past the page cache when no member is then read back by this run: every
+    /// platform either a mirror whose adds are so found and that does not read the whole
+    /// membership to send (`renews_members`, `single_key_kinds`), or an `add` platform sent the
+    /// members as they come (`streams_adds`: the job's `send_adds_while_reading`); the files
+    /// moved (not copied) into a local state store; and not a dry run. (A send that fails is
+    /// taken up again from the members file: then it is read, from the disk.)
     async fn prepare(
         &self,
         spill: &mut Spill,
         platforms: &[&dyn Destination],
         state: &StateStore,
         budget: u64,
+        streams_adds: bool,
         dry_run: bool,
     ) -> Result<()> {
         let wanted: Vec<&DiffTarget> = platforms
@@ -740,14 +751,16 @@ impl DiffPlan {
             .collect();
         let none_read_back = found.len() == wanted.len()
             && platforms.iter().zip(&self.targets).all(|(d, t)| {
-                t.is_some()
+                let streamed = streams_adds && d.sync_mode() == SyncMode::Add;
+                let diffed_as_read = t.is_some()
                     && d.sync_mode() == SyncMode::Mirror
                     && !d.renews_members()
-                    && d.single_key_kinds().is_none()
+                    && d.single_key_kinds().is_none();
+                streamed || diffed_as_read
             });
         spill.find_adds(found)?;
         if none_read_back && !dry_run && state.moves_from(&std::env::temp_dir()) {
-            spill.write_behind();
+            spill.write_direct();
         }
         Ok(())
     }

@@ -6,9 +6,9 @@
 //! arrive (`Spill::find_adds`), they are written to the adds file from the batch in hand; then,
 //! where every destination's adds were so found and none reads the whole membership to send,
 //! the run does not read its members file back, and (into a local state store on the same
-//! filesystem, not in a dry run) it is written behind (`membership::WriteBehind`) instead of
-//! filling the page cache with a gigabyte of new pages (on this machine's VM, 1.9-3.3 s of
-//! system CPU per gigabyte; 0.3 s written behind).
+//! filesystem, not in a dry run) it is written past the page cache (`membership::ScratchFile`)
+//! instead of filling it with a gigabyte of new pages (on this machine's VM, 1.9-3.3 s of
+//! system CPU per gigabyte).
 //!
 //! The keys file is sorted and its keys are hashes, evenly spread: an index of where each run
 //! of keys sharing their top bits begins (a bucket per 4 to 8 keys, 4 bytes each, 4 MiB for 5

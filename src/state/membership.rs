@@ -35,6 +35,7 @@
 use super::digests;
 use super::keyset::KeySet;
 use super::mapped::MappedIpc;
+use crate::direct::DirectSink;
 use crate::error::{Error, Result};
 use crate::identity::profile::Encoding;
 use arrow::array::{
@@ -132,14 +133,14 @@ fn parquet_writer(path: &Path, schema: &SchemaRef) -> Result<parquet::arrow::Arr
 /// (a sparse diff's selections, a selective segment's) are gathered into batches of about
 /// `CHUNK_ROWS`, as each batch costs a message header and padding; large ones go as they are.
 struct MembersWriter {
-    writer: FileWriter<BufWriter<WriteBehind>>,
+    writer: FileWriter<BufWriter<ScratchFile>>,
     coalescer: arrow::compute::BatchCoalescer,
     batch_rows: Vec<usize>,
 }
 
 impl MembersWriter {
     fn create(path: &Path, schema: &SchemaRef) -> Result<MembersWriter> {
-        let file = WriteBehind::new(File::create(path).map_err(io_error)?);
+        let file = ScratchFile::create(path, false)?;
         Ok(MembersWriter {
             writer: FileWriter::try_new_buffered(file, schema)?,
             coalescer: arrow::compute::BatchCoalescer::new(schema.clone(), CHUNK_ROWS)
@@ -172,84 +173,86 @@ impl MembersWriter {
         let rows: Vec<String> = self.batch_rows.iter().map(|n| n.to_string()).collect();
         self.writer.write_metadata(BATCH_ROWS, rows.join(","));
         self.writer.finish()?;
-        self.writer.into_inner()?.flush().map_err(io_error)?;
-        Ok(())
+        finish_ipc(self.writer)
     }
 }
 
-/// A file written behind, when `behind` is set: once a window of its bytes is written, the
-/// kernel is asked to write it to the disk, and the window before it, written by then on a
-/// disk that keeps up, is let go of the page cache. So a gigabyte file takes a few windows of
-/// cache, whose pages are used again, instead of a gigabyte of new ones. On this machine (a VM
-/// whose host takes back the pages its guest frees) 1 GiB written through the cache took 1.9-3.3 s
-/// of system CPU, and 0.3 s written behind. A disk that does not keep up keeps its pages
-/// dirty, which the kernel does not let go: no worse than without. For files the run does not
-/// read back: a mirror run's members and keys files, once its adds are found as members arrive
-/// and when no platform reads the whole membership to send (`run::DiffPlan::prepare`).
-struct WriteBehind {
-    file: File,
+/// A members or keys file: written through the page cache, or, when the run will not read it
+/// back, past it (`crate::direct::DirectSink`): a mirror run's members and keys files, once its
+/// adds are found as members arrive and when no platform reads the whole membership to send
+/// (`run::DiffPlan::prepare`). On this machine (a VM whose host takes back the pages its guest
+/// frees) 1 GiB written through the cache took 1.9-3.3 s of system CPU; asked to be written
+/// back and let go of the cache by windows (`posix_fadvise`, earlier builds), 0.3 s; and the
+/// copy into the cache was still 4% of an upload run's samples (`copy_folio_from_iter_atomic`).
+/// Written directly, the bytes go to the disk from the buffer the IPC writer filled.
+struct ScratchFile {
     written: u64,
-    /// The window's bytes, when written behind.
-    window: Option<u64>,
+    sink: Sink,
 }
 
-impl WriteBehind {
-    /// Bytes per window.
-    const WINDOW: u64 = 32 << 20;
+enum Sink {
+    Cached(File),
+    Direct(DirectSink),
+}
 
-    fn new(file: File) -> WriteBehind {
-        WriteBehind {
-            file,
+impl ScratchFile {
+    fn create(path: &Path, direct: bool) -> Result<ScratchFile> {
+        let mut file = ScratchFile {
             written: 0,
-            window: None,
-        }
-    }
-
-    /// The window ending at `end` is complete: start writing it back, and let go of the one
-    /// before.
-    #[cfg(target_os = "linux")]
-    fn window_done(&self, end: u64, window: u64) {
-        use std::os::unix::io::AsRawFd;
-        let advise = |start: u64| {
-            // SAFETY: advice on a range of an open file; it changes no byte of it. A refusal
-            // leaves the pages cached, as without it.
-            unsafe {
-                libc::posix_fadvise(
-                    self.file.as_raw_fd(),
-                    start as libc::off_t,
-                    window as libc::off_t,
-                    libc::POSIX_FADV_DONTNEED,
-                );
-            }
+            sink: Sink::Cached(File::create(path).map_err(io_error)?),
         };
-        // Dirty pages are not let go, but their write-back starts.
-        advise(end - window);
-        if end >= 2 * window {
-            advise(end - 2 * window);
+        if direct {
+            file.go_direct();
+        }
+        Ok(file)
+    }
+
+    /// Writes past the page cache from here on; only before the first byte reaches the file
+    /// (direct writes start at aligned offsets). A file that cannot be opened so stays cached.
+    fn go_direct(&mut self) {
+        assert_eq!(self.written, 0, "a file goes direct before its first byte");
+        if let Sink::Cached(file) = &self.sink
+            && let Ok(same) = file.try_clone()
+        {
+            self.sink = Sink::Direct(DirectSink::new(same));
         }
     }
 
-    #[cfg(not(target_os = "linux"))]
-    fn window_done(&self, _end: u64, _window: u64) {}
+    /// Writes what is still held back: the file is then complete.
+    fn finish(self) -> Result<()> {
+        match self.sink {
+            Sink::Cached(mut file) => file.flush(),
+            Sink::Direct(sink) => sink.finish(),
+        }
+        .map_err(io_error)
+    }
 }
 
-impl Write for WriteBehind {
+impl Write for ScratchFile {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.file.write(buf)?;
-        let before = self.written;
+        let n = match &mut self.sink {
+            Sink::Cached(file) => file.write(buf)?,
+            Sink::Direct(sink) => sink.write(buf)?,
+        };
         self.written += n as u64;
-        if let Some(w) = self.window {
-            // Each window this write completed (a large write can complete several).
-            for end in (before / w + 1..=self.written / w).map(|i| i * w) {
-                self.window_done(end, w);
-            }
-        }
         Ok(n)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.file.flush()
+        match &mut self.sink {
+            Sink::Cached(file) => file.flush(),
+            Sink::Direct(sink) => sink.flush(),
+        }
     }
+}
+
+/// The scratch file under an IPC writer (after its buffer), complete.
+fn finish_ipc(writer: FileWriter<BufWriter<ScratchFile>>) -> Result<()> {
+    let buffered = writer.into_inner()?;
+    let file = buffered
+        .into_inner()
+        .map_err(|e| io_error(e.into_error()))?;
+    file.finish()
 }
 
 /// Whether a members or keys file is Arrow IPC (this build) or Parquet (earlier builds).
@@ -277,7 +280,7 @@ pub struct Spill {
     /// files they are looked up in.
     early: Vec<EarlyAdds>,
     deltas: Vec<Delta>,
-    behind: bool,
+    direct: bool,
     /// The members' schema as stored (`digests`), and with the key (the file's).
     stored: SchemaRef,
     schema: SchemaRef,
@@ -299,7 +302,7 @@ impl Spill {
             dir,
             early: vec![],
             deltas: vec![],
-            behind: false,
+            direct: false,
             stored,
             schema,
             members,
@@ -341,11 +344,12 @@ impl Spill {
         Ok(())
     }
 
-    /// Writes the members file, and the keys file the merge writes, behind (`WriteBehind`):
-    /// for a run that will not read them back.
-    pub fn write_behind(&mut self) {
-        self.members.writer.get_mut().get_mut().window = Some(WriteBehind::WINDOW);
-        self.behind = true;
+    /// Writes the members file, and the keys file the merge writes, past the page cache
+    /// (`ScratchFile`): for a run that will not read them back. Call before any `push`.
+    pub fn write_direct(&mut self) {
+        assert_eq!(self.rows, 0, "files go direct from their start");
+        self.members.writer.get_mut().get_mut().go_direct();
+        self.direct = true;
     }
 
     /// Adds members (already deduplicated) and their keys.
@@ -434,7 +438,7 @@ impl Spill {
         Ok(SortedRuns {
             early_adds,
             deltas: self.deltas,
-            behind: self.behind,
+            direct: self.direct,
             members_file: self.dir.path().join(MEMBERS_FILE),
             _dir: self.dir,
             runs: self.runs,
@@ -469,8 +473,8 @@ pub struct SortedRuns {
     /// number of adds.
     early_adds: HashMap<PathBuf, (usize, u64)>,
     deltas: Vec<Delta>,
-    /// The keys file is written behind too.
-    behind: bool,
+    /// The keys file is written past the page cache too.
+    direct: bool,
     _dir: tempfile::TempDir,
     /// The local members file (unsorted, keyed).
     pub members_file: PathBuf,
@@ -593,15 +597,14 @@ impl Keys for KeysFile {
 
 /// Writes (key, row) pairs to a keys file (Arrow IPC).
 struct KeysWriter {
-    writer: FileWriter<BufWriter<WriteBehind>>,
+    writer: FileWriter<BufWriter<ScratchFile>>,
     keys: Vec<u128>,
     rows: Vec<u32>,
 }
 
 impl KeysWriter {
-    fn create(path: &Path, behind: bool) -> Result<KeysWriter> {
-        let mut file = WriteBehind::new(File::create(path).map_err(io_error)?);
-        file.window = behind.then_some(WriteBehind::WINDOW);
+    fn create(path: &Path, direct: bool) -> Result<KeysWriter> {
+        let file = ScratchFile::create(path, direct)?;
         Ok(KeysWriter {
             writer: FileWriter::try_new_buffered(file, &keys_schema())?,
             keys: Vec::with_capacity(CHUNK_ROWS),
@@ -636,8 +639,7 @@ impl KeysWriter {
     fn close(mut self) -> Result<()> {
         self.flush()?;
         self.writer.finish()?;
-        self.writer.into_inner()?.flush().map_err(io_error)?;
-        Ok(())
+        finish_ipc(self.writer)
     }
 }
 
@@ -709,7 +711,7 @@ pub fn merge(
         None => Box::new(sorted),
     };
     let out = keys
-        .map(|k| KeysWriter::create(k, runs.behind))
+        .map(|k| KeysWriter::create(k, runs.direct))
         .transpose()?;
     // Targets whose adds were found as members arrived are diffed already: their removes are
     // taken on a thread of their own while the keys are merged.
@@ -1219,7 +1221,7 @@ mod tests {
         let m1 = keep(&first, d, "m1");
         let adds = d.join("a2.arrow");
         let mut spill = finding_adds(&[(&k1, adds.clone())]);
-        spill.write_behind();
+        spill.write_direct();
         // 1 and 9 leave, 2 and 10 join.
         for c in [&[10u128, 3][..], &[5, 2, 7]] {
             let (b, k) = members(c);
@@ -1379,21 +1381,22 @@ mod tests {
     }
 
     #[test]
-    fn a_file_written_behind_holds_every_byte_in_order() {
+    fn a_scratch_file_holds_every_byte_in_order_cached_or_direct() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("behind");
-        let mut w = WriteBehind::new(File::create(&path).unwrap());
-        w.window = Some(8192);
-        let bytes: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
-        // Pieces across window bounds, of uneven sizes, and one that completes several windows.
-        let (small, large) = bytes.split_at(60_000);
-        for piece in small.chunks(3001) {
-            w.write_all(piece).unwrap();
+        let bytes: Vec<u8> = (0..20_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        for direct in [false, true] {
+            let path = dir.path().join(format!("direct-{direct}"));
+            let mut w = ScratchFile::create(&path, direct).unwrap();
+            assert_eq!(matches!(w.sink, Sink::Direct(_)), direct);
+            // Pieces of uneven sizes, and one larger than a direct write's chunk.
+            let (small, large) = bytes.split_at(60_000);
+            for piece in small.chunks(3001) {
+                w.write_all(piece).unwrap();
+            }
+            w.write_all(large).unwrap();
+            w.finish().unwrap();
+            assert!(std::fs::read(&path).unwrap() == bytes, "direct: {direct}");
         }
-        w.write_all(large).unwrap();
-        w.flush().unwrap();
-        drop(w);
-        assert_eq!(std::fs::read(&path).unwrap(), bytes);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! One export file in an object store, written as a stream and visible only when complete.
 //!
 //! Files go up as multipart uploads: S3 shows an object only when its upload completes. Local
-//! files are written past the page cache (`direct`) into a hidden staging file, renamed on
+//! files are written past the page cache (`crate::direct`) into a hidden staging file, renamed on
 //! completion and removed when the writer is dropped. So a failed or killed run leaves no
 //! partial file under the final name.
 //!
@@ -13,8 +13,8 @@
 //! the upload: a tenth of an export's CPU went to those copies and their page faults.
 
 use super::config::ExportFormat;
-use super::direct::{AlignedBuf, DirectFile};
 use super::encoder;
+use crate::direct::{AlignedBuf, DirectFile};
 use crate::error::Result;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;

@@ -1,4 +1,5 @@
-//! Local export files written with direct I/O (`O_DIRECT`), past the kernel's page cache.
+//! Local files written with direct I/O (`O_DIRECT`), past the kernel's page cache: exports, and
+//! a run's scratch files that it does not read back.
 //!
 //! An export is written once and not read back by the run. Through the page cache
 //! each of its bytes is copied into a cache page the kernel must first find, and on a virtual
@@ -10,11 +11,12 @@
 //! Linux 6.6), or whose blocks are larger than 4 KiB, is written through the cache.
 //!
 //! The price: the run waits for the disk, where the cache would have let the kernel write
-//! later. That suits exports (a local export is the benchmark's and a developer's case; on AWS
-//! they go to S3), not a run's scratch files: the members file of a mirror run is read back
-//! in part by the diff, from the cache when it was written through it. Written directly, the
-//! diff of B1's second night read it (and the previous night's) from the disk: 1.0 -> 2.9 s.
-//! On a disk of EBS's baseline 125 MB/s a gigabyte would take 8 s either way.
+//! later, and a file read back comes from the disk. That suits exports (a local export is the
+//! benchmark's and a developer's case; on AWS they go to S3), and the members and keys files of
+//! a run that does not read them back (`state::membership`, `DirectSink`), not the others: the
+//! members file of a mirror run that diffs by reading it back, written directly, was read (and
+//! the previous night's) from the disk: B1's diff went from 1.0 to 2.9 s. On a disk of EBS's
+//! baseline 125 MB/s a gigabyte would take 8 s either way.
 //!
 //! As object_store's local files are, an export file is written under `{name}#{digits}` (which
 //! listings skip; the digits are the process id and a count, so no two writers share one),
@@ -235,6 +237,93 @@ impl Drop for DirectFile {
     }
 }
 
+/// A file written directly by a writer on a plain thread (`io::Write`), as `DirectFile` is by
+/// an async one: bytes gather in an `AlignedBuf`; each `CHUNK` of them is written by a thread
+/// of its own while the next gathers in the other buffer, one write at a time. `finish` writes
+/// the rest. Unlike `DirectFile`, the file is the caller's, under its own name.
+pub struct DirectSink {
+    buffer: AlignedBuf,
+    /// The buffer last written, to be filled again.
+    spare: Option<AlignedBuf>,
+    /// The file between writes; `None` while one is in flight (`writing`).
+    idle: Option<DirectWriter>,
+    writing: Option<std::thread::JoinHandle<io::Result<(DirectWriter, AlignedBuf)>>>,
+}
+
+impl DirectSink {
+    /// Bytes gathered per write: large enough that a write costs the disk's time, not a call's.
+    const CHUNK: usize = 8 << 20;
+
+    /// Writes `file` (empty, and then written by this sink only) from its start.
+    pub fn new(file: File) -> DirectSink {
+        DirectSink {
+            buffer: AlignedBuf::with_capacity(Self::CHUNK + ALIGN),
+            spare: None,
+            idle: Some(DirectWriter::new(file)),
+            writing: None,
+        }
+    }
+
+    /// Writes the bytes still gathered and waits for every write: the file is then complete.
+    pub fn finish(mut self) -> io::Result<()> {
+        let writer = self.ready()?;
+        writer.finish(self.buffer.as_slice())
+    }
+
+    /// Hands the gathered whole blocks to a writing thread, once the one before is done.
+    fn put(&mut self) -> io::Result<()> {
+        let mut writer = self.ready()?;
+        let next = self
+            .buffer
+            .split_tail(self.spare.take(), Self::CHUNK + ALIGN);
+        let full = std::mem::replace(&mut self.buffer, next);
+        self.writing = Some(std::thread::spawn(move || {
+            writer.write(full.as_slice())?;
+            Ok((writer, full))
+        }));
+        Ok(())
+    }
+
+    /// The file once no write is in flight (keeping the buffer written as the spare), or the
+    /// error the last write met.
+    fn ready(&mut self) -> io::Result<DirectWriter> {
+        if let Some(writing) = self.writing.take() {
+            let (writer, written) = writing
+                .join()
+                .map_err(|_| io::Error::other("a direct write stopped"))??;
+            self.spare = Some(written);
+            return Ok(writer);
+        }
+        self.idle
+            .take()
+            .ok_or_else(|| io::Error::other("a file was written after an error"))
+    }
+
+    /// Whether writes still go past the page cache, once the one in flight is done.
+    #[cfg(test)]
+    fn direct_io(&mut self) -> bool {
+        let writer = self.ready().unwrap();
+        let direct = writer.direct;
+        self.idle = Some(writer);
+        direct
+    }
+}
+
+impl io::Write for DirectSink {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buffer.extend_from_slice(data);
+        if self.buffer.len() >= Self::CHUNK {
+            self.put()?;
+        }
+        Ok(data.len())
+    }
+
+    /// Bytes are written by the chunk, and the last of them by `finish`.
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 fn failed(path: &Path, e: io::Error) -> Error {
     Error::transient(format!("writing export file {}: {e}", path.display()))
 }
@@ -393,6 +482,32 @@ mod tests {
         assert!(std::fs::read(&target).unwrap() == expected);
         let names: Vec<_> = std::fs::read_dir(dir.path().join("out")).unwrap().collect();
         assert_eq!(names.len(), 1, "no staging file left: {names:?}");
+    }
+
+    #[test]
+    fn a_sink_writes_every_byte_in_order_past_the_cache_where_it_can() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("members.arrow");
+        let mut sink = DirectSink::new(File::create(&path).unwrap());
+        let direct_at_first = sink.direct_io();
+        let mut expected = vec![];
+        // Pieces smaller and larger than a chunk, across block bounds, and an unaligned end.
+        let chunk = DirectSink::CHUNK;
+        for (i, len) in [1, 4095, chunk - 3, 2 * chunk + 5, 10_000, 7]
+            .into_iter()
+            .enumerate()
+        {
+            let piece = pattern(len, i as u8);
+            expected.extend_from_slice(&piece);
+            io::Write::write_all(&mut sink, &piece).unwrap();
+        }
+        assert_eq!(
+            sink.direct_io(),
+            direct_at_first,
+            "every chunk went past the cache where the filesystem allows it"
+        );
+        sink.finish().unwrap();
+        assert!(std::fs::read(&path).unwrap() == expected);
     }
 
     #[test]
