@@ -728,7 +728,8 @@ impl DiffPlan {
         paths.sort();
         paths.dedup();
         // A keys file takes 20 bytes a key (and its footer), as much as looking it up takes:
-        // 16 mapped, and 4 to note the key's row in this run (`Spill::find_adds`).
+        // 16 copied into memory (`keyset`), and 4 to note the key's row in this run
+        // (`Spill::find_adds`).
         let file_bytes: u64 = paths
             .iter()
             .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))

@@ -11,7 +11,7 @@
 //! that changed are copied.
 //!
 //! A mirror run whose previous keys fit in a quarter of its memory budget (20 bytes a key:
-//! the file mapped, and a row number) diffs as members arrive instead (`Spill::find_adds`,
+//! the key, copied into memory, and a row number) diffs as members arrive instead (`Spill::find_adds`,
 //! `keyset`): each member's key is looked up in each destination's previous keys file (once
 //! per file); the members not found are written to that destination's adds file there and
 //! then, and the previous keys not found are its removes. Only the keys not in the largest
