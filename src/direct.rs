@@ -5,10 +5,11 @@
 //! each of its bytes is copied into a cache page the kernel must first find, and on a virtual
 //! machine a page the host has taken back costs far more than the copy: B1's 988 MB export
 //! spent 1.0 to 2.6 s of system CPU in that copy (perf: `copy_folio_from_iter_atomic`, 23% of
-//! the run's samples), more than its whole SHA-256 work. With direct I/O the bytes go to the
-//! disk from the aligned buffer the encoder wrote them into (`AlignedBuf`; `dd` here: 1 GB
-//! in 0.65 s, 0.08 s of CPU); B1's export run went from 5.4-6.1 s to 4.2-4.5 s. A filesystem without direct I/O (tmpfs before
-//! Linux 6.6), or whose blocks are larger than 4 KiB, is written through the cache.
+//! the run's samples), more than its whole SHA-256 work. With direct I/O the bytes go to the disk
+//! from the aligned buffer the encoder wrote them into (`AlignedBuf`; `dd` here: 1 GB in 0.65 s,
+//! 0.08 s of CPU); B1's export run went from 5.4-6.1 s to 4.2-4.5 s. A filesystem without direct
+//! I/O (tmpfs before Linux 6.6), or whose blocks are larger than 4 KiB, is written through the
+//! cache.
 //!
 //! The price: the run waits for the disk, where the cache would have let the kernel write
 //! later, and a file read back comes from the disk. That suits exports (a local export is the
@@ -161,10 +162,10 @@ impl DirectFile {
         })
     }
 
-    /// Appends `buffer`'s whole blocks, and exchanges it for a buffer (the one written before,
-    /// if it has room for `capacity` bytes, else a new one) holding the bytes past them, for the
-    /// next bytes to follow. Returns once the previous write is done and this one is handed to a blocking
-    /// thread.
+    /// Appends `buffer`'s whole blocks, and exchanges it for a buffer (the one written before, if
+    /// it has room for `capacity` bytes, else a new one) holding the bytes past them, for the next
+    /// bytes to follow. Returns once the previous write is done and this one is handed to a
+    /// blocking thread.
     pub async fn put(&mut self, buffer: &mut AlignedBuf, capacity: usize) -> Result<()> {
         let mut writer = self.ready().await?;
         let next = buffer.split_tail(self.spare.take(), capacity);

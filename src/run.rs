@@ -751,19 +751,29 @@ impl DiffPlan {
             .filter_map(|t| Some((opened.get(&t.previous_keys)?.clone(), t.adds.clone())))
             .collect();
         let none_read_back = found.len() == wanted.len()
-            && platforms.iter().zip(&self.targets).all(|(d, t)| {
-                let streamed = streams_adds && d.sync_mode() == SyncMode::Add;
-                let diffed_as_read = t.is_some()
-                    && d.sync_mode() == SyncMode::Mirror
-                    && !d.renews_members()
-                    && d.single_key_kinds().is_none();
-                streamed || diffed_as_read
-            });
+            && platforms
+                .iter()
+                .zip(&self.targets)
+                .all(|(d, t)| leaves_members_unread(*d, t.is_some(), streams_adds));
         spill.find_adds(found)?;
         if none_read_back && !dry_run && state.moves_from(&std::env::temp_dir()) {
             spill.write_direct();
         }
         Ok(())
+    }
+}
+
+/// Whether `platform` is sent its part of the run without reading the members file back once
+/// the segment is read: an `add` platform sent the members as they come (`streams_adds`), or a
+/// mirror whose adds are found as members arrive (`adds_found`) and that neither renews the
+/// whole membership nor reads it to send one identifier at a time.
+fn leaves_members_unread(platform: &dyn Destination, adds_found: bool, streams_adds: bool) -> bool {
+    match platform.sync_mode() {
+        SyncMode::Add => streams_adds,
+        SyncMode::Mirror => {
+            adds_found && !platform.renews_members() && platform.single_key_kinds().is_none()
+        }
+        _ => false,
     }
 }
 
@@ -1417,4 +1427,58 @@ pub async fn backfill(
     }
     reports.extend(by_date.into_values());
     Ok(reports)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one platform of a job file with `destination`'s TOML lines, under `profile`.
+    fn platform(profile: &str, destination: &str) -> Box<dyn Destination> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("s.sql"), "SELECT 1").unwrap();
+        let text = format!(
+            "segment = \"s.sql\"\nprofile = \"{profile}\"\n[[tables]]\nname = \"t\"\n\
+             url = \"s3://b/t\"\n[identifiers]\nemail = \"e\"\n[[destinations]]\n{destination}\n"
+        );
+        let mut job = Job::parse(&dir.path().join("j.toml"), &text, &|_| None).unwrap();
+        job.destinations.remove(0)
+    }
+
+    fn meta(sync: &str) -> Box<dyn Destination> {
+        platform(
+            "meta",
+            &format!(
+                "type = \"meta\"\nad_account_id = \"1\"\naudience = \"a\"\n\
+                 access_token = \"env:T\"\nsync = \"{sync}\""
+            ),
+        )
+    }
+
+    #[test]
+    fn only_platforms_sent_without_reading_the_members_back_leave_them_unread() {
+        // An add platform, when the job sends the members as they come.
+        assert!(leaves_members_unread(&*meta("add"), false, true));
+        assert!(!leaves_members_unread(&*meta("add"), false, false));
+        // A mirror whose adds were found as members arrived, and only then.
+        assert!(leaves_members_unread(&*meta("mirror"), true, false));
+        assert!(!leaves_members_unread(&*meta("mirror"), false, true));
+        // A full replace reads the whole membership to send it.
+        assert!(!leaves_members_unread(&*meta("replace"), true, true));
+        // A mirror that sends one identifier at a time reads the membership for each kind.
+        let tiktok = platform(
+            "meta",
+            "type = \"tiktok\"\nadvertiser_id = \"1\"\naudience = \"a\"\naccess_token = \"env:T\"\nsync = \"mirror\"",
+        );
+        assert!(tiktok.single_key_kinds().is_some());
+        assert!(!leaves_members_unread(&*tiktok, true, true));
+        // A mirror that renews every member sends the whole membership each night.
+        let ttd = platform(
+            "uid2",
+            "type = \"ttd\"\nadvertiser_id = \"1\"\naudience = \"a\"\nauth_token = \"env:T\"\n\
+             uid2_api_key = \"env:K\"\nuid2_client_secret = \"env:S\"\nsync = \"mirror\"",
+        );
+        assert!(ttd.renews_members());
+        assert!(!leaves_members_unread(&*ttd, true, true));
+    }
 }

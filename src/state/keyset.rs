@@ -15,12 +15,12 @@
 //! million keys) leaves a handful of keys to compare, in one or two cache lines of the file.
 //! Lookups cost about 90 ns a member (0.46 s of CPU for B1's 5.2 million, on the thread that
 //! spills) with the keys read where the file is mapped, in 4 KiB pages. The keys are copied out
-//! instead, into memory backed by huge pages where the kernel gives them, as the file's pages
-//! are let go: a lookup then needs no page walk, and B1's night spent 0.35 s in them rather
-//! than 0.47 s (perf, two runs each, alternating), about 67 ns a member. So a key takes 16 bytes of the run's memory, and 4 more note the row of
-//! each key's member in this run; the rows stay in the mapped file, read for the keys found. A
-//! run whose previous keys would take more than a quarter of its memory budget does not look
-//! them up (`run`).
+//! instead, into memory backed by huge pages where the kernel gives them, as the file's pages are
+//! let go: a lookup then needs no page walk, and B1's night spent 0.35 s in them rather than 0.47 s
+//! (perf, two runs each, alternating), about 67 ns a member. So a key takes 16 bytes of the run's
+//! memory, and 4 more note the row of each key's member in this run; the rows stay in the mapped
+//! file, read for the keys found. A run whose previous keys would take more than a quarter of its
+//! memory budget does not look them up (`run`).
 //! The state store only ever moves files into place; a keys file overwritten in place while
 //! mapped would stop the run (SIGBUS), not give a wrong answer.
 //!

@@ -10,11 +10,11 @@
 //! members: whatever the audience's size, memory holds one run of keys, and only the members
 //! that changed are copied.
 //!
-//! A mirror run whose previous keys fit in a quarter of its memory budget (20 bytes a key:
-//! the key, copied into memory, and a row number) diffs as members arrive instead (`Spill::find_adds`,
-//! `keyset`): each member's key is looked up in each destination's previous keys file (once
-//! per file); the members not found are written to that destination's adds file there and
-//! then, and the previous keys not found are its removes. Only the keys not in the largest
+//! A mirror run whose previous keys fit in a quarter of its memory budget (20 bytes a key: the key,
+//! copied into memory, and a row number) diffs as members arrive instead (`Spill::find_adds`,
+//! `keyset`): each member's key is looked up in each destination's previous keys file (once per
+//! file); the members not found are written to that destination's adds file there and then, and the
+//! previous keys not found are its removes. Only the keys not in the largest
 //! previous keys file are sorted; the merge interleaves them with the keys found in it (in its
 //! order) to write `keys.arrow`, and diffs by walking only the destinations whose keys were not
 //! looked up. The members file is then not read back unless such a destination, or one sent
@@ -177,14 +177,13 @@ impl MembersWriter {
     }
 }
 
-/// A members or keys file: written through the page cache, or, when the run will not read it
-/// back, past it (`crate::direct::DirectSink`): a mirror run's members and keys files, once its
-/// adds are found as members arrive and when no platform reads the whole membership to send
-/// (`run::DiffPlan::prepare`). On this machine (a VM whose host takes back the pages its guest
-/// frees) 1 GiB written through the cache took 1.9-3.3 s of system CPU; asked to be written
-/// back and let go of the cache by windows (`posix_fadvise`, earlier builds), 0.3 s; and the
-/// copy into the cache was still 4% of an upload run's samples (`copy_folio_from_iter_atomic`).
-/// Written directly, the bytes go to the disk from the buffer the IPC writer filled.
+/// A members or keys file: written through the page cache, or, when the run will not read it back
+/// (`run::DiffPlan::prepare` decides), past it (`crate::direct::DirectSink`). On this machine (a VM
+/// whose host takes back the pages its guest frees) 1 GiB written through the cache took 1.9-3.3 s
+/// of system CPU; asked to be written back and let go of the cache by windows (`posix_fadvise`,
+/// earlier builds), 0.3 s; and the copy into the cache was still 4% of an upload run's samples
+/// (`copy_folio_from_iter_atomic`). Written directly, the bytes go to the disk from the buffer the
+/// IPC writer filled.
 struct ScratchFile {
     written: u64,
     sink: Sink,
