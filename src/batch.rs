@@ -50,12 +50,13 @@ pub fn row_sizes(batch: &RecordBatch) -> Vec<usize> {
         match column.data_type() {
             DataType::Utf8 => {
                 let s = column.as_string::<i32>();
-                for (i, size) in sizes.iter_mut().enumerate() {
-                    *size += 3 + if s.is_valid(i) {
-                        s.value_length(i) as usize
-                    } else {
-                        0
-                    };
+                let lengths = s.value_offsets().windows(2).map(|w| (w[1] - w[0]) as usize);
+                let sizes = sizes.iter_mut().zip(lengths);
+                match s.nulls() {
+                    None => sizes.for_each(|(size, len)| *size += 3 + len),
+                    Some(nulls) => sizes
+                        .zip(nulls.iter())
+                        .for_each(|((size, len), valid)| *size += 3 + if valid { len } else { 0 }),
                 }
             }
             _ => sizes.iter_mut().for_each(|s| *s += 8),
@@ -250,6 +251,29 @@ mod tests {
                 .map(|b| b.unwrap().num_rows())
                 .collect(),
         )
+    }
+
+    #[test]
+    fn a_row_counts_its_text_and_three_bytes_a_value_and_eight_for_other_types() {
+        let batch = RecordBatch::try_from_iter([
+            (
+                "email_sha256",
+                Arc::new(StringArray::from(vec![
+                    Some("ab"),
+                    None,
+                    Some(""),
+                    Some("abcd"),
+                ])) as _,
+            ),
+            (
+                "consent",
+                Arc::new(arrow::array::BooleanArray::from(vec![true; 4])) as _,
+            ),
+        ])
+        .unwrap();
+        assert_eq!(row_sizes(&batch), [13, 11, 11, 15]);
+        // A slice counts its own rows.
+        assert_eq!(row_sizes(&batch.slice(1, 3)), [11, 11, 15]);
     }
 
     #[test]

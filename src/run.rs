@@ -283,7 +283,10 @@ async fn members(
             })
             .boxed());
     }
-    let stream = df.execute_stream().await.map_err(reading.clone())?;
+    let stream = only_read_columns(df, &plan)?
+        .execute_stream()
+        .await
+        .map_err(reading.clone())?;
     let workers = rayon::current_num_threads().max(1);
     Ok(stream
         .map(move |batch| {
@@ -309,6 +312,30 @@ async fn members(
             })
         })
         .boxed())
+}
+
+/// The segment's result cut to the columns the transform reads, so that the scan does not
+/// decode the others (a segment may select `*`, or columns it keeps for people to read). A name
+/// the result holds twice (a join) is read from its first column, as `transform` would.
+fn only_read_columns(
+    df: datafusion::prelude::DataFrame,
+    plan: &IdentityPlan,
+) -> Result<datafusion::prelude::DataFrame> {
+    let schema = df.schema().clone();
+    let mut read: Vec<usize> = plan
+        .read_columns()
+        .filter_map(|name| schema.fields().iter().position(|f| f.name() == name))
+        .collect();
+    read.sort_unstable();
+    read.dedup();
+    if read.len() == schema.fields().len() {
+        return Ok(df);
+    }
+    let columns = read
+        .into_iter()
+        .map(|i| datafusion::prelude::Expr::Column(schema.qualified_field(i).into()));
+    df.select(columns)
+        .map_err(|e| Error::from_datafusion(e).context("selecting the columns the job maps"))
 }
 
 /// An error of the query while it gives rows: on a cluster, the cluster's own failures are told
@@ -1480,5 +1507,47 @@ mod tests {
         );
         assert!(ttd.renews_members());
         assert!(!leaves_members_unread(&*ttd, true, true));
+    }
+
+    /// The columns a segment's result keeps once cut to what `plan` reads.
+    async fn read_of(sql: &str, plan: &IdentityPlan) -> Vec<String> {
+        use arrow::array::{Int64Array, StringArray};
+        let ctx = datafusion::prelude::SessionContext::new();
+        let table = arrow::array::RecordBatch::try_from_iter([
+            ("id", Arc::new(Int64Array::from(vec![1])) as _),
+            ("email", Arc::new(StringArray::from(vec!["a@b.co"])) as _),
+            (
+                "phone",
+                Arc::new(StringArray::from(vec!["+15551234567"])) as _,
+            ),
+            (
+                "consent",
+                Arc::new(arrow::array::BooleanArray::from(vec![true])) as _,
+            ),
+        ])
+        .unwrap();
+        ctx.register_batch("t", table.clone()).unwrap();
+        ctx.register_batch("u", table).unwrap();
+        let df = only_read_columns(ctx.sql(sql).await.unwrap(), plan).unwrap();
+        let batches = df.collect().await.unwrap();
+        let schema = batches[0].schema();
+        schema.fields().iter().map(|f| f.name().clone()).collect()
+    }
+
+    #[tokio::test]
+    async fn the_scan_reads_only_the_columns_the_job_maps() {
+        let email = vec![identity::InputColumn::new(identity::Kind::Email, "email")];
+        let plan = IdentityPlan::new(identity::Profile::Meta, email.clone(), None, vec![]);
+        assert_eq!(read_of("SELECT * FROM t", &plan).await, ["email"]);
+        // Consent columns pass through.
+        let consent = vec![("consent".to_string(), DataType::Boolean)];
+        let plan = IdentityPlan::new(identity::Profile::Meta, email, None, consent);
+        assert_eq!(
+            read_of("SELECT * FROM t", &plan).await,
+            ["email", "consent"]
+        );
+        // A name the result holds twice is read from its first column, without an ambiguity.
+        let sql = "SELECT t.email, u.email, u.consent FROM t JOIN u ON t.id = u.id";
+        assert_eq!(read_of(sql, &plan).await, ["email", "consent"]);
     }
 }

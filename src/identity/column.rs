@@ -89,6 +89,13 @@ impl IdentityPlan {
         self.fields.iter().map(|(_, f)| f)
     }
 
+    /// The columns of the segment's result the transform reads: the identifier columns, then
+    /// the passthrough ones.
+    pub fn read_columns(&self) -> impl Iterator<Item = &str> {
+        let inputs = self.inputs.iter().map(|i| i.column.as_str());
+        inputs.chain(self.passthrough.iter().map(String::as_str))
+    }
+
     /// The output columns that hold hashes (in `profile.encoding()`).
     pub fn hashed_columns(&self) -> Vec<String> {
         self.output_fields()
