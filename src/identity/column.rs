@@ -754,6 +754,23 @@ mod tests {
     use arrow::array::{StringArray, StringViewArray};
 
     #[test]
+    fn member_keys_stay_what_earlier_runs_stored() {
+        // Every destination's sync state holds the keys of its members: a key computed any other
+        // way (a new hash, or a new version of foldhash's) would make each member of an audience
+        // look added and each stored key removed. Changing it takes a migration of the state.
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(vec![Some("a".repeat(64)), None])),
+            Arc::new(StringArray::from(vec![Some("US"), Some("gb")])),
+        ];
+        let keys = member_key(&columns, 2);
+        let stored = [
+            0xe703957fa8ece14a78ef44ed486ff9dd_u128,
+            0xccc69e6fd9de12cb43da4bf40880799f_u128,
+        ];
+        assert_eq!(keys, stored, "{keys:#x?}");
+    }
+
+    #[test]
     fn large_batches_are_transformed_in_pieces_with_the_same_members() {
         let plan = plan(Profile::Meta);
         let batch = batch();
