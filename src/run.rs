@@ -283,7 +283,8 @@ async fn members(
             })
             .boxed());
     }
-    let stream = only_read_columns(df, &plan)?
+    let stream = only_read_columns(df, &plan)
+        .map_err(|e| Error::from_datafusion(e).context(job.segment_path.display()))?
         .execute_stream()
         .await
         .map_err(reading.clone())?;
@@ -320,7 +321,7 @@ async fn members(
 fn only_read_columns(
     df: datafusion::prelude::DataFrame,
     plan: &IdentityPlan,
-) -> Result<datafusion::prelude::DataFrame> {
+) -> datafusion::error::Result<datafusion::prelude::DataFrame> {
     let schema = df.schema().clone();
     let mut read: Vec<usize> = plan
         .read_columns()
@@ -335,7 +336,6 @@ fn only_read_columns(
         .into_iter()
         .map(|i| datafusion::prelude::Expr::Column(schema.qualified_field(i).into()));
     df.select(columns)
-        .map_err(|e| Error::from_datafusion(e).context("selecting the columns the job maps"))
 }
 
 /// An error of the query while it gives rows: on a cluster, the cluster's own failures are told
