@@ -7,6 +7,8 @@
 //! error_subcode, fbtrace_id}}`; the `X-Business-Use-Case-Usage` header on every call and error
 //! 80003 when the call budget of the rolling window is spent.
 
+mod fast;
+
 use super::AppState;
 use super::Cell;
 use super::faults::Fault;
@@ -137,7 +139,9 @@ fn params<'a>(
     if json {
         // Checked as UTF-8 once here, so the parser need not check every string it borrows.
         let text = std::str::from_utf8(body).unwrap_or_default();
-        if let Ok(body) = serde_json::from_str::<JsonBody>(text) {
+        // Bodies in the shape clients write them by the fast reader, others by serde.
+        let body = fast::body(text).or_else(|| serde_json::from_str::<JsonBody>(text).ok());
+        if let Some(body) = body {
             p.extend(body.params);
             inline = body.payload;
         }
@@ -183,7 +187,7 @@ impl<'de> Deserialize<'de> for JsonBody<'de> {
                         }
                     } else {
                         let raw: &'de RawValue = map.next_value()?;
-                        body.params.insert(key, raw_text(raw));
+                        body.params.insert(key, raw_text(raw.get()));
                     }
                 }
                 Ok(body)
@@ -195,8 +199,7 @@ impl<'de> Deserialize<'de> for JsonBody<'de> {
 
 /// A JSON parameter's text: a string unescaped (borrowed when it has no escapes), any other
 /// value as its JSON.
-fn raw_text(raw: &RawValue) -> Cow<'_, str> {
-    let text = raw.get();
+fn raw_text(text: &str) -> Cow<'_, str> {
     if !text.starts_with('"') {
         return Cow::Borrowed(text);
     }
@@ -254,7 +257,7 @@ struct Rows<'a> {
 
 /// What a `data` row was: a list of cells (multi-key, or a one-element list) ending at `cells`
 /// index `end`, a bare value (single key), or something else (invalid).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 enum RowShape {
     Many { end: usize },
     One { at: usize },

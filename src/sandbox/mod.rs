@@ -14,6 +14,7 @@
 
 pub mod faults;
 pub mod google;
+mod json_reader;
 pub mod linkedin;
 pub mod meta;
 pub mod microsoft;
