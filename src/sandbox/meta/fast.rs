@@ -29,7 +29,14 @@ pub(super) fn body(text: &str) -> Option<JsonBody<'_>> {
         }
         match (key == "payload", r.peek()?) {
             (true, b'{') => body.payload = Some(payload(r)?),
-            (true, b'"') | (false, _) => {
+            // A payload of JSON in a string, taken only without escapes: serde refuses a
+            // string payload it cannot unescape (a lone surrogate), and with it the body, where
+            // `raw_text` would give an empty text.
+            (true, b'"') => {
+                let text = r.string()?;
+                body.params.insert(key.to_string(), Cow::Borrowed(text));
+            }
+            (false, _) => {
                 let text = r.raw()?;
                 body.params.insert(key.to_string(), raw_text(text));
             }
@@ -129,8 +136,9 @@ mod tests {
             ),
             // A single key's bare values; the payload's fields in the other order.
             format!(r#"{{"payload":{{"data":["{hash}","b"],"schema":"EMAIL_SHA256"}}}}"#),
-            // The payload as a string of JSON (a form's way), and other parameters of any type.
-            r#"{"payload":"{\"schema\":\"EMAIL\"}","n":3,"list":[1,{"a":null}],"flag":true}"#
+            // The payload as a string of JSON (a form's way), and other parameters of any type,
+            // escapes in their strings too.
+            r#"{"payload":"[]","n":3,"list":[1,{"a":null}],"flag":true,"s":"a\"b\u00e9"}"#
                 .to_string(),
             r#"{"payload":{"schema":null,"data":null}}"#.to_string(),
             r#"{"payload":{}}"#.to_string(),
@@ -156,6 +164,9 @@ mod tests {
             r#"{"a":"1","a":"2"}"#,
             r#"{"payload":"x","payload":{"schema":"EMAIL"}}"#,
             r#"{"payload":{"data":[],"data":[]}}"#,
+            // A string payload with escapes (serde refuses a lone surrogate, and the body).
+            r#"{"access_token":"t","payload":"\ud800"}"#,
+            r#"{"payload":"{\"schema\":\"EMAIL\"}"}"#,
             // A payload of another type, and bodies that are not JSON objects.
             r#"{"payload":3}"#,
             r#"{"payload":{"data":"x"}}"#,
