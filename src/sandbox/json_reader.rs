@@ -39,7 +39,7 @@ impl<'a> Reader<'a> {
         self.text.as_bytes().get(self.at).copied()
     }
 
-    pub(crate) fn skip_space(&mut self) {
+    fn skip_space(&mut self) {
         let bytes = self.text.as_bytes();
         while matches!(bytes.get(self.at), Some(b' ' | b'\n' | b'\t' | b'\r')) {
             self.at += 1;
@@ -47,7 +47,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Takes the byte `c`, after any white space.
-    pub(crate) fn eat(&mut self, c: u8) -> Option<()> {
+    fn eat(&mut self, c: u8) -> Option<()> {
         self.skip_space();
         if self.text.as_bytes().get(self.at) == Some(&c) {
             self.at += 1;
@@ -118,7 +118,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A value of type `T`, read by `serde_json` from here.
-    pub(crate) fn parse<T: serde::de::DeserializeOwned>(&mut self) -> Option<T> {
+    fn parse<T: serde::de::DeserializeOwned>(&mut self) -> Option<T> {
         self.skip_space();
         let mut values = serde_json::Deserializer::from_str(&self.text[self.at..]).into_iter::<T>();
         let value = values.next()?.ok()?;
