@@ -227,27 +227,13 @@ fn session_settings(
     if unset("DATAFUSION_EXECUTION_BATCH_SIZE") {
         config = config.with_batch_size(8192);
     }
-    // Evaluate the segment's filters while decoding Parquet, so PII columns of rows the
-    // segment drops are never decoded.
-    config.options_mut().execution.parquet.pushdown_filters = true;
-    config.options_mut().execution.parquet.reorder_filters = true;
+    parquet_reading(&mut config, &unset);
     // A sort keeps this much back for merging its spill files, per partition (10 MiB by
     // default): within a small budget, less, so the reservations leave room to sort at all.
     let pool_bytes = budget.pool_bytes();
     if unset("DATAFUSION_EXECUTION_SORT_SPILL_RESERVATION_BYTES") {
         config.options_mut().execution.sort_spill_reservation_bytes =
             (pool_bytes / (8 * config.target_partitions())).min(10 << 20);
-    }
-    // Strings as plain Utf8, not DataFusion's default views: B1 on 30 million customers is as
-    // fast (13.6 s against 14.4 s) and smaller (1,047 MiB against 1,146 MiB at the peak), and a
-    // sort that spills counts views by the buffers they point into, which its merges share: a
-    // DISTINCT and ORDER BY over that segment asked for 88 MB to hold one batch of 8,192 rows.
-    if unset("DATAFUSION_EXECUTION_PARQUET_SCHEMA_FORCE_VIEW_TYPES") {
-        config
-            .options_mut()
-            .execution
-            .parquet
-            .schema_force_view_types = false;
     }
     // A sort merging its spill files reserves room for as many as the pool allows, all at once
     // (one merge took 420 MB of a 614 MB pool while the other partition still sorted, which then
@@ -258,6 +244,27 @@ fn session_settings(
         .with_disk_manager_builder(disk)
         .with_memory_pool(budget.pool());
     Ok((config, runtime))
+}
+
+/// How Parquet is read, where the environment (`unset` says which variables it does not set)
+/// does not say otherwise.
+fn parquet_reading(config: &mut SessionConfig, unset: &dyn Fn(&str) -> bool) {
+    let parquet = &mut config.options_mut().execution.parquet;
+    // Evaluate the segment's filters while decoding Parquet, so PII columns of rows the
+    // segment drops are never decoded.
+    if unset("DATAFUSION_EXECUTION_PARQUET_PUSHDOWN_FILTERS") {
+        parquet.pushdown_filters = true;
+    }
+    if unset("DATAFUSION_EXECUTION_PARQUET_REORDER_FILTERS") {
+        parquet.reorder_filters = true;
+    }
+    // Strings as plain Utf8, not DataFusion's default views: B1 on 30 million customers is as
+    // fast (13.6 s against 14.4 s) and smaller (1,047 MiB against 1,146 MiB at the peak), and a
+    // sort that spills counts views by the buffers they point into, which its merges share: a
+    // DISTINCT and ORDER BY over that segment asked for 88 MB to hold one batch of 8,192 rows.
+    if unset("DATAFUSION_EXECUTION_PARQUET_SCHEMA_FORCE_VIEW_TYPES") {
+        parquet.schema_force_view_types = false;
+    }
 }
 
 /// Registers the job's tables (and the object stores they are in) with the session.
@@ -411,6 +418,35 @@ mod tests {
             let err = Engine::parse(bad).unwrap_err();
             assert!(err.contains("ballista://HOST:PORT"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn parquet_settings_the_environment_gives_stand() {
+        let defaults = SessionConfig::new();
+        let mut ours = SessionConfig::new();
+        parquet_reading(&mut ours, &|_| true);
+        let parquet = &ours.options().execution.parquet;
+        assert!(parquet.pushdown_filters && parquet.reorder_filters);
+        assert!(!parquet.schema_force_view_types);
+        // Every one of them set in the environment (here, to DataFusion's defaults): kept.
+        let mut theirs = SessionConfig::new();
+        parquet_reading(&mut theirs, &|name| {
+            !name.starts_with("DATAFUSION_EXECUTION_PARQUET_")
+        });
+        let (parquet, default) = (
+            &theirs.options().execution.parquet,
+            &defaults.options().execution.parquet,
+        );
+        assert_eq!(parquet.pushdown_filters, default.pushdown_filters);
+        assert_eq!(parquet.reorder_filters, default.reorder_filters);
+        assert_eq!(
+            parquet.schema_force_view_types,
+            default.schema_force_view_types
+        );
+        assert_ne!(
+            parquet.pushdown_filters,
+            ours.options().execution.parquet.pushdown_filters
+        );
     }
 
     #[test]
