@@ -445,12 +445,7 @@ async fn read_and_diff(
     {
         std::thread::spawn(identity::phone::warm_up);
     }
-    let budget = crate::memory::Budget::of_this_process()?.shared_by(options.concurrent_runs);
-    tracing::info!(
-        memory_limit_mib = budget.bytes >> 20,
-        source = budget.source,
-        "memory budget (the query spills to TMPDIR beyond its share)"
-    );
+    let budget = memory_budget(options)?;
     let engine = options.engine.as_ref().unwrap_or(&job.engine);
     let ctx = segment::context(job, engine, &budget).await?;
     let pool = ctx.runtime_env().memory_pool.clone();
@@ -470,203 +465,74 @@ async fn read_and_diff(
         true => None,
         false => Some(DiffPlan::fetch(state, &platforms).await?),
     };
-    let mut members_stream = members(job, engine, df, plan.clone()).await?;
+    let members_stream = members(job, engine, df, plan.clone()).await?;
 
     let run_id = new_run_id();
     tracing::Span::current().record("run_id", run_id.as_str());
     let info = run_info(job, run_date, &run_id);
-
-    // The membership (for platforms) is gathered by a spill, set up before any export starts:
-    // an error returned once they have would end their streams as if complete.
-    let spill = match &diff_plan {
+    // The membership (for platforms) is gathered by a spill, set up before any feed starts: an
+    // error returned once they have would end their streams as if complete.
+    let membership = match &diff_plan {
         None => None,
-        Some(diff_plan) => {
-            let mut spill = Spill::new(&schema, &plan.hashed_columns(), plan.profile.encoding())?;
-            let streams_adds = job.send_adds_while_reading;
-            diff_plan
-                .prepare(
-                    &mut spill,
-                    &platforms,
-                    state,
-                    budget.bytes,
-                    streams_adds,
-                    options.dry_run,
-                )
-                .await?;
-            Some(spill)
-        }
+        Some(d) => Some(
+            d.membership(job, &plan, &platforms, state, budget.bytes, options)
+                .await?,
+        ),
     };
-
-    // Exports are fed as members come; nothing of theirs is committed until the stream ends,
-    // which is after the guards.
-    let mut senders = vec![];
-    let mut sinks = vec![];
-    if !options.dry_run {
-        for destination in destinations.iter().filter(|d| !from_state(d.as_ref())) {
-            let (tx, rx) = futures::channel::mpsc::channel::<Result<RecordBatch>>(2);
-            senders.push(tx);
-            let destination = destination.clone();
-            let info = info.clone();
-            let schema = schema.clone();
-            sinks.push(tokio::spawn(async move {
-                destination
-                    .deliver(&info, schema, rx.boxed(), &Delivery::fresh(Op::Add))
-                    .await
-            }));
-        }
-    }
-    // Platforms in `add` mode may take the members as they come too; their syncs commit after
-    // the diff, as the others' do after sending.
-    let mut streamed = vec![];
-    if job.send_adds_while_reading && !options.dry_run {
-        for destination in platforms.iter().filter(|d| d.sync_mode() == SyncMode::Add) {
-            let (tx, rx) = futures::channel::mpsc::channel::<Result<RecordBatch>>(2);
-            senders.push(tx);
-            streamed.push(destination.name().to_string());
-            let destination = destination.clone_box();
-            let info = info.clone();
-            let schema = schema.clone();
-            sinks.push(tokio::spawn(async move {
-                send_while_reading(destination.as_ref(), &info, schema, rx).await
-            }));
-        }
-    }
-
-    // The membership is gathered on a thread of its own: sorting and spilling are blocking work.
-    let (spill_tx, spill_thread) = if let Some(mut spill) = spill {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<(RecordBatch, Vec<u128>)>(4);
-        let thread = std::thread::spawn(move || -> Result<membership::SortedRuns> {
-            while let Some((batch, keys)) = rx.blocking_recv() {
-                spill.push(&batch, &keys)?;
-            }
-            spill.finish()
-        });
-        (Some(tx), Some(thread))
-    } else {
-        (None, None)
-    };
-
-    let progress = Progress::new(options.progress);
+    let mut feeds = Feeds::start(job, options, destinations, &platforms, &info, &schema);
     let mut members = Members::within(&pool);
-    let mut failure = None;
-    let mut stopped_sink = None;
-    while let Some(item) = members_stream.next().await {
-        let (batch, keys) = match item.and_then(|b| members.admit(b).map_err(normalization_error)) {
-            Ok(b) => b,
-            Err(e) => {
-                failure = Some(e);
-                break;
-            }
-        };
-        progress.update(members.tally.rows, members.unique());
-        if let Some(tx) = &spill_tx
-            && tx.send((batch.clone(), keys)).await.is_err()
-        {
-            break; // The spill thread failed; its error is collected below.
-        }
-        for (i, tx) in senders.iter_mut().enumerate() {
-            if tx.send(Ok(batch.clone())).await.is_err() {
-                stopped_sink = Some(i);
-            }
-        }
-        if stopped_sink.is_some() {
-            // A destination fed as members come failed: the run fails with its error (below),
-            // before any guard, diff or commit, and the other destinations are told to abandon.
-            failure = Some(Error::internal("a destination stopped"));
-            break;
-        }
-    }
-    drop(members_stream);
-    members.release_sets();
-    progress.finish();
-    drop(spill_tx);
-    let sorted = match spill_thread.map(|t| t.join()) {
-        None => None,
-        Some(Ok(Ok(s))) => Some(s),
-        Some(Ok(Err(e))) => {
-            failure.get_or_insert(e);
-            None
-        }
-        Some(Err(_)) => {
-            failure.get_or_insert(Error::internal("the membership thread stopped"));
-            None
-        }
-    };
+    let read = read_members(
+        members_stream,
+        &mut members,
+        membership.as_ref(),
+        &mut feeds,
+        options,
+    );
+    let Read {
+        failure,
+        stopped_feed,
+    } = read.await;
+    let sorted = membership.map(MembershipThread::finish);
     let read_done = started.elapsed();
 
-    let tally = &members.tally;
-    let mut report = RunReport {
-        job: job.name.clone(),
-        run_date: date.clone(),
-        run_id: run_id.clone(),
-        profile: job.profile.to_string(),
-        state: state.url.to_string(),
-        rows_read: tally.rows,
-        members: members.unique(),
-        duplicates: members.duplicates,
-        without_strong_identifier: tally.without_strong_identifier,
-        pre_hashed_values: tally.pre_hashed,
-        invalid: tally.invalid.clone(),
-        dry_run: options.dry_run,
-        ..RunReport::default()
-    };
+    let mut report = read_report(job, &date, &run_id, state, &members, options.dry_run);
     report.seconds.insert("plan".into(), planned.as_secs_f64());
     report
         .seconds
         .insert("read".into(), (read_done - planned).as_secs_f64());
-
-    // Guards and the diff, before any export commits.
-    let outcome = async {
-        if let Some(e) = failure.take() {
+    // The guards and the diff, before any feed commits.
+    let checked = async {
+        let sorted = sorted.transpose();
+        if let Some(e) = failure {
             return Err(e);
         }
-        if members.unique() == 0 && !(job.guards.allow_empty || options.allow_empty) {
-            return Err(Error::guard(format!(
-                "the segment {} has no members for {date}; nothing was sent. If that is right, \
-                 run with --allow-empty (or set guards.allow_empty = true in the job)",
-                job.segment_path.display()
-            )));
-        }
+        let sorted = sorted?;
+        check_not_empty(job, options, &date, &members)?;
         let Some(sorted) = sorted else {
             return Ok(None);
         };
         let diff_started = Instant::now();
         let plan = diff_plan.expect("a diff plan where members were gathered");
+        let streamed = &feeds.streamed;
         let pending = diff(
-            job, state, &date, &run_id, sorted, plan, &platforms, &streamed, options,
-        )
-        .await?;
-        report
-            .seconds
-            .insert("diff".into(), diff_started.elapsed().as_secs_f64());
+            job, state, &date, &run_id, sorted, plan, &platforms, streamed, options,
+        );
+        let pending = pending.await?;
+        let diffed = diff_started.elapsed().as_secs_f64();
+        report.seconds.insert("diff".into(), diffed);
         Ok(Some(pending))
     }
     .await;
-    let pending = match outcome {
+    let pending = match checked {
         Ok(p) => p,
-        Err(e) => {
-            let sink_error = abandon(senders, sinks, stopped_sink).await;
-            return Err(sink_error.unwrap_or(e));
-        }
+        Err(e) => return Err(feeds.abandon(stopped_feed).await.unwrap_or(e)),
     };
-    // Destinations sent while reading finish first: exports commit only if they succeeded.
-    let exports = senders.len() - streamed.len();
-    drop(senders.split_off(exports));
-    let (streamed_reports, streamed_error) = join_tasks(sinks.split_off(exports)).await;
-    if let Some(e) = streamed_error {
-        abandon(senders, sinks, None).await;
-        return Err(e);
-    }
-    drop(senders);
-    let (exported, export_error) = join_tasks(sinks).await;
-    if let Some(e) = export_error {
-        return Err(e);
-    }
-    report.destinations.extend(exported);
-    report.destinations.extend(streamed_reports);
-    for r in report.destinations.iter_mut() {
-        r.mode = SyncMode::Add.to_string();
-        r.added = r.rows;
+    // The feeds commit now: destinations sent while reading first, then the exports.
+    let streamed = feeds.streamed.clone();
+    for mut fed in feeds.finish().await? {
+        fed.mode = SyncMode::Add.to_string();
+        fed.added = fed.rows;
+        report.destinations.push(fed);
     }
     let Some((pending, planned)) = pending else {
         return Ok((report, None));
@@ -675,8 +541,71 @@ async fn read_and_diff(
         report.destinations.extend(planned);
         return Ok((report, None));
     }
-    // A resumed run's report starts from this: it keeps the destinations sent while reading,
-    // which have only their syncs left to commit.
+    let pending = store_pending(state, &date, &report, pending, &streamed).await?;
+    Ok((report, Some(pending)))
+}
+
+/// The run's share of the process's memory (`crate::memory`), logged.
+fn memory_budget(options: &RunOptions) -> Result<crate::memory::Budget> {
+    let budget = crate::memory::Budget::of_this_process()?.shared_by(options.concurrent_runs);
+    tracing::info!(
+        memory_limit_mib = budget.bytes >> 20,
+        source = budget.source,
+        "memory budget (the query spills to TMPDIR beyond its share)"
+    );
+    Ok(budget)
+}
+
+/// The guard against an empty segment: nothing is sent for a date without members unless the
+/// job or the command allows it.
+fn check_not_empty(job: &Job, options: &RunOptions, date: &str, members: &Members) -> Result<()> {
+    if members.unique() == 0 && !(job.guards.allow_empty || options.allow_empty) {
+        return Err(Error::guard(format!(
+            "the segment {} has no members for {date}; nothing was sent. If that is right, \
+             run with --allow-empty (or set guards.allow_empty = true in the job)",
+            job.segment_path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The report of what was read: counts of rows and members, and what was dropped and why.
+fn read_report(
+    job: &Job,
+    date: &str,
+    run_id: &str,
+    state: &StateStore,
+    members: &Members,
+    dry_run: bool,
+) -> RunReport {
+    let tally = &members.tally;
+    RunReport {
+        job: job.name.clone(),
+        run_date: date.to_string(),
+        run_id: run_id.to_string(),
+        profile: job.profile.to_string(),
+        state: state.url.to_string(),
+        rows_read: tally.rows,
+        members: members.unique(),
+        duplicates: members.duplicates,
+        without_strong_identifier: tally.without_strong_identifier,
+        pre_hashed_values: tally.pre_hashed,
+        invalid: tally.invalid.clone(),
+        dry_run,
+        ..RunReport::default()
+    }
+}
+
+/// Stores the pending run, whose files the sending reads. A resumed run's report starts from
+/// the one of this read: it keeps the destinations sent while reading, which have only their
+/// syncs left to commit.
+async fn store_pending(
+    state: &StateStore,
+    date: &str,
+    report: &RunReport,
+    pending: Pending,
+    streamed: &[String],
+) -> Result<Pending> {
     let mut read = report.clone();
     read.destinations
         .retain(|d| streamed.contains(&d.destination));
@@ -688,9 +617,194 @@ async fn read_and_diff(
         pd.streamed = streamed.contains(&pd.name);
     }
     state
-        .write_json(&StateStore::pending_file(&date), &pending)
+        .write_json(&StateStore::pending_file(date), &pending)
         .await?;
-    Ok((report, Some(pending)))
+    Ok(pending)
+}
+
+/// What reading the segment ended with: its first error, and the feed that stopped, if one did.
+struct Read {
+    failure: Option<Error>,
+    stopped_feed: Option<usize>,
+}
+
+/// Admits the segment's members (dropping duplicates) and hands each batch to the membership
+/// and to the feeds, until the segment ends or something fails.
+async fn read_members(
+    mut stream: BoxStream<'static, Result<identity::MemberBatch>>,
+    members: &mut Members,
+    membership: Option<&MembershipThread>,
+    feeds: &mut Feeds,
+    options: &RunOptions,
+) -> Read {
+    let progress = Progress::new(options.progress);
+    let mut read = Read {
+        failure: None,
+        stopped_feed: None,
+    };
+    while let Some(item) = stream.next().await {
+        let (batch, keys) = match item.and_then(|b| members.admit(b).map_err(normalization_error)) {
+            Ok(b) => b,
+            Err(e) => {
+                read.failure = Some(e);
+                break;
+            }
+        };
+        progress.update(members.tally.rows, members.unique());
+        if let Some(membership) = membership
+            && !membership.push(batch.clone(), keys).await
+        {
+            break; // The membership thread failed; its error is collected when it is joined.
+        }
+        if let Some(i) = feeds.feed(&batch).await {
+            // A destination fed as members come failed: the run fails with its error, before
+            // any guard, diff or commit, and the other destinations are told to abandon.
+            read.stopped_feed = Some(i);
+            read.failure = Some(Error::internal("a destination stopped"));
+            break;
+        }
+    }
+    drop(stream);
+    members.release_sets();
+    progress.finish();
+    read
+}
+
+/// The run's membership, gathered on a thread of its own: sorting and spilling are blocking
+/// work.
+struct MembershipThread {
+    batches: tokio::sync::mpsc::Sender<(RecordBatch, Vec<u128>)>,
+    thread: std::thread::JoinHandle<Result<membership::SortedRuns>>,
+}
+
+impl MembershipThread {
+    fn start(mut spill: Spill) -> MembershipThread {
+        let (batches, mut rx) = tokio::sync::mpsc::channel::<(RecordBatch, Vec<u128>)>(4);
+        let thread = std::thread::spawn(move || {
+            while let Some((batch, keys)) = rx.blocking_recv() {
+                spill.push(&batch, &keys)?;
+            }
+            spill.finish()
+        });
+        MembershipThread { batches, thread }
+    }
+
+    /// Hands over a batch and its keys; false if the thread has stopped.
+    async fn push(&self, batch: RecordBatch, keys: Vec<u128>) -> bool {
+        self.batches.send((batch, keys)).await.is_ok()
+    }
+
+    /// The sorted runs once every batch is in, or the error that stopped the thread.
+    fn finish(self) -> Result<membership::SortedRuns> {
+        drop(self.batches);
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(Error::internal("the membership thread stopped")))
+    }
+}
+
+/// The destinations fed as members come: the exports, then the `add` platforms of a job that
+/// sends adds while reading. Nothing of theirs commits until `finish`, after the guards.
+struct Feeds {
+    senders: Vec<futures::channel::mpsc::Sender<Result<RecordBatch>>>,
+    sinks: Vec<tokio::task::JoinHandle<Result<SinkReport>>>,
+    /// The platforms among them, by name (the last `streamed.len()` feeds).
+    streamed: Vec<String>,
+}
+
+impl Feeds {
+    /// Starts a task per fed destination (none for a plan).
+    fn start(
+        job: &Job,
+        options: &RunOptions,
+        destinations: &[Box<dyn Destination>],
+        platforms: &[&dyn Destination],
+        info: &RunInfo,
+        schema: &arrow::datatypes::SchemaRef,
+    ) -> Feeds {
+        let mut feeds = Feeds {
+            senders: vec![],
+            sinks: vec![],
+            streamed: vec![],
+        };
+        if options.dry_run {
+            return feeds;
+        }
+        for destination in destinations.iter().filter(|d| !from_state(d.as_ref())) {
+            let destination = destination.clone();
+            let (info, schema) = (info.clone(), schema.clone());
+            feeds.spawn(move |rx| async move {
+                let delivery = Delivery::fresh(Op::Add);
+                destination
+                    .deliver(&info, schema, rx.boxed(), &delivery)
+                    .await
+            });
+        }
+        // Platforms in `add` mode may take the members as they come too; their syncs commit
+        // after the diff, as the others' do after sending.
+        if job.send_adds_while_reading {
+            for destination in platforms.iter().filter(|d| d.sync_mode() == SyncMode::Add) {
+                feeds.streamed.push(destination.name().to_string());
+                let destination = destination.clone_box();
+                let (info, schema) = (info.clone(), schema.clone());
+                feeds.spawn(move |rx| async move {
+                    send_while_reading(destination.as_ref(), &info, schema, rx).await
+                });
+            }
+        }
+        feeds
+    }
+
+    fn spawn<F, T>(&mut self, task: F)
+    where
+        F: FnOnce(futures::channel::mpsc::Receiver<Result<RecordBatch>>) -> T,
+        T: std::future::Future<Output = Result<SinkReport>> + Send + 'static,
+    {
+        let (tx, rx) = futures::channel::mpsc::channel::<Result<RecordBatch>>(2);
+        self.senders.push(tx);
+        self.sinks.push(tokio::spawn(task(rx)));
+    }
+
+    /// Hands a batch to every feed; the index of one that has stopped, if any.
+    async fn feed(&mut self, batch: &RecordBatch) -> Option<usize> {
+        let mut stopped = None;
+        for (i, tx) in self.senders.iter_mut().enumerate() {
+            if tx.send(Ok(batch.clone())).await.is_err() {
+                stopped = Some(i);
+            }
+        }
+        stopped
+    }
+
+    /// Ends the feeds once the guards have passed: the platforms sent while reading finish
+    /// first, and the exports commit only if they succeeded. Their reports, exports first.
+    async fn finish(self) -> Result<Vec<SinkReport>> {
+        let Feeds {
+            mut senders,
+            mut sinks,
+            streamed,
+        } = self;
+        let exports = senders.len() - streamed.len();
+        drop(senders.split_off(exports));
+        let (streamed_reports, streamed_error) = join_tasks(sinks.split_off(exports)).await;
+        if let Some(e) = streamed_error {
+            abandon(senders, sinks, None).await;
+            return Err(e);
+        }
+        drop(senders);
+        let (mut reports, export_error) = join_tasks(sinks).await;
+        if let Some(e) = export_error {
+            return Err(e);
+        }
+        reports.extend(streamed_reports);
+        Ok(reports)
+    }
+
+    /// Tells every feed to abandon what it started; the error of the one at `stopped`, if it
+    /// failed.
+    async fn abandon(self, stopped: Option<usize>) -> Option<Error> {
+        abandon(self.senders, self.sinks, stopped).await
+    }
 }
 
 /// Each platform's last sync and, for a mirror with one, the files its diff reads, fetched
@@ -726,6 +840,29 @@ impl DiffPlan {
             heads,
             targets,
         })
+    }
+
+    /// Starts gathering the run's membership: a spill prepared for the diffs (`prepare`), on
+    /// a thread of its own.
+    async fn membership(
+        &self,
+        job: &Job,
+        plan: &IdentityPlan,
+        platforms: &[&dyn Destination],
+        state: &StateStore,
+        budget: u64,
+        options: &RunOptions,
+    ) -> Result<MembershipThread> {
+        let mut spill = Spill::new(
+            &plan.output_schema(),
+            &plan.hashed_columns(),
+            plan.profile.encoding(),
+        )?;
+        let streams_adds = job.send_adds_while_reading;
+        let dry_run = options.dry_run;
+        self.prepare(&mut spill, platforms, state, budget, streams_adds, dry_run)
+            .await?;
+        Ok(MembershipThread::start(spill))
     }
 
     /// Sets `spill` to find each target's adds as members arrive (`keyset`), unless its
