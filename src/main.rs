@@ -84,48 +84,7 @@ enum Command {
     },
     /// Serve the platform emulators (Meta, Google Data Manager, TikTok, Snap) on loopback until
     /// interrupted.
-    Sandbox {
-        #[arg(long, default_value_t = 8480)]
-        port: u16,
-        /// Share of requests answered with a transient server error.
-        #[arg(long, default_value_t = 0.0)]
-        error_rate: f64,
-        /// Share of requests answered as throttled (Meta 80003, HTTP 429).
-        #[arg(long, default_value_t = 0.0)]
-        throttle_rate: f64,
-        /// Share of requests applied whose connection is then dropped.
-        #[arg(long, default_value_t = 0.0)]
-        drop_rate: f64,
-        /// Extra latency per request, in milliseconds.
-        #[arg(long, default_value_t = 0)]
-        latency_ms: u64,
-        /// Share of rows answered as invalid entries.
-        #[arg(long, default_value_t = 0.0)]
-        invalid_row_rate: f64,
-        /// Meta's call budget per rolling window (Business Use Case limit); default: off.
-        #[arg(long)]
-        meta_calls_per_window: Option<u64>,
-        /// The rolling window of the Meta budget, in seconds.
-        #[arg(long, default_value_t = 3600)]
-        meta_window_secs: u64,
-        /// The Data Manager's requests per minute (its per-project quota is 300); default: off.
-        #[arg(long)]
-        google_requests_per_minute: Option<u64>,
-        /// TikTok's requests per second (an app's QPS); default: off.
-        #[arg(long)]
-        tiktok_requests_per_second: Option<u64>,
-        /// Snap's requests per second (10 per token on average); default: off.
-        #[arg(long)]
-        snap_requests_per_second: Option<u64>,
-        /// A platform's requests per second, for the emulators that take their rate by name
-        /// (`--rate pinterest=10`); repeat for several.
-        #[arg(long = "rate", value_parser = platform_rate)]
-        rates: Vec<(String, u64)>,
-        /// The UID2 operator's client secret (Base64 of 32 bytes); default: the documented
-        /// sandbox secret (see the README's The Trade Desk section).
-        #[arg(long, value_parser = activator::sandbox::ttd::parse_client_secret)]
-        uid2_client_secret: Option<activator::destinations::ttd::envelope::ClientSecret>,
-    },
+    Sandbox(SandboxArgs),
     /// Show how values normalize and hash, one JSON object per line.
     Hash {
         /// meta, google or uid2.
@@ -215,6 +174,85 @@ fn scheduler_address(s: &str) -> Result<(String, u16), String> {
     match activator::segment::Engine::parse(&format!("ballista://{s}")) {
         Ok(activator::segment::Engine::Cluster { host, port }) => Ok((host, port)),
         _ => Err(format!("`{s}`: expected HOST:PORT")),
+    }
+}
+
+/// How the sandbox serves: its port, the faults it injects and the platforms' limits.
+#[derive(clap::Args)]
+struct SandboxArgs {
+    #[arg(long, default_value_t = 8480)]
+    port: u16,
+    /// Share of requests answered with a transient server error.
+    #[arg(long, default_value_t = 0.0)]
+    error_rate: f64,
+    /// Share of requests answered as throttled (Meta 80003, HTTP 429).
+    #[arg(long, default_value_t = 0.0)]
+    throttle_rate: f64,
+    /// Share of requests applied whose connection is then dropped.
+    #[arg(long, default_value_t = 0.0)]
+    drop_rate: f64,
+    /// Extra latency per request, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    /// Share of rows answered as invalid entries.
+    #[arg(long, default_value_t = 0.0)]
+    invalid_row_rate: f64,
+    /// Meta's call budget per rolling window (Business Use Case limit); default: off.
+    #[arg(long)]
+    meta_calls_per_window: Option<u64>,
+    /// The rolling window of the Meta budget, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    meta_window_secs: u64,
+    /// The Data Manager's requests per minute (its per-project quota is 300); default: off.
+    #[arg(long)]
+    google_requests_per_minute: Option<u64>,
+    /// TikTok's requests per second (an app's QPS); default: off.
+    #[arg(long)]
+    tiktok_requests_per_second: Option<u64>,
+    /// Snap's requests per second (10 per token on average); default: off.
+    #[arg(long)]
+    snap_requests_per_second: Option<u64>,
+    /// A platform's requests per second, for the emulators that take their rate by name
+    /// (`--rate pinterest=10`); repeat for several.
+    #[arg(long = "rate", value_parser = platform_rate)]
+    rates: Vec<(String, u64)>,
+    /// The UID2 operator's client secret (Base64 of 32 bytes); default: the documented
+    /// sandbox secret (see the README's The Trade Desk section).
+    #[arg(long, value_parser = activator::sandbox::ttd::parse_client_secret)]
+    uid2_client_secret: Option<activator::destinations::ttd::envelope::ClientSecret>,
+}
+
+impl SandboxArgs {
+    fn config(self) -> activator::sandbox::SandboxConfig {
+        use activator::sandbox::{faults, google, meta, snap, tiktok};
+        activator::sandbox::SandboxConfig {
+            faults: faults::FaultConfig {
+                error_rate: self.error_rate,
+                throttle_rate: self.throttle_rate,
+                drop_rate: self.drop_rate,
+                latency_ms: self.latency_ms,
+                invalid_row_rate: self.invalid_row_rate,
+                seed: 1,
+                once: vec![],
+            },
+            meta: meta::MetaLimits {
+                calls_per_window: self.meta_calls_per_window,
+                window: std::time::Duration::from_secs(self.meta_window_secs),
+            },
+            google: google::GoogleLimits {
+                requests_per_minute: self.google_requests_per_minute,
+            },
+            tiktok: tiktok::TikTokLimits {
+                requests_per_second: self.tiktok_requests_per_second,
+                ..Default::default()
+            },
+            snap: snap::SnapLimits {
+                requests_per_second: self.snap_requests_per_second,
+                ..Default::default()
+            },
+            rates: self.rates.into_iter().collect(),
+            uid2_client_secret: self.uid2_client_secret,
+        }
     }
 }
 
@@ -396,226 +434,7 @@ fn main() -> ExitCode {
             activator::memory::keep_freed_memory(&budget);
         }
     }
-    let command = async {
-        match cli.command {
-            Command::Run {
-                job,
-                date,
-                array_start,
-                report_json,
-                flags,
-            } => {
-                let job = Job::load(&job)?;
-                let date = match array_start {
-                    Some(start) => run::array_date(
-                        &job,
-                        start,
-                        std::env::var("AWS_BATCH_JOB_ARRAY_INDEX").ok(),
-                    )?,
-                    None => date.unwrap_or_else(today),
-                };
-                let report = run::run(&job, date, &flags.options()).await?;
-                publish(&report, report_json.as_ref())
-            }
-            Command::Plan {
-                job,
-                date,
-                report_json,
-            } => {
-                let job = Job::load(&job)?;
-                let options = run::RunOptions {
-                    dry_run: true,
-                    ..run::RunOptions::default()
-                };
-                let report = run::run(&job, date.unwrap_or_else(today), &options).await?;
-                publish(&report, report_json.as_ref())
-            }
-            Command::Prune { job, keep_days } => {
-                let job = Job::load(&job)?;
-                let before = today() - chrono::Duration::days(keep_days.into());
-                let state = activator::state::StateStore::open(&job.state, &job.name, false)?;
-                let (files, bytes) = state.prune(&before.to_string()).await?;
-                println!(
-                    "activator: pruned job {}: deleted {files} files ({:.1} MB) of runs finished before {before}",
-                    job.name,
-                    bytes as f64 / 1e6
-                );
-                Ok(())
-            }
-            Command::Backfill {
-                job,
-                from,
-                to,
-                parallel,
-                flags,
-            } => {
-                let job = Job::load(&job)?;
-                let dates = run::backfill_dates(from, to)?;
-                let mut on_report = |r: &activator::report::RunReport| {
-                    let _ = publish(r, None);
-                };
-                let reports =
-                    run::backfill(&job, &dates, parallel, &flags.options(), &mut on_report).await?;
-                println!(
-                    "activator: backfill of {} finished: {} dates, {from} to {to}",
-                    job.name,
-                    reports.len()
-                );
-                Ok(())
-            }
-            Command::Sandbox {
-                port,
-                error_rate,
-                throttle_rate,
-                drop_rate,
-                latency_ms,
-                invalid_row_rate,
-                meta_calls_per_window,
-                meta_window_secs,
-                google_requests_per_minute,
-                tiktok_requests_per_second,
-                snap_requests_per_second,
-                rates,
-                uid2_client_secret,
-            } => {
-                sandbox_keeps_freed_memory();
-                let config = activator::sandbox::SandboxConfig {
-                    faults: activator::sandbox::faults::FaultConfig {
-                        error_rate,
-                        throttle_rate,
-                        drop_rate,
-                        latency_ms,
-                        invalid_row_rate,
-                        seed: 1,
-                        once: vec![],
-                    },
-                    meta: activator::sandbox::meta::MetaLimits {
-                        calls_per_window: meta_calls_per_window,
-                        window: std::time::Duration::from_secs(meta_window_secs),
-                    },
-                    google: activator::sandbox::google::GoogleLimits {
-                        requests_per_minute: google_requests_per_minute,
-                    },
-                    tiktok: activator::sandbox::tiktok::TikTokLimits {
-                        requests_per_second: tiktok_requests_per_second,
-                        ..Default::default()
-                    },
-                    snap: activator::sandbox::snap::SnapLimits {
-                        requests_per_second: snap_requests_per_second,
-                        ..Default::default()
-                    },
-                    rates: rates.into_iter().collect(),
-                    uid2_client_secret,
-                };
-                let sandbox =
-                    activator::sandbox::Sandbox::start(([127, 0, 0, 1], port).into(), config)
-                        .await?;
-                let url = &sandbox.url;
-                println!(
-                    "sandbox serving on {url} (Meta: {url}/v25.0/..., Google Data Manager: {url}/v1/..., TikTok: {url}/open_api/v1.3/dmp/custom_audience/..., Snap: {url}/v1/adaccounts/..., LinkedIn: {url}/rest/dmpSegments, Pinterest: {url}/v5/ad_accounts/..., Microsoft: {url}/CampaignManagement/v13/..., X: {url}/12/accounts/..., UID2 operator: {url}/v3/identity/map, The Trade Desk: {url}/data/advertiser, REST recorder: {url}/_sandbox/rest/NAME; introspection: {url}/_sandbox/audiences)"
-                );
-                let _ = tokio::signal::ctrl_c().await;
-                Ok(())
-            }
-            Command::Validate { jobs, date } => {
-                validate_all(jobs, date.unwrap_or_else(today)).await
-            }
-            #[cfg(feature = "cluster")]
-            Command::Cluster(ClusterCommand::Scheduler { port, bind }) => {
-                activator::cluster::start_scheduler(&bind, port)
-                    .await?
-                    .serve()
-                    .await
-            }
-            #[cfg(feature = "cluster")]
-            Command::Cluster(ClusterCommand::Main {
-                job,
-                date,
-                port,
-                report_json,
-                flags,
-            }) => {
-                let job = Job::load(&job)?;
-                let scheduler = activator::cluster::start_scheduler("0.0.0.0", port).await?;
-                // On AWS Batch, the other nodes of the multi-node job are the executors.
-                let nodes = std::env::var("AWS_BATCH_JOB_NUM_NODES").ok();
-                if let Some(nodes) = nodes.and_then(|n| n.parse::<usize>().ok()) {
-                    let within = std::time::Duration::from_secs(600);
-                    scheduler
-                        .wait_for_executors(nodes.saturating_sub(1), within)
-                        .await?;
-                }
-                let mut options = flags.options();
-                options.engine = Some(activator::segment::Engine::Cluster {
-                    host: "127.0.0.1".into(),
-                    port,
-                });
-                let report = run::run(&job, date.unwrap_or_else(today), &options).await;
-                drop(scheduler);
-                publish(&report?, report_json.as_ref())
-            }
-            #[cfg(feature = "cluster")]
-            Command::Cluster(ClusterCommand::Executor {
-                scheduler,
-                port,
-                bind,
-                work_dir,
-                stock_functions,
-            }) => {
-                activator::cluster::executor(activator::cluster::ExecutorSettings {
-                    scheduler_host: scheduler.0,
-                    scheduler_port: scheduler.1,
-                    bind,
-                    external_host: None,
-                    port,
-                    work_dir,
-                    stock_functions,
-                })
-                .await
-            }
-            Command::Stack { jobs } => {
-                let jobs = jobs
-                    .iter()
-                    .map(|path| Job::load(path))
-                    .collect::<Result<Vec<_>, Error>>()?;
-                print!("{}", activator::stack::yaml(&jobs)?);
-                Ok(())
-            }
-            Command::Hash {
-                profile,
-                kind,
-                country,
-                values,
-            } => {
-                for v in values {
-                    let n = identity::normalize_one(profile, kind, &v, country.as_deref());
-                    let line = match n.result {
-                        Ok((normalized, fields)) => {
-                            let mut obj = serde_json::json!({
-                                "kind": kind.name(), "profile": profile.name(), "normalized": normalized,
-                            });
-                            if fields.len() == 1 {
-                                obj["hash"] = fields[0].1.clone().into();
-                                obj["field"] = fields[0].0.clone().into();
-                            } else {
-                                obj["fields"] = fields
-                                    .into_iter()
-                                    .map(|(k, v)| (k, serde_json::Value::from(v)))
-                                    .collect::<serde_json::Map<_, _>>()
-                                    .into();
-                            }
-                            obj
-                        }
-                        Err(reason) => serde_json::json!({
-                            "kind": kind.name(), "profile": profile.name(), "invalid": reason,
-                        }),
-                    };
-                    println!("{line}");
-                }
-                Ok(())
-            }
-        }
-    };
+    let command = execute(cli.command);
     let result = runtime.block_on(async {
         if graceful {
             stopping_on_sigterm(command).await
@@ -625,6 +444,137 @@ fn main() -> ExitCode {
     });
     // Blocking reads a stopped run left behind are not waited for.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    exit_code(result)
+}
+
+/// Carries out one command.
+async fn execute(command: Command) -> Result<(), Error> {
+    match command {
+        Command::Run {
+            job,
+            date,
+            array_start,
+            report_json,
+            flags,
+        } => {
+            let job = Job::load(&job)?;
+            let date = match array_start {
+                Some(start) => {
+                    run::array_date(&job, start, std::env::var("AWS_BATCH_JOB_ARRAY_INDEX").ok())?
+                }
+                None => date.unwrap_or_else(today),
+            };
+            let report = run::run(&job, date, &flags.options()).await?;
+            publish(&report, report_json.as_ref())
+        }
+        Command::Plan {
+            job,
+            date,
+            report_json,
+        } => {
+            let job = Job::load(&job)?;
+            let options = run::RunOptions {
+                dry_run: true,
+                ..run::RunOptions::default()
+            };
+            let report = run::run(&job, date.unwrap_or_else(today), &options).await?;
+            publish(&report, report_json.as_ref())
+        }
+        Command::Prune { job, keep_days } => {
+            let job = Job::load(&job)?;
+            let before = today() - chrono::Duration::days(keep_days.into());
+            let state = activator::state::StateStore::open(&job.state, &job.name, false)?;
+            let (files, bytes) = state.prune(&before.to_string()).await?;
+            println!(
+                "activator: pruned job {}: deleted {files} files ({:.1} MB) of runs finished before {before}",
+                job.name,
+                bytes as f64 / 1e6
+            );
+            Ok(())
+        }
+        Command::Backfill {
+            job,
+            from,
+            to,
+            parallel,
+            flags,
+        } => {
+            let job = Job::load(&job)?;
+            let dates = run::backfill_dates(from, to)?;
+            let mut on_report = |r: &activator::report::RunReport| {
+                let _ = publish(r, None);
+            };
+            let reports =
+                run::backfill(&job, &dates, parallel, &flags.options(), &mut on_report).await?;
+            println!(
+                "activator: backfill of {} finished: {} dates, {from} to {to}",
+                job.name,
+                reports.len()
+            );
+            Ok(())
+        }
+        Command::Sandbox(args) => serve_sandbox(args).await,
+        Command::Validate { jobs, date } => validate_all(jobs, date.unwrap_or_else(today)).await,
+        #[cfg(feature = "cluster")]
+        Command::Cluster(ClusterCommand::Scheduler { port, bind }) => {
+            activator::cluster::start_scheduler(&bind, port)
+                .await?
+                .serve()
+                .await
+        }
+        #[cfg(feature = "cluster")]
+        Command::Cluster(ClusterCommand::Main {
+            job,
+            date,
+            port,
+            report_json,
+            flags,
+        }) => {
+            let date = date.unwrap_or_else(today);
+            cluster_main(&job, date, port, report_json, flags.options()).await
+        }
+        #[cfg(feature = "cluster")]
+        Command::Cluster(ClusterCommand::Executor {
+            scheduler,
+            port,
+            bind,
+            work_dir,
+            stock_functions,
+        }) => {
+            activator::cluster::executor(activator::cluster::ExecutorSettings {
+                scheduler_host: scheduler.0,
+                scheduler_port: scheduler.1,
+                bind,
+                external_host: None,
+                port,
+                work_dir,
+                stock_functions,
+            })
+            .await
+        }
+        Command::Stack { jobs } => {
+            let jobs = jobs
+                .iter()
+                .map(|path| Job::load(path))
+                .collect::<Result<Vec<_>, Error>>()?;
+            print!("{}", activator::stack::yaml(&jobs)?);
+            Ok(())
+        }
+        Command::Hash {
+            profile,
+            kind,
+            country,
+            values,
+        } => {
+            print_hashes(profile, kind, country.as_deref(), &values);
+            Ok(())
+        }
+    }
+}
+
+/// The exit code AWS Batch acts on (`ErrorClass::exit_code`), the error printed first: a line of
+/// text, or one JSON object where the log lines are JSON.
+fn exit_code(result: Result<(), Error>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -643,6 +593,77 @@ fn main() -> ExitCode {
             }
             ExitCode::from(code as u8)
         }
+    }
+}
+
+/// `activator sandbox`: the platform emulators on loopback until interrupted.
+async fn serve_sandbox(args: SandboxArgs) -> Result<(), Error> {
+    sandbox_keeps_freed_memory();
+    let port = args.port;
+    let config = args.config();
+    let sandbox = activator::sandbox::Sandbox::start(([127, 0, 0, 1], port).into(), config).await?;
+    let url = &sandbox.url;
+    println!(
+        "sandbox serving on {url} (Meta: {url}/v25.0/..., Google Data Manager: {url}/v1/..., TikTok: {url}/open_api/v1.3/dmp/custom_audience/..., Snap: {url}/v1/adaccounts/..., LinkedIn: {url}/rest/dmpSegments, Pinterest: {url}/v5/ad_accounts/..., Microsoft: {url}/CampaignManagement/v13/..., X: {url}/12/accounts/..., UID2 operator: {url}/v3/identity/map, The Trade Desk: {url}/data/advertiser, REST recorder: {url}/_sandbox/rest/NAME; introspection: {url}/_sandbox/audiences)"
+    );
+    let _ = tokio::signal::ctrl_c().await;
+    Ok(())
+}
+
+/// `activator cluster main`: a scheduler, then the run with its segment on the cluster.
+#[cfg(feature = "cluster")]
+async fn cluster_main(
+    job: &std::path::Path,
+    date: NaiveDate,
+    port: u16,
+    report_json: Option<PathBuf>,
+    mut options: run::RunOptions,
+) -> Result<(), Error> {
+    let job = Job::load(job)?;
+    let scheduler = activator::cluster::start_scheduler("0.0.0.0", port).await?;
+    // On AWS Batch, the other nodes of the multi-node job are the executors.
+    let nodes = std::env::var("AWS_BATCH_JOB_NUM_NODES").ok();
+    if let Some(nodes) = nodes.and_then(|n| n.parse::<usize>().ok()) {
+        let within = std::time::Duration::from_secs(600);
+        scheduler
+            .wait_for_executors(nodes.saturating_sub(1), within)
+            .await?;
+    }
+    options.engine = Some(activator::segment::Engine::Cluster {
+        host: "127.0.0.1".into(),
+        port,
+    });
+    let report = run::run(&job, date, &options).await;
+    drop(scheduler);
+    publish(&report?, report_json.as_ref())
+}
+
+/// `activator hash`: each value normalized and hashed, one JSON object a line.
+fn print_hashes(profile: Profile, kind: Kind, country: Option<&str>, values: &[String]) {
+    for v in values {
+        let n = identity::normalize_one(profile, kind, v, country);
+        let line = match n.result {
+            Ok((normalized, fields)) => {
+                let mut obj = serde_json::json!({
+                    "kind": kind.name(), "profile": profile.name(), "normalized": normalized,
+                });
+                if fields.len() == 1 {
+                    obj["hash"] = fields[0].1.clone().into();
+                    obj["field"] = fields[0].0.clone().into();
+                } else {
+                    obj["fields"] = fields
+                        .into_iter()
+                        .map(|(k, v)| (k, serde_json::Value::from(v)))
+                        .collect::<serde_json::Map<_, _>>()
+                        .into();
+                }
+                obj
+            }
+            Err(reason) => serde_json::json!({
+                "kind": kind.name(), "profile": profile.name(), "invalid": reason,
+            }),
+        };
+        println!("{line}");
     }
 }
 
