@@ -93,74 +93,20 @@ async fn run_date_of(job: &Job, run_date: NaiveDate, options: &RunOptions) -> Re
     let started = Instant::now();
     let date = run_date.to_string();
     let state = StateStore::open(&job.state, &job.name, !options.dry_run)?;
-
-    if !options.dry_run
-        && !options.force
-        && let Some(done) = state
-            .read_json::<Done>(&StateStore::done_file(&date))
-            .await?
-    {
-        let mut report: RunReport = state
-            .read_json(&done.report_file)
-            .await?
-            .unwrap_or_default();
-        report.already_done = true;
-        tracing::info!(job = %job.name, %run_date, run_id = %done.run_id,
-            "this date's run finished already; nothing sent (--force runs it again)");
+    if let Some(report) = finished_already(job, &state, run_date, options).await? {
         return Ok(report);
     }
-    let pending = if options.dry_run {
-        None
-    } else {
-        state
-            .read_json::<Pending>(&StateStore::pending_file(&date))
-            .await?
-    };
-    let pending = match pending {
-        Some(_) if options.force => {
-            tracing::warn!(job = %job.name, %run_date, "--force: abandoning the date's unfinished run");
-            state.delete(&StateStore::pending_file(&date)).await?;
-            None
-        }
-        Some(p) => match moved_base(&state, &p).await? {
-            // Not deleted: the fresh run's pending run replaces it once it is stored, and until
-            // then (a guard stops the fresh run, say) it stays the record of what was sent.
-            Some(why) => {
-                tracing::warn!(job = %job.name, %run_date, run_id = %p.run_id,
-                    "{why}: starting the date afresh (reading and diffing against the current sync); \
-                     what the unfinished run sent is sent again or removed as the new diff says");
-                None
-            }
-            None => Some(p),
-        },
-        None => None,
-    };
-
-    // `base_url = "sandbox"`: the platforms are served in-process, for the demo.
-    let mut destinations = job.destinations.clone();
-    let mut sandbox = None;
-    if destinations.iter().any(|d| d.wants_sandbox()) && !options.dry_run {
-        let sb = crate::sandbox::Sandbox::start(
-            ([127, 0, 0, 1], 0).into(),
-            crate::sandbox::SandboxConfig::default(),
-        )
-        .await?;
-        tracing::info!(url = %sb.url, "serving the platforms from an in-process sandbox");
-        for d in &mut destinations {
-            d.use_sandbox(&sb.url);
-        }
-        sandbox = Some(sb);
-    }
-
-    let mut report;
-    let pending = match pending {
+    let pending = unfinished_run(job, &state, run_date, options).await?;
+    let (destinations, sandbox) = destinations_served(job, options).await?;
+    let (mut report, pending) = match pending {
         Some(p) => {
             tracing::Span::current().record("run_id", p.run_id.as_str());
             tracing::info!(job = %job.name, %run_date, run_id = %p.run_id,
                 "resuming the date's unfinished run: sending what its checkpoints do not show as acknowledged");
-            report = serde_json::from_value::<RunReport>(p.read.clone()).unwrap_or_default();
+            let mut report =
+                serde_json::from_value::<RunReport>(p.read.clone()).unwrap_or_default();
             report.resumed = true;
-            p
+            (report, p)
         }
         None => {
             if !options.dry_run
@@ -169,19 +115,117 @@ async fn run_date_of(job: &Job, run_date: NaiveDate, options: &RunOptions) -> Re
             {
                 return Err(Error::guard(why));
             }
-            let (r, p) = read_and_diff(job, run_date, options, &state, &destinations).await?;
-            report = r;
-            match p {
-                Some(p) => p,
-                None => {
-                    // A plan, or a job of exports only.
+            match read_and_diff(job, run_date, options, &state, &destinations).await? {
+                (report, Some(p)) => (report, p),
+                // A plan, or a job of exports only.
+                (report, None) => {
                     return finish(job, &state, report, None, started, options, sandbox).await;
                 }
             }
         }
     };
-
     let send_started = Instant::now();
+    let sent = send_all(job, &state, &pending, &destinations, run_date).await?;
+    report.destinations.extend(sent);
+    report
+        .seconds
+        .insert("send".into(), send_started.elapsed().as_secs_f64());
+    let pending = Some(pending);
+    finish(job, &state, report, pending, started, options, sandbox).await
+}
+
+/// The report of the date's finished run, if it finished and the run is not forced (or a plan).
+async fn finished_already(
+    job: &Job,
+    state: &StateStore,
+    run_date: NaiveDate,
+    options: &RunOptions,
+) -> Result<Option<RunReport>> {
+    if options.dry_run || options.force {
+        return Ok(None);
+    }
+    let Some(done) = state
+        .read_json::<Done>(&StateStore::done_file(&run_date.to_string()))
+        .await?
+    else {
+        return Ok(None);
+    };
+    let mut report: RunReport = state
+        .read_json(&done.report_file)
+        .await?
+        .unwrap_or_default();
+    report.already_done = true;
+    tracing::info!(job = %job.name, %run_date, run_id = %done.run_id,
+        "this date's run finished already; nothing sent (--force runs it again)");
+    Ok(Some(report))
+}
+
+/// The date's unfinished run, to resume: none for a plan; abandoned with `--force`; set aside
+/// (`moved_base`) where a destination's last sync moved since it was diffed.
+async fn unfinished_run(
+    job: &Job,
+    state: &StateStore,
+    run_date: NaiveDate,
+    options: &RunOptions,
+) -> Result<Option<Pending>> {
+    if options.dry_run {
+        return Ok(None);
+    }
+    let pending_file = StateStore::pending_file(&run_date.to_string());
+    let Some(pending) = state.read_json::<Pending>(&pending_file).await? else {
+        return Ok(None);
+    };
+    if options.force {
+        tracing::warn!(job = %job.name, %run_date, "--force: abandoning the date's unfinished run");
+        state.delete(&pending_file).await?;
+        return Ok(None);
+    }
+    match moved_base(state, &pending).await? {
+        // Not deleted: the fresh run's pending run replaces it once it is stored, and until
+        // then (a guard stops the fresh run, say) it stays the record of what was sent.
+        Some(why) => {
+            tracing::warn!(job = %job.name, %run_date, run_id = %pending.run_id,
+                "{why}: starting the date afresh (reading and diffing against the current sync); \
+                 what the unfinished run sent is sent again or removed as the new diff says");
+            Ok(None)
+        }
+        None => Ok(Some(pending)),
+    }
+}
+
+/// The job's destinations, pointed at an in-process sandbox where they say
+/// `base_url = "sandbox"` (the demo), with the sandbox, which serves until dropped.
+async fn destinations_served(
+    job: &Job,
+    options: &RunOptions,
+) -> Result<(Vec<Box<dyn Destination>>, Option<crate::sandbox::Sandbox>)> {
+    let mut destinations = job.destinations.clone();
+    if options.dry_run || !destinations.iter().any(|d| d.wants_sandbox()) {
+        return Ok((destinations, None));
+    }
+    let sandbox = crate::sandbox::Sandbox::start(
+        ([127, 0, 0, 1], 0).into(),
+        crate::sandbox::SandboxConfig::default(),
+    )
+    .await?;
+    tracing::info!(url = %sandbox.url, "serving the platforms from an in-process sandbox");
+    for d in &mut destinations {
+        d.use_sandbox(&sandbox.url);
+    }
+    Ok((destinations, Some(sandbox)))
+}
+
+/// Sends each destination of the pending run its files, all at once (a destination sent while
+/// reading only commits its sync): their reports, or the first error, with where the
+/// checkpoints a rerun resumes from are.
+async fn send_all(
+    job: &Job,
+    state: &StateStore,
+    pending: &Pending,
+    destinations: &[Box<dyn Destination>],
+    run_date: NaiveDate,
+) -> Result<Vec<SinkReport>> {
+    let date = run_date.to_string();
     let info = run_info(job, run_date, &pending.run_id);
     let mut tasks = vec![];
     for pd in &pending.destinations {
@@ -210,26 +254,13 @@ async fn run_date_of(job: &Job, run_date: NaiveDate, options: &RunOptions) -> Re
         }));
     }
     let (sent, first_error) = join_tasks(tasks).await;
-    report.destinations.extend(sent.into_iter().flatten());
     if let Some(e) = first_error {
         return Err(e.context(format!(
             "the run stopped; its checkpoints are in {}: rerun the same command to resume",
             state.display(&StateStore::run_dir(&date, &pending.run_id))
         )));
     }
-    report
-        .seconds
-        .insert("send".into(), send_started.elapsed().as_secs_f64());
-    finish(
-        job,
-        &state,
-        report,
-        Some(pending),
-        started,
-        options,
-        sandbox,
-    )
-    .await
+    Ok(sent.into_iter().flatten().collect())
 }
 
 /// Why a pending run can no longer be resumed, if it cannot: a destination's last sync moved
@@ -963,38 +994,9 @@ async fn diff(
         targets,
     } = plan;
     let keys_local = work.path().join("keys.arrow");
-    let t: Vec<DiffTarget> = targets
-        .iter()
-        .flatten()
-        .map(|t| DiffTarget {
-            previous_members: t.previous_members.clone(),
-            previous_keys: t.previous_keys.clone(),
-            adds: t.adds.clone(),
-            removes: t.removes.clone(),
-        })
-        .collect();
     let keys_path = (!options.dry_run).then(|| keys_local.clone());
-    let (diffed, mut sorted) = tokio::task::spawn_blocking(move || {
-        let counts = membership::merge(&sorted, keys_path.as_deref(), &t)?;
-        Ok::<_, Error>((counts, sorted))
-    })
-    .await
-    .map_err(|e| Error::internal(format!("the diff stopped: {e}")))??;
-    sorted.release_lookups();
+    let (counts, sorted) = merge(sorted, &targets, keys_path).await?;
     let members = sorted.members;
-    let mut diffed = diffed.into_iter();
-    let counts: Vec<membership::DiffCounts> = targets
-        .iter()
-        .map(|t| match t {
-            Some(_) => diffed.next().expect("a count per target"),
-            None => membership::DiffCounts {
-                previous: 0,
-                adds: members,
-                removes: 0,
-            },
-        })
-        .collect();
-
     let run_dir = StateStore::run_dir(date, run_id);
     let members_file = format!("{run_dir}/members.arrow");
     let keys_file = format!("{run_dir}/keys.arrow");
@@ -1009,58 +1011,13 @@ async fn diff(
             (SyncMode::Mirror, true) => (members, c.removes),
             _ => (members, 0),
         };
-        let previous = head.as_ref().map_or(0, |h| h.members);
-        if let Some(h) = head
-            && mode.sets_the_audience()
-            && h.run_date.as_str() > date
-            && !options.allow_rollback
-            && !options.dry_run
-        {
-            return Err(Error::guard(format!(
-                "destination {}: its audience was last synced with the segment of {}, a later date than {date}; \
-                 this {mode} run would make the audience the older segment (members who joined since would \
-                 be removed, those who left added back); nothing was sent to it{}. To roll the audience back \
-                 on purpose, run with --allow-rollback",
-                d.name(),
-                h.run_date,
-                sent_while_reading(streamed)
-            )));
-        }
-        if mode == SyncMode::Mirror && previous > 0 {
-            let share = removes as f64 / previous as f64;
-            let allowed = job.guards.max_removal_share;
-            if share > allowed && !options.allow_mass_removal && !options.dry_run {
-                return Err(Error::guard(format!(
-                    "destination {}: this mirror run would remove {removes} of the {previous} members \
-                     of the last sync ({:.0}%, more than the {:.0}% the job allows); nothing was sent to it{}. \
-                     If the segment really shrank, run with --allow-mass-removal (or raise guards.max_removal_share)",
-                    d.name(),
-                    share * 100.0,
-                    allowed * 100.0,
-                    sent_while_reading(streamed)
-                )));
-            }
-        }
-        let limits = d.batch_limits();
-        let batches = |n: u64| n.div_ceil(limits.max_rows.max(1) as u64);
-        planned.push(SinkReport {
-            destination: d.name().to_string(),
-            mode: mode.to_string(),
-            added: if mode == SyncMode::Remove { 0 } else { adds },
-            removed: if mode == SyncMode::Remove {
-                adds
-            } else {
-                removes
-            },
-            rows: adds + removes,
-            batches: batches(adds) + batches(removes),
-            ..SinkReport::default()
-        });
+        check_guards(job, *d, head.as_ref(), date, removes, streamed, options)?;
+        planned.push(planned_report(*d, adds, removes));
         pending_destinations.push(PendingDestination {
             name: d.name().to_string(),
             mode,
             base_generation: head.as_ref().map_or(0, |h| h.generation),
-            previous_members: previous,
+            previous_members: head.as_ref().map_or(0, |h| h.members),
             // Without an earlier sync every member is an add: the members file serves.
             adds_file: match adds_all {
                 false => format!("{run_dir}/{}.adds.arrow", d.name()),
@@ -1071,7 +1028,7 @@ async fn diff(
             removes,
             streamed: false,
             strip_held_identifiers: d.single_key_kinds().is_some(),
-            batch: Some(limits),
+            batch: Some(d.batch_limits()),
         });
     }
     if !options.dry_run {
@@ -1086,18 +1043,123 @@ async fn diff(
             }
         }
     }
-    Ok((
-        Pending {
-            run_id: run_id.to_string(),
-            run_date: date.to_string(),
-            members_file,
-            keys_file,
-            members,
-            read: serde_json::Value::Null,
-            destinations: pending_destinations,
-        },
-        planned,
-    ))
+    let pending = Pending {
+        run_id: run_id.to_string(),
+        run_date: date.to_string(),
+        members_file,
+        keys_file,
+        members,
+        read: serde_json::Value::Null,
+        destinations: pending_destinations,
+    };
+    Ok((pending, planned))
+}
+
+/// Merges the sorted runs into the keys file (at `keys_path`; none for a plan), diffing them
+/// against each target's previous keys on the way: per platform, its counts (a platform without
+/// a target: all members are adds), and the runs, whose members file is still to be stored.
+async fn merge(
+    sorted: membership::SortedRuns,
+    targets: &[Option<DiffTarget>],
+    keys_path: Option<PathBuf>,
+) -> Result<(Vec<membership::DiffCounts>, membership::SortedRuns)> {
+    let t: Vec<DiffTarget> = targets
+        .iter()
+        .flatten()
+        .map(|t| DiffTarget {
+            previous_members: t.previous_members.clone(),
+            previous_keys: t.previous_keys.clone(),
+            adds: t.adds.clone(),
+            removes: t.removes.clone(),
+        })
+        .collect();
+    let (diffed, mut sorted) = tokio::task::spawn_blocking(move || {
+        let counts = membership::merge(&sorted, keys_path.as_deref(), &t)?;
+        Ok::<_, Error>((counts, sorted))
+    })
+    .await
+    .map_err(|e| Error::internal(format!("the diff stopped: {e}")))??;
+    sorted.release_lookups();
+    let mut diffed = diffed.into_iter();
+    let counts = targets
+        .iter()
+        .map(|t| match t {
+            Some(_) => diffed.next().expect("a count per target"),
+            None => membership::DiffCounts {
+                previous: 0,
+                adds: sorted.members,
+                removes: 0,
+            },
+        })
+        .collect();
+    Ok((counts, sorted))
+}
+
+/// The guards of a destination's diff (not for a plan): a run that would make an audience an
+/// older segment than its last sync's (`--allow-rollback`), and a mirror run that would remove
+/// more of the last sync's members than the job allows (`--allow-mass-removal`).
+fn check_guards(
+    job: &Job,
+    d: &dyn Destination,
+    head: Option<&SyncHead>,
+    date: &str,
+    removes: u64,
+    streamed: &[String],
+    options: &RunOptions,
+) -> Result<()> {
+    let Some(h) = head.filter(|_| !options.dry_run) else {
+        return Ok(());
+    };
+    let mode = d.sync_mode();
+    if mode.sets_the_audience() && h.run_date.as_str() > date && !options.allow_rollback {
+        return Err(Error::guard(format!(
+            "destination {}: its audience was last synced with the segment of {}, a later date than {date}; \
+             this {mode} run would make the audience the older segment (members who joined since would \
+             be removed, those who left added back); nothing was sent to it{}. To roll the audience back \
+             on purpose, run with --allow-rollback",
+            d.name(),
+            h.run_date,
+            sent_while_reading(streamed)
+        )));
+    }
+    let previous = h.members;
+    if mode == SyncMode::Mirror && previous > 0 {
+        let share = removes as f64 / previous as f64;
+        let allowed = job.guards.max_removal_share;
+        if share > allowed && !options.allow_mass_removal {
+            return Err(Error::guard(format!(
+                "destination {}: this mirror run would remove {removes} of the {previous} members \
+                 of the last sync ({:.0}%, more than the {:.0}% the job allows); nothing was sent to it{}. \
+                 If the segment really shrank, run with --allow-mass-removal (or raise guards.max_removal_share)",
+                d.name(),
+                share * 100.0,
+                allowed * 100.0,
+                sent_while_reading(streamed)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// What a destination is to get, as a plan reports it: a `remove` destination's adds are the
+/// members it removes.
+fn planned_report(d: &dyn Destination, adds: u64, removes: u64) -> SinkReport {
+    let mode = d.sync_mode();
+    let limits = d.batch_limits();
+    let batches = |n: u64| n.div_ceil(limits.max_rows.max(1) as u64);
+    let (added, removed) = match mode {
+        SyncMode::Remove => (0, adds),
+        _ => (adds, removes),
+    };
+    SinkReport {
+        destination: d.name().to_string(),
+        mode: mode.to_string(),
+        added,
+        removed,
+        rows: adds + removes,
+        batches: batches(adds) + batches(removes),
+        ..SinkReport::default()
+    }
 }
 
 /// Sends one destination's part of the pending run, resuming from its checkpoint, and commits
