@@ -167,30 +167,7 @@ pub async fn run(
         AudienceRef::Name(name) => api.find_or_create(config, name).await?,
     };
     let destination = request::destination(config, &list);
-    // A replace removes, at the end, whatever was last added before this moment.
-    // A little early, so a clock running ahead of Google's cannot remove members this run
-    // ingests; members added just before the run stay one more run.
-    // A resumed replace keeps its killed attempt's start time.
-    let started = match checkpoint
-        .session(phase)
-        .await
-        .and_then(|s| chrono::DateTime::parse_from_rfc3339(&s).ok())
-    {
-        Some(t) => t.with_timezone(&chrono::Utc),
-        None => {
-            let t = chrono::Utc::now()
-                - chrono::Duration::seconds(config.replace_clock_margin_secs as i64);
-            if op == Op::Replace {
-                checkpoint
-                    .set_session(
-                        phase,
-                        &t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-                    )
-                    .await?;
-            }
-            t
-        }
-    };
+    let started = started_at(config, delivery).await?;
     let ingest = op != Op::Remove;
     let method = if ingest {
         "v1/audienceMembers:ingest"
@@ -243,47 +220,80 @@ pub async fn run(
 
     let statuses = poll(&api, &request_ids, config.concurrency).await?;
     if op == Op::Replace {
-        let body = json!({
-            "destinations": [destination],
-            "removeAsOfTime": started.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        });
-        let answer = api
-            .post(
-                "remove members not in this run",
-                "v1/audienceMembers:removeAll",
-                &body,
-            )
-            .await?;
-        if let Some(id) = answer["requestId"].as_str() {
-            poll(&api, &[id.to_string()], 1).await?;
-        }
+        remove_added_before(&api, &destination, started).await?;
     }
     checkpoint.finish(phase).await?;
     api.service.counters.count_in(&mut report);
     report.platform_invalid = statuses.failed_records;
     report.not_sent = skipped;
-    let ranges: Vec<String> = statuses
-        .match_rates
-        .iter()
-        .map(|(r, n)| format!("{r} ({n} requests)"))
-        .collect();
-    report.outputs.push(format!(
-        "Google user list {list} in {} {}{}",
-        config.account_type,
-        config.account_id,
-        if ranges.is_empty() {
-            String::new()
-        } else {
-            format!(", match rate {}", ranges.join(", "))
-        }
-    ));
+    report.outputs.push(statuses.describe(config, &list));
     Ok(report)
+}
+
+/// When this run started, as a replace tells Google what to remove at its end: whatever was
+/// last added before then. A little early, so a clock running ahead of Google's cannot remove
+/// members this run ingests (members added just before the run stay one more run). A replace
+/// keeps it in its checkpoint, so a resumed one keeps its killed attempt's start time.
+async fn started_at(
+    config: &GoogleConfig,
+    delivery: &Delivery,
+) -> Result<chrono::DateTime<chrono::Utc>> {
+    let (checkpoint, phase) = (&delivery.checkpoint, delivery.op.phase());
+    let kept = checkpoint.session(phase).await;
+    if let Some(t) = kept.and_then(|s| chrono::DateTime::parse_from_rfc3339(&s).ok()) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    let margin = chrono::Duration::seconds(config.replace_clock_margin_secs as i64);
+    let t = chrono::Utc::now() - margin;
+    if delivery.op == Op::Replace {
+        let text = t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        checkpoint.set_session(phase, &text).await?;
+    }
+    Ok(t)
+}
+
+/// The end of a replace: removes the members last added before it started, and waits until
+/// Google has.
+async fn remove_added_before(
+    api: &Api,
+    destination: &Value,
+    started: chrono::DateTime<chrono::Utc>,
+) -> Result<()> {
+    let body = json!({
+        "destinations": [destination],
+        "removeAsOfTime": started.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+    });
+    let method = "v1/audienceMembers:removeAll";
+    let answer = api
+        .post("remove members not in this run", method, &body)
+        .await?;
+    if let Some(id) = answer["requestId"].as_str() {
+        poll(api, &[id.to_string()], 1).await?;
+    }
+    Ok(())
 }
 
 #[derive(Default)]
 struct Statuses {
     match_rates: BTreeMap<String, u64>,
     failed_records: u64,
+}
+
+impl Statuses {
+    /// The report's line for the list: where it is, and the match rates Google gave.
+    fn describe(&self, config: &GoogleConfig, list: &str) -> String {
+        let ranges: Vec<String> = self
+            .match_rates
+            .iter()
+            .map(|(r, n)| format!("{r} ({n} requests)"))
+            .collect();
+        let rates = match ranges.is_empty() {
+            true => String::new(),
+            false => format!(", match rate {}", ranges.join(", ")),
+        };
+        let (kind, id) = (&config.account_type, &config.account_id);
+        format!("Google user list {list} in {kind} {id}{rates}")
+    }
 }
 
 /// Waits until every request is processed, polling up to `concurrency` of them at a time; a

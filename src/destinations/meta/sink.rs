@@ -182,49 +182,19 @@ pub async fn run(
         Op::Replace => format!("{audience_id}/usersreplace"),
     };
     let method = if op == Op::Remove { "DELETE" } else { "POST" };
-    // Unique within the ad account; positive 63-bit. A resumed run goes on with the session its
-    // killed attempt opened (Meta keeps it open 90 minutes).
-    let resumed_session = checkpoint
-        .session(phase)
-        .await
-        .and_then(|s| s.parse::<u64>().ok());
-    let session_id = if let Some(id) = resumed_session {
-        id
-    } else {
-        use std::hash::{BuildHasher, Hasher};
-        let mut h = foldhash::fast::RandomState::default().build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos(),
-        );
-        let id = (h.finish() >> 1).max(1);
-        checkpoint.set_session(phase, &id.to_string()).await?;
-        id
-    };
-
+    let session_id = session_id(delivery).await?;
     let send = |seq: u64, parts: batch::Parts, last: bool| {
         let (api, edge, payload_schema) = (api.clone(), edge.clone(), payload_schema.clone());
         async move {
             let session = request::session(session_id, seq, last, total);
             let body = payload_schema.upload_body(&parts, &session, api.token.expose());
             drop(parts);
-            api.send_json(
-                &format!("upload batch {seq}"),
-                &edge,
-                method,
-                body.into(),
-                move |status, headers, body| match service::classify(status, headers, body) {
-                    // "Session already finished" in answer to the last batch: an earlier
-                    // attempt of it was applied and its answer was lost.
-                    Verdict::Fail(why) if last && why.contains("subcode 1870159") => {
-                        Verdict::Done(Value::Null)
-                    }
-                    v => v,
-                },
-            )
-            .await
+            let what = format!("upload batch {seq}");
+            let verdict = move |status, headers: &_, body: &_| {
+                last_batch_verdict(status, headers, body, last)
+            };
+            api.send_json(&what, &edge, method, body.into(), verdict)
+                .await
         }
     };
     // Batch 1 opens the session (and a replace); the last carries last_batch_flag.
@@ -255,13 +225,45 @@ pub async fn run(
     api.service.counters.count_in(&mut report);
     report.platform_invalid = received.invalid;
     report.platform_invalid_samples = received.samples;
+    let name = match &config.audience {
+        AudienceRef::Name(n) => n.as_str(),
+        AudienceRef::Id(_) => "by id",
+    };
+    let account = &config.ad_account_id;
     report.outputs.push(format!(
-        "Meta audience {audience_id} ({}) in act_{}, session {session_id}",
-        match &config.audience {
-            AudienceRef::Name(n) => n.as_str(),
-            AudienceRef::Id(_) => "by id",
-        },
-        config.ad_account_id
+        "Meta audience {audience_id} ({name}) in act_{account}, session {session_id}"
     ));
     Ok(report)
+}
+
+/// The phase's upload session: unique within the ad account, positive 63-bit. A resumed run
+/// goes on with the session its killed attempt opened (Meta keeps it open 90 minutes), kept in
+/// the checkpoint.
+async fn session_id(delivery: &Delivery) -> Result<u64> {
+    use std::hash::{BuildHasher, Hasher};
+    let (checkpoint, phase) = (&delivery.checkpoint, delivery.op.phase());
+    let resumed = checkpoint.session(phase).await;
+    if let Some(id) = resumed.and_then(|s| s.parse::<u64>().ok()) {
+        return Ok(id);
+    }
+    let mut h = foldhash::fast::RandomState::default().build_hasher();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    h.write_u128(now.unwrap_or_default().as_nanos());
+    let id = (h.finish() >> 1).max(1);
+    checkpoint.set_session(phase, &id.to_string()).await?;
+    Ok(id)
+}
+
+/// Meta's answer to a batch, classified: "session already finished" in answer to the last
+/// batch means an earlier attempt of it was applied and its answer lost, so it is done.
+fn last_batch_verdict(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    last: bool,
+) -> Verdict<Value> {
+    match service::classify(status, headers, body) {
+        Verdict::Fail(why) if last && why.contains("subcode 1870159") => Verdict::Done(Value::Null),
+        v => v,
+    }
 }

@@ -270,26 +270,7 @@ pub async fn run(
         calculate_type: config.calculate_type,
     });
 
-    // A resumed phase goes on with the audience its killed attempt used or created.
-    let recorded = checkpoint.session(phase).await;
-    let id = match (&recorded, &config.audience) {
-        (Some(id), _) | (None, AudienceRef::Id(id)) => Some(id.clone()),
-        (None, AudienceRef::Name(name)) => api.find(name).await?,
-    };
-    if let (None, Some(id)) = (&recorded, &id) {
-        checkpoint.set_session(phase, id).await?;
-    }
-    if id.is_none() && op == Op::Remove {
-        return Err(Error::config(format!(
-            "{}: advertiser {} has no audience named {}: there is nothing to remove from",
-            config.name,
-            config.advertiser_id,
-            match &config.audience {
-                AudienceRef::Name(n) => n.as_str(),
-                AudienceRef::Id(id) => id.as_str(),
-            }
-        )));
-    }
+    let id = audience(&api, config, delivery).await?;
     let mut target = Target {
         api: &api,
         config,
@@ -352,18 +333,7 @@ pub async fn run(
     checkpoint.finish(phase).await?;
 
     api.service.counters.count_in(&mut report);
-    report.outputs.push(match &target.id {
-        Some(id) => format!(
-            "TikTok audience {id} ({}) of advertiser {}, {}",
-            match &config.audience {
-                AudienceRef::Name(n) => n.as_str(),
-                AudienceRef::Id(_) => "by id",
-            },
-            config.advertiser_id,
-            config.calculate_type.api_name()
-        ),
-        None => format!("TikTok: nothing sent, no member has {}", kind.kind()),
-    });
+    report.outputs.push(described(config, target.id.as_deref()));
     if without_identifier > 0 {
         report.outputs.push(format!(
             "{without_identifier} members without {} were not sent",
@@ -371,4 +341,49 @@ pub async fn run(
         ));
     }
     Ok(report)
+}
+
+/// The audience the phase sends to: the one its killed attempt used or created (kept in the
+/// checkpoint), else the job's by id, else the advertiser's of the job's name (none yet: it is
+/// created with the first file). A remove from an audience that does not exist is an error.
+async fn audience(api: &Api, config: &TikTokConfig, delivery: &Delivery) -> Result<Option<String>> {
+    let (checkpoint, phase) = (&delivery.checkpoint, delivery.op.phase());
+    let recorded = checkpoint.session(phase).await;
+    let id = match (&recorded, &config.audience) {
+        (Some(id), _) | (None, AudienceRef::Id(id)) => Some(id.clone()),
+        (None, AudienceRef::Name(name)) => api.find(name).await?,
+    };
+    if let (None, Some(id)) = (&recorded, &id) {
+        checkpoint.set_session(phase, id).await?;
+    }
+    if id.is_none() && delivery.op == Op::Remove {
+        return Err(Error::config(format!(
+            "{}: advertiser {} has no audience named {}: there is nothing to remove from",
+            config.name,
+            config.advertiser_id,
+            audience_name(config).unwrap_or_default()
+        )));
+    }
+    Ok(id)
+}
+
+fn audience_name(config: &TikTokConfig) -> Option<&str> {
+    match &config.audience {
+        AudienceRef::Name(n) => Some(n.as_str()),
+        AudienceRef::Id(_) => None,
+    }
+}
+
+/// The report's line for the audience sent to, or for none.
+fn described(config: &TikTokConfig, id: Option<&str>) -> String {
+    let kind = config.calculate_type.id_kind().kind();
+    let Some(id) = id else {
+        return format!("TikTok: nothing sent, no member has {kind}");
+    };
+    format!(
+        "TikTok audience {id} ({}) of advertiser {}, {}",
+        audience_name(config).unwrap_or("by id"),
+        config.advertiser_id,
+        config.calculate_type.api_name()
+    )
 }
