@@ -3,6 +3,9 @@
 //! `{"error": {code, message, status, details}}`; HTTP 429 RESOURCE_EXHAUSTED with the quota
 //! name past the per-minute request budget.
 
+// Checks answer with the platform's error `Response`; a handler returns it as it is.
+#![allow(clippy::result_large_err)]
+
 use super::faults::Fault;
 use super::state::{MemberBatch, packed_key, push_member_value};
 use super::{AppState, Cell};
@@ -672,51 +675,13 @@ pub async fn audience_members(
     let Some(v) = read_request(text) else {
         return invalid("body", "not JSON");
     };
-    let Some(destinations) = v.destinations.as_array().filter(|d| !d.is_empty()) else {
-        return invalid("destinations", "at least one destination is required");
+    let lists = match destination_lists(&app, &v.destinations) {
+        Ok(lists) => lists,
+        Err(refused) => return refused,
     };
-    if destinations.len() > MAX_DESTINATIONS {
-        return invalid("destinations", "at most 10 destinations per request");
-    }
-    let mut lists = vec![];
-    for (i, d) in destinations.iter().enumerate() {
-        if enum_name(&d["operatingAccount"]["accountType"], ACCOUNT_TYPES)
-            .is_none_or(|t| t == "ACCOUNT_TYPE_UNSPECIFIED")
-        {
-            return invalid(
-                &format!("destinations[{i}].operating_account.account_type"),
-                "is required",
-            );
-        }
-        let list = d["productDestinationId"].as_str().unwrap_or("");
-        match app.store.get(list) {
-            Some(a) if a.platform == "google" => lists.push(a.id),
-            _ => {
-                return invalid(
-                    &format!("destinations[{i}].product_destination_id"),
-                    "user list not found",
-                );
-            }
-        }
-    }
     let action = action.trim_start_matches("audienceMembers:").to_string();
     if action == "removeAll" {
-        let as_of = match v.remove_as_of_time.as_str() {
-            None => None,
-            Some(t) => match chrono::DateTime::parse_from_rfc3339(t) {
-                Ok(t) if t <= chrono::Utc::now() => Some(t.with_timezone(&chrono::Utc)),
-                Ok(_) => return invalid("remove_as_of_time", "must not be in the future"),
-                Err(_) => return invalid("remove_as_of_time", "not an RFC 3339 time"),
-            },
-        };
-        for list in &lists {
-            app.store.remove_added_before(list, as_of);
-        }
-        return finish(
-            &app,
-            fault,
-            axum::Json(json!({"requestId": new_request(&app, lists, 0, 0, true)})).into_response(),
-        );
+        return remove_all(&app, fault, v.remove_as_of_time.as_str(), lists);
     }
     let Some(mut members) = v.audience_members else {
         return invalid("audience_members", "is required");
@@ -739,29 +704,10 @@ pub async fn audience_members(
     }
     let ingest = action == "ingest";
     if ingest {
-        let tos = enum_name(
-            &v.terms_of_service["customerMatchTermsOfServiceStatus"],
-            TOS,
-        );
-        if tos.as_deref() != Some("ACCEPTED") {
-            app.store.with(|s| s.rejected += 1);
-            return error(
-                StatusCode::BAD_REQUEST,
-                "INVALID_ARGUMENT",
-                "The Customer Match terms of service must be accepted: termsOfService.customerMatchTermsOfServiceStatus = ACCEPTED",
-                vec![
-                    json!({"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "TERMS_OF_SERVICE_NOT_ACCEPTED", "domain": "datamanager.googleapis.com"}),
-                ],
-            );
-        }
-        let request_consent = ["adUserData", "adPersonalization"]
-            .into_iter()
-            .find(|field| {
-                let c = &v.consent[field];
-                !c.is_null() && enum_name(c, CONSENT).is_none()
-            });
-        if let Some((i, field)) = request_consent.map(|f| (0, f)).or(members.bad_consent) {
-            return invalid(&format!("consent[{i}].{field}"), "unknown consent status");
+        if let Err(refused) =
+            check_terms_and_consent(&app, &v.terms_of_service, &v.consent, members.bad_consent)
+        {
+            return refused;
         }
     } else if action != "remove" {
         return error(
@@ -796,6 +742,98 @@ pub async fn audience_members(
         fault,
         axum::Json(json!({"requestId": id})).into_response(),
     )
+}
+
+/// The user lists a request's destinations name (1 to 10, each with its operating account's
+/// type, each a Google list of the store), or the Data Manager's refusal.
+fn destination_lists(app: &AppState, destinations: &Value) -> Result<Vec<String>, Response> {
+    let Some(destinations) = destinations.as_array().filter(|d| !d.is_empty()) else {
+        return Err(invalid(
+            "destinations",
+            "at least one destination is required",
+        ));
+    };
+    if destinations.len() > MAX_DESTINATIONS {
+        return Err(invalid(
+            "destinations",
+            "at most 10 destinations per request",
+        ));
+    }
+    let mut lists = vec![];
+    for (i, d) in destinations.iter().enumerate() {
+        if enum_name(&d["operatingAccount"]["accountType"], ACCOUNT_TYPES)
+            .is_none_or(|t| t == "ACCOUNT_TYPE_UNSPECIFIED")
+        {
+            let field = format!("destinations[{i}].operating_account.account_type");
+            return Err(invalid(&field, "is required"));
+        }
+        let list = d["productDestinationId"].as_str().unwrap_or("");
+        match app.store.get(list) {
+            Some(a) if a.platform == "google" => lists.push(a.id),
+            _ => {
+                let field = format!("destinations[{i}].product_destination_id");
+                return Err(invalid(&field, "user list not found"));
+            }
+        }
+    }
+    Ok(lists)
+}
+
+/// `audienceMembers:removeAll`: empties the lists, or removes the members last added before
+/// `remove_as_of_time` (which must not be in the future).
+fn remove_all(app: &AppState, fault: Fault, as_of: Option<&str>, lists: Vec<String>) -> Response {
+    let as_of = match as_of {
+        None => None,
+        Some(t) => match chrono::DateTime::parse_from_rfc3339(t) {
+            Ok(t) if t <= chrono::Utc::now() => Some(t.with_timezone(&chrono::Utc)),
+            Ok(_) => return invalid("remove_as_of_time", "must not be in the future"),
+            Err(_) => return invalid("remove_as_of_time", "not an RFC 3339 time"),
+        },
+    };
+    for list in &lists {
+        app.store.remove_added_before(list, as_of);
+    }
+    let id = new_request(app, lists, 0, 0, true);
+    finish(
+        app,
+        fault,
+        axum::Json(json!({"requestId": id})).into_response(),
+    )
+}
+
+/// An ingest's conditions: the Customer Match terms accepted, and every consent status, of the
+/// request or of a member (`bad_consent`, as the reader found it), a known one.
+fn check_terms_and_consent(
+    app: &AppState,
+    terms: &Value,
+    consent: &Value,
+    bad_consent: Option<(usize, &'static str)>,
+) -> Result<(), Response> {
+    let tos = enum_name(&terms["customerMatchTermsOfServiceStatus"], TOS);
+    if tos.as_deref() != Some("ACCEPTED") {
+        app.store.with(|s| s.rejected += 1);
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_ARGUMENT",
+            "The Customer Match terms of service must be accepted: termsOfService.customerMatchTermsOfServiceStatus = ACCEPTED",
+            vec![
+                json!({"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "TERMS_OF_SERVICE_NOT_ACCEPTED", "domain": "datamanager.googleapis.com"}),
+            ],
+        ));
+    }
+    let request_consent = ["adUserData", "adPersonalization"]
+        .into_iter()
+        .find(|field| {
+            let c = &consent[field];
+            !c.is_null() && enum_name(c, CONSENT).is_none()
+        });
+    if let Some((i, field)) = request_consent.map(|f| (0, f)).or(bad_consent) {
+        return Err(invalid(
+            &format!("consent[{i}].{field}"),
+            "unknown consent status",
+        ));
+    }
+    Ok(())
 }
 
 fn new_request(

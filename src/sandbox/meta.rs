@@ -7,6 +7,9 @@
 //! error_subcode, fbtrace_id}}`; the `X-Business-Use-Case-Usage` header on every call and error
 //! 80003 when the call budget of the rolling window is spent.
 
+// Checks answer with the platform's error `Response`; a handler returns it as it is.
+#![allow(clippy::result_large_err)]
+
 mod fast;
 
 use super::AppState;
@@ -656,23 +659,9 @@ fn upload<'a>(
         app.store.with(|s| s.rejected += 1);
         return bad_param("The parameter payload is required and must be JSON");
     };
-    // The schema: one key, or a multi-key list.
-    let schema: Vec<&str> = match &payload.schema {
-        Value::String(s) => match SINGLE_KEYS.iter().find(|(k, _)| k == s) {
-            Some((_, key)) => vec![*key],
-            None => return bad_param(&format!("Invalid schema {s}")),
-        },
-        Value::Array(keys) => {
-            let mut out = vec![];
-            for k in keys {
-                match MULTI_KEYS.iter().find(|m| Some(**m) == k.as_str()) {
-                    Some(k) => out.push(*k),
-                    None => return bad_param(&format!("Invalid key {k} in schema")),
-                }
-            }
-            out
-        }
-        _ => return bad_param("payload.schema is required"),
+    let schema = match payload_keys(&payload.schema) {
+        Ok(schema) => schema,
+        Err(refused) => return refused,
     };
     let Some(data) = payload.data else {
         return bad_param("payload.data must be an array");
@@ -690,19 +679,80 @@ fn upload<'a>(
         .and_then(|s| serde_json::from_str::<Value>(s).ok());
     let session_id = session.as_ref().and_then(|s| s["session_id"].as_u64());
     let batch_seq = session.as_ref().and_then(|s| s["batch_seq"].as_u64());
-    let last = session
-        .as_ref()
-        .and_then(|s| s["last_batch_flag"].as_bool())
-        .unwrap_or(false);
     if kind == Upload::Replace && (session_id.is_none() || batch_seq.is_none()) {
         return bad_param("usersreplace requires session with session_id and batch_seq");
     }
+    let rows = canonical_rows(app, &schema, &data);
+    let received = match (session_id, batch_seq, &session) {
+        (Some(sid), Some(seq), Some(session)) => {
+            let batch = SessionBatch {
+                id,
+                sid,
+                seq,
+                session,
+                kind,
+                rows: data.len() as u64,
+            };
+            match apply_in_session(app, batch, rows.members) {
+                Ok(received) => received,
+                Err(refused) => return refused,
+            }
+        }
+        _ => {
+            app.store
+                .apply(id, None, kind == Upload::Add, rows.members, false);
+            data.len() as u64
+        }
+    };
+    let mut body = json!({
+        "audience_id": audience.id,
+        "session_id": session_id.map(|s| s.to_string()).unwrap_or_default(),
+        "num_received": received,
+        "num_invalid_entries": rows.invalid,
+        "invalid_entry_samples": rows.samples,
+    });
+    if kind == Upload::Replace {
+        body["account_id"] = audience.account.clone().into();
+        body.as_object_mut().unwrap().remove("audience_id");
+    }
+    axum::Json(body).into_response()
+}
 
-    // Rows to canonical members; invalid rows counted, with samples.
-    let sorted_keys = member_keys(&schema);
-    let mut members = MemberBatch::with_capacity(data.len(), 2 + schema.len() * 80);
-    let mut invalid = 0u64;
-    let mut samples = serde_json::Map::new();
+/// The keys of a payload's schema: one key by its single-key name, or a multi-key list; Meta's
+/// refusal otherwise.
+fn payload_keys(schema: &Value) -> Result<Vec<&'static str>, Response> {
+    match schema {
+        Value::String(s) => match SINGLE_KEYS.iter().find(|(k, _)| k == s) {
+            Some((_, key)) => Ok(vec![*key]),
+            None => Err(bad_param(&format!("Invalid schema {s}"))),
+        },
+        Value::Array(keys) => keys
+            .iter()
+            .map(
+                |k| match MULTI_KEYS.iter().find(|m| Some(**m) == k.as_str()) {
+                    Some(k) => Ok(*k),
+                    None => Err(bad_param(&format!("Invalid key {k} in schema"))),
+                },
+            )
+            .collect(),
+        _ => Err(bad_param("payload.schema is required")),
+    }
+}
+
+/// A request's rows as canonical members, and the rows refused (with up to 100 samples).
+struct CanonicalRows {
+    members: MemberBatch,
+    invalid: u64,
+    samples: serde_json::Map<String, Value>,
+}
+
+fn canonical_rows(app: &AppState, schema: &[&str], data: &Rows) -> CanonicalRows {
+    let sorted_keys = member_keys(schema);
+    let mut rows = CanonicalRows {
+        members: MemberBatch::with_capacity(data.len(), 2 + schema.len() * 80),
+        invalid: 0,
+        samples: serde_json::Map::new(),
+    };
     let mut values: Vec<&str> = Vec::with_capacity(schema.len());
     let mut invalid_row = app.faults.invalid_rows();
     for (shape, cells) in data.iter() {
@@ -714,121 +764,123 @@ fn upload<'a>(
         }
         // An injected invalid row is one that was valid.
         let kept = values.len() == schema.len()
-            && members
+            && rows
+                .members
                 .push_with(|out| canonical_member(&sorted_keys, &values, out) && !invalid_row());
         if !kept {
-            invalid += 1;
-            if samples.len() < 100 {
-                samples.insert(
-                    format!("{}", samples.len()),
+            rows.invalid += 1;
+            if rows.samples.len() < 100 {
+                rows.samples.insert(
+                    format!("{}", rows.samples.len()),
                     Value::String("invalid or badly hashed row".into()),
                 );
             }
         }
     }
+    rows
+}
 
-    let mut received = data.len() as u64;
-    if let (Some(sid), Some(seq)) = (session_id, batch_seq) {
-        let mut sessions = app.meta.sessions.lock().unwrap();
-        let key = (id.to_string(), sid);
-        let new = !sessions.contains_key(&key);
-        let s = sessions.entry(key.clone()).or_default();
-        if new {
-            app.store.with(|st| st.sessions += 1);
-            // Room for the members the session says are coming, at once rather than by
-            // doubling (each doubling rehashes every member so far).
-            if let Some(n) = session
-                .as_ref()
-                .and_then(|s| s["estimated_num_total"].as_u64())
-                .filter(|_| kind != Upload::Remove)
-            {
-                app.store.reserve(id, n.min(100_000_000) as usize);
-            }
-            s.replace = kind == Upload::Replace;
-            s.started = Some(Instant::now());
+/// A request of an upload session: the audience, the session and batch numbers, and the
+/// request's row count.
+struct SessionBatch<'a> {
+    id: &'a str,
+    sid: u64,
+    seq: u64,
+    session: &'a Value,
+    kind: Upload,
+    rows: u64,
+}
+
+/// Applies a session's batch: a finished session refuses more; a replace session starts at
+/// batch 1, lasts at most 90 minutes, and swaps its members in at its last batch. The rows the
+/// session has received so far, or Meta's refusal.
+fn apply_in_session(
+    app: &AppState,
+    batch: SessionBatch,
+    members: MemberBatch,
+) -> Result<u64, Response> {
+    let SessionBatch {
+        id,
+        sid,
+        seq,
+        session,
+        kind,
+        rows,
+    } = batch;
+    let last = session["last_batch_flag"].as_bool().unwrap_or(false);
+    let mut sessions = app.meta.sessions.lock().unwrap();
+    let key = (id.to_string(), sid);
+    let new = !sessions.contains_key(&key);
+    let s = sessions.entry(key.clone()).or_default();
+    if new {
+        app.store.with(|st| st.sessions += 1);
+        // Room for the members the session says are coming, at once rather than by doubling
+        // (each doubling rehashes every member so far).
+        if let Some(n) = session["estimated_num_total"]
+            .as_u64()
+            .filter(|_| kind != Upload::Remove)
+        {
+            app.store.reserve(id, n.min(100_000_000) as usize);
         }
-        if s.finished {
+        s.replace = kind == Upload::Replace;
+        s.started = Some(Instant::now());
+    }
+    if s.finished {
+        app.store.with(|st| st.rejected += 1);
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            2650,
+            Some(1870159),
+            "The session has already finished: last_batch_flag was sent",
+            false,
+        ));
+    }
+    if kind == Upload::Replace {
+        if new && seq != 1 {
+            sessions.remove(&key);
             app.store.with(|st| st.rejected += 1);
-            return error(
+            return Err(error(
                 StatusCode::BAD_REQUEST,
                 2650,
-                Some(1870159),
-                "The session has already finished: last_batch_flag was sent",
+                Some(1870147),
+                "The first batch of a replace session must have batch_seq 1",
                 false,
-            );
+            ));
         }
-        if kind == Upload::Replace {
-            if new && seq != 1 {
-                sessions.remove(&key);
-                app.store.with(|st| st.rejected += 1);
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    2650,
-                    Some(1870147),
-                    "The first batch of a replace session must have batch_seq 1",
-                    false,
-                );
-            }
-            if s.started
-                .is_some_and(|t| t.elapsed() > Duration::from_secs(90 * 60))
-            {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    2650,
-                    Some(1870158),
-                    "The replace session timed out",
-                    false,
-                );
-            }
-            s.replacement.append(&members);
-        }
-        s.received += data.len() as u64;
-        received = s.received;
-        if last {
-            s.finished = true;
-        }
-        let replacement =
-            (kind == Upload::Replace && last).then(|| std::mem::take(&mut s.replacement));
-        drop(sessions);
-        if kind != Upload::Replace {
-            app.store.apply(
-                id,
-                Some((sid.to_string(), seq)),
-                kind == Upload::Add,
-                members,
+        if s.started
+            .is_some_and(|t| t.elapsed() > Duration::from_secs(90 * 60))
+        {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                2650,
+                Some(1870158),
+                "The replace session timed out",
                 false,
-            );
-        } else {
-            app.store.apply(
-                id,
-                Some((sid.to_string(), seq)),
-                true,
-                MemberBatch::default(),
-                false,
-            );
+            ));
         }
-        if let Some(r) = replacement {
-            app.store.set_members(id, r);
-        }
-    } else {
-        if kind == Upload::Replace {
-            return bad_param("usersreplace requires a session");
-        }
-        app.store
-            .apply(id, None, kind == Upload::Add, members, false);
+        s.replacement.append(&members);
     }
-    let mut body = json!({
-        "audience_id": audience.id,
-        "session_id": session_id.map(|s| s.to_string()).unwrap_or_default(),
-        "num_received": received,
-        "num_invalid_entries": invalid,
-        "invalid_entry_samples": samples,
-    });
-    if kind == Upload::Replace {
-        body["account_id"] = audience.account.clone().into();
-        body.as_object_mut().unwrap().remove("audience_id");
+    s.received += rows;
+    let received = s.received;
+    if last {
+        s.finished = true;
     }
-    axum::Json(body).into_response()
+    let replacement = (kind == Upload::Replace && last).then(|| std::mem::take(&mut s.replacement));
+    drop(sessions);
+    let batch_id = Some((sid.to_string(), seq));
+    match kind {
+        // A replace's members wait in the session; its batches are recorded as they come.
+        Upload::Replace => app
+            .store
+            .apply(id, batch_id, true, MemberBatch::default(), false),
+        _ => app
+            .store
+            .apply(id, batch_id, kind == Upload::Add, members, false),
+    }
+    if let Some(r) = replacement {
+        app.store.set_members(id, r);
+    }
+    Ok(received)
 }
 
 #[cfg(test)]
