@@ -89,61 +89,7 @@ impl RunReport {
             }
         }
         for d in &self.destinations {
-            let verb = if self.dry_run { "would send" } else { "sent" };
-            let _ = writeln!(
-                s,
-                "  destination {} ({}): {verb} {} members in {} batches: {} added, {} removed",
-                d.destination,
-                if d.mode.is_empty() { "add" } else { &d.mode },
-                d.rows,
-                d.batches,
-                d.added,
-                d.removed
-            );
-            if d.requests > 0 || d.resumed_batches > 0 {
-                let _ = writeln!(
-                    s,
-                    "    {} requests, {} retries{}",
-                    d.requests,
-                    d.retries,
-                    if d.resumed_batches > 0 {
-                        format!(
-                            ", {} batches acknowledged before the resume",
-                            d.resumed_batches
-                        )
-                    } else {
-                        String::new()
-                    }
-                );
-            }
-            if d.identifiers_kept > 0 {
-                let _ = writeln!(
-                    s,
-                    "    {} identifiers of members who left were kept: members still in the segment have them",
-                    d.identifiers_kept
-                );
-            }
-            if d.not_sent > 0 {
-                let _ = writeln!(
-                    s,
-                    "    {} members had no identifier this destination takes and were not sent",
-                    d.not_sent
-                );
-            }
-            if d.platform_invalid > 0 {
-                let _ = writeln!(
-                    s,
-                    "    the platform called {} rows invalid; samples (masked): {}",
-                    d.platform_invalid,
-                    d.platform_invalid_samples.join(", ")
-                );
-            }
-            for o in d.outputs.iter().take(5) {
-                let _ = writeln!(s, "    -> {o}");
-            }
-            if d.outputs.len() > 5 {
-                let _ = writeln!(s, "    -> ... and {} more", d.outputs.len() - 5);
-            }
+            summarize_destination(d, self.dry_run, &mut s);
         }
         for line in &self.sandbox {
             let _ = writeln!(s, "  sandbox (in-process): {line}");
@@ -238,5 +184,56 @@ impl RunReport {
             ));
         }
         out
+    }
+}
+
+/// A destination's lines of the run's summary: what was (or, in a plan, would be) sent,
+/// the requests it took, what was left out and why, and where it went.
+fn summarize_destination(d: &SinkReport, dry_run: bool, s: &mut String) {
+    let verb = if dry_run { "would send" } else { "sent" };
+    let mode = if d.mode.is_empty() { "add" } else { &d.mode };
+    let _ = writeln!(
+        s,
+        "  destination {} ({mode}): {verb} {} members in {} batches: {} added, {} removed",
+        d.destination, d.rows, d.batches, d.added, d.removed
+    );
+    if d.requests > 0 || d.resumed_batches > 0 {
+        let resumed = match d.resumed_batches {
+            0 => String::new(),
+            n => format!(", {n} batches acknowledged before the resume"),
+        };
+        let _ = writeln!(
+            s,
+            "    {} requests, {} retries{resumed}",
+            d.requests, d.retries
+        );
+    }
+    if d.identifiers_kept > 0 {
+        let _ = writeln!(
+            s,
+            "    {} identifiers of members who left were kept: members still in the segment have them",
+            d.identifiers_kept
+        );
+    }
+    if d.not_sent > 0 {
+        let _ = writeln!(
+            s,
+            "    {} members had no identifier this destination takes and were not sent",
+            d.not_sent
+        );
+    }
+    if d.platform_invalid > 0 {
+        let _ = writeln!(
+            s,
+            "    the platform called {} rows invalid; samples (masked): {}",
+            d.platform_invalid,
+            d.platform_invalid_samples.join(", ")
+        );
+    }
+    for o in d.outputs.iter().take(5) {
+        let _ = writeln!(s, "    -> {o}");
+    }
+    if d.outputs.len() > 5 {
+        let _ = writeln!(s, "    -> ... and {} more", d.outputs.len() - 5);
     }
 }

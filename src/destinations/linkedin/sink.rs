@@ -270,29 +270,7 @@ pub async fn run(
         token,
     });
 
-    // A resumed phase goes on with the segment its killed attempt used. Only a segment created
-    // here may answer 404 for a while (`not_ready_until`).
-    let (segment, not_ready_until) = match (checkpoint.session(phase).await, &config.audience) {
-        (Some(id), _) => (id, None),
-        (None, AudienceRef::Id(id)) => {
-            api.check(config, id).await?;
-            (id.clone(), None)
-        }
-        (None, AudienceRef::Name(name)) => match api.find(config, name).await? {
-            Some(id) => (id, None),
-            None if op == Op::Remove => {
-                return Err(Error::config(format!(
-                    "{}: ad account {} has no DMP segment named {name}: there is nothing to remove from",
-                    config.name, config.ad_account_id
-                )));
-            }
-            None => {
-                let id = api.create(config, name).await?;
-                (id, Some(Instant::now() + super::NOT_READY_FOR))
-            }
-        },
-    };
-    checkpoint.set_session(phase, &segment).await?;
+    let (segment, not_ready_until) = dmp_segment(&api, config, delivery).await?;
 
     let shared_segment = Arc::new(segment.clone());
     let send = |seq: u64, parts: batch::Parts, _last: bool| {
@@ -341,15 +319,49 @@ pub async fn run(
     }
     report.platform_invalid = refused.count;
     report.platform_invalid_samples = refused.samples;
+    let name = match &config.audience {
+        AudienceRef::Name(n) => n.as_str(),
+        AudienceRef::Id(_) => "by id",
+    };
+    let account = &config.ad_account_id;
     report.outputs.push(format!(
-        "LinkedIn DMP segment {segment} ({}) of ad account {}",
-        match &config.audience {
-            AudienceRef::Name(n) => n.as_str(),
-            AudienceRef::Id(_) => "by id",
-        },
-        config.ad_account_id
+        "LinkedIn DMP segment {segment} ({name}) of ad account {account}"
     ));
     Ok(report)
+}
+
+/// The DMP segment the phase sends to, kept in the checkpoint: the one its killed attempt used,
+/// else the job's by id (checked), else the ad account's of the job's name, created if there is
+/// none (but for a remove, which then has nothing to remove from). Only a segment created here
+/// may answer 404 for a while: until the instant returned.
+async fn dmp_segment(
+    api: &Api,
+    config: &LinkedInConfig,
+    delivery: &Delivery,
+) -> Result<(String, Option<Instant>)> {
+    let (checkpoint, phase) = (&delivery.checkpoint, delivery.op.phase());
+    let (segment, not_ready_until) = match (checkpoint.session(phase).await, &config.audience) {
+        (Some(id), _) => (id, None),
+        (None, AudienceRef::Id(id)) => {
+            api.check(config, id).await?;
+            (id.clone(), None)
+        }
+        (None, AudienceRef::Name(name)) => match api.find(config, name).await? {
+            Some(id) => (id, None),
+            None if delivery.op == Op::Remove => {
+                return Err(Error::config(format!(
+                    "{}: ad account {} has no DMP segment named {name}: there is nothing to remove from",
+                    config.name, config.ad_account_id
+                )));
+            }
+            None => {
+                let id = api.create(config, name).await?;
+                (id, Some(Instant::now() + super::NOT_READY_FOR))
+            }
+        },
+    };
+    checkpoint.set_session(phase, &segment).await?;
+    Ok((segment, not_ready_until))
 }
 
 #[cfg(test)]
