@@ -208,19 +208,18 @@ fn summarize_destination(d: &SinkReport, dry_run: bool, s: &mut String) {
             d.requests, d.retries
         );
     }
-    if d.identifiers_kept > 0 {
-        let _ = writeln!(
-            s,
-            "    {} identifiers of members who left were kept: members still in the segment have them",
-            d.identifiers_kept
-        );
-    }
-    if d.not_sent > 0 {
-        let _ = writeln!(
-            s,
-            "    {} members had no identifier this destination takes and were not sent",
-            d.not_sent
-        );
+    let left_out = [
+        (
+            d.identifiers_kept,
+            "identifiers of members who left were kept: members still in the segment have them",
+        ),
+        (
+            d.not_sent,
+            "members had no identifier this destination takes and were not sent",
+        ),
+    ];
+    for (n, what) in left_out.into_iter().filter(|(n, _)| *n > 0) {
+        let _ = writeln!(s, "    {n} {what}");
     }
     if d.platform_invalid > 0 {
         let _ = writeln!(

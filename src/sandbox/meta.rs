@@ -780,6 +780,11 @@ fn canonical_rows(app: &AppState, schema: &[&str], data: &Rows) -> CanonicalRows
     rows
 }
 
+/// Meta's refusal of a session's batch (error 2650, with the subcode saying why).
+fn session_error(subcode: u64, message: &str) -> Response {
+    error(StatusCode::BAD_REQUEST, 2650, Some(subcode), message, false)
+}
+
 /// A request of an upload session: the audience, the session and batch numbers, and the
 /// request's row count.
 struct SessionBatch<'a> {
@@ -827,36 +832,24 @@ fn apply_in_session(
     }
     if s.finished {
         app.store.with(|st| st.rejected += 1);
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            2650,
-            Some(1870159),
+        return Err(session_error(
+            1870159,
             "The session has already finished: last_batch_flag was sent",
-            false,
         ));
     }
     if kind == Upload::Replace {
         if new && seq != 1 {
             sessions.remove(&key);
             app.store.with(|st| st.rejected += 1);
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                2650,
-                Some(1870147),
+            return Err(session_error(
+                1870147,
                 "The first batch of a replace session must have batch_seq 1",
-                false,
             ));
         }
         if s.started
             .is_some_and(|t| t.elapsed() > Duration::from_secs(90 * 60))
         {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                2650,
-                Some(1870158),
-                "The replace session timed out",
-                false,
-            ));
+            return Err(session_error(1870158, "The replace session timed out"));
         }
         s.replacement.append(&members);
     }
