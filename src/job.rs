@@ -207,25 +207,7 @@ impl Job {
         let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
         let ctx = Resolver::new(&at, &dir, env);
 
-        let name = match &file.name {
-            Some(n) => ctx.interpolate(n, "name")?,
-            None => path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "job".into()),
-        };
-        if !is_job_name(&name) {
-            return Err(Error::config(format!(
-                "{at}: name: a job's name names its folder in the state store and its export files, so it must be \
-                 1 to 64 letters, digits, `_` or `-`, starting with a letter or digit{}; the file's name is used when \
-                 `name` is not set",
-                if file.name.is_some() {
-                    ""
-                } else {
-                    " (set `name`, since the file's name is not one)"
-                }
-            )));
-        }
+        let name = job_name(&file, path, &ctx)?;
 
         let segment_path = dir.join(ctx.interpolate(&file.segment, "segment")?);
         if !segment_path.is_file() {
@@ -235,14 +217,7 @@ impl Job {
             )));
         }
 
-        let default_region = match &file.default_region {
-            None => None,
-            Some(r) => Some(Region::from_code(r).ok_or_else(|| {
-                Error::config(format!(
-                    "{at}: default_region: `{r}` is not an ISO 3166-1 alpha-2 code such as \"US\""
-                ))
-            })?),
-        };
+        let default_region = default_region(file.default_region.as_deref(), &at)?;
 
         let tables = tables(&file.tables, &ctx)?;
 
@@ -263,17 +238,7 @@ impl Job {
             },
         )?;
 
-        let state = match &file.state {
-            Some(s) => ctx.location(s, "state", true)?,
-            None => {
-                let cwd = std::env::current_dir().map_err(|e| Error::config(e.to_string()))?;
-                let default = env("ACTIVATOR_STATE")
-                    .filter(|s| !s.is_empty())
-                    .unwrap_or_else(|| DEFAULT_STATE.to_string());
-                resolve_location(&default, &cwd, true)
-                    .map_err(|m| Error::config(format!("ACTIVATOR_STATE: {m}")))?
-            }
-        };
+        let state = state_location(file.state.as_deref(), &ctx, env)?;
         let guards = guards(&file.guards, &at)?;
 
         let state_keep_days = file.state_keep_days.unwrap_or(DEFAULT_STATE_KEEP_DAYS);
@@ -282,11 +247,7 @@ impl Job {
                 "{at}: state_keep_days: at most {MAX_KEEP_DAYS} (a century); the default is {DEFAULT_STATE_KEEP_DAYS}"
             )));
         }
-        let engine = match &file.engine {
-            Some(e) => crate::segment::Engine::parse(&ctx.interpolate(e, "engine")?)
-                .map_err(|m| Error::config(format!("{at}: engine: {m}")))?,
-            None => crate::segment::Engine::Local,
-        };
+        let engine = engine(file.engine.as_deref(), &ctx)?;
         // A cluster job deploys as a multi-node job on EC2: its `[aws]` section says so.
         let cluster = matches!(engine, crate::segment::Engine::Cluster { .. });
         let aws = file.aws.resolve(&ctx, file.state.is_some(), cluster)?;
@@ -311,6 +272,70 @@ impl Job {
             destinations,
         })
     }
+}
+
+/// The job's name: `name`, else the file's name. It names the job's folder in the state store
+/// and its export files, so it must be a plain name.
+fn job_name(file: &JobFile, path: &Path, ctx: &Resolver) -> Result<String> {
+    let name = match &file.name {
+        Some(n) => ctx.interpolate(n, "name")?,
+        None => path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "job".into()),
+    };
+    if !is_job_name(&name) {
+        return Err(Error::config(format!(
+            "{}: name: a job's name names its folder in the state store and its export files, so it must be \
+             1 to 64 letters, digits, `_` or `-`, starting with a letter or digit{}; the file's name is used when \
+             `name` is not set",
+            ctx.at,
+            if file.name.is_some() {
+                ""
+            } else {
+                " (set `name`, since the file's name is not one)"
+            }
+        )));
+    }
+    Ok(name)
+}
+
+/// `default_region`, checked: an ISO 3166-1 alpha-2 code.
+fn default_region(code: Option<&str>, at: &str) -> Result<Option<Region>> {
+    let Some(r) = code else { return Ok(None) };
+    let region = Region::from_code(r).ok_or_else(|| {
+        Error::config(format!(
+            "{at}: default_region: `{r}` is not an ISO 3166-1 alpha-2 code such as \"US\""
+        ))
+    })?;
+    Ok(Some(region))
+}
+
+/// Where the job's sync state lives: `state`, else `ACTIVATOR_STATE`, else `DEFAULT_STATE`
+/// (the last two relative to the working folder).
+fn state_location(
+    state: Option<&str>,
+    ctx: &Resolver,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Url> {
+    if let Some(s) = state {
+        return ctx.location(s, "state", true);
+    }
+    let cwd = std::env::current_dir().map_err(|e| Error::config(e.to_string()))?;
+    let default = env("ACTIVATOR_STATE")
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| DEFAULT_STATE.to_string());
+    resolve_location(&default, &cwd, true)
+        .map_err(|m| Error::config(format!("ACTIVATOR_STATE: {m}")))
+}
+
+/// Where the segment's query runs: `engine`, else on this machine.
+fn engine(engine: Option<&str>, ctx: &Resolver) -> Result<crate::segment::Engine> {
+    let Some(e) = engine else {
+        return Ok(crate::segment::Engine::Local);
+    };
+    crate::segment::Engine::parse(&ctx.interpolate(e, "engine")?)
+        .map_err(|m| Error::config(format!("{}: engine: {m}", ctx.at)))
 }
 
 /// The tables the segment reads, with their URLs resolved and local paths checked.
