@@ -1063,16 +1063,7 @@ async fn merge(
     targets: &[Option<DiffTarget>],
     keys_path: Option<PathBuf>,
 ) -> Result<(Vec<membership::DiffCounts>, membership::SortedRuns)> {
-    let t: Vec<DiffTarget> = targets
-        .iter()
-        .flatten()
-        .map(|t| DiffTarget {
-            previous_members: t.previous_members.clone(),
-            previous_keys: t.previous_keys.clone(),
-            adds: t.adds.clone(),
-            removes: t.removes.clone(),
-        })
-        .collect();
+    let t: Vec<DiffTarget> = targets.iter().flatten().cloned().collect();
     let (diffed, mut sorted) = tokio::task::spawn_blocking(move || {
         let counts = membership::merge(&sorted, keys_path.as_deref(), &t)?;
         Ok::<_, Error>((counts, sorted))

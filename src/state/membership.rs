@@ -644,6 +644,7 @@ impl KeysWriter {
 
 /// One destination's side of the diff: its previous membership (members and sorted keys), and
 /// where the adds and removes go.
+#[derive(Clone)]
 pub struct DiffTarget {
     pub previous_members: PathBuf,
     pub previous_keys: PathBuf,
