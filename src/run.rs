@@ -469,13 +469,7 @@ async fn read_and_diff(
 ) -> Result<(RunReport, Option<Pending>)> {
     let started = Instant::now();
     let date = run_date.to_string();
-    if job
-        .identifiers
-        .iter()
-        .any(|c| c.kind == identity::Kind::Phone && !c.hashed)
-    {
-        std::thread::spawn(identity::phone::warm_up);
-    }
+    warm_up_phones(job);
     let budget = memory_budget(options)?;
     let engine = options.engine.as_ref().unwrap_or(&job.engine);
     let ctx = segment::context(job, engine, &budget).await?;
@@ -487,11 +481,7 @@ async fn read_and_diff(
     let planned = started.elapsed();
     tracing::info!(job = %job.name, %run_date, %engine, "segment planned");
     // The last syncs' files, fetched before the query starts (a download from S3 can be long).
-    let platforms: Vec<&dyn Destination> = destinations
-        .iter()
-        .map(|d| d.as_ref())
-        .filter(|d| from_state(*d))
-        .collect();
+    let platforms = platforms_of(destinations);
     let diff_plan = match platforms.is_empty() {
         true => None,
         false => Some(DiffPlan::fetch(state, &platforms).await?),
@@ -558,13 +548,8 @@ async fn read_and_diff(
         Ok(p) => p,
         Err(e) => return Err(feeds.abandon(stopped_feed).await.unwrap_or(e)),
     };
-    // The feeds commit now: destinations sent while reading first, then the exports.
     let streamed = feeds.streamed.clone();
-    for mut fed in feeds.finish().await? {
-        fed.mode = SyncMode::Add.to_string();
-        fed.added = fed.rows;
-        report.destinations.push(fed);
-    }
+    commit_feeds(feeds, &mut report).await?;
     let Some((pending, planned)) = pending else {
         return Ok((report, None));
     };
@@ -574,6 +559,38 @@ async fn read_and_diff(
     }
     let pending = store_pending(state, &date, &report, pending, &streamed).await?;
     Ok((report, Some(pending)))
+}
+
+/// Loads the phone rules' metadata on a thread of its own while the segment is planned, if the
+/// job has raw phones (`identity::phone::warm_up`).
+fn warm_up_phones(job: &Job) {
+    if job
+        .identifiers
+        .iter()
+        .any(|c| c.kind == identity::Kind::Phone && !c.hashed)
+    {
+        std::thread::spawn(identity::phone::warm_up);
+    }
+}
+
+/// The destinations that keep sync state, so that the run gathers its membership for them.
+fn platforms_of(destinations: &[Box<dyn Destination>]) -> Vec<&dyn Destination> {
+    destinations
+        .iter()
+        .map(|d| d.as_ref())
+        .filter(|d| from_state(*d))
+        .collect()
+}
+
+/// Commits the feeds, once the guards have passed: destinations sent while reading first, then
+/// the exports; each is reported as an add of what it was fed.
+async fn commit_feeds(feeds: Feeds, report: &mut RunReport) -> Result<()> {
+    for mut fed in feeds.finish().await? {
+        fed.mode = SyncMode::Add.to_string();
+        fed.added = fed.rows;
+        report.destinations.push(fed);
+    }
+    Ok(())
 }
 
 /// The run's share of the process's memory (`crate::memory`), logged.
@@ -1180,20 +1197,8 @@ async fn send(
         ..SinkReport::default()
     };
     let work = crate::scratch::dir("send")?;
-    let steps: Vec<(Op, &str, u64)> = match pd.mode {
-        SyncMode::Add => vec![(Op::Add, pd.adds_file.as_str(), pd.adds)],
-        SyncMode::Replace => vec![(Op::Replace, pd.adds_file.as_str(), pd.adds)],
-        SyncMode::Remove => vec![(Op::Remove, pd.adds_file.as_str(), pd.adds)],
-        // Removes first: a member whose identifiers changed is removed by the old ones, then
-        // added by the new ones, and not the other way round.
-        SyncMode::Mirror => vec![
-            (Op::Remove, pd.removes_file.as_str(), pd.removes),
-            (Op::Add, pd.adds_file.as_str(), pd.adds),
-        ],
-    };
     if !checkpoint.is_committed().await {
-        let mut kept_identifiers = None;
-        for (op, file, rows) in steps {
+        for (op, file, rows) in sync_steps(pd) {
             if rows == 0 && op != Op::Replace {
                 continue;
             }
@@ -1208,6 +1213,7 @@ async fn send(
             let local = state.fetch(file, work.path()).await?;
             let schema = membership::member_schema(&local)?;
             let mut members = file_stream(local);
+            let mut kept_identifiers = None;
             if let Some(kinds) = destination.single_key_kinds()
                 && op == Op::Remove
                 && pd.mode == SyncMode::Mirror
@@ -1223,27 +1229,13 @@ async fn send(
                 checkpoint: checkpoint.clone(),
                 members: Some(rows),
             };
-            let r = destination
+            let step = destination
                 .deliver(info, schema, members, &delivery)
                 .await?;
-            if let Some(kept) = kept_identifiers.take() {
+            if let Some(kept) = kept_identifiers {
                 report.identifiers_kept = kept.load(std::sync::atomic::Ordering::Relaxed);
             }
-            report.batches += r.batches;
-            report.rows += r.rows;
-            report.requests += r.requests;
-            report.retries += r.retries;
-            report.resumed_batches += r.resumed_batches;
-            report.platform_invalid += r.platform_invalid;
-            report.not_sent += r.not_sent;
-            report
-                .platform_invalid_samples
-                .extend(r.platform_invalid_samples);
-            for o in r.outputs {
-                if !report.outputs.contains(&o) {
-                    report.outputs.push(o);
-                }
-            }
+            add_step(&mut report, step);
         }
         commit_head(state, pending, pd).await?;
         checkpoint.committed().await?;
@@ -1257,6 +1249,40 @@ async fn send(
         SyncMode::Add | SyncMode::Replace => report.added = pd.adds,
     }
     Ok(report)
+}
+
+/// What a destination's sync sends, in order: (operation, the stored members file, its rows).
+fn sync_steps(pd: &PendingDestination) -> Vec<(Op, &str, u64)> {
+    match pd.mode {
+        SyncMode::Add => vec![(Op::Add, pd.adds_file.as_str(), pd.adds)],
+        SyncMode::Replace => vec![(Op::Replace, pd.adds_file.as_str(), pd.adds)],
+        SyncMode::Remove => vec![(Op::Remove, pd.adds_file.as_str(), pd.adds)],
+        // Removes first: a member whose identifiers changed is removed by the old ones, then
+        // added by the new ones, and not the other way round.
+        SyncMode::Mirror => vec![
+            (Op::Remove, pd.removes_file.as_str(), pd.removes),
+            (Op::Add, pd.adds_file.as_str(), pd.adds),
+        ],
+    }
+}
+
+/// Adds what one step of a sync delivered to the destination's report.
+fn add_step(report: &mut SinkReport, step: SinkReport) {
+    report.batches += step.batches;
+    report.rows += step.rows;
+    report.requests += step.requests;
+    report.retries += step.retries;
+    report.resumed_batches += step.resumed_batches;
+    report.platform_invalid += step.platform_invalid;
+    report.not_sent += step.not_sent;
+    report
+        .platform_invalid_samples
+        .extend(step.platform_invalid_samples);
+    for o in step.outputs {
+        if !report.outputs.contains(&o) {
+            report.outputs.push(o);
+        }
+    }
 }
 
 /// Waits for destination tasks: what each returned, and the first error.

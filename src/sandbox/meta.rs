@@ -493,22 +493,8 @@ pub async fn graph(
         .faults
         .decide(headers.get("x-sandbox-fault").and_then(|v| v.to_str().ok()))
         .await;
-    match fault {
-        Fault::Error => {
-            app.store.with(|s| s.injected_errors += 1);
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                2,
-                None,
-                "An unexpected error has occurred. Please retry your request later.",
-                true,
-            );
-        }
-        Fault::Throttle => {
-            app.store.with(|s| s.injected_throttles += 1);
-            return throttled(0);
-        }
-        Fault::Drop | Fault::None => {}
+    if let Some(response) = injected(&app, fault) {
+        return response;
     }
     let usage = match meta.count_call() {
         Ok(u) => u,
@@ -537,34 +523,12 @@ pub async fn graph(
     };
     let mut response = match (method, parts.as_slice()) {
         (Method::GET, [node, "customaudiences"]) if node.starts_with("act_") => {
-            let account = &node[4..];
-            let data: Vec<Value> = app
-                .store
-                .list()
-                .into_iter()
-                .filter(|a| a.platform == "meta" && a.account == account)
-                .map(|a| json!({"id": a.id, "name": a.name}))
-                .collect();
-            axum::Json(json!({ "data": data, "paging": {} })).into_response()
+            list_audiences(&app, &node[4..])
         }
         (Method::POST, [node, "customaudiences"]) if node.starts_with("act_") => {
             create_audience(&app, &node[4..], &p)
         }
-        (Method::GET, [id]) => match app.store.get(id) {
-            Some(a) if a.platform == "meta" => axum::Json(json!({
-                "id": a.id, "name": a.name,
-                "approximate_count_lower_bound": a.size, "approximate_count_upper_bound": a.size,
-                "operation_status": {"code": 200, "description": "Normal"},
-            }))
-            .into_response(),
-            _ => error(
-                StatusCode::BAD_REQUEST,
-                100,
-                Some(33),
-                "Unsupported get request. Object does not exist",
-                false,
-            ),
-        },
+        (Method::GET, [id]) => get_audience(&app, id),
         (Method::POST, [id, "users"]) => upload(&app, id, &p, inline, Upload::Add),
         (Method::DELETE, [id, "users"]) => upload(&app, id, &p, inline, Upload::Remove),
         (Method::POST, [id, "usersreplace"]) => upload(&app, id, &p, inline, Upload::Replace),
@@ -585,6 +549,58 @@ pub async fn graph(
         return super::drop_connection(response);
     }
     response
+}
+
+/// The answer of an injected error or throttle, which the call gets instead of its own.
+fn injected(app: &AppState, fault: Fault) -> Option<Response> {
+    match fault {
+        Fault::Error => {
+            app.store.with(|s| s.injected_errors += 1);
+            Some(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                2,
+                None,
+                "An unexpected error has occurred. Please retry your request later.",
+                true,
+            ))
+        }
+        Fault::Throttle => {
+            app.store.with(|s| s.injected_throttles += 1);
+            Some(throttled(0))
+        }
+        Fault::Drop | Fault::None => None,
+    }
+}
+
+/// `GET act_{account}/customaudiences`: the account's audiences, in one page.
+fn list_audiences(app: &AppState, account: &str) -> Response {
+    let data: Vec<Value> = app
+        .store
+        .list()
+        .into_iter()
+        .filter(|a| a.platform == "meta" && a.account == account)
+        .map(|a| json!({"id": a.id, "name": a.name}))
+        .collect();
+    axum::Json(json!({ "data": data, "paging": {} })).into_response()
+}
+
+/// `GET {id}`: an audience with its approximate size.
+fn get_audience(app: &AppState, id: &str) -> Response {
+    match app.store.get(id) {
+        Some(a) if a.platform == "meta" => axum::Json(json!({
+            "id": a.id, "name": a.name,
+            "approximate_count_lower_bound": a.size, "approximate_count_upper_bound": a.size,
+            "operation_status": {"code": 200, "description": "Normal"},
+        }))
+        .into_response(),
+        _ => error(
+            StatusCode::BAD_REQUEST,
+            100,
+            Some(33),
+            "Unsupported get request. Object does not exist",
+            false,
+        ),
+    }
 }
 
 fn create_audience(app: &AppState, account: &str, p: &Params) -> Response {

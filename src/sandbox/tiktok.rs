@@ -228,33 +228,10 @@ pub async fn upload(State(app): State<AppState>, headers: HeaderMap, body: Bytes
             "file_signature does not match the MD5 of the file.",
         );
     }
-    let width = if calculate_type.ends_with("_MD5") {
-        32
-    } else {
-        64
+    let hashes = match file_hashes(file, &calculate_type) {
+        Ok(h) => h,
+        Err(message) => return rejected(&app, PARAM_ERROR, &message),
     };
-    let mut hashes = vec![];
-    for (i, line) in String::from_utf8_lossy(file).lines().enumerate() {
-        let line = line.trim_end_matches('\r');
-        if line.is_empty() {
-            continue;
-        }
-        if line.len() != width
-            || !line
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
-            return rejected(
-                &app,
-                PARAM_ERROR,
-                &format!(
-                    "Line {} is not a lowercase hex {calculate_type} value.",
-                    i + 1
-                ),
-            );
-        }
-        hashes.push(line.to_string());
-    }
     app.store.with(|s| {
         s.files_uploaded += 1;
         s.max_rows_per_request = s.max_rows_per_request.max(hashes.len() as u64);
@@ -273,6 +250,35 @@ pub async fn upload(State(app): State<AppState>, headers: HeaderMap, body: Bytes
     );
     let response = envelope(&app, 0, "OK", json!({ "file_path": path }));
     finish(&app, fault, response)
+}
+
+/// The hashes of an uploaded file, one per line (blank lines skipped), or which line is not a
+/// lowercase hex value of `calculate_type`'s width.
+fn file_hashes(file: &[u8], calculate_type: &str) -> Result<Vec<String>, String> {
+    let width = if calculate_type.ends_with("_MD5") {
+        32
+    } else {
+        64
+    };
+    let mut hashes = vec![];
+    for (i, line) in String::from_utf8_lossy(file).lines().enumerate() {
+        let line = line.trim_end_matches('\r');
+        if line.is_empty() {
+            continue;
+        }
+        if line.len() != width
+            || !line
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(format!(
+                "Line {} is not a lowercase hex {calculate_type} value.",
+                i + 1
+            ));
+        }
+        hashes.push(line.to_string());
+    }
+    Ok(hashes)
 }
 
 /// The files' members as the store keeps them (`{"EMAIL_SHA256": hash}`), or what is wrong.

@@ -39,44 +39,22 @@ pub async fn run(
     // Batches are cut without copying: slices go straight into the open file, so memory holds a
     // row group, not a batch (an export's batch may be a million rows).
     let mut cutter = batch::Batcher::new(config.batch);
-    let ext = config.format.extension();
     let stem = format!("{}-{}", run.job, run.run_date);
     match config.layout {
         ExportLayout::PerRun => {
-            let path = folder.clone().join(format!("{stem}.{ext}"));
-            let local = storage::local_path(&config.url, &path);
-            let mut file =
-                FileWriter::create(store.clone(), path.clone(), local, config.format, schema)?;
-            let written = async {
-                let mut open = false;
-                while let Some(batch) = members.next().await {
-                    let batch = batch?;
-                    file.write(&batch)
-                        .await
-                        .map_err(|e| e.context(format!("export to {}", config.url)))?;
-                    report.rows += batch.num_rows() as u64;
-                    for (piece, ends) in cutter.cut(&batch) {
-                        open |= piece.num_rows() > 0;
-                        if ends {
-                            report.batches += 1;
-                            open = false;
-                        }
-                    }
-                }
-                if open {
-                    report.batches += 1;
-                }
-                Ok::<(), crate::error::Error>(())
-            }
-            .await;
-            if let Err(e) = written {
-                // No file appears; the upload begun is aborted.
-                file.abort().await.ok();
-                return Err(e);
-            }
-            file.commit()
-                .await
-                .map_err(|e| e.context(format!("export to {}", config.url)))?;
+            let path = folder
+                .clone()
+                .join(format!("{stem}.{}", config.format.extension()));
+            write_one_file(
+                &store,
+                &path,
+                config,
+                schema,
+                members,
+                &mut cutter,
+                &mut report,
+            )
+            .await?;
             report.outputs.push(display(&config.url, &folder, &path));
         }
         ExportLayout::PerBatch => {
@@ -98,36 +76,97 @@ pub async fn run(
                 return Err(e.context(format!("export to {}", config.url)));
             }
             let target = folder.clone().join(stem.as_str());
-            let marker = target.clone().join(SUCCESS);
-            // The marker goes first and comes back last: a folder without it is incomplete.
-            match store.delete(&marker).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-            remove_prefix(&store, &target).await?;
-            let mut files = vec![];
-            for i in 0..report.batches {
-                let name = format!("part-{i:05}.{ext}");
-                let from = staging.clone().join(name.as_str());
-                let to = target.clone().join(name.as_str());
-                store.rename(&from, &to).await?;
-                report.outputs.push(display(&config.url, &folder, &to));
-                files.push(name);
-            }
-            let manifest = serde_json::json!({
-                "job": run.job,
-                "run_date": run.run_date.to_string(),
-                "run_id": run.run_id,
-                "rows": report.rows,
-                "files": files,
-            });
-            store
-                .put(&marker, manifest.to_string().into_bytes().into())
-                .await?;
+            let parts = move_parts(&store, &staging, &target, config, run, &report).await?;
+            let moved = parts.iter().map(|to| display(&config.url, &folder, to));
+            report.outputs.extend(moved);
             remove_prefix(&store, &staging).await.ok();
         }
     }
     Ok(report)
+}
+
+/// `per_run`: the members into one file at `path`, which appears only once all are written
+/// (else the upload begun is aborted and no file appears).
+async fn write_one_file(
+    store: &Arc<dyn ObjectStore>,
+    path: &Path,
+    config: &Export,
+    schema: SchemaRef,
+    mut members: BoxStream<'static, Result<RecordBatch>>,
+    cutter: &mut batch::Batcher,
+    report: &mut SinkReport,
+) -> Result<()> {
+    let local = storage::local_path(&config.url, path);
+    let mut file = FileWriter::create(store.clone(), path.clone(), local, config.format, schema)?;
+    let written = async {
+        let mut open = false;
+        while let Some(batch) = members.next().await {
+            let batch = batch?;
+            file.write(&batch)
+                .await
+                .map_err(|e| e.context(format!("export to {}", config.url)))?;
+            report.rows += batch.num_rows() as u64;
+            for (piece, ends) in cutter.cut(&batch) {
+                open |= piece.num_rows() > 0;
+                if ends {
+                    report.batches += 1;
+                    open = false;
+                }
+            }
+        }
+        if open {
+            report.batches += 1;
+        }
+        Ok::<(), crate::error::Error>(())
+    }
+    .await;
+    if let Err(e) = written {
+        file.abort().await.ok();
+        return Err(e);
+    }
+    file.commit()
+        .await
+        .map_err(|e| e.context(format!("export to {}", config.url)))
+}
+
+/// `per_batch`: the parts written to `staging` replace what `target` held, and the `_SUCCESS`
+/// manifest is written last. The marker goes first and comes back last: a folder without it is
+/// incomplete. Returns where the parts are now.
+async fn move_parts(
+    store: &Arc<dyn ObjectStore>,
+    staging: &Path,
+    target: &Path,
+    config: &Export,
+    run: &RunInfo,
+    report: &SinkReport,
+) -> Result<Vec<Path>> {
+    let marker = target.clone().join(SUCCESS);
+    match store.delete(&marker).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    remove_prefix(store, target).await?;
+    let (mut files, mut moved) = (vec![], vec![]);
+    for i in 0..report.batches {
+        let name = format!("part-{i:05}.{}", config.format.extension());
+        let to = target.clone().join(name.as_str());
+        store
+            .rename(&staging.clone().join(name.as_str()), &to)
+            .await?;
+        moved.push(to);
+        files.push(name);
+    }
+    let manifest = serde_json::json!({
+        "job": run.job,
+        "run_date": run.run_date.to_string(),
+        "run_id": run.run_id,
+        "rows": report.rows,
+        "files": files,
+    });
+    store
+        .put(&marker, manifest.to_string().into_bytes().into())
+        .await?;
+    Ok(moved)
 }
 
 async fn write_parts(

@@ -30,6 +30,24 @@ struct Api {
 }
 
 impl Api {
+    /// The job's advertiser with its token, called at the job's rate.
+    async fn connect(config: &TikTokConfig) -> Result<Api> {
+        let key = format!("destination {}", config.name);
+        let token =
+            secrets::platform_token(&config.access_token, &key, config.in_process_sandbox).await?;
+        Ok(Api {
+            service: Service::new(
+                &config.name,
+                RetryPolicy::default(),
+                Some(config.requests_per_second),
+            )?,
+            root: format!("{}/open_api/{}", config.base_url, config.api_version),
+            token,
+            advertiser_id: config.advertiser_id.clone(),
+            calculate_type: config.calculate_type,
+        })
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}/dmp/custom_audience/{path}", self.root)
     }
@@ -255,21 +273,7 @@ pub async fn run(
             kind.kind()
         ))
     })?;
-    let key = format!("destination {}", config.name);
-    let token =
-        secrets::platform_token(&config.access_token, &key, config.in_process_sandbox).await?;
-    let api = Arc::new(Api {
-        service: Service::new(
-            &config.name,
-            RetryPolicy::default(),
-            Some(config.requests_per_second),
-        )?,
-        root: format!("{}/open_api/{}", config.base_url, config.api_version),
-        token,
-        advertiser_id: config.advertiser_id.clone(),
-        calculate_type: config.calculate_type,
-    });
-
+    let api = Arc::new(Api::connect(config).await?);
     let id = audience(&api, config, delivery).await?;
     let mut target = Target {
         api: &api,
