@@ -327,10 +327,14 @@ fn output_column(
     encoding: Encoding,
 ) -> ArrayRef {
     let width = hash::encoded_len(encoding);
-    let mut data: Vec<u8> = Vec::with_capacity(match field.treatment {
-        Treatment::Hashed => members.len() * width,
-        Treatment::Raw => members.len() * 16,
-    });
+    // A hashed column is zeroed once, whole, for every member's digest, and cut to the present
+    // ones at the end: growing it by one zeroed digest per value cost 1-2% of B1 in small
+    // memsets. `end` is where the next value goes.
+    let mut data: Vec<u8> = match field.treatment {
+        Treatment::Hashed => vec![0; members.len() * width],
+        Treatment::Raw => Vec::with_capacity(members.len() * 16),
+    };
+    let mut end = 0;
     let mut offsets: Vec<i32> = Vec::with_capacity(members.len() + 1);
     offsets.push(0);
     let mut validity = Vec::with_capacity(members.len());
@@ -353,10 +357,13 @@ fn output_column(
                 None => v,
             };
             match field.treatment {
-                Treatment::Raw => data.extend_from_slice(part),
+                Treatment::Raw => {
+                    data.extend_from_slice(part);
+                    end = data.len();
+                }
                 Treatment::Hashed => {
-                    let start = data.len();
-                    data.resize(start + width, 0);
+                    let start = end;
+                    end += width;
                     hashed_at[row] = start as u32;
                     let same_as = values.same_as[row];
                     let earlier = match same_as {
@@ -366,7 +373,7 @@ fn output_column(
                     if earlier != NOT_SEEN {
                         copies.push((start, earlier as usize));
                     } else if values.outcome[row] == Outcome::PreHashed && field.part.is_none() {
-                        hash::reencode_hex(part, encoding, &mut data[start..]);
+                        hash::reencode_hex(part, encoding, &mut data[start..end]);
                     } else if let Some(earlier) = repeats.find_or_insert(part, start as u32) {
                         copies.push((start, earlier as usize));
                     } else {
@@ -378,8 +385,9 @@ fn output_column(
         validity.push(present);
         // Within i32: `transform` takes at most MAX_TRANSFORM_BYTES of input and
         // MAX_TRANSFORM_ROWS rows, which cannot make 2 GiB of one column.
-        offsets.push(i32::try_from(data.len()).expect("a column's output is below 2 GiB"));
+        offsets.push(i32::try_from(end).expect("a column's output is below 2 GiB"));
     }
+    data.truncate(end);
     hash::hash_many_into(&to_hash, encoding, &mut data);
     for (to, from) in copies {
         data.copy_within(from..from + width, to);
