@@ -438,8 +438,8 @@ impl RegionRule {
     /// the national prefix once more. `None` when a pattern might match in a way not read here.
     fn strip_trunk<'a>(&self, national: &'a [u8]) -> Option<&'a [u8]> {
         let strip_prefix = |n: &'a [u8]| match &self.national_prefix {
-            Some(p) => n.strip_prefix(p.as_slice()).unwrap_or(n),
-            None => n,
+            Some(p) if starts_with_digits(n, p) => &n[p.len()..],
+            _ => n,
         };
         let n = match &self.prefix_for_parsing {
             None => strip_prefix(national),
@@ -451,6 +451,13 @@ impl RegionRule {
         };
         Some(strip_prefix(n))
     }
+}
+
+/// `digits.starts_with(prefix)`, compared inline: the prefixes are a few digits (`1`, `011`),
+/// and `starts_with` calls `memcmp` for each, half a percent of B1's samples.
+#[inline]
+fn starts_with_digits(digits: &[u8], prefix: &[u8]) -> bool {
+    digits.len() >= prefix.len() && prefix.iter().zip(digits).all(|(p, d)| p == d)
 }
 
 /// How a metadata pattern (a dialling prefix, a national prefix for parsing) can match at the
@@ -506,7 +513,7 @@ impl StartRule {
         match self {
             StartRule::Literals(literals) => literals
                 .iter()
-                .find(|l| digits.starts_with(l))
+                .find(|l| starts_with_digits(digits, l))
                 .map_or(StartMatch::No, |l| StartMatch::Literal(l.len())),
             StartRule::Guard {
                 first_digits,
