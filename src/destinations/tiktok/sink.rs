@@ -35,12 +35,9 @@ impl Api {
         let key = format!("destination {}", config.name);
         let token =
             secrets::platform_token(&config.access_token, &key, config.in_process_sandbox).await?;
+        let rate = Some(config.requests_per_second);
         Ok(Api {
-            service: Service::new(
-                &config.name,
-                RetryPolicy::default(),
-                Some(config.requests_per_second),
-            )?,
+            service: Service::new(&config.name, RetryPolicy::default(), rate)?,
             root: format!("{}/open_api/{}", config.base_url, config.api_version),
             token,
             advertiser_id: config.advertiser_id.clone(),
