@@ -454,7 +454,7 @@ impl RegionRule {
 }
 
 /// `digits.starts_with(prefix)`, compared inline: the prefixes are a few digits (`1`, `011`),
-/// and `starts_with` calls `memcmp` for each, half a percent of B1's samples.
+/// and `starts_with` calls `memcmp` for each: 0.9% of B1's samples went to those calls.
 #[inline]
 fn starts_with_digits(digits: &[u8], prefix: &[u8]) -> bool {
     digits.len() >= prefix.len() && prefix.iter().zip(digits).all(|(p, d)| p == d)

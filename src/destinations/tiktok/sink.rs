@@ -30,7 +30,7 @@ struct Api {
 }
 
 impl Api {
-    /// The job's advertiser with its token, called at the job's rate.
+    /// The job's advertiser with its token, called at the destination's `requests_per_second`.
     async fn connect(config: &TikTokConfig) -> Result<Api> {
         let key = format!("destination {}", config.name);
         let token =
