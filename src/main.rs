@@ -480,39 +480,14 @@ async fn execute(command: Command) -> Result<(), Error> {
             let report = run::run(&job, date.unwrap_or_else(today), &options).await?;
             publish(&report, report_json.as_ref())
         }
-        Command::Prune { job, keep_days } => {
-            let job = Job::load(&job)?;
-            let before = today() - chrono::Duration::days(keep_days.into());
-            let state = activator::state::StateStore::open(&job.state, &job.name, false)?;
-            let (files, bytes) = state.prune(&before.to_string()).await?;
-            println!(
-                "activator: pruned job {}: deleted {files} files ({:.1} MB) of runs finished before {before}",
-                job.name,
-                bytes as f64 / 1e6
-            );
-            Ok(())
-        }
+        Command::Prune { job, keep_days } => prune(&job, keep_days).await,
         Command::Backfill {
             job,
             from,
             to,
             parallel,
             flags,
-        } => {
-            let job = Job::load(&job)?;
-            let dates = run::backfill_dates(from, to)?;
-            let mut on_report = |r: &activator::report::RunReport| {
-                let _ = publish(r, None);
-            };
-            let reports =
-                run::backfill(&job, &dates, parallel, &flags.options(), &mut on_report).await?;
-            println!(
-                "activator: backfill of {} finished: {} dates, {from} to {to}",
-                job.name,
-                reports.len()
-            );
-            Ok(())
-        }
+        } => backfill(&job, from, to, parallel, flags.options()).await,
         Command::Sandbox(args) => serve_sandbox(args).await,
         Command::Validate { jobs, date } => validate_all(jobs, date.unwrap_or_else(today)).await,
         #[cfg(feature = "cluster")]
@@ -552,14 +527,7 @@ async fn execute(command: Command) -> Result<(), Error> {
             })
             .await
         }
-        Command::Stack { jobs } => {
-            let jobs = jobs
-                .iter()
-                .map(|path| Job::load(path))
-                .collect::<Result<Vec<_>, Error>>()?;
-            print!("{}", activator::stack::yaml(&jobs)?);
-            Ok(())
-        }
+        Command::Stack { jobs } => print_stack(&jobs),
         Command::Hash {
             profile,
             kind,
@@ -570,6 +538,54 @@ async fn execute(command: Command) -> Result<(), Error> {
             Ok(())
         }
     }
+}
+
+/// `activator prune`: deletes the members, diffs and checkpoints of the job's dates finished
+/// before the last `keep_days`, except what the destinations' current syncs refer to.
+async fn prune(job: &std::path::Path, keep_days: u32) -> Result<(), Error> {
+    let job = Job::load(job)?;
+    let before = today() - chrono::Duration::days(keep_days.into());
+    let state = activator::state::StateStore::open(&job.state, &job.name, false)?;
+    let (files, bytes) = state.prune(&before.to_string()).await?;
+    println!(
+        "activator: pruned job {}: deleted {files} files ({:.1} MB) of runs finished before {before}",
+        job.name,
+        bytes as f64 / 1e6
+    );
+    Ok(())
+}
+
+/// `activator backfill`: the job for every date from `from` to `to`, `parallel` at a time, each
+/// run's report published as it finishes.
+async fn backfill(
+    job: &std::path::Path,
+    from: NaiveDate,
+    to: NaiveDate,
+    parallel: usize,
+    options: run::RunOptions,
+) -> Result<(), Error> {
+    let job = Job::load(job)?;
+    let dates = run::backfill_dates(from, to)?;
+    let mut on_report = |r: &activator::report::RunReport| {
+        let _ = publish(r, None);
+    };
+    let reports = run::backfill(&job, &dates, parallel, &options, &mut on_report).await?;
+    println!(
+        "activator: backfill of {} finished: {} dates, {from} to {to}",
+        job.name,
+        reports.len()
+    );
+    Ok(())
+}
+
+/// `activator stack`: the CloudFormation template of the jobs, on standard output.
+fn print_stack(jobs: &[PathBuf]) -> Result<(), Error> {
+    let jobs = jobs
+        .iter()
+        .map(|path| Job::load(path))
+        .collect::<Result<Vec<_>, Error>>()?;
+    print!("{}", activator::stack::yaml(&jobs)?);
+    Ok(())
 }
 
 /// The exit code AWS Batch acts on (`ErrorClass::exit_code`), the error printed first: a line of
