@@ -1235,7 +1235,7 @@ async fn send(
             if let Some(kept) = kept_identifiers {
                 report.identifiers_kept = kept.load(std::sync::atomic::Ordering::Relaxed);
             }
-            add_step(&mut report, step);
+            report.add_step(step);
         }
         commit_head(state, pending, pd).await?;
         checkpoint.committed().await?;
@@ -1263,25 +1263,6 @@ fn sync_steps(pd: &PendingDestination) -> Vec<(Op, &str, u64)> {
             (Op::Remove, pd.removes_file.as_str(), pd.removes),
             (Op::Add, pd.adds_file.as_str(), pd.adds),
         ],
-    }
-}
-
-/// Adds what one step of a sync delivered to the destination's report.
-fn add_step(report: &mut SinkReport, step: SinkReport) {
-    report.batches += step.batches;
-    report.rows += step.rows;
-    report.requests += step.requests;
-    report.retries += step.retries;
-    report.resumed_batches += step.resumed_batches;
-    report.platform_invalid += step.platform_invalid;
-    report.not_sent += step.not_sent;
-    report
-        .platform_invalid_samples
-        .extend(step.platform_invalid_samples);
-    for o in step.outputs {
-        if !report.outputs.contains(&o) {
-            report.outputs.push(o);
-        }
     }
 }
 

@@ -373,6 +373,27 @@ pub struct SinkReport {
     pub identifiers_kept: u64,
 }
 
+impl SinkReport {
+    /// Adds what one step of a sync (its removes, or its adds) delivered: counts summed, outputs
+    /// named once.
+    pub fn add_step(&mut self, step: SinkReport) {
+        self.batches += step.batches;
+        self.rows += step.rows;
+        self.requests += step.requests;
+        self.retries += step.retries;
+        self.resumed_batches += step.resumed_batches;
+        self.platform_invalid += step.platform_invalid;
+        self.not_sent += step.not_sent;
+        self.platform_invalid_samples
+            .extend(step.platform_invalid_samples);
+        for o in step.outputs {
+            if !self.outputs.contains(&o) {
+                self.outputs.push(o);
+            }
+        }
+    }
+}
+
 impl SyncMode {
     /// Whether a run makes the audience the segment (mirror, replace), so that which sync it
     /// starts from and which date it is matter: an add or remove sends the same whatever came

@@ -28,14 +28,13 @@ pub async fn run(
     config: &Export,
     run: &RunInfo,
     schema: SchemaRef,
-    members: BoxStream<'static, Result<RecordBatch>>,
+    mut members: BoxStream<'static, Result<RecordBatch>>,
 ) -> Result<SinkReport> {
     let (store, folder) = storage::store_for(&config.url)?;
     let mut report = SinkReport {
         destination: config.name.clone(),
         ..SinkReport::default()
     };
-    let mut members = members;
     // Batches are cut without copying: slices go straight into the open file, so memory holds a
     // row group, not a batch (an export's batch may be a million rows).
     let mut cutter = batch::Batcher::new(config.batch);
