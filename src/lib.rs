@@ -8,6 +8,7 @@
 pub mod batch;
 #[cfg(feature = "cluster")]
 pub mod cluster;
+pub mod cpu;
 pub mod destinations;
 pub mod direct;
 pub mod error;

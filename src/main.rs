@@ -409,6 +409,18 @@ fn sandbox_keeps_freed_memory() {
 }
 
 fn main() -> ExitCode {
+    // Before anything else: the rest of the binary may use these instructions.
+    let missing = activator::cpu::missing_features();
+    if !missing.is_empty() {
+        eprintln!(
+            "error: this CPU lacks {}, which this build of activator was compiled to use \
+             (.cargo/config.toml: x86-64-v3); run it on a newer CPU (exit code 3: AWS Batch retries \
+             the job, perhaps on another host), or build it with \
+             RUSTFLAGS=\"-C target-cpu=x86-64\" for any x86-64 CPU",
+            missing.join(", ")
+        );
+        return ExitCode::from(3);
+    }
     let cli = Cli::parse();
     init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -57,7 +57,17 @@ pub fn clean<'a>(raw: &'a str, nfc: &'a mut String) -> &'a str {
         nfc.extend(raw.nfc());
         nfc.as_str()
     };
-    s.trim_matches(is_blank)
+    trim_blank(s)
+}
+
+/// `s` without what `is_blank` matches at either end. A value that begins and ends with a
+/// visible ASCII character, as nearly every one does, is returned as it is: no such character is
+/// blank, and a last byte below 0x80 is a whole character, so no characters need decoding.
+fn trim_blank(s: &str) -> &str {
+    match (s.as_bytes().first(), s.as_bytes().last()) {
+        (Some(first), Some(last)) if first.is_ascii_graphic() && last.is_ascii_graphic() => s,
+        _ => s.trim_matches(is_blank),
+    }
 }
 
 /// UID2 takes E.164 numbers of 10 to 15 digits (its SDK's `is_phone_number_normalized`, the
@@ -320,9 +330,13 @@ fn email_shape(lowered: &str) -> Result<(), &'static str> {
 }
 
 /// `email_shape` of ASCII text: its white space is these bytes. Counts and flags over the whole
-/// value, which the compiler vectorizes, rather than searches that stop early.
+/// value, which the compiler vectorizes, rather than searches that stop early. The `@`s are
+/// counted in a byte that saturates (a sum in a `usize` took vectors of four 64-bit counts):
+/// only whether there is exactly one matters.
 fn ascii_email_shape(b: &[u8]) -> Result<(), &'static str> {
-    let ats = b.iter().map(|&c| usize::from(c == b'@')).sum::<usize>();
+    let ats = b
+        .iter()
+        .fold(0u8, |n, &c| n.saturating_add(u8::from(c == b'@')));
     let white_space = b.iter().fold(false, |w, &c| {
         w | matches!(c, b' ' | b'\t'..=b'\r' | 0x1C..=0x1F)
     });
@@ -592,6 +606,12 @@ mod tests {
             let got = email(Profile::Meta, case, &mut out).map(|()| out.clone());
             assert_eq!(got, shape_of_the_lower_case(case), "{case:?}");
         }
+        // 257 `@`s: a count of them that wrapped at 256 would see one.
+        let many = format!("a{}@b.co", "@".repeat(256));
+        assert_eq!(
+            email(Profile::Meta, &many, &mut String::new()),
+            Err("shape")
+        );
     }
 
     #[test]
@@ -720,5 +740,29 @@ mod tests {
         let mut nfc = String::new();
         assert_eq!(clean("\u{a0}Jose\u{301} ", &mut nfc), "José");
         assert_eq!(clean(" Chloé\u{a0}", &mut nfc), "Chloé");
+    }
+
+    #[test]
+    fn trimming_skips_only_values_that_begin_and_end_visible_ascii() {
+        let ends: Vec<char> = (0..0x80)
+            .chain([
+                0x85, 0xA0, 0x1680, 0x2000, 0x200B, 0x2028, 0x3000, 0xFEFF, 0xE9,
+            ])
+            .filter_map(char::from_u32)
+            .collect();
+        for &a in &ends {
+            for &b in &ends {
+                for inner in ["", "x", " x ", "é"] {
+                    let s = format!("{a}{inner}{b}");
+                    assert_eq!(
+                        trim_blank(&s),
+                        s.trim_matches(is_blank),
+                        "U+{:04X} {inner:?} U+{:04X}",
+                        a as u32,
+                        b as u32
+                    );
+                }
+            }
+        }
     }
 }
