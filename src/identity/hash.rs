@@ -93,6 +93,49 @@ pub fn reencode_hex(hex: &[u8], encoding: Encoding, out: &mut [u8]) {
     }
 }
 
+/// Decodes `digits` into `out` (half as long) if they are all lowercase hex, and says whether
+/// they were: hex decoding takes either case, and only lowercase reads back the same as this
+/// build writes it. Checking and decoding are one pass without a branch per byte, 64 digits at a
+/// time, which the compiler turns into vector code. On 1.3 GB of digits (B1's members) alone,
+/// 0.25 s here against 0.37 s for a check pass and then faster_hex's SIMD decode; in a whole
+/// Meta upload of B1, where the digits come from memory, 0.46 s against 0.51 s (with the
+/// column shape check of `state/digests.rs`). An AVX2 version by hand took 0.20 s alone: not
+/// worth the `unsafe`.
+pub fn decode_lowercase_hex(digits: &[u8], out: &mut [u8]) -> bool {
+    if digits.len() != 2 * out.len() {
+        return false;
+    }
+    // A digit's value, or 0x80 (which no digit has) for any other byte.
+    let nibble = |b: u8| {
+        let (digit, letter) = (b.wrapping_sub(b'0'), b.wrapping_sub(b'a'));
+        if digit < 10 {
+            digit
+        } else if letter < 6 {
+            letter + 10
+        } else {
+            0x80
+        }
+    };
+    let mut seen = 0u8;
+    let mut decode = |pair: &[u8], o: &mut u8| {
+        let (high, low) = (nibble(pair[0]), nibble(pair[1]));
+        seen |= high | low;
+        *o = (high << 4) | (low & 0x0f);
+    };
+    let mut ins = digits.chunks_exact(64);
+    let mut outs = out.chunks_exact_mut(32);
+    for (i, o) in (&mut ins).zip(&mut outs) {
+        // Fixed lengths: the compiler unrolls and vectorizes this.
+        for (pair, o) in i.chunks_exact(2).zip(o.iter_mut()) {
+            decode(pair, o);
+        }
+    }
+    for (pair, o) in ins.remainder().chunks_exact(2).zip(outs.into_remainder()) {
+        decode(pair, o);
+    }
+    seen & 0x80 == 0
+}
+
 /// Returns the encoded digests of a string as text (for the `hash` command and tests).
 pub fn hash_to_string(value: &str, encoding: Encoding) -> String {
     let mut out = vec![0u8; encoded_len(encoding)];
@@ -103,6 +146,44 @@ pub fn hash_to_string(value: &str, encoding: Encoding) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_lowercase_hex_digits_decode() {
+        let hex = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+        let mut out = [0u8; 32];
+        assert!(decode_lowercase_hex(hex.as_bytes(), &mut out));
+        assert_eq!(faster_hex::hex_string(&out), hex);
+        // Every byte but the 16 digits, at the start, middle and end of a value (the bytes
+        // around '0'-'9' and 'a'-'f' among them).
+        for b in (0..=255u8).filter(|b| !b"0123456789abcdef".contains(b)) {
+            for at in [0, 33, 63] {
+                let mut bad = hex.as_bytes().to_vec();
+                bad[at] = b;
+                assert!(!decode_lowercase_hex(&bad, &mut out), "byte {b} at {at}");
+            }
+        }
+        assert!(
+            !decode_lowercase_hex(&hex.as_bytes()[..62], &mut out),
+            "too short"
+        );
+    }
+
+    #[test]
+    fn runs_of_digits_of_any_length_decode_and_are_checked_to_the_end() {
+        // 3.5 hashes: whole blocks of 64 digits, then a remainder.
+        let digits: Vec<u8> = (0..224).map(|i| b"0123456789abcdef"[i * 7 % 16]).collect();
+        let mut out = [0u8; 112];
+        assert!(decode_lowercase_hex(&digits, &mut out));
+        assert_eq!(faster_hex::hex_string(&out).as_bytes(), &digits[..]);
+        for at in [0, 65, 127, 128, 190, 223] {
+            for b in [b'A', b'g', b'/', b':', b'`', 0xff] {
+                let mut bad = digits.clone();
+                bad[at] = b;
+                assert!(!decode_lowercase_hex(&bad, &mut out), "byte {b} at {at}");
+            }
+        }
+        assert!(decode_lowercase_hex(&[], &mut []), "nothing to decode");
+    }
 
     #[test]
     fn known_digests() {

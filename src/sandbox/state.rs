@@ -107,7 +107,7 @@ pub fn push_member_value(out: &mut Vec<u8>, v: &str) {
 
 /// Appends `v` packed (`PACKED_HEX` and 32 bytes) if it is a SHA-256 in lowercase hex; false,
 /// with nothing written, if it is not. An emulator that requires hashes checks them with this,
-/// so each value is read once to check and once to decode.
+/// so each value is read once, to check and decode it together.
 pub fn push_packed_hash(out: &mut Vec<u8>, v: &str) -> bool {
     match packed_hex(v.as_bytes()) {
         Some(digest) => {
@@ -119,18 +119,11 @@ pub fn push_packed_hash(out: &mut Vec<u8>, v: &str) -> bool {
     }
 }
 
-/// The 32 bytes of a SHA-256 in lowercase hex: one pass checks the digits (it folds without
-/// branches, so it vectorizes) and one SIMD pass decodes them. (A digit at a time, this was
-/// most of the sandbox's CPU in a large upload; the two further checks it once had cost about
-/// 4% of it.)
+/// The 32 bytes of a SHA-256 in lowercase hex, checked and decoded in one pass (`hash.rs`). (A
+/// digit at a time, this was most of the sandbox's CPU in a large upload.)
 fn packed_hex(v: &[u8]) -> Option<[u8; 32]> {
-    let lower_hex = |b: u8| b.is_ascii_digit() | (b'a'..=b'f').contains(&b);
-    if v.len() != 64 || !v.iter().fold(true, |ok, &b| ok & lower_hex(b)) {
-        return None;
-    }
     let mut digest = [0u8; 32];
-    faster_hex::hex_decode_unchecked(v, &mut digest);
-    Some(digest)
+    crate::identity::hash::decode_lowercase_hex(v, &mut digest).then_some(digest)
 }
 
 /// A canonical JSON text in its packed form: each string that is a SHA-256 in lowercase hex

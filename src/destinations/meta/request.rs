@@ -83,10 +83,14 @@ impl PayloadSchema {
         s.extend_from_slice(b"],\"data\":[");
         let mut first = true;
         for batch in parts {
+            // Each column checked for what needs escaping once, not value by value.
             let columns: Vec<_> = self
                 .columns
                 .iter()
-                .map(|&c| batch.column(c).as_string::<i32>())
+                .map(|&c| {
+                    let column = batch.column(c).as_string::<i32>();
+                    (column, crate::json::is_plain_column(column))
+                })
                 .collect();
             for row in 0..batch.num_rows() {
                 if !first {
@@ -94,13 +98,13 @@ impl PayloadSchema {
                 }
                 first = false;
                 s.push(b'[');
-                for (i, c) in columns.iter().enumerate() {
+                for (i, (c, plain)) in columns.iter().enumerate() {
                     if i > 0 {
                         s.push(b',');
                     }
                     // Unknown keys are sent as "".
                     let v = if c.is_valid(row) { c.value(row) } else { "" };
-                    crate::json::push_string(s, v);
+                    crate::json::push_string_of(s, v, *plain);
                 }
                 s.push(b']');
             }
