@@ -671,7 +671,7 @@ pub async fn audience_members(
         Err(r) => return r,
     };
     // Checked as UTF-8 once here, so the parser need not check every string it borrows.
-    let text = std::str::from_utf8(&body).unwrap_or_default();
+    let text = simdutf8::basic::from_utf8(&body).unwrap_or_default();
     let Some(v) = read_request(text) else {
         return invalid("body", "not JSON");
     };
