@@ -74,18 +74,23 @@ print("%5s %-7s %7s %9s %9s %14s %6s %12s" % (
     "round", "run", "wall_s", "peak_MiB", "members", "members_per_s", "cpu_s", "sandbox_cpu"))
 runs = {}
 for rnd, name, wall, mib, members, cpu, sandbox in rows:
-    runs.setdefault(name, []).append((float(wall), float(cpu) + float(sandbox), int(members)))
+    runs.setdefault(name, []).append(
+        (float(wall), float(cpu) + float(sandbox), int(members), float(cpu)))
     print("%5s %-7s %7s %9s %9s %14.0f %6s %12s" % (
         rnd, name, wall, mib, members, int(members) / float(wall), cpu, sandbox))
 median = lambda name, i: statistics.median(r[i] for r in runs[name])
 for name in ("export", "meta", "google"):
     walls = [r[0] for r in runs[name]]
-    print("median %-6s %5.2f s (%.2f-%.2f), %8.0f members/s, wall/export %.2f, cpu/export %.2f" % (
+    print("median %-6s %5.2f s (%.2f-%.2f), %8.0f members/s, wall/export %.2f, cpu/export %.2f,"
+          " own cpu/export %.2f" % (
         name, median(name, 0), min(walls), max(walls), runs[name][0][2] / median(name, 0),
-        median(name, 0) / median("export", 0), median(name, 1) / median("export", 1)))
+        median(name, 0) / median("export", 0), median(name, 1) / median("export", 1),
+        median(name, 3) / median("export", 3)))
 '
 echo "cpu/export: activator's and the sandbox's CPU seconds over the export run's (the emulated"
 echo "platform's work runs on the same two cores; against a real platform it would not)."
+echo "own cpu/export: activator's CPU seconds alone over the export run's (what a real platform"
+echo "would see)."
 kill %1 2>/dev/null || true
 wait 2>/dev/null || true
 
