@@ -408,6 +408,35 @@ fn sandbox_keeps_freed_memory() {
     }
 }
 
+/// Starts the sandbox again, in this process, with glibc's malloc set to back its memory with
+/// huge pages (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`: glibc reads its tunables only when a
+/// program starts), unless `GLIBC_TUNABLES` is set already, by the user or by this. An emulator
+/// storing B1's 5.2 million members took 335,000 page faults of 4 KiB, and 5,500 to 20,000 so,
+/// using 0.6-1.6 of its 5-7 CPU seconds less (four alternating pairs of one Data Manager upload,
+/// the same build, all lower). Asking for huge pages for the members' buffer alone (`madvise`
+/// after each growth) left most of it in small pages, with more faults, not fewer.
+fn sandbox_with_huge_pages() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use std::os::unix::process::CommandExt;
+        if std::env::var_os("GLIBC_TUNABLES").is_some() {
+            return;
+        }
+        let Ok(exe) = std::env::current_exe() else {
+            return;
+        };
+        // `exec` returns only if it failed; the sandbox then serves as it is.
+        let error = std::process::Command::new(&exe)
+            .args(std::env::args_os().skip(1))
+            .env("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
+            .exec();
+        eprintln!(
+            "note: the sandbox runs without huge pages ({} did not start again: {error})",
+            exe.display()
+        );
+    }
+}
+
 fn main() -> ExitCode {
     // Before anything else: the rest of the binary may use these instructions.
     let missing = activator::cpu::missing_features();
@@ -422,6 +451,9 @@ fn main() -> ExitCode {
         return ExitCode::from(3);
     }
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Sandbox(_)) {
+        sandbox_with_huge_pages();
+    }
     init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -125,6 +125,19 @@ fn sandbox_flags_set_each_platforms_request_rate() {
             );
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
+        // On Linux with glibc, it serves from the same process started again with huge pages
+        // (unless glibc's tunables were set for it).
+        if cfg!(all(target_os = "linux", target_env = "gnu"))
+            && std::env::var_os("GLIBC_TUNABLES").is_none()
+        {
+            let environ = std::fs::read(format!("/proc/{}/environ", sandbox.id())).unwrap();
+            assert!(
+                environ
+                    .split(|&b| b == 0)
+                    .any(|v| v == b"GLIBC_TUNABLES=glibc.malloc.hugetlb=1"),
+                "the sandbox was not started again with huge pages"
+            );
+        }
         let mut results = vec![];
         for _ in 0..3 {
             let snap = client
