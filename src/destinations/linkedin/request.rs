@@ -61,19 +61,23 @@ impl ElementEncoder {
         let mut without_identifier = 0u64;
         body.extend_from_slice(b"{\"elements\":[");
         for batch in parts {
-            let columns: Vec<(&StringArray, &'static str)> = self
+            // Each column checked once for what JSON must escape (`json::is_plain_column`).
+            let columns: Vec<(&StringArray, &'static str, bool)> = self
                 .columns
                 .iter()
-                .map(|&(i, id_type)| (batch.column(i).as_string::<i32>(), id_type))
+                .map(|&(i, id_type)| {
+                    let column = batch.column(i).as_string::<i32>();
+                    (column, id_type, crate::json::is_plain_column(column))
+                })
                 .collect();
             for row in 0..batch.num_rows() {
                 let ids = || {
                     columns
                         .iter()
-                        .filter(move |(c, _)| c.is_valid(row) && !c.value(row).is_empty())
-                        .map(move |(c, id_type)| (*id_type, c.value(row)))
+                        .filter(move |(c, ..)| c.is_valid(row) && !c.value(row).is_empty())
+                        .map(move |(c, id_type, plain)| (*id_type, c.value(row), *plain))
                 };
-                let Some((first_type, first_value)) = ids().next() else {
+                let Some((first_type, first_value, _)) = ids().next() else {
                     without_identifier += 1;
                     continue;
                 };
@@ -84,14 +88,14 @@ impl ElementEncoder {
                 body.extend_from_slice(b"{\"action\":");
                 crate::json::push_string(&mut body, action);
                 body.extend_from_slice(b",\"userIds\":[");
-                for (n, (id_type, value)) in ids().enumerate() {
+                for (n, (id_type, value, plain)) in ids().enumerate() {
                     if n > 0 {
                         body.push(b',');
                     }
                     body.extend_from_slice(b"{\"idType\":");
                     crate::json::push_string(&mut body, id_type);
                     body.extend_from_slice(b",\"idValue\":");
-                    crate::json::push_string(&mut body, value);
+                    crate::json::push_string_of(&mut body, value, plain);
                     body.push(b'}');
                 }
                 body.extend_from_slice(b"]}");
@@ -171,6 +175,30 @@ mod tests {
             removes,
             json!({"elements": [{"action": "REMOVE", "userIds": [gaid]}]})
         );
+    }
+
+    #[test]
+    fn values_json_must_escape_are_escaped_in_any_place_of_a_column_and_its_parts() {
+        let hostile = "id\"},{\"idType\":\"X\\\n";
+        let ids = ["plain-1", hostile, "plain-2"];
+        let batch = RecordBatch::try_from_iter([(
+            "mobile_ad_id",
+            Arc::new(StringArray::from(ids.to_vec())) as ArrayRef,
+        )])
+        .unwrap();
+        let encoder = ElementEncoder::new(&batch.schema()).unwrap();
+        let expected = json!({"elements": ids.map(|id| json!(
+            {"action": "ADD", "userIds": [{"idType": "GOOGLE_AID", "idValue": id}]}
+        ))});
+        for parts in [
+            vec![batch.clone()],
+            vec![batch.slice(0, 1), batch.slice(1, 2)],
+            vec![batch.slice(0, 2), batch.slice(2, 1)],
+        ] {
+            let body: Value =
+                serde_json::from_slice(&encoder.elements(&parts, "ADD").body).unwrap();
+            assert_eq!(body, expected);
+        }
     }
 
     #[test]
