@@ -411,10 +411,11 @@ fn sandbox_keeps_freed_memory() {
 /// Starts the sandbox again, in this process, with glibc's malloc set to back its memory with
 /// huge pages (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`: glibc reads its tunables only when a
 /// program starts), unless `GLIBC_TUNABLES` is set already, by the user or by this. An emulator
-/// storing B1's 5.2 million members took 335,000 page faults of 4 KiB, and 5,500 to 20,000 so,
-/// using 0.6-1.6 of its 5-7 CPU seconds less (four alternating pairs of one Data Manager upload,
-/// the same build, all lower). Asking for huge pages for the members' buffer alone (`madvise`
-/// after each growth) left most of it in small pages, with more faults, not fewer.
+/// storing B1's 5.2 million members took 335,000 page faults of 4 KiB without them, 5,500 to
+/// 20,000 with them, and 0.6-1.6 of its 5-7 CPU seconds less (four alternating pairs of one Data
+/// Manager upload, the same build, all lower). Asking for huge pages for the members' buffer
+/// alone (`madvise` after each growth) left most of it in small pages, with more faults, not
+/// fewer.
 fn sandbox_with_huge_pages() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {

@@ -1,5 +1,5 @@
 //! A reader of JSON request bodies in the shape clients write them, for the emulators' large
-//! uploads: strings without escapes are borrowed where they lie, found sixteen bytes at a time,
+//! uploads: strings without escapes are borrowed where they lie, found 32 (or 16) bytes at a time,
 //! and any other value is read by `serde_json` from where the reader stands. Every reading
 //! function returns `None` where the body is not in a shape it takes, and the emulator then
 //! leaves the whole body to its serde reader, which decides it. (serde's visitors, one layer per
@@ -128,7 +128,7 @@ impl<'a> Reader<'a> {
 
     /// An object of the fields `names`, each read by `field` from its value on, given its index
     /// in `names`. A field not named is skipped, as serde skips it; a field given twice gives up
-    /// (serde refuses it). `names` hold no character JSON escapes.
+    /// (serde refuses it). No name holds a character JSON would escape.
     pub(crate) fn fields<const N: usize>(
         &mut self,
         names: [&str; N],
@@ -137,8 +137,9 @@ impl<'a> Reader<'a> {
         let mut seen = [false; N];
         // The names are compared where the key lies, quotes included, from the one after the
         // last read (clients write an object's fields in one order); a key none of them is, is
-        // read as a string and looked up. (Keys read as strings and looked up were most of
-        // `string`'s time, a sixth of Data Manager's emulator's in a large upload.)
+        // read as a string and looked up. (`string` was a sixth of Data Manager's emulator's
+        // time in a large upload, and 9 of a member's 15 strings are keys: compared so, its
+        // fast reader took about a tenth less time on a body of 10,000 members.)
         let mut next = 0;
         self.eat(b'{')?;
         if self.eat(b'}').is_some() {
