@@ -144,7 +144,7 @@ fn main() {
         n,
         || {
             let out = unsafe { &mut *out_ptr };
-            hash::hash_many_into(&slots, Encoding::Hex, out);
+            hash::hash_many_into(&slots, Encoding::Hex, out, None);
         },
     );
 
@@ -251,6 +251,7 @@ fn main() {
                     batch: batch.clone(),
                     keys: keys.clone(),
                     tally: Default::default(),
+                    digests: None,
                 };
                 seen.admit(batch).unwrap();
             }

@@ -10,7 +10,7 @@
 //! every member is in (`release_sets`), before the diff and the sending.
 
 use crate::identity::{MemberBatch, Tally};
-use arrow::array::{BooleanArray, RecordBatch};
+use arrow::array::{ArrayRef, BooleanArray, RecordBatch};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;
@@ -82,6 +82,15 @@ impl Routes {
     }
 }
 
+/// The members of a batch not seen before in the run.
+pub struct Admitted {
+    pub batch: RecordBatch,
+    /// Their keys.
+    pub keys: Vec<u128>,
+    /// Their digests as bytes, where the batch carried them (`MemberBatch::digests`).
+    pub digests: Option<Vec<ArrayRef>>,
+}
+
 /// Drops members seen before in the run and sums the counts.
 pub struct Members {
     seen: Vec<KeySet>,
@@ -149,12 +158,9 @@ impl Members {
         })
     }
 
-    /// The members of `batch` not seen before, and their keys. Of a member that comes twice
-    /// in the batch, the first row is kept.
-    pub fn admit(
-        &mut self,
-        batch: MemberBatch,
-    ) -> Result<(RecordBatch, Vec<u128>), arrow::error::ArrowError> {
+    /// The members of `batch` not seen before. Of a member that comes twice in the batch, the
+    /// first row is kept.
+    pub fn admit(&mut self, batch: MemberBatch) -> Result<Admitted, arrow::error::ArrowError> {
         self.tally.add(&batch.tally);
         let keys = &batch.keys;
         // The rows in partition order (a counting sort, stable, so first rows stay first).
@@ -181,7 +187,11 @@ impl Members {
         let dropped = keep.iter().filter(|k| !**k).count();
         self.unique += (keys.len() - dropped) as u64;
         if dropped == 0 {
-            return Ok((batch.batch, batch.keys));
+            return Ok(Admitted {
+                batch: batch.batch,
+                keys: batch.keys,
+                digests: batch.digests,
+            });
         }
         self.duplicates += dropped as u64;
         let keys = batch
@@ -191,8 +201,21 @@ impl Members {
             .filter(|(_, k)| **k)
             .map(|(key, _)| *key)
             .collect();
-        let kept = arrow::compute::filter_record_batch(&batch.batch, &BooleanArray::from(keep))?;
-        Ok((kept, keys))
+        let keep = BooleanArray::from(keep);
+        let digests = match batch.digests {
+            Some(digests) => Some(
+                digests
+                    .iter()
+                    .map(|d| arrow::compute::filter(d, &keep))
+                    .collect::<Result<_, _>>()?,
+            ),
+            None => None,
+        };
+        Ok(Admitted {
+            batch: arrow::compute::filter_record_batch(&batch.batch, &keep)?,
+            keys,
+            digests,
+        })
     }
 
     /// Members sent: those admitted, less duplicates.
@@ -204,14 +227,18 @@ impl Members {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::{Array, UInt32Array};
+    use arrow::array::{Array, AsArray, FixedSizeBinaryArray, UInt32Array};
 
+    /// Rows numbered from 0, each with a digest of 32 bytes of its number.
     fn batch(keys: &[u128]) -> MemberBatch {
         let rows = UInt32Array::from_iter_values(0..keys.len() as u32);
+        let digests = (0..keys.len()).map(|row| [row as u8; 32]);
+        let digests = FixedSizeBinaryArray::try_from_iter(digests).unwrap();
         MemberBatch {
             batch: RecordBatch::try_from_iter([("row", Arc::new(rows) as _)]).unwrap(),
             keys: keys.to_vec(),
             tally: Tally::default(),
+            digests: Some(vec![Arc::new(digests)]),
         }
     }
 
@@ -228,19 +255,27 @@ mod tests {
     fn a_member_is_admitted_once_by_its_first_row_across_batches_and_partitions() {
         let high = |p: u128, low: u128| (p << 120) | low;
         let mut members = Members::new();
-        let (first, keys) = members
+        let first = members
             .admit(batch(&[high(7, 1), high(200, 1), high(7, 1), high(0, 5)]))
             .unwrap();
         assert_eq!(
-            rows(&first),
+            rows(&first.batch),
             [0, 1, 3],
             "the second row of a member is dropped"
         );
-        assert_eq!(keys, [high(7, 1), high(200, 1), high(0, 5)]);
-        let (second, _) = members
+        assert_eq!(first.keys, [high(7, 1), high(200, 1), high(0, 5)]);
+        let digests = first.digests.unwrap();
+        let digests = digests[0].as_fixed_size_binary();
+        let rows_of_digests: Vec<u8> = digests.iter().map(|d| d.unwrap()[0]).collect();
+        assert_eq!(rows_of_digests, [0, 1, 3], "the digests go with their rows");
+        let second = members
             .admit(batch(&[high(0, 5), high(200, 2), high(7, 1)]))
             .unwrap();
-        assert_eq!(rows(&second), [1], "members of earlier batches are dropped");
+        assert_eq!(
+            rows(&second.batch),
+            [1],
+            "members of earlier batches are dropped"
+        );
         assert_eq!(members.unique(), 4);
         assert_eq!(members.duplicates, 3);
     }
@@ -256,8 +291,8 @@ mod tests {
         let mut members = Members::new();
         let all: Vec<u128> = (0..2_000_000u128).map(key).collect();
         for chunk in all.chunks(8192) {
-            let (kept, _) = members.admit(batch(chunk)).unwrap();
-            assert_eq!(kept.num_rows(), chunk.len());
+            let kept = members.admit(batch(chunk)).unwrap();
+            assert_eq!(kept.batch.num_rows(), chunk.len());
         }
         let again: Vec<u128> = all
             .iter()
@@ -265,9 +300,13 @@ mod tests {
             .copied()
             .chain([key(2_000_001)])
             .collect();
-        let (kept, keys) = members.admit(batch(&again)).unwrap();
-        assert_eq!(keys, [key(2_000_001)], "only the one new key is admitted");
-        assert_eq!(kept.num_rows(), 1);
+        let kept = members.admit(batch(&again)).unwrap();
+        assert_eq!(
+            kept.keys,
+            [key(2_000_001)],
+            "only the one new key is admitted"
+        );
+        assert_eq!(kept.batch.num_rows(), 1);
         assert_eq!(members.unique(), 2_000_001);
         let per_member = members.bytes() as f64 / 2_000_001.0;
         assert!(per_member < 22.0, "{per_member:.1} bytes a member");

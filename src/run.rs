@@ -18,7 +18,7 @@ use crate::destinations::{Destination, SyncMode};
 use crate::error::{Error, Result};
 use crate::identity::{self, IdentityPlan};
 use crate::job::Job;
-use crate::members::Members;
+use crate::members::{Admitted, Members};
 use crate::report::RunReport;
 use crate::segment;
 use crate::state::keyset::KeySet;
@@ -476,12 +476,18 @@ async fn read_and_diff(
     let pool = ctx.runtime_env().memory_pool.clone();
     let sql = segment::render(job, run_date)?;
     let df = segment::plan(&ctx, job, &sql).await?;
-    let plan = Arc::new(identity_plan(job));
+    // The platforms' members are kept in files, whose hashes are bytes: the transform gives
+    // them (on this machine; a cluster's executors send text).
+    let platforms = platforms_of(destinations);
+    let plan = match platforms.is_empty() {
+        true => identity_plan(job),
+        false => identity_plan(job).keeping_digests(),
+    };
+    let plan = Arc::new(plan);
     let schema = plan.output_schema();
     let planned = started.elapsed();
     tracing::info!(job = %job.name, %run_date, %engine, "segment planned");
     // The last syncs' files, fetched before the query starts (a download from S3 can be long).
-    let platforms = platforms_of(destinations);
     let diff_plan = match platforms.is_empty() {
         true => None,
         false => Some(DiffPlan::fetch(state, &platforms).await?),
@@ -691,16 +697,17 @@ async fn read_members(
         stopped_feed: None,
     };
     while let Some(item) = stream.next().await {
-        let (batch, keys) = match item.and_then(|b| members.admit(b).map_err(normalization_error)) {
-            Ok(b) => b,
+        let admitted = match item.and_then(|b| members.admit(b).map_err(normalization_error)) {
+            Ok(a) => a,
             Err(e) => {
                 read.failure = Some(e);
                 break;
             }
         };
         progress.update(members.tally.rows, members.unique());
+        let batch = admitted.batch.clone();
         if let Some(membership) = membership
-            && !membership.push(batch.clone(), keys).await
+            && !membership.push(admitted).await
         {
             break; // The membership thread failed; its error is collected when it is joined.
         }
@@ -721,25 +728,25 @@ async fn read_members(
 /// The run's membership, gathered on a thread of its own: sorting and spilling are blocking
 /// work.
 struct MembershipThread {
-    batches: tokio::sync::mpsc::Sender<(RecordBatch, Vec<u128>)>,
+    batches: tokio::sync::mpsc::Sender<Admitted>,
     thread: std::thread::JoinHandle<Result<membership::SortedRuns>>,
 }
 
 impl MembershipThread {
     fn start(mut spill: Spill) -> MembershipThread {
-        let (batches, mut rx) = tokio::sync::mpsc::channel::<(RecordBatch, Vec<u128>)>(4);
+        let (batches, mut rx) = tokio::sync::mpsc::channel::<Admitted>(4);
         let thread = std::thread::spawn(move || {
-            while let Some((batch, keys)) = rx.blocking_recv() {
-                spill.push(&batch, &keys)?;
+            while let Some(a) = rx.blocking_recv() {
+                spill.push(&a.batch, &a.keys, a.digests.as_deref())?;
             }
             spill.finish()
         });
         MembershipThread { batches, thread }
     }
 
-    /// Hands over a batch and its keys; false if the thread has stopped.
-    async fn push(&self, batch: RecordBatch, keys: Vec<u128>) -> bool {
-        self.batches.send((batch, keys)).await.is_ok()
+    /// Hands over a batch of members; false if the thread has stopped.
+    async fn push(&self, members: Admitted) -> bool {
+        self.batches.send(members).await.is_ok()
     }
 
     /// The sorted runs once every batch is in, or the error that stopped the thread.

@@ -42,12 +42,27 @@ pub fn encode_digest(digest: &[u8; 32], encoding: Encoding, out: &mut [u8]) {
 
 /// Hashes many values, writing each encoded digest at its offset in `out`. Short values go
 /// through the interleaved SHA-NI kernel `LANES` at a time; the rest one by one through `sha2`.
-pub fn hash_many_into(values: &[(usize, &[u8])], encoding: Encoding, out: &mut [u8]) {
-    use super::sha256x::{LANES, MAX_ONE_BLOCK, available, digest_lanes, hex_lanes};
-    let width = encoded_len(encoding);
+///
+/// With `raw`, each digest's 32 bytes go there too, at the same place among the digests: the
+/// value whose text is at `offset` has its bytes at `offset / encoded_len * 32` (members files
+/// keep them: `state::digests`).
+pub fn hash_many_into(
+    values: &[(usize, &[u8])],
+    encoding: Encoding,
+    out: &mut [u8],
+    raw: Option<&mut [u8]>,
+) {
+    use super::sha256x::{Checked, LANES, MAX_ONE_BLOCK, available, digest_lanes};
+    let mut digests = Digests {
+        out,
+        raw,
+        encoding,
+        width: encoded_len(encoding),
+        hex: Checked::get().filter(|_| encoding == Encoding::Hex),
+    };
     if !available() {
         for (offset, v) in values {
-            hash_into(v, encoding, &mut out[*offset..*offset + width]);
+            digests.put(&sha256(v), *offset);
         }
         return;
     }
@@ -56,27 +71,66 @@ pub fn hash_many_into(values: &[(usize, &[u8])], encoding: Encoding, out: &mut [
     let mut filled = 0;
     for &(offset, v) in values {
         if v.len() > MAX_ONE_BLOCK {
-            hash_into(v, encoding, &mut out[offset..offset + width]);
+            digests.put(&sha256(v), offset);
             continue;
         }
         lane_offsets[filled] = offset;
         lane_values[filled] = v;
         filled += 1;
         if filled == LANES {
-            if encoding == Encoding::Hex {
-                hex_lanes(lane_values, out, lane_offsets);
-            } else {
-                let digests = digest_lanes(lane_values);
-                for (d, o) in digests.iter().zip(lane_offsets) {
-                    encode_digest(d, encoding, &mut out[o..o + width]);
-                }
+            for (d, o) in digest_lanes(lane_values).iter().zip(lane_offsets) {
+                digests.put(d, o);
             }
             filled = 0;
         }
     }
     for i in 0..filled {
-        let o = lane_offsets[i];
-        hash_into(lane_values[i], encoding, &mut out[o..o + width]);
+        digests.put(&sha256(lane_values[i]), lane_offsets[i]);
+    }
+}
+
+/// Where `hash_many_into` writes digests: as text, and as bytes if `raw`.
+struct Digests<'a> {
+    out: &'a mut [u8],
+    raw: Option<&'a mut [u8]>,
+    encoding: Encoding,
+    width: usize,
+    /// Set for hex where the CPU has SSSE3: 64 digits in a few vector steps.
+    hex: Option<super::sha256x::Checked>,
+}
+
+impl Digests<'_> {
+    /// Inlined: called once per digest (as a closure it was not, and took half a percent of
+    /// B1's samples more).
+    #[inline(always)]
+    fn put(&mut self, digest: &[u8; 32], offset: usize) {
+        match self.hex {
+            Some(checked) => {
+                let dest = &mut self.out[offset..offset + 64];
+                checked.hex(digest, dest.try_into().expect("64 digits"));
+            }
+            None => encode_digest(digest, self.encoding, &mut self.out[offset..][..self.width]),
+        }
+        if let Some(raw) = self.raw.as_deref_mut() {
+            let at = offset / self.width * 32;
+            raw[at..at + 32].copy_from_slice(digest);
+        }
+    }
+}
+
+/// Moves the `valid` digests packed at the front of `bytes` (32 bytes each) to their rows'
+/// slots, the rows being those `nulls` says are valid, and zeroes the slots of null rows. The
+/// last goes first: a row's slot never lies before its packed place.
+pub fn spread_to_rows(bytes: &mut [u8], valid: usize, nulls: &arrow::buffer::NullBuffer) {
+    let mut packed = valid;
+    for i in (0..nulls.len()).rev() {
+        let slot = i * 32..(i + 1) * 32;
+        if nulls.is_valid(i) {
+            packed -= 1;
+            bytes.copy_within(packed * 32..(packed + 1) * 32, slot.start);
+        } else {
+            bytes[slot].fill(0);
+        }
     }
 }
 
@@ -212,13 +266,18 @@ mod tests {
                 .map(|(i, v)| (i * width, v.as_bytes()))
                 .collect();
             let mut out = vec![0u8; owned.len() * width];
-            hash_many_into(&values, encoding, &mut out);
+            let mut raw = vec![0u8; owned.len() * 32];
+            hash_many_into(&values, encoding, &mut out, Some(&mut raw));
             for (i, v) in owned.iter().enumerate() {
                 assert_eq!(
                     &out[i * width..(i + 1) * width],
                     hash_to_string(v, encoding).as_bytes()
                 );
+                assert_eq!(&raw[i * 32..(i + 1) * 32], sha256(v.as_bytes()));
             }
+            let mut without = vec![0u8; owned.len() * width];
+            hash_many_into(&values, encoding, &mut without, None);
+            assert_eq!(without, out);
         }
     }
 

@@ -273,7 +273,13 @@ pub fn members_of(
         }
     }
     let batch = RecordBatch::try_new(plan.output_schema(), columns)?;
-    Ok(MemberBatch { batch, keys, tally })
+    // The executors send text only: members files decode it (`state::digests`).
+    Ok(MemberBatch {
+        batch,
+        keys,
+        tally,
+        digests: None,
+    })
 }
 
 #[cfg(test)]

@@ -3,10 +3,12 @@
 //! state (for B1's 5.2 million members of four hashes, ~1.5 GB became ~0.8 GB). Each stored
 //! column's field says how its text was encoded, and readers give the same text back, so
 //! destinations see what was written. Columns without the mark (files of earlier builds, and
-//! columns that are not hashes) are read as they are.
+//! columns that are not hashes) are read as they are. A run on this machine takes the bytes
+//! from the transform, which has them before it writes the text (`with_digests`); text from
+//! elsewhere (a cluster's executors) is decoded (`to_stored`).
 
 use crate::error::{Error, Result};
-use crate::identity::hash::decode_lowercase_hex;
+use crate::identity::hash::{decode_lowercase_hex, spread_to_rows};
 use crate::identity::profile::Encoding;
 use arrow::array::{Array, ArrayRef, AsArray, FixedSizeBinaryArray, RecordBatch, StringArray};
 use arrow::buffer::{Buffer, OffsetBuffer};
@@ -95,6 +97,38 @@ pub fn to_stored(batch: &RecordBatch, stored: &SchemaRef) -> Result<RecordBatch>
     Ok(RecordBatch::try_new(stored.clone(), columns)?)
 }
 
+/// `batch` (of the text schema) in the stored schema `stored`, with the hash columns' bytes
+/// given: `digests`, one for each column `stored` keeps as bytes, in order (as
+/// `MemberBatch::digests` carries them). Nothing is decoded.
+pub fn with_digests(
+    batch: &RecordBatch,
+    stored: &SchemaRef,
+    digests: &[ArrayRef],
+) -> Result<RecordBatch> {
+    let mut digests = digests.iter();
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(stored.fields())
+        .map(|(column, field)| match stored_encoding(field) {
+            Some(_) => digests.next().cloned().ok_or_else(|| {
+                Error::internal(format!(
+                    "no digests came for members column {}",
+                    field.name()
+                ))
+            }),
+            None => Ok(column.clone()),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if digests.next().is_some() {
+        return Err(Error::internal(
+            "more digest columns came than members files keep",
+        ));
+    }
+    // `try_new` checks each column's type and length against the stored schema.
+    Ok(RecordBatch::try_new(stored.clone(), columns)?)
+}
+
 /// A stored `batch` with its hash columns as text again.
 pub fn to_text(batch: &RecordBatch) -> Result<RecordBatch> {
     let schema = batch.schema();
@@ -172,28 +206,10 @@ fn decode_hex_at_once(text: &StringArray, bytes: &mut [u8]) -> Option<bool> {
     if !decode_lowercase_hex(digits, &mut bytes[..valid * DIGEST_BYTES]) {
         return None;
     }
-    if valid < text.len() {
-        spread_to_rows(bytes, valid, text);
+    if let Some(nulls) = text.nulls().filter(|_| valid < text.len()) {
+        spread_to_rows(bytes, valid, nulls);
     }
     Some(true)
-}
-
-/// Moves the `valid` digests packed at the front of `bytes` to their rows' slots and zeroes the
-/// slots of nulls. The last goes first: a row's slot never lies before its packed place.
-fn spread_to_rows(bytes: &mut [u8], valid: usize, text: &StringArray) {
-    let mut packed = valid;
-    for i in (0..text.len()).rev() {
-        let slot = i * DIGEST_BYTES..(i + 1) * DIGEST_BYTES;
-        if text.is_valid(i) {
-            packed -= 1;
-            bytes.copy_within(
-                packed * DIGEST_BYTES..(packed + 1) * DIGEST_BYTES,
-                slot.start,
-            );
-        } else {
-            bytes[slot].fill(0);
-        }
-    }
 }
 
 fn digest_array(bytes: Vec<u8>, text: &StringArray) -> Result<ArrayRef> {
@@ -360,6 +376,24 @@ mod tests {
             back.iter().collect::<Vec<_>>(),
             nulled.iter().collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn digests_given_as_bytes_are_stored_as_decoded_ones_would_be() {
+        let hashes: Vec<String> = (0..10u32).map(|i| format!("{i:064x}")).collect();
+        let text = batch(
+            hashes.iter().map(|h| Some(h.as_str())).collect(),
+            vec![Some("94105"); 10],
+        );
+        let schema = stored_schema(&text.schema(), &["email_sha256".to_string()], Encoding::Hex);
+        let decoded = to_stored(&text, &schema).unwrap();
+        let given = with_digests(&text, &schema, &[decoded.column(0).clone()]).unwrap();
+        assert_eq!(given, decoded);
+        // Too few or too many digest columns, or digests of other rows, are errors.
+        assert!(with_digests(&text, &schema, &[]).is_err());
+        let twice = [decoded.column(0).clone(), decoded.column(0).clone()];
+        assert!(with_digests(&text, &schema, &twice).is_err());
+        assert!(with_digests(&text, &schema, &[decoded.column(0).slice(0, 5)]).is_err());
     }
 
     #[test]

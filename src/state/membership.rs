@@ -351,8 +351,14 @@ impl Spill {
         self.direct = true;
     }
 
-    /// Adds members (already deduplicated) and their keys.
-    pub fn push(&mut self, batch: &RecordBatch, keys: &[u128]) -> Result<()> {
+    /// Adds members (already deduplicated) and their keys; `digests`, where given, are the
+    /// bytes of their hash columns (`MemberBatch::digests`), else the text is decoded.
+    pub fn push(
+        &mut self,
+        batch: &RecordBatch,
+        keys: &[u128],
+        digests: Option<&[ArrayRef]>,
+    ) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
@@ -361,13 +367,12 @@ impl Spill {
                 "more than 4 billion members in one segment: split the job",
             ));
         }
+        let stored = match digests {
+            Some(d) => digests::with_digests(batch, &self.stored, d)?,
+            None => digests::to_stored(batch, &self.stored)?,
+        };
         let mut columns = vec![key_array(keys.iter().copied())];
-        columns.extend(
-            digests::to_stored(batch, &self.stored)?
-                .columns()
-                .iter()
-                .cloned(),
-        );
+        columns.extend(stored.columns().iter().cloned());
         let keyed = RecordBatch::try_new(self.schema.clone(), columns)?;
         let first = self.rows as u32;
         // Targets last synced by the same run share their keys file: looked up once.
@@ -1161,7 +1166,7 @@ mod tests {
         let mut spill = Spill::new(&first.schema(), &hashes, Encoding::Hex).unwrap();
         for c in chunks {
             let (b, k) = members(c);
-            spill.push(&b, &k).unwrap();
+            spill.push(&b, &k, None).unwrap();
             spill.spill().unwrap();
         }
         spill.finish().unwrap()
@@ -1225,7 +1230,7 @@ mod tests {
         // 1 and 9 leave, 2 and 10 join.
         for c in [&[10u128, 3][..], &[5, 2, 7]] {
             let (b, k) = members(c);
-            spill.push(&b, &k).unwrap();
+            spill.push(&b, &k, None).unwrap();
         }
         let second = spill.finish().unwrap();
         // The merge has no need of the members file for the adds.
@@ -1254,7 +1259,7 @@ mod tests {
         let mut spill =
             finding_adds(&[(&k1, d.join("a.adds.arrow")), (&k1, d.join("b.adds.arrow"))]);
         let (b, k) = members(&[10, 3, 5, 2, 7]);
-        spill.push(&b, &k).unwrap();
+        spill.push(&b, &k, None).unwrap();
         let second = spill.finish().unwrap();
         let target = |name: &str| DiffTarget {
             previous_members: m1.clone(),
@@ -1305,7 +1310,7 @@ mod tests {
             (&ka, targets[0].adds.clone()),
         ]);
         let (b, k) = members(&[10, 3, 5, 2, 7]);
-        spill.push(&b, &k).unwrap();
+        spill.push(&b, &k, None).unwrap();
         let second = spill.finish().unwrap();
         let k2 = d.join("k2.arrow");
         let counts = merge(&second, Some(&k2), &targets).unwrap();
@@ -1340,7 +1345,7 @@ mod tests {
         let all: Vec<u128> = (0..1500).rev().collect();
         for chunk in all.chunks(400) {
             let (b, k) = members(chunk);
-            spill.push(&b, &k).unwrap();
+            spill.push(&b, &k, None).unwrap();
             // Only the odd numbers (not in the first sync) are kept to sort.
             assert!(spill.keys.iter().all(|(k, _)| k % 2 == 1));
             spill.spill().unwrap();
@@ -1585,7 +1590,7 @@ mod tests {
         let keys: Vec<u128> = (0..50).collect();
         let hashes = ["email_sha256".to_string()];
         let mut spill = Spill::new(&batch.schema(), &hashes, Encoding::Base64).unwrap();
-        spill.push(&batch, &keys).unwrap();
+        spill.push(&batch, &keys, None).unwrap();
         let runs = spill.finish().unwrap();
         let mut back = vec![];
         for b in member_batches(&runs.members_file).unwrap() {
