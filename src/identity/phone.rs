@@ -291,7 +291,9 @@ fn fast_e164(
         out.push('+');
     }
     push_decimal(code, out);
-    out.extend(national.iter().map(|&b| b as char));
+    // ASCII digits (`buf` takes nothing else), so their bytes are their text: pushed one `char`
+    // at a time they took 0.6% of B1's samples.
+    out.push_str(std::str::from_utf8(national).expect("the national number is ASCII digits"));
     Some(Ok(()))
 }
 
