@@ -7,7 +7,7 @@
 #![allow(clippy::result_large_err)]
 
 use super::faults::Fault;
-use super::state::{MemberBatch, packed_key, push_member_value};
+use super::state::{MemberBatch, packed_key, push_member_value, push_packed_digest};
 use super::{AppState, Cell};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -566,14 +566,39 @@ static CANONICAL_KEYS: std::sync::LazyLock<[Vec<u8>; 6]> =
     std::sync::LazyLock::new(|| CANONICAL_FIELDS.map(packed_key));
 
 /// A member's values, in `CANONICAL_FIELDS` order.
-type Fields<'c> = [Option<Cow<'c, str>>; 6];
+type Fields<'c> = [Option<FieldValue<'c>>; 6];
 
-/// A hashed value in its canonical form (valid hex in lower case; base64 and anything else as
-/// sent), and whether it is well formed in each encoding (`ENCODED`).
-fn hashed(v: Option<Cell>) -> (Cow<str>, [bool; 2]) {
+/// A member's value: text, or a SHA-256 in hex already decoded (as members keep it, packed).
+enum FieldValue<'c> {
+    Text(Cow<'c, str>),
+    Digest([u8; 32]),
+}
+
+impl<'c> From<Cow<'c, str>> for FieldValue<'c> {
+    fn from(text: Cow<'c, str>) -> Self {
+        FieldValue::Text(text)
+    }
+}
+
+impl<'c> From<&'c str> for FieldValue<'c> {
+    fn from(text: &'c str) -> Self {
+        FieldValue::Text(Cow::Borrowed(text))
+    }
+}
+
+/// A hashed value in its canonical form (valid hex decoded; base64 and anything else as sent),
+/// and whether it is well formed in each encoding (`ENCODED`).
+fn hashed(v: Option<Cell>) -> (FieldValue, [bool; 2]) {
     let Some(s) = v.and_then(|c| c.0) else {
-        return (Cow::Borrowed(""), [false; 2]);
+        return (FieldValue::from(""), [false; 2]);
     };
+    // Hex in lower case, as clients send it, is checked and decoded in one pass, and the member
+    // keeps those bytes (`push_packed_digest`): checked here and then packed from its text by
+    // `push_member_value`, each hash was read twice.
+    let mut digest = [0u8; 32];
+    if crate::identity::hash::decode_lowercase_hex(s.as_bytes(), &mut digest) {
+        return (FieldValue::Digest(digest), [true, false]);
+    }
     // One pass without branches for both questions (an early-exit search for upper case was
     // an eighth of the emulator's time in a large upload).
     let (hex, upper) = s.bytes().fold((true, false), |(hex, upper), b| {
@@ -586,7 +611,7 @@ fn hashed(v: Option<Cell>) -> (Cow<str>, [bool; 2]) {
     } else {
         s
     };
-    (value, ok)
+    (value.into(), ok)
 }
 
 fn write_email<'a>(v: Cell<'a>, fields: &mut Fields<'a>, verdict: &mut Verdict) {
@@ -614,14 +639,14 @@ fn write_address<'a>(a: &mut AddressIn<'a>, fields: &mut Fields<'a>, verdict: &m
         .and_then(|c| c.0)
         .filter(|r| r.len() == 2);
     verdict.check([region.is_some(); 2], "address.region_code");
-    fields[5] = region;
+    fields[5] = region.map(FieldValue::from);
     let postal = a
         .postal_code
         .take()
         .and_then(|c| c.0)
         .filter(|p| !p.is_empty());
     verdict.check([postal.is_some(); 2], "address.postal_code");
-    fields[4] = postal;
+    fields[4] = postal.map(FieldValue::from);
 }
 
 /// Writes a member's canonical form (`{"emailAddress":"…",…}`) and records in `verdict` the
@@ -647,7 +672,10 @@ fn member(ids: Option<&Identifiers>, verdict: &mut Verdict, out: &mut Vec<u8>) {
             }
             first = false;
             out.extend_from_slice(key);
-            push_member_value(out, v);
+            match v {
+                FieldValue::Text(text) => push_member_value(out, text),
+                FieldValue::Digest(digest) => push_packed_digest(out, digest),
+            }
         }
     }
     out.push(b'}');
@@ -976,6 +1004,19 @@ mod tests {
                 r#"{{"emailAddress":"{B}","familyName":"{B}","givenName":"{A}","phoneNumber":"{A}","postalCode":"94105","regionCode":"US"}}"#
             )
         );
+    }
+
+    #[test]
+    fn a_hash_in_either_case_is_kept_as_the_bytes_its_canonical_text_packs_to() {
+        let hash = "0123456789abcdef".repeat(4);
+        let kept = |v: &str| -> Vec<Vec<u8>> {
+            let m = read_members(&format!("[{}]", with_ids(&[email(v)])));
+            m.canonical.iter().map(<[u8]>::to_vec).collect()
+        };
+        let mut packed = vec![];
+        crate::sandbox::state::pack(&format!(r#"{{"emailAddress":"{hash}"}}"#), &mut packed);
+        assert_eq!(kept(&hash), [packed.clone()]);
+        assert_eq!(kept(&hash.to_uppercase()), [packed]);
     }
 
     #[test]

@@ -111,12 +111,17 @@ pub fn push_member_value(out: &mut Vec<u8>, v: &str) {
 pub fn push_packed_hash(out: &mut Vec<u8>, v: &str) -> bool {
     match packed_hex(v.as_bytes()) {
         Some(digest) => {
-            out.push(PACKED_HEX);
-            out.extend_from_slice(&digest);
+            push_packed_digest(out, &digest);
             true
         }
         None => false,
     }
+}
+
+/// Appends a SHA-256 given as its 32 bytes, as `push_member_value` packs its lowercase hex.
+pub fn push_packed_digest(out: &mut Vec<u8>, digest: &[u8; 32]) {
+    out.push(PACKED_HEX);
+    out.extend_from_slice(digest);
 }
 
 /// The 32 bytes of a SHA-256 in lowercase hex, checked and decoded in one pass (`hash.rs`). (A
