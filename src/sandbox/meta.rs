@@ -765,7 +765,7 @@ struct CanonicalRows {
 fn canonical_rows(app: &AppState, schema: &[&str], data: &Rows) -> CanonicalRows {
     let sorted_keys = member_keys(schema);
     let mut rows = CanonicalRows {
-        members: MemberBatch::with_capacity(data.len(), 2 + schema.len() * 80),
+        members: MemberBatch::with_capacity(data.len(), data.len() * (2 + schema.len() * 80)),
         invalid: 0,
         samples: serde_json::Map::new(),
     };

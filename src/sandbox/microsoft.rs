@@ -510,7 +510,7 @@ fn checked_call(
 /// The items as members, and a `PartialErrors` entry for each refused one: not a SHA-256 in
 /// lowercase hex, or drawn by the `invalid_row_rate` dice.
 fn members_and_refusals(app: &AppState, items: &[Value]) -> (MemberBatch, Vec<Value>) {
-    let mut members = MemberBatch::with_capacity(items.len(), 48);
+    let mut members = MemberBatch::with_capacity(items.len(), items.len() * 48);
     let mut errors = vec![];
     let mut invalid_row = app.faults.invalid_rows();
     for (i, item) in items.iter().enumerate() {

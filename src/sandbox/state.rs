@@ -269,10 +269,10 @@ pub struct MemberBatch {
 }
 
 impl MemberBatch {
-    /// Room for `members` members of about `bytes_each` bytes.
-    pub fn with_capacity(members: usize, bytes_each: usize) -> MemberBatch {
+    /// Room for `members` members of `bytes` bytes in all.
+    pub fn with_capacity(members: usize, bytes: usize) -> MemberBatch {
         MemberBatch {
-            texts: Vec::with_capacity(members * bytes_each),
+            texts: Vec::with_capacity(bytes),
             ends: Vec::with_capacity(members),
         }
     }
