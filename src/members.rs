@@ -202,15 +202,15 @@ impl Members {
             .map(|(key, _)| *key)
             .collect();
         let keep = BooleanArray::from(keep);
-        let digests = match batch.digests {
-            Some(digests) => Some(
+        let digests = batch
+            .digests
+            .map(|digests| {
                 digests
                     .iter()
                     .map(|d| arrow::compute::filter(d, &keep))
-                    .collect::<Result<_, _>>()?,
-            ),
-            None => None,
-        };
+                    .collect::<Result<_, _>>()
+            })
+            .transpose()?;
         Ok(Admitted {
             batch: arrow::compute::filter_record_batch(&batch.batch, &keep)?,
             keys,
