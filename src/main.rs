@@ -415,7 +415,11 @@ fn sandbox_keeps_freed_memory() {
 /// 20,000 with them, and 0.6-1.6 of its 5-7 CPU seconds less (four alternating pairs of one Data
 /// Manager upload, the same build, all lower). Asking for huge pages for the members' buffer
 /// alone (`madvise` after each growth) left most of it in small pages, with more faults, not
-/// fewer.
+/// fewer. On an AMD VM whose kernel hands freed memory back to the host (free page reporting),
+/// a fresh sandbox's first upload took 2.0-2.5 CPU-s more with huge pages than without (two
+/// pairs each of Meta and Data Manager): huge pages come from the large free blocks, the ones
+/// handed back, which are slow to touch again. Kept, since a reset keeps the member sets
+/// (`state::SPARE_SETS`) and only a sandbox's first upload feels either way.
 fn sandbox_with_huge_pages() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
