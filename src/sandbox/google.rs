@@ -7,7 +7,7 @@
 #![allow(clippy::result_large_err)]
 
 use super::faults::Fault;
-use super::state::{MemberBatch, packed_key, push_member_value, push_packed_digest};
+use super::state::{MemberBatch, packed_hex, packed_key, push_member_value, push_packed_digest};
 use super::{AppState, Cell};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -595,8 +595,7 @@ fn hashed(v: Option<Cell>) -> (FieldValue, [bool; 2]) {
     // Hex in lower case, as clients send it, is checked and decoded in one pass, and the member
     // keeps those bytes (`push_packed_digest`): checked here and then packed from its text by
     // `push_member_value`, each hash was read twice.
-    let mut digest = [0u8; 32];
-    if crate::identity::hash::decode_lowercase_hex(s.as_bytes(), &mut digest) {
+    if let Some(digest) = packed_hex(s.as_bytes()) {
         return (FieldValue::Digest(digest), [true, false]);
     }
     // One pass without branches for both questions (an early-exit search for upper case was

@@ -126,7 +126,7 @@ pub fn push_packed_digest(out: &mut Vec<u8>, digest: &[u8; 32]) {
 
 /// The 32 bytes of a SHA-256 in lowercase hex, checked and decoded in one pass (`hash.rs`). (A
 /// digit at a time, this was most of the sandbox's CPU in a large upload.)
-fn packed_hex(v: &[u8]) -> Option<[u8; 32]> {
+pub(super) fn packed_hex(v: &[u8]) -> Option<[u8; 32]> {
     let mut digest = [0u8; 32];
     crate::identity::hash::decode_lowercase_hex(v, &mut digest).then_some(digest)
 }
