@@ -7,6 +7,8 @@
 //! some point nobody can predict. `main` asks this module first and stops with a message
 //! instead. A build without the flags (`RUSTFLAGS` set replaces the file's flags) assumes
 //! nothing and passes on any x86-64 CPU.
+//!
+//! Also here: the one cache hint the hash lookups use (`prefetch`).
 
 /// The instructions this build assumes that this CPU lacks (empty on other architectures).
 pub fn missing_features() -> Vec<&'static str> {
@@ -29,6 +31,21 @@ pub fn missing_features() -> Vec<&'static str> {
         check!("avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl");
     }
     missing
+}
+
+/// Asks the CPU to bring the cache line holding `value` into its cache, for a read soon. Lookups
+/// in tables far larger than the cache ask for the lines of the lookups a few ahead, so their
+/// waits for memory overlap (`state::keyset`, `sandbox::member_index`). Does nothing on other
+/// architectures.
+pub fn prefetch<T>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch only hints the cache, and of a valid reference.
+    unsafe {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        _mm_prefetch::<_MM_HINT_T0>((value as *const T).cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ pub mod faults;
 pub mod google;
 mod json_reader;
 pub mod linkedin;
+mod member_index;
 pub mod meta;
 pub mod microsoft;
 pub mod pinterest;

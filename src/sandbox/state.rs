@@ -6,26 +6,31 @@ use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
+use super::member_index::MemberIndex;
+
 /// An audience's members: canonical JSON texts in their packed form (`pack`), each with when it
 /// was last added (microseconds since the epoch, for Google's `removeAll` as of a time). The
-/// members lie end to end in one buffer and a hash table holds where each starts, its hash and
-/// its time: a 5-million-member upload then costs one hash and one copy per member, where a map
-/// of `String`s cost an allocation each, page faults, and hashing 400-byte members again
-/// whenever the table grew. A removed member's bytes stay in the buffer until the audience is
-/// cleared.
+/// members lie end to end in one buffer, each one's place and time in a list of slots in the
+/// order they came, and an index finds a member's slot by its hash (`member_index`): a
+/// 5-million-member upload then costs one hash and one copy per member, where a map of
+/// `String`s cost an allocation each, page faults, and hashing 400-byte members again whenever
+/// the table grew. A removed member's bytes and slot stay until the audience is cleared.
 #[derive(Clone, Default)]
 pub struct MemberSet {
     texts: Vec<u8>,
-    table: hashbrown::HashTable<Slot>,
+    slots: Vec<Slot>,
+    index: MemberIndex,
 }
 
 #[derive(Clone, Copy)]
 struct Slot {
-    hash: u64,
     start: usize,
     len: u32,
     added: i64,
 }
+
+/// How many members ahead `Store::apply` asks for a member's place in the index.
+const PREFETCH_AHEAD: usize = 8;
 
 impl std::fmt::Debug for MemberSet {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
@@ -201,68 +206,79 @@ impl MemberSet {
     }
 
     pub fn len(&self) -> usize {
-        self.table.len()
+        self.index.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
+        self.len() == 0
     }
 
     /// Empties the set; its memory stays, for the members that come next.
     pub fn clear(&mut self) {
         self.texts.clear();
-        self.table.clear();
+        self.slots.clear();
+        self.index.clear();
     }
 
     /// The bytes the set holds, in use or not.
     fn allocated(&self) -> usize {
-        self.texts.capacity() + self.table.allocation_size()
+        self.texts.capacity()
+            + self.slots.capacity() * std::mem::size_of::<Slot>()
+            + self.index.allocated()
     }
 
     pub fn reserve(&mut self, additional: usize) {
-        self.table.reserve(additional, |s| s.hash);
+        self.index.reserve(additional);
+        self.slots.reserve(additional);
     }
 
-    fn text<'a>(texts: &'a [u8], slot: &Slot) -> &'a [u8] {
+    /// Brings where the member of hash `hash` would be looked up into the cache: a caller with
+    /// members to insert or remove asks this some members ahead (`Store::apply`).
+    fn prefetch(&self, hash: u64) {
+        self.index.prefetch(hash);
+    }
+
+    fn text<'a>(texts: &'a [u8], slots: &[Slot], slot: u32) -> &'a [u8] {
+        let slot = &slots[slot as usize];
         &texts[slot.start..slot.start + slot.len as usize]
     }
 
     /// Adds a packed member whose hash is `hash`, or sets when it was added if it is in already.
     pub fn insert(&mut self, member: &[u8], hash: u64, added: i64) {
-        let texts = &self.texts;
-        let same = |s: &Slot| s.hash == hash && Self::text(texts, s) == member;
-        if let Some(slot) = self.table.find_mut(hash, same) {
-            slot.added = added;
-            return;
+        let new = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
+        let (texts, slots) = (&self.texts, &self.slots);
+        let same = |slot: u32| Self::text(texts, slots, slot) == member;
+        match self.index.find_or_insert(hash, same, new) {
+            Some(slot) => self.slots[slot as usize].added = added,
+            None => {
+                self.slots.push(Slot {
+                    start: self.texts.len(),
+                    len: member.len() as u32,
+                    added,
+                });
+                self.texts.extend_from_slice(member);
+            }
         }
-        let slot = Slot {
-            hash,
-            start: self.texts.len(),
-            len: member.len() as u32,
-            added,
-        };
-        self.texts.extend_from_slice(member);
-        self.table.insert_unique(hash, slot, |s| s.hash);
     }
 
     pub fn remove(&mut self, member: &[u8], hash: u64) {
-        let texts = &self.texts;
-        let same = |s: &Slot| s.hash == hash && Self::text(texts, s) == member;
-        if let Ok(entry) = self.table.find_entry(hash, same) {
-            entry.remove();
-        }
+        let (texts, slots) = (&self.texts, &self.slots);
+        let same = |slot: u32| Self::text(texts, slots, slot) == member;
+        self.index.remove(hash, same);
     }
 
     /// Keeps the members added at or after `cutoff`.
     pub fn retain_added_since(&mut self, cutoff: i64) {
-        self.table.retain(|s| s.added >= cutoff);
+        let slots = &self.slots;
+        self.index
+            .retain(|slot| slots[slot as usize].added >= cutoff);
     }
 
     /// The members as canonical JSON texts.
     pub fn iter(&self) -> impl Iterator<Item = String> {
-        self.table
-            .iter()
-            .map(|s| unpack(Self::text(&self.texts, s)))
+        self.index
+            .slots()
+            .map(|slot| unpack(Self::text(&self.texts, &self.slots, slot)))
     }
 }
 
@@ -592,11 +608,16 @@ impl Store {
         if add {
             a.members.reserve(members.len());
         }
-        for (m, h) in members.iter().zip(hashes) {
+        for (i, m) in members.iter().enumerate() {
+            // Each member's place in the index is far from the last one's: asked for ahead,
+            // those waits for memory overlap.
+            if let Some(&ahead) = hashes.get(i + PREFETCH_AHEAD) {
+                a.members.prefetch(ahead);
+            }
             if add {
-                a.members.insert(m, h, now);
+                a.members.insert(m, hashes[i], now);
             } else {
-                a.members.remove(m, h);
+                a.members.remove(m, hashes[i]);
             }
         }
         a.size = a.members.len();
@@ -663,6 +684,47 @@ mod tests {
         let members: Vec<String> = batch.iter().map(unpack).collect();
         assert_eq!(members, [r#"{"EMAIL":"a"}"#, r#"{"EMAIL":"b"}"#]);
         assert_eq!(batch.len(), 2);
+    }
+
+    #[test]
+    fn a_member_set_holds_each_member_once_with_when_it_was_last_added() {
+        let mut set = MemberSet::default();
+        let [a, b, c] = [
+            br#"{"EMAIL":"a"}"#,
+            br#"{"EMAIL":"b"}"#,
+            br#"{"EMAIL":"c"}"#,
+        ];
+        let add = |set: &mut MemberSet, m: &[u8], at| set.insert(m, MemberSet::hash(m), at);
+        add(&mut set, a, 1);
+        add(&mut set, b, 1);
+        add(&mut set, a, 3);
+        assert_eq!(set.len(), 2, "a member added twice is in once");
+        set.remove(b, MemberSet::hash(b));
+        set.remove(c, MemberSet::hash(c));
+        assert_eq!(
+            set.len(),
+            1,
+            "removing a member not in the set changes nothing"
+        );
+        add(&mut set, b, 2);
+        add(&mut set, c, 2);
+        set.retain_added_since(2);
+        let mut members: Vec<String> = set.iter().collect();
+        members.sort();
+        assert_eq!(
+            members,
+            [r#"{"EMAIL":"a"}"#, r#"{"EMAIL":"b"}"#, r#"{"EMAIL":"c"}"#]
+        );
+        set.retain_added_since(3);
+        assert_eq!(
+            set.iter().collect::<Vec<_>>(),
+            [r#"{"EMAIL":"a"}"#],
+            "a was last added at 3"
+        );
+        set.clear();
+        assert!(set.is_empty());
+        add(&mut set, c, 4);
+        assert_eq!(set.iter().collect::<Vec<_>>(), [r#"{"EMAIL":"c"}"#]);
     }
 
     #[test]

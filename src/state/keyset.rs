@@ -224,19 +224,13 @@ fn huge_pages<T>(v: &Vec<T>) {
     let _ = v;
 }
 
-/// Asks the CPU to bring the first keys of `keys` (their first two cache lines) into its cache.
+/// Asks the CPU to bring the first keys of `keys` (not empty) into its cache: the cache line of
+/// the first, and the next line (the fifth key's) or, for fewer keys, the last key's.
 fn prefetch(keys: &[u128]) {
-    let bytes = keys.as_ptr().cast::<u8>();
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch only hints the cache; the addresses are within `bytes` or one line past
-    // it, and a prefetch of any address never faults.
-    unsafe {
-        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        _mm_prefetch::<_MM_HINT_T0>(bytes.cast());
-        _mm_prefetch::<_MM_HINT_T0>(bytes.wrapping_add(64).cast());
+    crate::cpu::prefetch(&keys[0]);
+    if let Some(key) = keys.get(64 / std::mem::size_of::<u128>()).or(keys.last()) {
+        crate::cpu::prefetch(key);
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = bytes;
 }
 
 #[cfg(test)]
