@@ -4,9 +4,10 @@
 //!
 //! An upload of B1 puts 5.2 million members into one audience, at random places in a table far
 //! larger than the cache this machine's VM gets: every insert waits for memory. In hashbrown's
-//! table (16-member groups of control bytes, then the entries) the wait for the control bytes
-//! alone was 54% of the inserts' samples, and inserting a fifth of the Data Manager emulator's
-//! CPU (perf, B1's upload). hashbrown offers no way to ask for a bucket ahead of time; this table
+//! table (16-member groups of control bytes, then the entries), even holding 4-byte indexes
+//! rather than whole slots, the wait for the control bytes was 54% of the inserts' samples, and
+//! inserting a fifth of the Data Manager emulator's CPU (perf, B1's upload). hashbrown offers no
+//! way to ask for a bucket ahead of time; this table
 //! does (`prefetch`), and a bucket holds all a probe reads: the hash's top 32 bits (the tag, which
 //! also gives the home bucket, so growing needs no member) and the member's slot number. A member
 //! whose tag matches is confirmed by the caller (`same`), so a tag shared by two members costs
@@ -61,7 +62,7 @@ impl MemberIndex {
         tag as usize & self.mask()
     }
 
-    /// Makes room for `additional` more members without growing.
+    /// Makes room for `additional` more members, so inserting them does not grow the index.
     pub fn reserve(&mut self, additional: usize) {
         let members = self.len + additional;
         if members * 4 > self.buckets.len() * 3 {
