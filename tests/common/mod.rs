@@ -128,6 +128,8 @@ pub const REPOSITORY_JOBS: [&str; 4] = [
 /// as the benchmark's (`shared/bench/gen_data.py`), so the tests see the data the benchmarks do.
 pub fn generated_data(customers: usize, days: usize) -> PathBuf {
     let dir = repo().join(format!("target/testdata/gen-{customers}-{days}"));
+    // A fresh clone has no target/ (the build goes to CARGO_TARGET_DIR) until a test makes it.
+    std::fs::create_dir_all(repo().join("target")).unwrap();
     let lock = File::create(repo().join("target/.gen.lock")).unwrap();
     lock.lock().unwrap();
     if !dir.join(".done").exists() {
