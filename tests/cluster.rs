@@ -449,7 +449,13 @@ fn an_executor_killed_mid_query_loses_nothing_and_delivers_nothing_twice() {
         "the run ended before the kill"
     );
     cluster.kill_an_executor();
-    let out = child.wait_with_output().unwrap();
+    // The run must end: a scheduler that lost track of the job once left it waiting for good
+    // (under Ballista's adaptive planner), and CI with it.
+    let out = output_within(
+        child,
+        Duration::from_secs(300),
+        &cluster.logs.path().join("scheduler.log"),
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     run_ok(
         activator()
@@ -463,6 +469,43 @@ fn an_executor_killed_mid_query_loses_nothing_and_delivers_nothing_twice() {
         parquet_digest(&d.join("local/local-2026-11-25.parquet"))
     );
     assert!(on_cluster.0 > 1_000_000, "{} members", on_cluster.0);
+}
+
+/// The output of `child` once it ends; if it has not ended within `limit`, it is killed and the
+/// test fails with the end of `log`.
+fn output_within(child: Child, limit: Duration, log: &Path) -> std::process::Output {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let pid = child.id();
+    let ended = std::sync::Arc::new(AtomicBool::new(false));
+    let watchdog = {
+        let ended = ended.clone();
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + limit;
+            while !ended.load(Ordering::SeqCst) {
+                if Instant::now() > deadline {
+                    let _ = std::process::Command::new("kill")
+                        .args(["-9", &pid.to_string()])
+                        .status();
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            false
+        })
+    };
+    let out = child.wait_with_output().unwrap();
+    ended.store(true, Ordering::SeqCst);
+    if watchdog.join().unwrap() {
+        let lines = std::fs::read_to_string(log).unwrap_or_default();
+        let tail: Vec<&str> = lines.lines().rev().take(12).collect();
+        panic!(
+            "the run did not end within {} s; {} ends:\n{}",
+            limit.as_secs(),
+            log.display(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+    out
 }
 
 /// A Parquet file's rows, and a digest of them that does not depend on their order.
