@@ -314,11 +314,9 @@ async fn members(
             })
             .boxed());
     }
-    let stream = only_read_columns(df, &plan)
-        .map_err(|e| Error::from_datafusion(e).context(job.segment_path.display()))?
-        .execute_stream()
-        .await
-        .map_err(reading.clone())?;
+    let df = only_read_columns(df, &plan)
+        .map_err(|e| Error::from_datafusion(e).context(job.segment_path.display()))?;
+    let stream = segment::execute_local(df).await.map_err(reading.clone())?;
     let workers = rayon::current_num_threads().max(1);
     Ok(stream
         .map(move |batch| {

@@ -203,6 +203,57 @@ async fn connect(
 /// says: enough for a few executors' cores.
 const CLUSTER_PARTITIONS: usize = 16;
 
+/// Rows of a batch: DataFusion's default, which its sorts, aggregates and joins hold and spill
+/// within the memory budget.
+const BATCH_ROWS: usize = 8192;
+
+/// Rows of a batch of a segment that only streams (`only_streams`) on the local engine. Four
+/// times the default: B1's export (10 million customers) took 2.86-3.02 s against 3.11-3.58 s
+/// in five alternating pairs, and peaked at 570-650 MiB against 430-510 MiB. 16,384 rows took
+/// 3.12-3.20 s; 65,536 rows gained nothing more (2.93-2.96 s) and peaked at 690-770 MiB.
+const STREAMING_BATCH_ROWS: usize = 32 * 1024;
+
+/// Runs a segment's query in this process, as a stream of batches. A plan that only scans,
+/// filters and projects holds a few batches at a time, so it reads `STREAMING_BATCH_ROWS` at a
+/// time. (B1's profile has the same shape at either size, the deduplication set's inserts a
+/// point smaller: what a batch costs beyond its rows is spread thin over the scan, the hand-over
+/// to the transform's threads and the transform.) Other plans keep the session's batch size,
+/// whose memory their operators
+/// account for: at 32,768 rows, a DISTINCT and ORDER BY over B1 on 30 million customers no
+/// longer fitted a 1 GiB budget (`benches/memory_budget.sh`). DATAFUSION_EXECUTION_BATCH_SIZE,
+/// when set, applies to every plan.
+pub async fn execute_local(
+    df: DataFrame,
+) -> datafusion::error::Result<datafusion::physical_plan::SendableRecordBatchStream> {
+    let (state, logical) = df.into_parts();
+    let plan = state.create_physical_plan(&logical).await?;
+    let mut config = state.config().clone();
+    if std::env::var_os("DATAFUSION_EXECUTION_BATCH_SIZE").is_none() && only_streams(&plan) {
+        config = config.with_batch_size(STREAMING_BATCH_ROWS);
+    }
+    let task = datafusion::execution::TaskContext::from(&state).with_session_config(config);
+    datafusion::physical_plan::execute_stream(plan, Arc::new(task))
+}
+
+/// Whether every operator of `plan` passes batches on as they come, holding none back: scans,
+/// filters, projections, limits, unions, and the operators that move batches between
+/// partitions.
+fn only_streams(plan: &Arc<dyn datafusion::physical_plan::ExecutionPlan>) -> bool {
+    const STREAMING: [&str; 10] = [
+        "DataSourceExec",
+        "FilterExec",
+        "ProjectionExec",
+        "CoalesceBatchesExec",
+        "CoalescePartitionsExec",
+        "RepartitionExec",
+        "LocalLimitExec",
+        "GlobalLimitExec",
+        "UnionExec",
+        "EmptyExec",
+    ];
+    STREAMING.contains(&plan.name()) && plan.children().into_iter().all(only_streams)
+}
+
 /// The session's settings and runtime (memory pool, spill directory) for the engine.
 fn session_settings(
     engine: &Engine,
@@ -225,7 +276,7 @@ fn session_settings(
         config = config.with_target_partitions(threads);
     }
     if unset("DATAFUSION_EXECUTION_BATCH_SIZE") {
-        config = config.with_batch_size(8192);
+        config = config.with_batch_size(BATCH_ROWS);
     }
     parquet_reading(&mut config, &unset);
     // A sort keeps this much back for merging its spill files, per partition (10 MiB by
@@ -417,6 +468,57 @@ mod tests {
         ] {
             let err = Engine::parse(bad).unwrap_err();
             assert!(err.contains("ballista://HOST:PORT"), "{bad}: {err}");
+        }
+    }
+
+    /// The largest batch `sql` gives over a Parquet table `t` of 100,000 rows (`a`: 0..100,000),
+    /// in a session of activator's batch size.
+    async fn largest_batch(sql: &str) -> usize {
+        use arrow::array::{Int64Array, RecordBatch};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.parquet");
+        let a = Int64Array::from_iter_values(0..100_000);
+        let batch = RecordBatch::try_from_iter([("a", Arc::new(a) as _)]).unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(
+            std::fs::File::create(&path).unwrap(),
+            batch.schema(),
+            None,
+        )
+        .unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let mut config = SessionConfig::new().with_batch_size(BATCH_ROWS);
+        parquet_reading(&mut config, &|_| true);
+        let ctx = SessionContext::new_with_config(config);
+        ctx.register_parquet("t", path.to_str().unwrap(), Default::default())
+            .await
+            .unwrap();
+        let stream = execute_local(ctx.sql(sql).await.unwrap()).await.unwrap();
+        let batches: Vec<_> = futures::TryStreamExt::try_collect(stream).await.unwrap();
+        batches.iter().map(|b| b.num_rows()).max().unwrap()
+    }
+
+    #[tokio::test]
+    async fn segments_that_only_stream_read_larger_batches_and_others_keep_the_budgeted_size() {
+        for streams in [
+            "SELECT a FROM t",
+            "SELECT a * 2 AS b FROM t WHERE a % 3 <> 0",
+            "SELECT a FROM t WHERE a >= 10 UNION ALL SELECT a FROM t WHERE a < 10",
+        ] {
+            let rows = largest_batch(streams).await;
+            assert!(
+                rows > BATCH_ROWS && rows <= STREAMING_BATCH_ROWS,
+                "{streams}: {rows}"
+            );
+        }
+        for holds in [
+            "SELECT a FROM t ORDER BY a DESC",
+            "SELECT DISTINCT a FROM t",
+            "SELECT a, count(*) AS n FROM t GROUP BY a",
+            "SELECT x.a FROM t x JOIN t y ON x.a = y.a",
+        ] {
+            let rows = largest_batch(holds).await;
+            assert!(rows <= BATCH_ROWS, "{holds}: {rows}");
         }
     }
 
