@@ -209,8 +209,8 @@ const BATCH_ROWS: usize = 8192;
 
 /// Rows of a batch of a segment that only streams (`only_streams`) on the local engine. Four
 /// times the default: B1's export (10 million customers) took 2.86-3.02 s against 3.11-3.58 s
-/// in five alternating pairs, and peaked at 570-650 MiB against 430-510 MiB. 16,384 rows took
-/// 3.12-3.20 s; 65,536 rows gained nothing more (2.93-2.96 s) and peaked at 690-770 MiB.
+/// in five alternating pairs, and peaked at 564-603 MiB against 454-497 MiB. 16,384 rows took
+/// 3.12-3.20 s; 65,536 rows gained nothing more (2.93-2.96 s) and peaked at 675-752 MiB.
 const STREAMING_BATCH_ROWS: usize = 32 * 1024;
 
 /// Runs a segment's query in this process, as a stream of batches. A plan that only scans,
