@@ -237,7 +237,8 @@ pub async fn execute_local(
 
 /// Whether every operator of `plan` passes batches on as they come, holding none back: scans,
 /// filters, projections, limits, unions, and the operators that move batches between
-/// partitions.
+/// partitions. Operators are told by name, so one not listed here (a new operator, or one
+/// DataFusion renames) keeps the session's smaller batches: the side the memory budget is set for.
 fn only_streams(plan: &Arc<dyn datafusion::physical_plan::ExecutionPlan>) -> bool {
     const STREAMING: [&str; 10] = [
         "DataSourceExec",
