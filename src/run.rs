@@ -23,7 +23,7 @@ use crate::report::RunReport;
 use crate::segment;
 use crate::state::keyset::KeySet;
 use crate::state::membership::{self, DiffTarget, Spill};
-use crate::state::{Done, Pending, PendingDestination, StateStore, SyncHead};
+use crate::state::{Done, Download, Pending, PendingDestination, StateStore, SyncHead};
 use arrow::array::RecordBatch;
 use arrow::datatypes::DataType;
 use chrono::NaiveDate;
@@ -485,7 +485,8 @@ async fn read_and_diff(
     let schema = plan.output_schema();
     let planned = started.elapsed();
     tracing::info!(job = %job.name, %run_date, %engine, "segment planned");
-    // The last syncs' files, fetched before the query starts (a download from S3 can be long).
+    // The last syncs' keys, fetched before the query starts (a download from S3 can be long);
+    // their members download while it runs.
     let diff_plan = match platforms.is_empty() {
         true => None,
         false => Some(DiffPlan::fetch(state, &platforms).await?),
@@ -860,12 +861,15 @@ impl Feeds {
     }
 }
 
-/// Each platform's last sync and, for a mirror with one, the files its diff reads, fetched
-/// before the read: its adds are found as members arrive (`Spill::find_adds`).
+/// Each platform's last sync and, for a mirror with one, the files its diff reads: its previous
+/// keys, fetched before the read, as its adds are found as members arrive (`Spill::find_adds`);
+/// its previous members, read only by the diff once every member is in, downloaded meanwhile
+/// (from S3, B1's 1.1 GB members file would hold the read back by several seconds).
 struct DiffPlan {
     work: tempfile::TempDir,
     heads: Vec<Option<SyncHead>>,
     targets: Vec<Option<DiffTarget>>,
+    downloads: Downloads,
 }
 
 impl DiffPlan {
@@ -874,12 +878,31 @@ impl DiffPlan {
         let mut heads = vec![];
         // Only mirror destinations with an earlier sync need a diff.
         let mut targets: Vec<Option<DiffTarget>> = vec![];
+        // Destinations last synced by the same run share its files: each is fetched once.
+        let mut keys: HashMap<String, PathBuf> = HashMap::new();
+        let mut members: HashMap<String, PathBuf> = HashMap::new();
+        let mut downloads = Downloads(vec![]);
         for d in platforms {
             let head = state.head(d.name()).await?;
             let target = match (&head, d.sync_mode()) {
                 (Some(h), SyncMode::Mirror) => Some(DiffTarget {
-                    previous_members: state.fetch(&h.members_file, work.path()).await?,
-                    previous_keys: state.fetch(&h.keys_file, work.path()).await?,
+                    previous_keys: match keys.get(&h.keys_file) {
+                        Some(p) => p.clone(),
+                        None => {
+                            let p = state.fetch(&h.keys_file, work.path()).await?;
+                            keys.insert(h.keys_file.clone(), p.clone());
+                            p
+                        }
+                    },
+                    previous_members: members
+                        .entry(h.members_file.clone())
+                        .or_insert_with(|| {
+                            let (p, download) =
+                                state.fetch_in_background(&h.members_file, work.path());
+                            downloads.0.extend(download);
+                            p
+                        })
+                        .clone(),
                     adds: work.path().join(format!("{}.adds.arrow", d.name())),
                     removes: work.path().join(format!("{}.removes.arrow", d.name())),
                 }),
@@ -892,6 +915,7 @@ impl DiffPlan {
             work,
             heads,
             targets,
+            downloads,
         })
     }
 
@@ -980,6 +1004,41 @@ impl DiffPlan {
     }
 }
 
+/// Downloads of the last syncs' members files, going on while the segment is read: awaited
+/// by the diff, and stopped if the run ends before it.
+struct Downloads(Vec<Download>);
+
+impl Downloads {
+    /// Waits for every download; the first error, which names the file, and for one the
+    /// state store does not have, what to do.
+    async fn finished(mut self) -> Result<()> {
+        for task in self.0.iter_mut() {
+            let downloaded = task.await.map_err(|e| {
+                Error::internal(format!("downloading the last sync's members stopped: {e}"))
+            })?;
+            downloaded.map_err(|mut e| {
+                if e.class == crate::ErrorClass::Config {
+                    e.message.push_str(
+                        "; the diff needs the last sync's members: restore the file in the state store, or \
+                         run the date once with the destination's sync = \"replace\" (where the platform has \
+                         one), which needs no earlier members",
+                    );
+                }
+                e
+            })?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Downloads {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
 /// Whether `platform` is sent its part of the run without reading the members file back once
 /// the segment is read: an `add` platform sent the members as they come (`streams_adds`), or a
 /// mirror whose adds are found as members arrive (`adds_found`) and that neither renews the
@@ -1014,7 +1073,9 @@ async fn diff(
         work,
         heads,
         targets,
+        downloads,
     } = plan;
+    downloads.finished().await?;
     let keys_local = work.path().join("keys.arrow");
     let keys_path = (!options.dry_run).then(|| keys_local.clone());
     let (counts, sorted) = merge(sorted, &targets, keys_path).await?;

@@ -128,12 +128,16 @@ batch = {{ max_rows = 100 }}
     }
 
     fn audience(&self) -> BTreeSet<Member> {
+        self.audience_named("b1")
+    }
+
+    fn audience_named(&self, name: &str) -> BTreeSet<Member> {
         let store = &self.f.sandbox.state.store;
         let a = store
             .list()
             .into_iter()
-            .find(|a| a.name == "b1")
-            .expect("audience b1 exists");
+            .find(|a| a.name == name)
+            .unwrap_or_else(|| panic!("audience {name} exists"));
         let field = |m: &serde_json::Value, k: &str| {
             m[k].as_str().filter(|s| !s.is_empty()).map(str::to_string)
         };
@@ -1154,4 +1158,76 @@ fn a_fresh_date_waits_for_another_dates_unfinished_mirror_run() {
     let (code, out) = s.run(&job, DAY2, &[]);
     assert_eq!(code, 0, "{out}");
     assert_eq!(s.audience(), s.segment(DAY2));
+}
+
+#[test]
+fn a_mirror_on_s3_downloads_its_last_members_while_reading_and_sends_nothing_without_them() {
+    let moto = Moto::start();
+    moto.create_bucket("state");
+    let mut s = Sync::new(FaultConfig::default());
+    s.state = "s3://state/activator".into();
+    s.env = moto.env();
+    // A second audience, synced by the same runs: both diff against one download of their files.
+    let second = format!(
+        r#"[[destinations]]
+name = "meta_b2"
+type = "meta"
+ad_account_id = "1234567890"
+access_token = "env:META_ACCESS_TOKEN"
+base_url = "{}"
+audience = "b2"
+sync = "mirror"
+"#,
+        s.f.sandbox.url
+    );
+    let job = s.job("mirror", 100, &second);
+    let (code, out) = s.run(&job, DAY1, &[]);
+    assert_eq!(code, 0, "{out}");
+
+    // The last sync's members file goes missing from the bucket.
+    use object_store::ObjectStoreExt;
+    let store = moto.store("state");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let members = rt.block_on(async {
+        use futures::TryStreamExt;
+        let prefix = format!("activator/sync/runs/{DAY1}");
+        let all: Vec<object_store::path::Path> = store
+            .list(Some(&prefix.as_str().into()))
+            .map_ok(|o| o.location)
+            .try_collect()
+            .await
+            .unwrap();
+        all.into_iter()
+            .find(|p| p.as_ref().ends_with("/members.arrow"))
+            .expect("the first date's members file")
+    });
+    let bytes = rt.block_on(async {
+        let bytes = store.get(&members).await.unwrap().bytes().await.unwrap();
+        store.delete(&members).await.unwrap();
+        bytes
+    });
+    let before = s.f.sandbox.state.store.stats().upload_requests;
+    let (code, out) = s.run(&job, DAY2, &[]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains(members.as_ref()) && out.contains("restore the file"),
+        "the error names the missing file and what to do: {out}"
+    );
+    assert_eq!(
+        s.f.sandbox.state.store.stats().upload_requests,
+        before,
+        "nothing sent"
+    );
+
+    // Put back, the date runs: both audiences are its segment.
+    rt.block_on(async { store.put(&members, bytes.into()).await.unwrap() });
+    let (code, out) = s.run(&job, DAY2, &[]);
+    assert_eq!(code, 0, "{out}");
+    let day2 = s.segment(DAY2);
+    assert_eq!(s.audience(), day2);
+    assert_eq!(s.audience_named("b2"), day2);
+    assert!(
+        s.f.sandbox.state.store.stats().upload_requests > before,
+        "the differences were sent"
+    );
 }

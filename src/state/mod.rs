@@ -104,6 +104,9 @@ pub struct Done {
 /// The largest state JSON file (a pending run, a checkpoint, a sync head, a report) read.
 pub const MAX_STATE_JSON_BYTES: u64 = 64 << 20;
 
+/// A download into a local file going on in a task of its own (`StateStore::fetch_in_background`).
+pub type Download = tokio::task::JoinHandle<Result<()>>;
+
 /// The state store of one job.
 #[derive(Clone)]
 pub struct StateStore {
@@ -294,17 +297,41 @@ impl StateStore {
     /// A local path to read `rel` from: the file itself in a local state store, else a download
     /// into `dir`.
     pub async fn fetch(&self, rel: &str, dir: &std::path::Path) -> Result<std::path::PathBuf> {
+        if let Some(p) = self.in_place(rel) {
+            return Ok(p);
+        }
+        let local = dir.join(rel.replace('/', "_"));
+        self.download(rel, &local).await?;
+        Ok(local)
+    }
+
+    /// As `fetch`, but the download (if any) goes on in a task of its own: the path, and the
+    /// task, to be awaited before the file is read.
+    pub fn fetch_in_background(
+        &self,
+        rel: &str,
+        dir: &std::path::Path,
+    ) -> (std::path::PathBuf, Option<Download>) {
+        if let Some(p) = self.in_place(rel) {
+            return (p, None);
+        }
+        let local = dir.join(rel.replace('/', "_"));
+        let (state, rel, to) = (self.clone(), rel.to_string(), local.clone());
+        let task = tokio::spawn(async move { state.download(&rel, &to).await });
+        (local, Some(task))
+    }
+
+    /// `rel` itself, in a local state store that has it.
+    fn in_place(&self, rel: &str) -> Option<std::path::PathBuf> {
         if self.url.scheme() == "file"
             && let Ok(root) = self.url.to_file_path()
         {
             let p = root.join(&self.job).join(rel);
             if p.is_file() {
-                return Ok(p);
+                return Some(p);
             }
         }
-        let local = dir.join(rel.replace('/', "_"));
-        self.download(rel, &local).await?;
-        Ok(local)
+        None
     }
 
     /// Downloads `rel` into a local file.
