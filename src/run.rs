@@ -866,10 +866,11 @@ impl Feeds {
 /// its previous members, read only by the diff once every member is in, downloaded meanwhile
 /// (from S3, B1's 1.1 GB members file would hold the read back by several seconds).
 struct DiffPlan {
+    /// Stopped before `work` goes (fields drop in order).
+    downloads: Downloads,
     work: tempfile::TempDir,
     heads: Vec<Option<SyncHead>>,
     targets: Vec<Option<DiffTarget>>,
-    downloads: Downloads,
 }
 
 impl DiffPlan {
@@ -912,10 +913,10 @@ impl DiffPlan {
             heads.push(head);
         }
         Ok(DiffPlan {
+            downloads,
             work,
             heads,
             targets,
-            downloads,
         })
     }
 
@@ -1070,10 +1071,10 @@ async fn diff(
     options: &RunOptions,
 ) -> Result<(Pending, Vec<SinkReport>)> {
     let DiffPlan {
+        downloads,
         work,
         heads,
         targets,
-        downloads,
     } = plan;
     downloads.finished().await?;
     let keys_local = work.path().join("keys.arrow");
