@@ -863,8 +863,9 @@ impl Feeds {
 
 /// Each platform's last sync and, for a mirror with one, the files its diff reads: its previous
 /// keys, fetched before the read, as its adds are found as members arrive (`Spill::find_adds`);
-/// its previous members, read only by the diff once every member is in, downloaded meanwhile
-/// (from S3, B1's 1.1 GB members file would hold the read back by several seconds).
+/// its previous members, read only by the diff once every member is in, downloaded meanwhile.
+/// (B1's members file is 1.1 GB: downloaded first, from moto on loopback, it held the read back
+/// by about a second; from S3, by as long as the download takes.)
 struct DiffPlan {
     /// Stopped before `work` goes (fields drop in order).
     downloads: Downloads,
