@@ -217,34 +217,44 @@ pub struct Moto {
 
 impl Moto {
     pub fn start() -> Moto {
-        let port = free_port();
+        // Port 0: the server binds a port the kernel picks and says which. A port picked here
+        // and passed on could be taken by another test's server before moto bound it; then
+        // moto exited and its clients reached the other server, or nothing.
         let script = r#"
-import os, sys, threading, time
+import os, time
 from moto.server import ThreadedMotoServer
 parent = os.getppid()
-server = ThreadedMotoServer(ip_address="127.0.0.1", port=int(sys.argv[1]), verbose=False)
+server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
 server.start()
-print("ready", flush=True)
+print(server.get_host_and_port()[1], flush=True)
 while os.getppid() == parent:
     time.sleep(0.5)
 server.stop()
 "#;
-        let child = Command::new(python())
-            .args(["-c", script, &port.to_string()])
-            .stdout(Stdio::null())
+        let mut child = Command::new(python())
+            .args(["-c", script])
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("start moto");
-        let endpoint = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "moto did not start on {endpoint}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
+        let stdout = child.stdout.take().expect("moto's stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("moto did not start within 60 s");
+        let port: u16 = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("moto did not start (it said {line:?})"));
+        Moto {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            child,
         }
-        Moto { endpoint, child }
     }
 
     /// Environment for an S3 client of this server.
