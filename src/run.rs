@@ -1011,8 +1011,8 @@ impl DiffPlan {
 struct Downloads(Vec<Download>);
 
 impl Downloads {
-    /// Waits for every download; the first error, which names the file, and for one the
-    /// state store does not have, what to do.
+    /// Waits for every download; the first error, which names the file, and where it will
+    /// fail again (a missing file, or one the job's role may not read), what to do.
     async fn finished(mut self) -> Result<()> {
         for task in self.0.iter_mut() {
             let downloaded = task.await.map_err(|e| {
@@ -1021,9 +1021,9 @@ impl Downloads {
             downloaded.map_err(|mut e| {
                 if e.class == crate::ErrorClass::Config {
                     e.message.push_str(
-                        "; the diff needs the last sync's members: restore the file in the state store, or \
-                         run the date once with the destination's sync = \"replace\" (where the platform has \
-                         one), which needs no earlier members",
+                        "; the diff needs the last sync's members: if they are gone, restore the file in the \
+                         state store, or run the date once with the destination's sync = \"replace\" (where \
+                         the platform has one), which needs no earlier members",
                     );
                 }
                 e

@@ -218,10 +218,9 @@ const STREAMING_BATCH_ROWS: usize = 32 * 1024;
 /// time. (B1's profile has the same shape at either size, the deduplication set's inserts a
 /// point smaller: what a batch costs beyond its rows is spread thin over the scan, the hand-over
 /// to the transform's threads and the transform.) Other plans keep the session's batch size,
-/// whose memory their operators
-/// account for: at 32,768 rows, a DISTINCT and ORDER BY over B1 on 30 million customers no
-/// longer fitted a 1 GiB budget (`benches/memory_budget.sh`). DATAFUSION_EXECUTION_BATCH_SIZE,
-/// when set, applies to every plan.
+/// whose memory their operators account for: at 32,768 rows, a DISTINCT and ORDER BY over B1 on
+/// 30 million customers no longer fitted a 1 GiB budget (`benches/memory_budget.sh`).
+/// DATAFUSION_EXECUTION_BATCH_SIZE, when set, applies to every plan.
 pub async fn execute_local(
     df: DataFrame,
 ) -> datafusion::error::Result<datafusion::physical_plan::SendableRecordBatchStream> {
