@@ -26,6 +26,7 @@ pub mod digests;
 pub mod keyset;
 pub mod mapped;
 pub mod membership;
+mod transfer;
 
 use crate::destinations::SyncMode;
 use crate::destinations::checkpoint::{self, Checkpoint};
@@ -37,7 +38,6 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use tokio::io::AsyncWriteExt;
 use url::Url;
 
 /// A committed sync: the membership a destination holds since.
@@ -279,19 +279,9 @@ impl StateStore {
                 return Ok(());
             }
         }
-        let mut file = tokio::fs::File::open(local)
+        transfer::upload(self.store.clone(), self.path(rel), local)
             .await
-            .map_err(|e| Error::transient(format!("{}: {e}", local.display())))?;
-        let mut out = object_store::buffered::BufWriter::with_capacity(
-            self.store.clone(),
-            self.path(rel),
-            16 * 1024 * 1024,
-        );
-        tokio::io::copy(&mut file, &mut out)
-            .await
-            .map_err(|e| self.at(e))?;
-        out.shutdown().await.map_err(|e| self.at(e))?;
-        Ok(())
+            .map_err(|e| self.transfer_error(e, local))
     }
 
     /// A local path to read `rel` from: the file itself in a local state store, else a download
@@ -342,19 +332,18 @@ impl StateStore {
                 self.display(rel)
             ))
         })?;
-        let mut stream = r.into_stream();
-        let mut file = tokio::fs::File::create(local)
+        transfer::download(r, local)
             .await
-            .map_err(|e| Error::transient(format!("{}: {e}", local.display())))?;
-        while let Some(chunk) = stream.try_next().await.map_err(|e| self.store_error(e))? {
-            file.write_all(&chunk)
-                .await
-                .map_err(|e| Error::transient(format!("{}: {e}", local.display())))?;
+            .map_err(|e| self.transfer_error(e, local))
+    }
+
+    fn transfer_error(&self, e: transfer::TransferError, local: &std::path::Path) -> Error {
+        match e {
+            transfer::TransferError::Local(e) => {
+                Error::transient(format!("{}: {e}", local.display()))
+            }
+            transfer::TransferError::Store(e) => self.store_error(e),
         }
-        file.flush()
-            .await
-            .map_err(|e| Error::transient(format!("{}: {e}", local.display())))?;
-        Ok(())
     }
 
     fn syncs(destination: &str) -> String {
