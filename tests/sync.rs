@@ -1231,3 +1231,35 @@ sync = "mirror"
         "the differences were sent"
     );
 }
+
+#[test]
+fn state_files_larger_than_a_part_go_to_s3_and_back_whole_and_leave_no_unfinished_upload() {
+    use activator::state::transfer;
+    use object_store::ObjectStoreExt;
+    use object_store::path::Path as StorePath;
+    let moto = Moto::start();
+    moto.create_bucket("state");
+    let store = moto.store("state");
+    let dir = tempfile::tempdir().unwrap();
+    // Two whole parts of 16 MiB and a short last one: S3 takes parts of 5 MiB or more but the
+    // last.
+    let bytes: Vec<u8> = (0..(2 * 16 << 20) + 4099)
+        .map(|i: usize| (i / 4093 + i) as u8)
+        .collect();
+    let (sent, back) = (dir.path().join("members.arrow"), dir.path().join("back"));
+    std::fs::write(&sent, &bytes).unwrap();
+    let path = StorePath::from("job/runs/2026-11-25/run/members.arrow");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        transfer::upload(store.clone(), path.clone(), &sent)
+            .await
+            .unwrap();
+        let got = store.get(&path).await.unwrap();
+        transfer::download(got, &back).await.unwrap();
+    });
+    assert!(
+        std::fs::read(&back).unwrap() == bytes,
+        "the file came back whole"
+    );
+    assert_eq!(moto.unfinished_uploads("state"), 0);
+}

@@ -26,7 +26,7 @@ pub mod digests;
 pub mod keyset;
 pub mod mapped;
 pub mod membership;
-mod transfer;
+pub mod transfer;
 
 use crate::destinations::SyncMode;
 use crate::destinations::checkpoint::{self, Checkpoint};

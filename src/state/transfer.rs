@@ -40,6 +40,7 @@ const PART_BYTES: usize = 16 << 20;
 const WRITE_BYTES: usize = 4 << 20;
 
 /// A failure of a transfer: of the local file, or of the store.
+#[derive(Debug)]
 pub enum TransferError {
     Local(io::Error),
     Store(object_store::Error),
@@ -188,7 +189,7 @@ mod tests {
             let (sent, back) = (dir.path().join("sent"), dir.path().join("back"));
             std::fs::write(&sent, &bytes).unwrap();
             let path = StorePath::from(format!("state/{len}"));
-            assert!(upload(store.clone(), path.clone(), &sent).await.is_ok());
+            upload(store.clone(), path.clone(), &sent).await.unwrap();
             let stored = store.get(&path).await.unwrap().bytes().await.unwrap();
             assert!(stored == bytes, "{len} bytes stored as {}", stored.len());
             // As an HTTP body comes: in small chunks, gathered into writes.
@@ -199,7 +200,7 @@ mod tests {
                 ),
                 ..got
             };
-            assert!(download(got, &back).await.is_ok());
+            download(got, &back).await.unwrap();
             assert!(
                 std::fs::read(&back).unwrap() == bytes,
                 "{len} bytes downloaded"
