@@ -1241,9 +1241,8 @@ fn state_files_larger_than_a_part_go_to_s3_and_back_whole_and_leave_no_unfinishe
     moto.create_bucket("state");
     let store = moto.store("state");
     let dir = tempfile::tempdir().unwrap();
-    // Two whole parts of 16 MiB and a short last one: S3 takes parts of 5 MiB or more but the
-    // last.
-    let bytes: Vec<u8> = (0..(2 * (16 << 20)) + 4099)
+    // Two whole parts and a short last one: S3 takes parts of 5 MiB or more but the last.
+    let bytes: Vec<u8> = (0..2 * transfer::PART_BYTES + 4099)
         .map(|i: usize| (i / 4093 + i) as u8)
         .collect();
     let (sent, back) = (dir.path().join("members.arrow"), dir.path().join("back"));

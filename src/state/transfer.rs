@@ -35,7 +35,7 @@ use tokio::task::JoinHandle;
 
 /// A multipart upload's part, read from the file in one go. Up to 8 are in flight (the
 /// writer's default) and one is being read, so an upload holds up to 144 MiB.
-const PART_BYTES: usize = 16 << 20;
+pub const PART_BYTES: usize = 16 << 20;
 /// The bytes of a download gathered before they are written to the file.
 const WRITE_BYTES: usize = 4 << 20;
 
