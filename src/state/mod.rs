@@ -281,7 +281,10 @@ impl StateStore {
         }
         transfer::upload(self.store.clone(), self.path(rel), local)
             .await
-            .map_err(|e| self.transfer_error(e, local))
+            .map_err(|e| {
+                self.transfer_error(e, local)
+                    .context(format!("storing {}", self.display(rel)))
+            })
     }
 
     /// A local path to read `rel` from: the file itself in a local state store, else a download
@@ -332,9 +335,10 @@ impl StateStore {
                 self.display(rel)
             ))
         })?;
-        transfer::download(r, local)
-            .await
-            .map_err(|e| self.transfer_error(e, local))
+        transfer::download(r, local).await.map_err(|e| {
+            self.transfer_error(e, local)
+                .context(format!("fetching {}", self.display(rel)))
+        })
     }
 
     fn transfer_error(&self, e: transfer::TransferError, local: &std::path::Path) -> Error {
@@ -529,5 +533,31 @@ mod tests {
         assert_eq!(state.head("meta").await.unwrap().unwrap().run_id, "first");
         state.commit("meta", &head(2, "third")).await.unwrap();
         assert_eq!(state.head("meta").await.unwrap().unwrap().generation, 2);
+    }
+
+    #[tokio::test]
+    async fn a_state_file_that_cannot_be_stored_or_fetched_is_named_with_the_local_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = Url::from_directory_path(dir.path()).unwrap();
+        let state = StateStore::open(&url, "job", true).unwrap();
+        let gone = dir.path().join("scratch").join("members.arrow");
+        let err = state
+            .upload(&gone, "runs/x/members.arrow")
+            .await
+            .unwrap_err();
+        assert_eq!(err.class, crate::ErrorClass::Transient, "{err}");
+        let stored = format!("storing {url}job/runs/x/members.arrow: ");
+        assert!(err.message.starts_with(&stored), "{err}");
+        assert!(err.message.contains(&gone.display().to_string()), "{err}");
+        // A download into a folder that does not exist fails on the local side, after the get.
+        std::fs::create_dir_all(dir.path().join("job/runs/x")).unwrap();
+        std::fs::write(dir.path().join("job/runs/x/keys.arrow"), b"keys").unwrap();
+        let err = state
+            .download("runs/x/keys.arrow", &gone)
+            .await
+            .unwrap_err();
+        let fetched = format!("fetching {url}job/runs/x/keys.arrow: ");
+        assert!(err.message.starts_with(&fetched), "{err}");
+        assert!(err.message.contains(&gone.display().to_string()), "{err}");
     }
 }
