@@ -272,25 +272,83 @@ fn normalize_column(
     scratch: &mut Scratch,
     tally: &mut Tally,
 ) -> Normalized {
-    let n = array.len();
-    let mut out = Normalized {
-        data: Vec::with_capacity(n * 24),
-        ends: Vec::with_capacity(n),
-        outcome: Vec::with_capacity(n),
-        same_as: Vec::with_capacity(n),
-    };
-    let mut value = String::new();
-    let mut invalid: BTreeMap<&'static str, u64> = BTreeMap::new();
-    // Only phones, states and zips read the row's region; for other kinds equal text is enough.
-    let by_region = matches!(input.kind, Kind::Phone | Kind::State | Kind::Zip);
-    let mut repeats = Repeats::new();
-    for_each_str(array, |row, raw| {
+    let mut column = ColumnNormalizer::new(plan, input, regions, scratch, array.len());
+    if let DataType::Utf8View = array.data_type() {
+        // A view holds a value of up to 12 bytes whole, and of a longer one its length and where
+        // its bytes lie: equal views are equal values, so repeats are found by the view's 16
+        // bytes, and the text read only for values not seen before. (Equal values with views
+        // of their own, copies of one text in two places, are then normalized once each.)
+        let a = array.as_string_view();
+        let mut repeats = Repeats::new();
+        for (row, view) in a.views().iter().enumerate() {
+            let raw = a.is_valid(row).then_some(*view);
+            column.push(row, raw, || a.value(row), &mut repeats);
+        }
+    } else {
+        let mut repeats = Repeats::new();
+        for_each_str(array, |row, raw| {
+            column.push(row, raw, || raw.unwrap_or_default(), &mut repeats)
+        });
+    }
+    column.finish(tally)
+}
+
+/// One input column's values normalized in turn, each value that repeats worked out once.
+struct ColumnNormalizer<'p> {
+    plan: &'p IdentityPlan,
+    input: &'p InputColumn,
+    regions: &'p [Option<Region>],
+    scratch: &'p mut Scratch,
+    /// Only phones, states and zips read the row's region; for other kinds equal text is enough.
+    by_region: bool,
+    out: Normalized,
+    value: String,
+    invalid: BTreeMap<&'static str, u64>,
+    pre_hashed: u64,
+}
+
+impl<'p> ColumnNormalizer<'p> {
+    fn new(
+        plan: &'p IdentityPlan,
+        input: &'p InputColumn,
+        regions: &'p [Option<Region>],
+        scratch: &'p mut Scratch,
+        rows: usize,
+    ) -> Self {
+        ColumnNormalizer {
+            plan,
+            input,
+            regions,
+            scratch,
+            by_region: matches!(input.kind, Kind::Phone | Kind::State | Kind::Zip),
+            out: Normalized {
+                data: Vec::with_capacity(rows * 24),
+                ends: Vec::with_capacity(rows),
+                outcome: Vec::with_capacity(rows),
+                same_as: Vec::with_capacity(rows),
+            },
+            value: String::new(),
+            invalid: BTreeMap::new(),
+            pre_hashed: 0,
+        }
+    }
+
+    /// Normalizes `row`, whose value is known to `repeats` by `key` (none: null) and whose text
+    /// `text` gives.
+    fn push<'t, K: std::hash::Hash + Eq>(
+        &mut self,
+        row: usize,
+        key: Option<K>,
+        text: impl FnOnce() -> &'t str,
+        repeats: &mut Repeats<(K, Option<Region>)>,
+    ) {
+        let out = &mut self.out;
         let mut same_as = NOT_SEEN;
-        let outcome = match raw {
+        let outcome = match key {
             None => Outcome::Missing,
-            Some(raw) => {
-                let region = regions.get(row).copied().flatten();
-                let key = (raw, if by_region { region } else { None });
+            Some(key) => {
+                let region = self.regions.get(row).copied().flatten();
+                let key = (key, if self.by_region { region } else { None });
                 match repeats.find_or_insert(key, row as u32) {
                     Some(earlier) => {
                         same_as = earlier;
@@ -300,18 +358,17 @@ fn normalize_column(
                         out.outcome[earlier]
                     }
                     None => {
-                        let ctx = RowContext { region };
                         let outcome = normalize(
-                            plan.profile,
-                            input.kind,
-                            raw,
-                            input.hashed,
-                            ctx,
-                            scratch,
-                            &mut value,
+                            self.plan.profile,
+                            self.input.kind,
+                            text(),
+                            self.input.hashed,
+                            RowContext { region },
+                            self.scratch,
+                            &mut self.value,
                         );
                         if matches!(outcome, Outcome::Valid | Outcome::PreHashed) {
-                            out.data.extend_from_slice(value.as_bytes());
+                            out.data.extend_from_slice(self.value.as_bytes());
                         }
                         outcome
                     }
@@ -319,8 +376,8 @@ fn normalize_column(
             }
         };
         match outcome {
-            Outcome::PreHashed => tally.pre_hashed += 1,
-            Outcome::Invalid(reason) => *invalid.entry(reason).or_default() += 1,
+            Outcome::PreHashed => self.pre_hashed += 1,
+            Outcome::Invalid(reason) => *self.invalid.entry(reason).or_default() += 1,
             Outcome::Valid | Outcome::Missing => {}
         }
         // Within u32: at most three times MAX_TRANSFORM_BYTES of input (see `transform`).
@@ -328,14 +385,18 @@ fn normalize_column(
             .push(u32::try_from(out.data.len()).expect("normalized values are below 4 GiB"));
         out.outcome.push(outcome);
         out.same_as.push(same_as);
-    });
-    for (reason, n) in invalid {
-        *tally
-            .invalid
-            .entry(format!("{}:{reason}", input.kind))
-            .or_default() += n;
     }
-    out
+
+    fn finish(self, tally: &mut Tally) -> Normalized {
+        tally.pre_hashed += self.pre_hashed;
+        for (reason, n) in self.invalid {
+            *tally
+                .invalid
+                .entry(format!("{}:{reason}", self.input.kind))
+                .or_default() += n;
+        }
+        self.out
+    }
 }
 
 /// Builds one output column over the member rows, and, where `keep_digests` and the column is
@@ -1034,6 +1095,63 @@ mod tests {
         let country = out.batch.column(2).as_string::<i32>();
         assert_eq!(country.value(0), "US");
         assert_eq!(country.value(2), "US");
+    }
+
+    #[test]
+    fn a_view_column_finds_repeats_by_their_views_and_normalizes_as_a_string_column_does() {
+        // Short values lie in their views; long ones are where their views point. A builder
+        // that deduplicates gives a repeated long value one view; one that does not gives each
+        // copy a view of its own, and then each copy is normalized itself, to the same value.
+        let values = [
+            Some("Ann.Lee@Example.com"),
+            Some("bo@x.io"),
+            None,
+            Some("Ann.Lee@Example.com"),
+            Some("bo@x.io"),
+            Some("not an e-mail at all"),
+            Some("not an e-mail at all"),
+        ];
+        let plan = IdentityPlan::new(
+            Profile::Meta,
+            vec![InputColumn::new(Kind::Email, "email")],
+            None,
+            vec![],
+        );
+        let normalized = |array: &dyn Array| {
+            let mut tally = Tally::default();
+            let regions = vec![None; array.len()];
+            let mut scratch = Scratch::default();
+            let out = normalize_column(
+                &plan,
+                &plan.inputs[0],
+                array,
+                &regions,
+                &mut scratch,
+                &mut tally,
+            );
+            let texts: Vec<Vec<u8>> = (0..array.len()).map(|r| out.value(r).to_vec()).collect();
+            (texts, out.outcome, out.same_as, tally.invalid)
+        };
+        let strings = normalized(&StringArray::from(values.to_vec()));
+        let mut shared = arrow::array::StringViewBuilder::new().with_deduplicate_strings();
+        values.iter().for_each(|v| shared.append_option(*v));
+        let shared = normalized(&shared.finish());
+        let copies = normalized(&StringViewArray::from(values.to_vec()));
+        for (name, views) in [("shared", &shared), ("copies", &copies)] {
+            assert_eq!(views.0, strings.0, "{name}: normalized values");
+            assert_eq!(views.1, strings.1, "{name}: outcomes");
+            assert_eq!(views.3, strings.3, "{name}: invalid values counted");
+        }
+        assert_eq!(strings.0[0], b"ann.lee@example.com");
+        assert_eq!(strings.3["email:shape"], 2);
+        // Repeats: by text in a string column; by view, the short ones and the shared long ones.
+        let repeats = [NOT_SEEN, NOT_SEEN, NOT_SEEN, 0, 1, NOT_SEEN, 5];
+        assert_eq!(strings.2, repeats);
+        assert_eq!(shared.2, repeats);
+        let long_copies_apart = [
+            NOT_SEEN, NOT_SEEN, NOT_SEEN, NOT_SEEN, 1, NOT_SEEN, NOT_SEEN,
+        ];
+        assert_eq!(copies.2, long_copies_apart);
     }
 
     #[test]
