@@ -759,11 +759,17 @@ impl MembershipThread {
 
 /// The destinations fed as members come: the exports, then the `add` platforms of a job that
 /// sends adds while reading. Nothing of theirs commits until `finish`, after the guards.
+#[derive(Default)]
 struct Feeds {
     senders: Vec<futures::channel::mpsc::Sender<Result<RecordBatch>>>,
     sinks: Vec<tokio::task::JoinHandle<Result<SinkReport>>>,
     /// The platforms among them, by name (the last `streamed.len()` feeds).
     streamed: Vec<String>,
+    /// Set by `finish`: the members stream of each feed ends normally only then. A run dropped
+    /// before it (at a SIGTERM, once the grace period is over) drops the senders unasked, and
+    /// each stream then ends with an error, so no export commits a part of the segment as if it
+    /// were the whole.
+    complete: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Feeds {
@@ -776,11 +782,7 @@ impl Feeds {
         info: &RunInfo,
         schema: &arrow::datatypes::SchemaRef,
     ) -> Feeds {
-        let mut feeds = Feeds {
-            senders: vec![],
-            sinks: vec![],
-            streamed: vec![],
-        };
+        let mut feeds = Feeds::default();
         if options.dry_run {
             return feeds;
         }
@@ -789,9 +791,7 @@ impl Feeds {
             let (info, schema) = (info.clone(), schema.clone());
             feeds.spawn(move |rx| async move {
                 let delivery = Delivery::fresh(Op::Add);
-                destination
-                    .deliver(&info, schema, rx.boxed(), &delivery)
-                    .await
+                destination.deliver(&info, schema, rx, &delivery).await
             });
         }
         // Platforms in `add` mode may take the members as they come too; their syncs commit
@@ -811,12 +811,23 @@ impl Feeds {
 
     fn spawn<F, T>(&mut self, task: F)
     where
-        F: FnOnce(futures::channel::mpsc::Receiver<Result<RecordBatch>>) -> T,
+        F: FnOnce(BoxStream<'static, Result<RecordBatch>>) -> T,
         T: std::future::Future<Output = Result<SinkReport>> + Send + 'static,
     {
         let (tx, rx) = futures::channel::mpsc::channel::<Result<RecordBatch>>(2);
+        let complete = self.complete.clone();
+        let cut_short = futures::stream::once(async move {
+            match complete.load(std::sync::atomic::Ordering::Acquire) {
+                true => None,
+                false => Some(Err(Error::transient(
+                    "the run stopped before the segment was read whole",
+                ))),
+            }
+        })
+        .filter_map(futures::future::ready);
         self.senders.push(tx);
-        self.sinks.push(tokio::spawn(task(rx)));
+        self.sinks
+            .push(tokio::spawn(task(rx.chain(cut_short).boxed())));
     }
 
     /// Hands a batch to every feed; the index of one that has stopped, if any.
@@ -837,7 +848,9 @@ impl Feeds {
             mut senders,
             mut sinks,
             streamed,
+            complete,
         } = self;
+        complete.store(true, std::sync::atomic::Ordering::Release);
         let exports = senders.len() - streamed.len();
         drop(senders.split_off(exports));
         let (streamed_reports, streamed_error) = join_tasks(sinks.split_off(exports)).await;
@@ -1432,7 +1445,7 @@ async fn send_while_reading(
     destination: &dyn Destination,
     info: &RunInfo,
     schema: arrow::datatypes::SchemaRef,
-    mut members: futures::channel::mpsc::Receiver<Result<RecordBatch>>,
+    mut members: BoxStream<'static, Result<RecordBatch>>,
 ) -> Result<SinkReport> {
     let first = loop {
         match members.next().await {
@@ -1724,6 +1737,45 @@ pub async fn backfill(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A feed that reads its members to the end: the rows it got, and how the stream ended.
+    fn counting_feed(feeds: &mut Feeds) {
+        feeds.spawn(|mut members| async move {
+            let mut report = SinkReport::default();
+            while let Some(batch) = members.next().await {
+                report.rows += batch?.num_rows() as u64;
+            }
+            Ok(report)
+        });
+    }
+
+    fn one_row() -> RecordBatch {
+        let column = Arc::new(arrow::array::Int32Array::from(vec![1])) as _;
+        RecordBatch::try_from_iter([("x", column)]).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_feed_dropped_before_finish_ends_in_an_error_so_its_export_is_not_committed() {
+        // A run dropped mid-read (its SIGTERM grace period over) drops its feeds unasked.
+        let mut feeds = Feeds::default();
+        counting_feed(&mut feeds);
+        assert_eq!(feeds.feed(&one_row()).await, None);
+        let sink = feeds.sinks.pop().unwrap();
+        drop(feeds);
+        let err = sink.await.unwrap().unwrap_err();
+        assert_eq!(err.class, crate::ErrorClass::Transient);
+        assert!(
+            err.message.contains("before the segment was read whole"),
+            "{err}"
+        );
+        // Finished, the same feed ends normally with every row.
+        let mut feeds = Feeds::default();
+        counting_feed(&mut feeds);
+        feeds.feed(&one_row()).await;
+        feeds.feed(&one_row()).await;
+        let reports = feeds.finish().await.unwrap();
+        assert_eq!(reports[0].rows, 2);
+    }
 
     /// The one platform of a job file with `destination`'s TOML lines, under `profile`.
     fn platform(profile: &str, destination: &str) -> Box<dyn Destination> {
