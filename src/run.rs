@@ -150,6 +150,18 @@ async fn finished_already(
     else {
         return Ok(None);
     };
+    // A finished run deletes its pending record last. One stopped just before (killed, or the
+    // delete refused) left it, and other dates would wait on it: it is cleared here. A record
+    // of another run is a later run of the date (`--force`) that has not finished: resumed.
+    let pending_file = StateStore::pending_file(&run_date.to_string());
+    if let Some(pending) = state.read_json::<Pending>(&pending_file).await? {
+        if pending.run_id != done.run_id {
+            return Ok(None);
+        }
+        state.delete(&pending_file).await?;
+        tracing::info!(job = %job.name, %run_date, run_id = %done.run_id,
+            "cleared the pending record the date's finished run left");
+    }
     let mut report: RunReport = state
         .read_json(&done.report_file)
         .await?

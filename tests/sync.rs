@@ -1160,6 +1160,33 @@ fn a_fresh_date_waits_for_another_dates_unfinished_mirror_run() {
     assert_eq!(s.audience(), s.segment(DAY2));
 }
 
+/// A finished run writes `done.json`, then deletes its pending record. A run stopped between
+/// the two (killed, or the delete refused) leaves both: its retry finds the date finished and
+/// clears the record, and no later date is held back by it.
+#[test]
+fn a_pending_record_left_by_a_finished_run_is_cleared_and_holds_back_no_later_date() {
+    let s = Sync::new(FaultConfig::default());
+    let job = s.job("mirror", 100, "");
+    let (code, out) = s.run(&job, DAY1, &[]);
+    assert_eq!(code, 0, "{out}");
+    let job = s.job("mirror", 20, "");
+    s.run_killed_after(&job, DAY2, 3);
+    let runs = Path::new(&s.state).join("sync/runs").join(DAY2);
+    let pending = std::fs::read(runs.join("pending.json")).expect("the killed run's record");
+    let (code, out) = s.run(&job, DAY2, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!runs.join("pending.json").exists());
+    // As if the resumed run had stopped after `done.json`, before deleting its record.
+    std::fs::write(runs.join("pending.json"), &pending).unwrap();
+    let (code, out) = s.run(&job, DAY2, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("finished already"), "{out}");
+    assert!(!runs.join("pending.json").exists(), "the record is cleared");
+    // An earlier date, rolled back to on purpose: no unfinished run stands in its way.
+    let (code, out) = s.run(&job, "2026-11-23", &["--allow-rollback"]);
+    assert_eq!(code, 0, "another date runs: {out}");
+}
+
 #[test]
 fn a_mirror_on_s3_downloads_its_last_members_while_reading_and_sends_nothing_without_them() {
     let moto = Moto::start();
