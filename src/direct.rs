@@ -182,8 +182,12 @@ impl DirectFile {
         let writer = self.ready().await?;
         let (staging, target) = (self.staging.clone(), self.target.clone());
         tokio::task::spawn_blocking(move || {
-            writer.finish(last.as_slice())?;
-            std::fs::rename(&staging, &target)
+            // The disk holds every byte before the file takes its name: a direct write is not
+            // durable by itself, and a crash after the rename but before the bytes would leave
+            // a short or zeroed file under the name, which a retry takes as written.
+            writer.finish(last.as_slice())?.sync_data()?;
+            std::fs::rename(&staging, &target)?;
+            sync_folder_of(&target)
         })
         .await
         .map_err(|e| Error::internal(format!("an export writer stopped: {e}")))?
@@ -268,7 +272,7 @@ impl DirectSink {
     /// Writes the bytes still gathered and waits for every write: the file is then complete.
     pub fn finish(mut self) -> io::Result<()> {
         let writer = self.ready()?;
-        writer.finish(self.buffer.as_slice())
+        writer.finish(self.buffer.as_slice()).map(drop)
     }
 
     /// Hands the gathered whole blocks to a writing thread, once the one before is done.
@@ -412,8 +416,9 @@ impl DirectWriter {
         Ok(())
     }
 
-    /// Writes the last bytes: their whole blocks directly, the tail through the cache.
-    fn finish(mut self, bytes: &[u8]) -> io::Result<()> {
+    /// Writes the last bytes: their whole blocks directly, the tail through the cache. The
+    /// file, to be synced where it must last.
+    fn finish(mut self, bytes: &[u8]) -> io::Result<File> {
         let (blocks, tail) = bytes.split_at(bytes.len() / ALIGN * ALIGN);
         if !blocks.is_empty() {
             self.write(blocks)?;
@@ -425,7 +430,15 @@ impl DirectWriter {
             }
             self.write(tail)?;
         }
-        Ok(())
+        Ok(self.file)
+    }
+}
+
+/// Makes a rename into `path`'s folder durable (the folder's entry is what names the file).
+fn sync_folder_of(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(folder) if !folder.as_os_str().is_empty() => File::open(folder)?.sync_all(),
+        _ => Ok(()),
     }
 }
 
