@@ -463,7 +463,31 @@ fn destinations(
             )));
         }
     }
+    one_export_a_folder(&destinations, at)?;
     Ok(destinations)
+}
+
+/// An export's files are named by the job and the date alone, and a rerun first removes what
+/// the date's earlier run left in its folder: two exports to one folder would overwrite or
+/// remove each other's files, and both report success.
+fn one_export_a_folder(destinations: &[Box<dyn Destination>], at: &str) -> Result<()> {
+    let mut folders: std::collections::BTreeMap<String, &str> = Default::default();
+    for d in destinations {
+        for target in d.targets() {
+            let crate::destinations::Target::Files { url, .. } = target else {
+                continue;
+            };
+            let folder = url.as_str().trim_end_matches('/').to_string();
+            if let Some(other) = folders.insert(folder, d.name()) {
+                return Err(Error::config(format!(
+                    "{at}: destinations `{other}` and `{}` export to the same folder {url}: \
+                     their files would overwrite each other; give each its own `url`",
+                    d.name()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn guards(file: &GuardsFile, at: &str) -> Result<Guards> {
@@ -537,6 +561,29 @@ mod tests {
         .unwrap_err()
         .message;
         assert!(err.contains("needs `profile = \"google\"`"), "{err}");
+    }
+
+    #[test]
+    fn two_exports_may_not_share_a_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("s.sql"), "SELECT 1").unwrap();
+        let path = dir.path().join("j.toml");
+        let two = |a: &str, b: &str| {
+            let text = with_destination(&format!(
+                "type = \"export\"\nname = \"daily\"\nurl = \"{a}\"\n\
+                 [[destinations]]\ntype = \"export\"\nname = \"copy\"\nurl = \"{b}\"\nformat = \"csv\""
+            ));
+            Job::parse(&path, &text, &|_| None)
+        };
+        let err = two("s3://b/out", "s3://b/out/").unwrap_err();
+        assert_eq!(err.class, crate::ErrorClass::Config);
+        assert!(
+            err.message
+                .contains("destinations `daily` and `copy` export to the same folder s3://b/out"),
+            "{}",
+            err.message
+        );
+        assert!(two("s3://b/out", "s3://b/out-csv").is_ok());
     }
 
     #[test]
