@@ -51,8 +51,21 @@ impl<'a> Resolver<'a> {
 
     /// Replaces `${VAR}` and `${VAR:-default}`; `$${` is a literal `${`.
     pub fn interpolate(&self, s: &str, key: &str) -> Result<String> {
+        self.expand(s, key, false)
+    }
+
+    /// As `interpolate`; in a location (`in_location`), a variable after the start may not
+    /// lead out of the folder written before it: `s3://b/exports/${SEGMENT}/` with SEGMENT
+    /// `../finance` would be `s3://b/finance/` once the URL is parsed. (A variable the location
+    /// begins with is its base, and may be any path.)
+    fn expand(&self, s: &str, key: &str, in_location: bool) -> Result<String> {
+        let base = std::cell::Cell::new(in_location && s.trim_start().starts_with("${"));
+        let leading_out = std::cell::RefCell::new(None);
         let recording = |name: &str| {
             let value = (self.env)(name).filter(|v| !v.is_empty());
+            if in_location && !base.replace(false) && value.as_deref().is_some_and(leads_out) {
+                leading_out.borrow_mut().get_or_insert(name.to_string());
+            }
             if let Some(v) = &value {
                 self.used
                     .borrow_mut()
@@ -63,15 +76,32 @@ impl<'a> Resolver<'a> {
             }
             value
         };
-        interpolate(s, &recording).map_err(|m| Error::config(format!("{}: {key}: {m}", self.at)))
+        let expanded = interpolate(s, &recording)
+            .map_err(|m| Error::config(format!("{}: {key}: {m}", self.at)))?;
+        match leading_out.into_inner() {
+            Some(name) => Err(Error::config(format!(
+                "{}: {key}: ${{{name}}} holds `..` or an encoded `.`, `/` or `\\`, which would lead \
+                 out of the folder written before it; give it a plain name",
+                self.at
+            ))),
+            None => Ok(expanded),
+        }
     }
 
     /// A URL (`s3://bucket/prefix`, `file:///abs`) or a path, relative to the job's folder.
     pub fn location(&self, s: &str, key: &str, folder: bool) -> Result<Url> {
-        let s = self.interpolate(s, key)?;
+        let s = self.expand(s, key, true)?;
         resolve_location(&s, self.dir, folder)
             .map_err(|m| Error::config(format!("{}: {key}: {m}", self.at)))
     }
+}
+
+/// Whether a value put into a location could step out of the folder around it: a `..` step,
+/// or a `.`, `/` or `\` percent-encoded (URL parsers decode and resolve them).
+fn leads_out(value: &str) -> bool {
+    let lower = value.to_ascii_lowercase();
+    ["%2e", "%2f", "%5c"].iter().any(|e| lower.contains(e))
+        || lower.split(['/', '\\']).any(|step| step == "..")
 }
 
 /// Expands `${VAR}` and `${VAR:-default}` with `env`.
@@ -220,5 +250,44 @@ mod tests {
         );
         assert!(resolve_location("s3:///prefix", dir, true).is_err());
         assert!(resolve_location("gs://b/p", dir, true).is_err());
+    }
+
+    #[test]
+    fn a_variable_may_not_lead_a_location_out_of_the_folder_written_before_it() {
+        let env = |name: &str| match name {
+            "UP" => Some("../finance".to_string()),
+            "DOTS" => Some("%2E%2e".to_string()),
+            "SLASH" => Some("a%2fb".to_string()),
+            "PLAIN" => Some("spenders".to_string()),
+            "DATA" => Some("../data".to_string()),
+            _ => None,
+        };
+        let resolver = Resolver::new("jobs/j.toml", Path::new("/repo/jobs"), &env);
+        let at = |s: &str| resolver.location(s, "destinations[0].url", true);
+        for var in ["UP", "DOTS", "SLASH"] {
+            let err = at(&format!("s3://b/exports/${{{var}}}/")).unwrap_err();
+            assert_eq!(err.class, crate::ErrorClass::Config);
+            assert!(
+                err.message.starts_with(&format!(
+                    "jobs/j.toml: destinations[0].url: ${{{var}}} holds `..`"
+                )),
+                "{}",
+                err.message
+            );
+        }
+        let url = at("s3://b/exports/${PLAIN}/").unwrap();
+        assert_eq!(url.as_str(), "s3://b/exports/spenders/");
+        // A location that begins with a variable takes it as its base, relative or not; the job
+        // file's own text may step up too.
+        let url = at("${DATA}/customers").unwrap();
+        assert_eq!(url.as_str(), "file:///repo/data/customers/");
+        let url = at("${NONE:-../testdata}/${PLAIN}").unwrap();
+        assert_eq!(url.as_str(), "file:///repo/testdata/spenders/");
+        assert!(at("${PLAIN}/${UP}").is_err());
+        // Other strings are not locations: any value goes.
+        assert_eq!(
+            resolver.interpolate("${UP}", "audience").unwrap(),
+            "../finance"
+        );
     }
 }
