@@ -55,8 +55,8 @@ impl KeySet {
 
     /// Opens the keys file at `path`, or `None` where it cannot be looked up so: a keys file of
     /// an earlier build (Parquet), batches of other sizes than this build writes (a power of
-    /// two, but the last), keys out of order, a file that does not read. The merge, which reads
-    /// it again, then says what is wrong with it, if anything.
+    /// two, but the last), keys out of order or repeated, a file that does not read. The merge,
+    /// which reads it again, then says what is wrong with it, if anything.
     pub fn open(path: &Path) -> Option<KeySet> {
         let file = MappedIpc::open(path).ok()?;
         let mut batches: Vec<FixedSizeBinaryArray> = vec![];
@@ -92,7 +92,11 @@ impl KeySet {
                     .chunks_exact(16)
                     .map(|k| u128::from_be_bytes(k.try_into().expect("16-byte keys"))),
             );
-            if keys[before.saturating_sub(1)..].is_sorted() {
+            // Strictly increasing, as a membership's keys are (each member once).
+            if keys[before.saturating_sub(1)..]
+                .windows(2)
+                .all(|w| w[0] < w[1])
+            {
                 // The mapped pages of the batch's keys are not read again (its rows are, for
                 // the keys found).
                 file.release(i);

@@ -39,7 +39,7 @@ use crate::direct::DirectSink;
 use crate::error::{Error, Result};
 use crate::identity::profile::Encoding;
 use arrow::array::{
-    ArrayRef, AsArray, FixedSizeBinaryArray, RecordBatch, RecordBatchReader, UInt32Array,
+    Array, ArrayRef, AsArray, FixedSizeBinaryArray, RecordBatch, RecordBatchReader, UInt32Array,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt32Type};
 use arrow::ipc::reader::FileReader;
@@ -554,18 +554,39 @@ impl Keys for RunFile {
     }
 }
 
-/// A keys file (`keys.arrow`, or an earlier build's `keys.parquet`), read in order.
+/// A keys file (`keys.arrow`, or an earlier build's `keys.parquet`), read in order. The diff
+/// trusts its order, so a file that does not read, or whose keys are not 16 bytes each in
+/// strictly increasing order, stops the run with an error naming it (exit 2): diffed as it is,
+/// it would remove and add members at random.
 struct KeysFile {
+    path: PathBuf,
     batches:
         Box<dyn Iterator<Item = std::result::Result<RecordBatch, arrow::error::ArrowError>> + Send>,
     /// The batch being read: its keys and rows.
     batch: Option<(FixedSizeBinaryArray, UInt32Array)>,
     row: usize,
+    /// The key read last.
+    last: Option<u128>,
 }
 
 impl KeysFile {
     fn open(path: &Path) -> Result<KeysFile> {
-        let batches: Box<dyn Iterator<Item = _> + Send> = if is_ipc(path)? {
+        let batches = Self::reader(path).map_err(|e| damaged_keys(path, e))?;
+        Ok(KeysFile {
+            path: path.to_path_buf(),
+            batches,
+            batch: None,
+            row: 0,
+            last: None,
+        })
+    }
+
+    fn reader(
+        path: &Path,
+    ) -> Result<
+        Box<dyn Iterator<Item = std::result::Result<RecordBatch, arrow::error::ArrowError>> + Send>,
+    > {
+        Ok(if is_ipc(path)? {
             Box::new(ipc_reader(path)?)
         } else {
             Box::new(
@@ -573,13 +594,26 @@ impl KeysFile {
                     .with_batch_size(CHUNK_ROWS)
                     .build()?,
             )
-        };
-        Ok(KeysFile {
-            batches,
-            batch: None,
-            row: 0,
         })
     }
+
+    /// A batch's keys and rows, checked: two columns, 16-byte keys and row numbers, no nulls.
+    fn columns(b: &RecordBatch) -> Option<(FixedSizeBinaryArray, UInt32Array)> {
+        let keys = b.columns().first()?.as_fixed_size_binary_opt()?;
+        let rows = b.columns().get(1)?.as_primitive_opt::<UInt32Type>()?;
+        (keys.value_length() == 16 && keys.null_count() == 0 && rows.null_count() == 0)
+            .then(|| (keys.clone(), rows.clone()))
+    }
+}
+
+/// The error of a keys file that cannot be diffed against, naming it and what to do.
+fn damaged_keys(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::config(format!(
+        "{}: the last sync's keys file cannot be read ({e}); restore it in the state store, or \
+         run the date once with the destination's sync = \"replace\" (where the platform has \
+         one), which needs no earlier keys",
+        path.display()
+    ))
 }
 
 impl Keys for KeysFile {
@@ -591,15 +625,22 @@ impl Keys for KeysFile {
                 let k = u128::from_be_bytes(keys.value(self.row).try_into().expect("16 bytes"));
                 let r = rows.value(self.row);
                 self.row += 1;
+                if self.last.is_some_and(|last| last >= k) {
+                    return Err(damaged_keys(&self.path, "its keys are out of order"));
+                }
+                self.last = Some(k);
                 return Ok(Some((k, r)));
             }
             match self.batches.next() {
                 Some(b) => {
-                    let b = b?;
-                    self.batch = Some((
-                        b.column(0).as_fixed_size_binary().clone(),
-                        b.column(1).as_primitive::<UInt32Type>().clone(),
-                    ));
+                    let b = b.map_err(|e| damaged_keys(&self.path, e))?;
+                    let columns = Self::columns(&b).ok_or_else(|| {
+                        damaged_keys(
+                            &self.path,
+                            "not two columns of 16-byte keys and row numbers",
+                        )
+                    })?;
+                    self.batch = Some(columns);
                     self.row = 0;
                 }
                 None => return Ok(None),
@@ -1189,6 +1230,68 @@ mod tests {
             }));
         }
         out
+    }
+
+    #[test]
+    fn a_keys_file_that_is_cut_short_out_of_order_or_of_other_columns_is_named_as_damaged() {
+        let d = tempfile::tempdir().unwrap();
+        let d = d.path();
+        let write = |name: &str, keys: &[u128], width: i32| {
+            let path = d.join(name);
+            let keys = FixedSizeBinaryArray::try_from_iter(
+                keys.iter()
+                    .map(|k| k.to_be_bytes()[..width as usize].to_vec()),
+            )
+            .unwrap();
+            let rows = UInt32Array::from_iter_values(0..keys.len() as u32);
+            let batch = RecordBatch::try_from_iter([
+                ("key", Arc::new(keys) as ArrayRef),
+                ("row", Arc::new(rows) as ArrayRef),
+            ])
+            .unwrap();
+            let mut w = FileWriter::try_new(File::create(&path).unwrap(), &batch.schema()).unwrap();
+            w.write(&batch).unwrap();
+            w.finish().unwrap();
+            path
+        };
+        let read_all = |path: &Path| -> Result<Vec<u128>> {
+            let mut f = KeysFile::open(path)?;
+            let mut out = vec![];
+            while let Some((k, _)) = f.next_key()? {
+                out.push(k);
+            }
+            Ok(out)
+        };
+        assert_eq!(
+            read_all(&write("good.arrow", &[1, 5, 9], 16)).unwrap(),
+            [1, 5, 9]
+        );
+        let whole = std::fs::read(d.join("good.arrow")).unwrap();
+        std::fs::write(d.join("cut.arrow"), &whole[..whole.len() / 2]).unwrap();
+        std::fs::write(d.join("empty.arrow"), b"").unwrap();
+        for (name, why) in [
+            ("cut.arrow", ""),
+            ("empty.arrow", ""),
+            ("repeated.arrow", "out of order"),
+            ("unordered.arrow", "out of order"),
+            ("narrow.arrow", "16-byte keys"),
+        ] {
+            match name {
+                "repeated.arrow" => write(name, &[1, 5, 5], 16),
+                "unordered.arrow" => write(name, &[1, 9, 5], 16),
+                "narrow.arrow" => write(name, &[1, 5, 9], 8),
+                _ => d.join(name),
+            };
+            let err = read_all(&d.join(name)).unwrap_err();
+            assert_eq!(err.class, crate::ErrorClass::Config, "{name}: {err}");
+            assert!(
+                err.message.contains(name)
+                    && err.message.contains("keys file cannot be read")
+                    && err.message.contains(why)
+                    && err.message.contains("sync = \"replace\""),
+                "{name}: {err}"
+            );
+        }
     }
 
     fn keys_of(path: &Path) -> Vec<u128> {
