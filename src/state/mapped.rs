@@ -45,8 +45,9 @@ impl MappedIpc {
     }
 
     fn read(path: &Path) -> Result<MappedIpc> {
+        // A damaged state file: exit 2, since a retry would read it alike.
         let bad = |what: &str| {
-            Error::internal(format!(
+            Error::config(format!(
                 "not a readable members file ({what}); if it is the last sync's, in the state \
                  store, restore it, or run the date once with the destination's sync = \"replace\" \
                  (where the platform has one), which needs no earlier members"

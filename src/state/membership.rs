@@ -1829,6 +1829,11 @@ mod tests {
         let whole = std::fs::read(&gathered).unwrap();
         std::fs::write(&cut, &whole[..whole.len() / 2]).unwrap();
         let damaged = extract(&cut, vec![3], &d.join("from-cut.arrow")).unwrap_err();
+        assert_eq!(
+            damaged.class,
+            crate::ErrorClass::Config,
+            "a retry reads it alike"
+        );
         assert!(
             damaged.to_string().contains("cut.arrow")
                 && damaged.to_string().contains("not a readable members file"),
