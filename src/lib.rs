@@ -27,6 +27,7 @@ pub mod shutdown;
 pub mod stack;
 pub mod state;
 pub mod storage;
+pub mod upload;
 pub mod validate;
 
 pub use error::{Error, ErrorClass, Result};

@@ -10,7 +10,7 @@
 //! (`copy_folio_from_iter_atomic`) 12.7%.
 //!
 //! Here a file is read a part at a time (16 MiB, the multipart upload's part size) and handed to
-//! the upload without a copy (`BufWriter::put`); a download is gathered and written 4 MiB at a
+//! the upload without a copy (`crate::upload::Upload`); a download is gathered and written 4 MiB at a
 //! time, each write on a blocking thread while the next chunks arrive. The page-cache copy fell
 //! to 2.9% of the samples, the switches out of the profile's top, and activator's CPU for the
 //! night from 10.2-11.0 s to 8.5-9.9 s (four alternating rounds each). The wall time did not
@@ -18,19 +18,18 @@
 //! are in flight (the writer's default), and the run's peak went from 630-654 MiB to 604-821
 //! MiB in those rounds, its upload now holding about as much as its read.
 //!
-//! An upload that fails before it completes is aborted, so S3 keeps no parts of it (the stack's
-//! lifecycle rule would remove them after a day).
+//! An upload that fails is aborted, so S3 keeps no parts of it (the stack's lifecycle rule would
+//! remove them after a day).
 
+use crate::upload::Upload;
 use bytes::Bytes;
 use futures::TryStreamExt;
-use object_store::buffered::BufWriter;
 use object_store::path::Path as StorePath;
 use object_store::{GetResult, ObjectStore};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::Path;
 use std::sync::Arc;
-use tokio::io::AsyncWriteExt;
 use tokio::task::JoinHandle;
 
 /// A multipart upload's part, read from the file in one go. Up to 8 are in flight (the
@@ -54,31 +53,22 @@ pub async fn upload(
     local: &Path,
 ) -> Result<(), TransferError> {
     let file = Arc::new(File::open(local).map_err(TransferError::Local)?);
-    let mut out = BufWriter::with_capacity(store, path, PART_BYTES);
-    let written = async {
-        loop {
-            let part = read_part(file.clone())
-                .await
-                .map_err(TransferError::Local)?;
-            if part.is_empty() {
-                return Ok(());
+    let mut out = Upload::new(store, path, PART_BYTES);
+    loop {
+        let part = match read_part(file.clone()).await {
+            Ok(part) => part,
+            Err(e) => {
+                // The file's error is the one to report; a failed abort leaves parts to the
+                // lifecycle rule.
+                let _ = out.abort().await;
+                return Err(TransferError::Local(e));
             }
-            out.put(part).await.map_err(TransferError::Store)?;
+        };
+        if part.is_empty() {
+            return out.finish().await.map_err(TransferError::Store);
         }
+        out.put(part).await.map_err(TransferError::Store)?;
     }
-    .await;
-    if let Err(e) = written {
-        // The upload's own error is the one to report; a failed abort leaves parts to the
-        // lifecycle rule.
-        let _ = out.abort().await;
-        return Err(e);
-    }
-    out.shutdown()
-        .await
-        .map_err(|e| match e.downcast::<object_store::Error>() {
-            Ok(e) => TransferError::Store(e),
-            Err(e) => TransferError::Local(e),
-        })
 }
 
 /// The file's next part (empty at its end), read on a blocking thread.

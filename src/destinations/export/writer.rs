@@ -6,7 +6,8 @@
 //! partial file under the final name.
 //!
 //! Parquet is encoded by the synchronous `ArrowWriter` into a buffer that is handed over at
-//! each row group, without a copy: whole to the upload (`BufWriter::put`), or to a local file's
+//! each row group, without a copy: whole to the upload (`crate::upload::Upload`, which aborts
+//! itself when any part fails, so no parts of a failed export stay in the bucket), or to a local file's
 //! direct write, which keeps back the bytes past its last whole block for the next buffer and
 //! gives the buffer back to be filled again (`AlignedBuf`). parquet's own
 //! `AsyncArrowWriter` regrows its buffer from nothing for every row group and copies it into
@@ -16,15 +17,14 @@ use super::config::ExportFormat;
 use super::encoder;
 use crate::direct::{AlignedBuf, DirectFile};
 use crate::error::Result;
+use crate::upload::Upload;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use object_store::ObjectStore;
-use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use parquet::arrow::ArrowWriter;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::io::AsyncWriteExt;
 
 pub enum FileWriter {
     Parquet {
@@ -41,7 +41,7 @@ pub enum FileWriter {
 
 /// Where a file's bytes go: an object store's upload, or a local file.
 pub enum Output {
-    Store(BufWriter),
+    Store(Upload),
     Local(DirectFile),
 }
 
@@ -50,7 +50,7 @@ impl Output {
     fn create(store: Arc<dyn ObjectStore>, path: Path, local: Option<PathBuf>) -> Result<Output> {
         Ok(match local {
             Some(file) => Output::Local(DirectFile::create(file)?),
-            None => Output::Store(BufWriter::with_capacity(store, path, 16 * 1024 * 1024)),
+            None => Output::Store(Upload::new(store, path, 16 * 1024 * 1024)),
         })
     }
 
@@ -76,9 +76,7 @@ impl Output {
                 if !last.is_empty() {
                     out.put(last.into_bytes()).await?;
                 }
-                out.shutdown()
-                    .await
-                    .map_err(|e| crate::error::Error::transient(format!("completing export: {e}")))
+                Ok(out.finish().await?)
             }
             Output::Local(file) => file.commit(last).await,
         }
@@ -86,7 +84,7 @@ impl Output {
 
     async fn abort(self) -> Result<()> {
         match self {
-            Output::Store(mut out) => out.abort().await?,
+            Output::Store(out) => out.abort().await?,
             Output::Local(file) => file.abort().await?,
         }
         Ok(())
