@@ -101,6 +101,13 @@ pub struct Done {
     pub finished_at: String,
 }
 
+/// Whether `rel` is a plain relative path, which cannot lead out of the folder it is joined to.
+fn within(rel: &str) -> bool {
+    std::path::Path::new(rel)
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)))
+}
+
 /// The largest state JSON file (a pending run, a checkpoint, a sync head, a report) read.
 pub const MAX_STATE_JSON_BYTES: u64 = 64 << 20;
 
@@ -269,6 +276,7 @@ impl StateStore {
     /// Uploads a local file to `rel` (moves it, in a local state store on the same disk).
     pub async fn upload(&self, local: &std::path::Path, rel: &str) -> Result<()> {
         if self.url.scheme() == "file"
+            && within(rel)
             && let Ok(root) = self.url.to_file_path()
         {
             let target = root.join(&self.job).join(rel);
@@ -314,9 +322,13 @@ impl StateStore {
         (local, Some(task))
     }
 
-    /// `rel` itself, in a local state store that has it.
+    /// `rel` itself, in a local state store that has it. Only a plain relative path is looked
+    /// up so: the names of state files come from state files (a sync head names its members),
+    /// and one edited to name `../..` or `/etc/...` is then looked for in the store, where it
+    /// is not found, never read from elsewhere on this machine.
     fn in_place(&self, rel: &str) -> Option<std::path::PathBuf> {
         if self.url.scheme() == "file"
+            && within(rel)
             && let Ok(root) = self.url.to_file_path()
         {
             let p = root.join(&self.job).join(rel);
@@ -533,6 +545,25 @@ mod tests {
         assert_eq!(state.head("meta").await.unwrap().unwrap().run_id, "first");
         state.commit("meta", &head(2, "third")).await.unwrap();
         assert_eq!(state.head("meta").await.unwrap().unwrap().generation, 2);
+    }
+
+    #[tokio::test]
+    async fn a_state_file_named_outside_the_store_is_not_read_from_this_machine() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("state");
+        let state =
+            StateStore::open(&Url::from_directory_path(&root).unwrap(), "job", true).unwrap();
+        std::fs::create_dir_all(root.join("job/runs/x")).unwrap();
+        std::fs::write(root.join("job/runs/x/keys.arrow"), b"keys").unwrap();
+        std::fs::write(dir.path().join("secret"), b"not the state's").unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let found = state.fetch("runs/x/keys.arrow", work.path()).await.unwrap();
+        assert_eq!(std::fs::read(found).unwrap(), b"keys");
+        let secret = dir.path().join("secret").display().to_string();
+        for rel in ["../../secret", secret.as_str()] {
+            let err = state.fetch(rel, work.path()).await.unwrap_err();
+            assert!(err.message.contains("cannot read"), "{rel}: {err}");
+        }
     }
 
     #[tokio::test]
