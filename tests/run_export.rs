@@ -188,7 +188,16 @@ fn per_batch_csv_and_ndjson_exports_respect_the_row_limit() {
             }
         }
         assert_eq!(lines as u64, members);
-        // A rerun for the same date replaces the files rather than adding to them.
+        // A killed run of the date left its staging folder; another job, whose name begins
+        // with this one's stem, is writing its own.
+        let left = "_staging-job-2026-11-25-20261125T010203Z-0123456789ab";
+        let other = "_staging-job-2026-11-25-x-2026-11-26-20261126T010203Z-0123456789ab";
+        for staging in [left, other] {
+            std::fs::create_dir_all(out_dir.join(staging)).unwrap();
+            std::fs::write(out_dir.join(staging).join("part-00000.csv"), "x\n").unwrap();
+        }
+        // A rerun for the same date replaces the files rather than adding to them, and removes
+        // what the killed run left, not the other job's.
         run_ok(
             activator()
                 .arg("run")
@@ -197,6 +206,9 @@ fn per_batch_csv_and_ndjson_exports_respect_the_row_limit() {
         );
         let mut again = files_below(&out_dir);
         again.retain(|f| !f.ends_with("_SUCCESS"));
+        let others = format!("{other}/part-00000.csv");
+        assert!(again.contains(&others), "{again:?}");
+        again.retain(|f| *f != others);
         assert_eq!(again, files);
     }
 }

@@ -8,8 +8,9 @@
 //!   `AbortMultipartUpload`, `DeleteObject`, `ListBucket`;
 //! - exports (`destinations/export/sink.rs`): `per_run` is one multipart upload (`PutObject`,
 //!   `AbortMultipartUpload` when a run fails); `per_batch` also lists and deletes the date's
-//!   folder and moves the parts out of `_staging-…` folders, and object_store's S3 rename is a
-//!   copy (`GetObject` on the source, `PutObject` on the target) then a delete;
+//!   folder, moves the parts out of `_staging-…` folders and removes those earlier runs of the
+//!   date left (listing the export's folder with a delimiter), and object_store's S3 rename is
+//!   a copy (`GetObject` on the source, `PutObject` on the target) then a delete;
 //! - `aws-secretsmanager:` references: `secretsmanager:GetSecretValue` on those secrets;
 //! - the stack's key, through S3 (the state bucket is encrypted with it) and Secrets Manager
 //!   (secrets the deployer encrypted with it): `kms:Decrypt`, `kms:GenerateDataKey`.

@@ -4,8 +4,9 @@
 //! the run does. `per_batch` writes `part-NNNNN.{ext}` files into a staging folder and moves them
 //! into `{job}-{date}/` when every batch is written, replacing what an earlier run of the same
 //! date left there, then writes `_SUCCESS` (a manifest of the parts): readers that wait for it
-//! never see a folder half moved. Either way a rerun for the same date overwrites, never
-//! duplicates.
+//! never see a folder half moved; the staging folders of earlier runs of the date (killed, so
+//! unable to remove their own) go then too. Either way a rerun for the same date overwrites,
+//! never duplicates.
 
 use super::config::{Export, ExportLayout};
 use super::writer::FileWriter;
@@ -79,6 +80,7 @@ pub async fn run(
             let moved = parts.iter().map(|to| display(&config.url, &folder, to));
             report.outputs.extend(moved);
             remove_prefix(&store, &staging).await.ok();
+            sweep_staging(&store, &folder, &stem).await;
         }
     }
     Ok(report)
@@ -227,6 +229,41 @@ async fn remove_prefix(store: &Arc<dyn ObjectStore>, prefix: &Path) -> Result<()
         store.delete(&o.location).await?;
     }
     Ok(())
+}
+
+/// Removes the staging folders earlier runs of the date left in `folder` (a killed run cannot
+/// remove its own): their parts are whole objects, which no lifecycle rule for unfinished
+/// uploads removes. Best effort: what cannot be listed or removed now is tried by the next run.
+async fn sweep_staging(store: &Arc<dyn ObjectStore>, folder: &Path, stem: &str) {
+    let Ok(listed) = store.list_with_delimiter(Some(folder)).await else {
+        return;
+    };
+    for prefix in listed.common_prefixes {
+        let name = prefix.filename().unwrap_or_default();
+        let left = name
+            .strip_prefix("_staging-")
+            .and_then(|n| n.strip_prefix(stem))
+            .and_then(|n| n.strip_prefix('-'));
+        if left.is_some_and(is_run_id) {
+            tracing::info!(folder = %prefix, "removing the staging folder an earlier run of the date left");
+            remove_prefix(store, &prefix).await.ok();
+        }
+    }
+}
+
+/// A run id as `run::new_run_id` makes them (`20261125T020304Z-0123456789ab`): another job's
+/// staging folder, whose name may begin with this one's stem, has the rest of its stem there.
+fn is_run_id(s: &str) -> bool {
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    b.len() == 29
+        && digits(0..8)
+        && b[8] == b'T'
+        && digits(9..15)
+        && &b[15..17] == b"Z-"
+        && b[17..]
+            .iter()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
 }
 
 fn display(url: &url::Url, folder: &Path, path: &Path) -> String {
