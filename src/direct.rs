@@ -187,7 +187,9 @@ impl DirectFile {
             // a short or zeroed file under the name, which a retry takes as written.
             writer.finish(last.as_slice())?.sync_data()?;
             std::fs::rename(&staging, &target)?;
-            sync_folder_of(&target)
+            sync_folder_of(&target)?;
+            remove_staged_beside(&target);
+            Ok(())
         })
         .await
         .map_err(|e| Error::internal(format!("an export writer stopped: {e}")))?
@@ -434,6 +436,30 @@ impl DirectWriter {
     }
 }
 
+/// Removes the staging files of `target` that earlier runs left beside it (`staging_file`'s
+/// names: a process killed outright, or one that panicked, cannot remove its own). Best effort:
+/// what is left now, the next commit removes.
+fn remove_staged_beside(target: &Path) {
+    let (Some(folder), Some(name)) = (target.parent(), target.file_name()) else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return;
+    };
+    let mut prefix = name.to_owned();
+    prefix.push("#");
+    for entry in entries.flatten() {
+        let entry_name = entry.file_name();
+        let staged = entry_name
+            .as_encoded_bytes()
+            .strip_prefix(prefix.as_encoded_bytes())
+            .is_some_and(|rest| rest.len() == 20 && rest.iter().all(u8::is_ascii_digit));
+        if staged {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// Makes a rename into `path`'s folder durable (the folder's entry is what names the file).
 fn sync_folder_of(path: &Path) -> io::Result<()> {
     match path.parent() {
@@ -537,6 +563,28 @@ mod tests {
         assert_eq!(buffer.len(), 3 * ALIGN);
         assert!(next.as_slice() == &data[3 * ALIGN..]);
         assert!(buffer.into_bytes() == data[..3 * ALIGN]);
+    }
+
+    #[tokio::test]
+    async fn a_commit_removes_the_staging_files_earlier_runs_left_beside_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("job-2026-11-25.csv");
+        let killed = dir.path().join("job-2026-11-25.csv#00000000070000000003");
+        let others = [
+            dir.path().join("job-2026-11-25.csv.bak"),
+            dir.path().join("job-2026-11-25.csv#notes"),
+            dir.path().join("other.csv#00000000070000000003"),
+        ];
+        for f in others.iter().chain([&killed]) {
+            std::fs::write(f, b"x").unwrap();
+        }
+        let file = DirectFile::create(target.clone()).unwrap();
+        file.commit(filled(b"a,b\n")).await.unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"a,b\n");
+        assert!(!killed.exists(), "the killed run's staging file is gone");
+        for f in &others {
+            assert!(f.exists(), "{} stays", f.display());
+        }
     }
 
     #[tokio::test]

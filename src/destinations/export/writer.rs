@@ -1,9 +1,10 @@
 //! One export file in an object store, written as a stream and visible only when complete.
 //!
 //! Files go up as multipart uploads: S3 shows an object only when its upload completes. Local
-//! files are written past the page cache (`crate::direct`) into a hidden staging file, renamed on
-//! completion and removed when the writer is dropped. So a failed or killed run leaves no
-//! partial file under the final name.
+//! files are written past the page cache (`crate::direct`) into a hidden staging file, synced and
+//! renamed on completion and removed when the writer is dropped (a killed run's, by the next
+//! completion of the same file). So a failed or killed run leaves no partial file under the
+//! final name.
 //!
 //! Parquet is encoded by the synchronous `ArrowWriter` into a buffer that is handed over at
 //! each row group, without a copy: whole to the upload (`crate::upload::Upload`, which aborts
