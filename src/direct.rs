@@ -332,7 +332,17 @@ impl io::Write for DirectSink {
 }
 
 fn failed(path: &Path, e: io::Error) -> Error {
-    Error::transient(format!("writing export file {}: {e}", path.display()))
+    let at = format!("writing export file {}: {e}", path.display());
+    match e.kind() {
+        // A retry would meet them alike: exit 2.
+        io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => Error::config(
+            format!("{at}; make the export's folder writable for this job, or export elsewhere"),
+        ),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => Error::transient(format!(
+            "{at}; free space on that disk, or export to S3 (a retry may run on another host)"
+        )),
+        _ => Error::transient(at),
+    }
 }
 
 /// Staging files made by this process, for their names.
@@ -563,6 +573,31 @@ mod tests {
         assert_eq!(buffer.len(), 3 * ALIGN);
         assert!(next.as_slice() == &data[3 * ALIGN..]);
         assert!(buffer.into_bytes() == data[..3 * ALIGN]);
+    }
+
+    #[test]
+    fn a_write_refused_for_good_stops_the_run_and_a_full_disk_may_be_retried() {
+        let path = Path::new("/exports/job-2026-11-25.csv");
+        let classed = |kind: io::ErrorKind| {
+            let e = failed(path, io::Error::from(kind));
+            assert!(e.message.contains("/exports/job-2026-11-25.csv"), "{e}");
+            (e.class, e.message)
+        };
+        for kind in [
+            io::ErrorKind::PermissionDenied,
+            io::ErrorKind::ReadOnlyFilesystem,
+        ] {
+            let (class, message) = classed(kind);
+            assert_eq!(class, crate::ErrorClass::Config, "{message}");
+            assert!(message.contains("writable"), "{message}");
+        }
+        let (class, message) = classed(io::ErrorKind::StorageFull);
+        assert_eq!(class, crate::ErrorClass::Transient);
+        assert!(message.contains("free space"), "{message}");
+        assert_eq!(
+            classed(io::ErrorKind::Interrupted).0,
+            crate::ErrorClass::Transient
+        );
     }
 
     #[tokio::test]

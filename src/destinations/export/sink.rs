@@ -76,7 +76,15 @@ pub async fn run(
                 return Err(e.context(format!("export to {}", config.url)));
             }
             let target = folder.clone().join(stem.as_str());
-            let parts = move_parts(&store, &staging, &target, config, run, &report).await?;
+            let parts = move_parts(&store, &staging, &target, config, run, &report)
+                .await
+                .map_err(|e| {
+                    e.context(format!(
+                        "export to {}: moving the parts into {stem}/, whose earlier files may be \
+                         gone and which has no {SUCCESS} marker: rerun the date",
+                        config.url
+                    ))
+                })?;
             let moved = parts.iter().map(|to| display(&config.url, &folder, to));
             report.outputs.extend(moved);
             remove_prefix(&store, &staging).await.ok();
