@@ -1417,8 +1417,14 @@ async fn commit_head(state: &StateStore, pending: &Pending, pd: &PendingDestinat
         },
         _ => pd.base_generation,
     };
+    let generation = base.checked_add(1).ok_or_else(|| {
+        Error::config(format!(
+            "destination {}: no sync generation follows {base}",
+            pd.name
+        ))
+    })?;
     let head = SyncHead {
-        generation: base + 1,
+        generation,
         run_date: pending.run_date.clone(),
         run_id: pending.run_id.clone(),
         mode: pd.mode,

@@ -460,12 +460,22 @@ impl StateStore {
             .filter_map(|o| o.location.filename().map(str::to_string))
             .filter(|n| n.ends_with(".json"))
             .max();
-        match newest {
-            Some(name) => {
-                self.read_json(&format!("{}/{name}", Self::syncs(destination)))
-                    .await
-            }
-            None => Ok(None),
+        let Some(name) = newest else {
+            return Ok(None);
+        };
+        let rel = format!("{}/{name}", Self::syncs(destination));
+        let head: Option<SyncHead> = self.read_json(&rel).await?;
+        // The newest is found by its name and the next is committed by its content: a head
+        // copied or restored under another name would have the next run commit a generation
+        // that is not the newest, unseen by the run after it.
+        match head {
+            Some(h) if format!("{:08}.json", h.generation) != name => Err(Error::config(format!(
+                "{}: holds sync generation {}, not the one its name says; it was copied or \
+                 edited: restore the destination's syncs folder as activator wrote it",
+                self.display(&rel),
+                h.generation
+            ))),
+            head => Ok(head),
         }
     }
 
@@ -545,6 +555,24 @@ mod tests {
         assert_eq!(state.head("meta").await.unwrap().unwrap().run_id, "first");
         state.commit("meta", &head(2, "third")).await.unwrap();
         assert_eq!(state.head("meta").await.unwrap().unwrap().generation, 2);
+    }
+
+    #[tokio::test]
+    async fn a_head_whose_name_is_not_its_generation_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = Url::from_directory_path(dir.path()).unwrap();
+        let state = StateStore::open(&url, "job", true).unwrap();
+        state.commit("meta", &head(1, "first")).await.unwrap();
+        // Restored under a newer name than its generation's.
+        let syncs = dir.path().join("job/destinations/meta/syncs");
+        std::fs::copy(syncs.join("00000001.json"), syncs.join("00000007.json")).unwrap();
+        let err = state.head("meta").await.unwrap_err();
+        assert_eq!(err.class, crate::ErrorClass::Config);
+        assert!(
+            err.message
+                .contains("00000007.json: holds sync generation 1"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
