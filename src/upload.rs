@@ -27,6 +27,9 @@ pub struct Upload {
     /// The multipart upload, once more than a part has come.
     multipart: Option<Box<dyn MultipartUpload>>,
     parts: JoinSet<object_store::Result<()>>,
+    /// A put failed and the upload was aborted: nothing may complete it now (a put of the
+    /// bytes held would store a piece of the object as the whole).
+    failed: bool,
 }
 
 impl Upload {
@@ -40,6 +43,7 @@ impl Upload {
             pending_bytes: 0,
             multipart: None,
             parts: JoinSet::new(),
+            failed: false,
         }
     }
 
@@ -60,6 +64,12 @@ impl Upload {
 
     /// Completes the object: it appears under its path only now. A failure aborts the upload.
     pub async fn finish(mut self) -> object_store::Result<()> {
+        if self.failed {
+            return Err(object_store::Error::Generic {
+                store: "upload",
+                source: format!("{} failed earlier and was given up", self.path).into(),
+            });
+        }
         if self.multipart.is_none() {
             let payload = PutPayload::from_iter(std::mem::take(&mut self.pending));
             return self.store.put(&self.path, payload).await.map(drop);
@@ -118,6 +128,7 @@ impl Upload {
     /// reported over the error that caused it: its parts are then left to the lifecycle rule.
     async fn aborted_on<T>(&mut self, result: object_store::Result<T>) -> object_store::Result<T> {
         if result.is_err() {
+            self.failed = true;
             self.parts.shutdown().await;
             if let Some(mut multipart) = self.multipart.take() {
                 let _ = multipart.abort().await;
@@ -139,8 +150,8 @@ mod tests {
     };
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// An in-memory store whose multipart uploads fail their part `fail_part` (counted from 1)
-    /// and count what was begun and aborted.
+    /// An in-memory store whose multipart uploads fail their part `fail_part` (counted from 1;
+    /// 0: the upload cannot begin) and count what was begun and aborted.
     #[derive(Debug)]
     struct Flaky {
         inner: InMemory,
@@ -201,6 +212,12 @@ mod tests {
             location: &Path,
             opts: PutMultipartOptions,
         ) -> object_store::Result<Box<dyn MultipartUpload>> {
+            if self.fail_part == 0 {
+                return Err(object_store::Error::Generic {
+                    store: "Flaky",
+                    source: "no upload today".into(),
+                });
+            }
             self.begun.fetch_add(1, Ordering::SeqCst);
             Ok(Box::new(FlakyUpload {
                 inner: self.inner.put_multipart_opts(location, opts).await?,
@@ -304,6 +321,18 @@ mod tests {
                 "part {fail_part}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn an_upload_whose_put_failed_cannot_be_completed() {
+        // The multipart upload cannot begin: the first part's bytes are still held, and a
+        // single put of them would store a piece as the whole.
+        let store = flaky(0);
+        let mut upload = Upload::new(store.clone(), Path::from("out/file"), 1000);
+        assert!(upload.put(numbered(1500)).await.is_err());
+        let err = upload.finish().await.unwrap_err();
+        assert!(err.to_string().contains("failed earlier"), "{err}");
+        assert!(store.head(&Path::from("out/file")).await.is_err());
     }
 
     #[tokio::test]
