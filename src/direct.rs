@@ -187,7 +187,11 @@ impl DirectFile {
             // a short or zeroed file under the name, which a retry takes as written.
             writer.finish(last.as_slice())?.sync_data()?;
             std::fs::rename(&staging, &target)?;
-            sync_folder_of(&target)?;
+            // The file is in place: a folder that cannot be synced (one this job may write but
+            // not read) does not undo that.
+            if let Err(e) = sync_folder_of(&target) {
+                tracing::warn!(file = %target.display(), error = %e, "the export's folder could not be synced");
+            }
             remove_staged_beside(&target);
             Ok(())
         })

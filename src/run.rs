@@ -777,11 +777,11 @@ struct Feeds {
     sinks: Vec<tokio::task::JoinHandle<Result<SinkReport>>>,
     /// The platforms among them, by name (the last `streamed.len()` feeds).
     streamed: Vec<String>,
-    /// Set by `finish`: the members stream of each feed ends normally only then. A run dropped
-    /// before it (at a SIGTERM, once the grace period is over) drops the senders unasked, and
-    /// each stream then ends with an error, so no export commits a part of the segment as if it
-    /// were the whole.
-    complete: Arc<std::sync::atomic::AtomicBool>,
+    /// Per feed, set by `finish` just before its sender goes: its members stream ends normally
+    /// only then. A run dropped before (at a SIGTERM, once the grace period is over) drops the
+    /// senders unasked, and each stream then ends with an error, so no export commits a part of
+    /// the segment as if it were the whole, nor before the platforms sent while reading have.
+    complete: Vec<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Feeds {
@@ -827,7 +827,8 @@ impl Feeds {
         T: std::future::Future<Output = Result<SinkReport>> + Send + 'static,
     {
         let (tx, rx) = futures::channel::mpsc::channel::<Result<RecordBatch>>(2);
-        let complete = self.complete.clone();
+        let complete = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        self.complete.push(complete.clone());
         let cut_short = futures::stream::once(async move {
             match complete.load(std::sync::atomic::Ordering::Acquire) {
                 true => None,
@@ -860,16 +861,22 @@ impl Feeds {
             mut senders,
             mut sinks,
             streamed,
-            complete,
+            mut complete,
         } = self;
-        complete.store(true, std::sync::atomic::Ordering::Release);
+        let completed = |flags: &[Arc<std::sync::atomic::AtomicBool>]| {
+            for flag in flags {
+                flag.store(true, std::sync::atomic::Ordering::Release);
+            }
+        };
         let exports = senders.len() - streamed.len();
+        completed(&complete.split_off(exports));
         drop(senders.split_off(exports));
         let (streamed_reports, streamed_error) = join_tasks(sinks.split_off(exports)).await;
         if let Some(e) = streamed_error {
             abandon(senders, sinks, None).await;
             return Err(e);
         }
+        completed(&complete);
         drop(senders);
         let (mut reports, export_error) = join_tasks(sinks).await;
         if let Some(e) = export_error {
@@ -1770,6 +1777,36 @@ mod tests {
     fn one_row() -> RecordBatch {
         let column = Arc::new(arrow::array::Int32Array::from(vec![1])) as _;
         RecordBatch::try_from_iter([("x", column)]).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_export_does_not_complete_while_the_platforms_sent_to_while_reading_are_sending() {
+        let mut feeds = Feeds::default();
+        let (tell, ended_well) = tokio::sync::oneshot::channel();
+        feeds.spawn(|mut members| async move {
+            let mut last_ok = true;
+            while let Some(batch) = members.next().await {
+                last_ok = batch.is_ok();
+            }
+            let _ = tell.send(last_ok);
+            Ok(SinkReport::default())
+        });
+        feeds.streamed.push("platform".into());
+        feeds.spawn(|mut members| async move {
+            while members.next().await.is_some() {}
+            // Its last requests never answer.
+            std::future::pending::<()>().await;
+            Ok(SinkReport::default())
+        });
+        feeds.feed(&one_row()).await;
+        let finishing = tokio::spawn(feeds.finish());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The run is dropped as its grace period ends, while it waits for the platform.
+        finishing.abort();
+        assert!(
+            !ended_well.await.unwrap(),
+            "the export's stream ended in an error"
+        );
     }
 
     #[tokio::test]
