@@ -26,6 +26,7 @@
 //! the other of two buffers with the next row group (or text batch), one write at a time, so
 //! the bytes stay in order.
 
+use crate::destinations::export::sink::STALE_AFTER;
 use crate::error::{Error, Result};
 use bytes::Bytes;
 use std::fs::{File, OpenOptions};
@@ -451,8 +452,9 @@ impl DirectWriter {
 }
 
 /// Removes the staging files of `target` that earlier runs left beside it (`staging_file`'s
-/// names: a process killed outright, or one that panicked, cannot remove its own). Best effort:
-/// what is left now, the next commit removes.
+/// names: a process killed outright, or one that panicked, cannot remove its own), once they
+/// are `STALE_AFTER` old: a younger one may be another run of the date still writing. Best
+/// effort: what is left now, a later commit removes.
 fn remove_staged_beside(target: &Path) {
     let (Some(folder), Some(name)) = (target.parent(), target.file_name()) else {
         return;
@@ -468,7 +470,13 @@ fn remove_staged_beside(target: &Path) {
             .as_encoded_bytes()
             .strip_prefix(prefix.as_encoded_bytes())
             .is_some_and(|rest| rest.len() == 20 && rest.iter().all(u8::is_ascii_digit));
-        if staged {
+        let stale = || {
+            let modified = entry.metadata().and_then(|m| m.modified()).ok();
+            modified
+                .and_then(|m| m.elapsed().ok())
+                .is_some_and(|age| age > STALE_AFTER)
+        };
+        if staged && stale() {
             let _ = std::fs::remove_file(entry.path());
         }
     }
@@ -610,6 +618,8 @@ mod tests {
         let target = dir.path().join("job-2026-11-25.csv");
         let killed = dir.path().join("job-2026-11-25.csv#00000000070000000003");
         let others = [
+            // Another run of the date, still writing.
+            dir.path().join("job-2026-11-25.csv#00000000080000000001"),
             dir.path().join("job-2026-11-25.csv.bak"),
             dir.path().join("job-2026-11-25.csv#notes"),
             dir.path().join("other.csv#00000000070000000003"),
@@ -617,6 +627,14 @@ mod tests {
         for f in others.iter().chain([&killed]) {
             std::fs::write(f, b"x").unwrap();
         }
+        let eight_days = std::time::Duration::from_secs(8 * 24 * 3600);
+        let long_ago = std::time::SystemTime::now() - eight_days;
+        File::options()
+            .write(true)
+            .open(&killed)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
         let file = DirectFile::create(target.clone()).unwrap();
         file.commit(filled(b"a,b\n")).await.unwrap();
         assert_eq!(std::fs::read(&target).unwrap(), b"a,b\n");

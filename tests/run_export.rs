@@ -188,16 +188,21 @@ fn per_batch_csv_and_ndjson_exports_respect_the_row_limit() {
             }
         }
         assert_eq!(lines as u64, members);
-        // A killed run of the date left its staging folder; another job, whose name begins
-        // with this one's stem, is writing its own.
+        // A killed run of the date left its staging folder, days ago; another job, whose name
+        // begins with this one's stem, is writing its own.
         let left = "_staging-job-2026-11-25-20261125T010203Z-0123456789ab";
         let other = "_staging-job-2026-11-25-x-2026-11-26-20261126T010203Z-0123456789ab";
-        for staging in [left, other] {
+        // A run of the date started a minute ago, still writing.
+        let live = format!(
+            "_staging-job-2026-11-25-{}-0123456789ab",
+            (chrono::Utc::now() - chrono::Duration::minutes(1)).format("%Y%m%dT%H%M%SZ")
+        );
+        for staging in [left, other, live.as_str()] {
             std::fs::create_dir_all(out_dir.join(staging)).unwrap();
             std::fs::write(out_dir.join(staging).join("part-00000.csv"), "x\n").unwrap();
         }
         // A rerun for the same date replaces the files rather than adding to them, and removes
-        // what the killed run left, not the other job's.
+        // what the killed run left, not the other job's nor the live run's.
         run_ok(
             activator()
                 .arg("run")
@@ -206,9 +211,11 @@ fn per_batch_csv_and_ndjson_exports_respect_the_row_limit() {
         );
         let mut again = files_below(&out_dir);
         again.retain(|f| !f.ends_with("_SUCCESS"));
-        let others = format!("{other}/part-00000.csv");
-        assert!(again.contains(&others), "{again:?}");
-        again.retain(|f| *f != others);
+        for kept in [other, live.as_str()] {
+            let part = format!("{kept}/part-00000.csv");
+            assert!(again.contains(&part), "{part} stays: {again:?}");
+            again.retain(|f| *f != part);
+        }
         assert_eq!(again, files);
     }
 }

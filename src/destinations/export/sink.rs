@@ -239,9 +239,15 @@ async fn remove_prefix(store: &Arc<dyn ObjectStore>, prefix: &Path) -> Result<()
     Ok(())
 }
 
+/// How old a staging folder or file must be to belong to no live run: the longest attempt the
+/// stack gives a job (`timeout_minutes`, 7 days at most). A younger one may be another run of
+/// the same date still writing (a `--force` beside the scheduled run).
+pub const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
 /// Removes the staging folders earlier runs of the date left in `folder` (a killed run cannot
-/// remove its own): their parts are whole objects, which no lifecycle rule for unfinished
-/// uploads removes. Best effort: what cannot be listed or removed now is tried by the next run.
+/// remove its own) once they are `STALE_AFTER` old: their parts are whole objects, which no
+/// lifecycle rule for unfinished uploads removes. Best effort: what cannot be listed or removed
+/// now is tried by the next run.
 async fn sweep_staging(store: &Arc<dyn ObjectStore>, folder: &Path, stem: &str) {
     let Ok(listed) = store.list_with_delimiter(Some(folder)).await else {
         return;
@@ -252,7 +258,7 @@ async fn sweep_staging(store: &Arc<dyn ObjectStore>, folder: &Path, stem: &str) 
             .strip_prefix("_staging-")
             .and_then(|n| n.strip_prefix(stem))
             .and_then(|n| n.strip_prefix('-'));
-        if left.is_some_and(is_run_id) {
+        if left.is_some_and(|id| is_run_id(id) && started_before(id, STALE_AFTER)) {
             tracing::info!(folder = %prefix, "removing the staging folder an earlier run of the date left");
             remove_prefix(store, &prefix).await.ok();
         }
@@ -272,6 +278,15 @@ fn is_run_id(s: &str) -> bool {
         && b[17..]
             .iter()
             .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+}
+
+/// Whether the run `id` (a run id) started more than `age` ago.
+fn started_before(id: &str, age: std::time::Duration) -> bool {
+    let Ok(started) = chrono::NaiveDateTime::parse_from_str(&id[..16], "%Y%m%dT%H%M%SZ") else {
+        return false;
+    };
+    let age = chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
+    chrono::Utc::now().naive_utc() - started > age
 }
 
 fn display(url: &url::Url, folder: &Path, path: &Path) -> String {
