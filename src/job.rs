@@ -467,18 +467,28 @@ fn destinations(
     Ok(destinations)
 }
 
-/// An export's files are named by the job and the date alone, and a rerun first removes what
-/// the date's earlier run left in its folder: two exports to one folder would overwrite or
-/// remove each other's files, and both report success.
+/// An export's files are named by the job and the date alone: `{stem}.{ext}` for `per_run`, a
+/// folder `{stem}/` for `per_batch`, whose rerun first removes what it held. Two exports to one
+/// folder would overwrite or remove each other's files, and both report success, unless both
+/// write one file a run in formats of their own (Parquet and CSV side by side).
 fn one_export_a_folder(destinations: &[Box<dyn Destination>], at: &str) -> Result<()> {
-    let mut folders: std::collections::BTreeMap<String, &str> = Default::default();
+    let mut folders: std::collections::BTreeMap<String, (&str, bool, &str)> = Default::default();
     for d in destinations {
         for target in d.targets() {
-            let crate::destinations::Target::Files { url, .. } = target else {
+            let crate::destinations::Target::Files {
+                url,
+                per_batch,
+                extension,
+                ..
+            } = target
+            else {
                 continue;
             };
             let folder = url.as_str().trim_end_matches('/').to_string();
-            if let Some(other) = folders.insert(folder, d.name()) {
+            if let Some((other, other_per_batch, other_extension)) =
+                folders.insert(folder, (d.name(), per_batch, extension))
+                && (per_batch || other_per_batch || extension == other_extension)
+            {
                 return Err(Error::config(format!(
                     "{at}: destinations `{other}` and `{}` export to the same folder {url}: \
                      their files would overwrite each other; give each its own `url`",
@@ -575,7 +585,15 @@ mod tests {
             ));
             Job::parse(&path, &text, &|_| None)
         };
-        let err = two("s3://b/out", "s3://b/out/").unwrap_err();
+        // Same format, one file a run each: the same file.
+        let same = |a: &str, b: &str| {
+            let text = with_destination(&format!(
+                "type = \"export\"\nname = \"daily\"\nurl = \"{a}\"\nformat = \"csv\"\n\
+                 [[destinations]]\ntype = \"export\"\nname = \"copy\"\nurl = \"{b}\"\nformat = \"csv\""
+            ));
+            Job::parse(&path, &text, &|_| None)
+        };
+        let err = same("s3://b/out", "s3://b/out/").unwrap_err();
         assert_eq!(err.class, crate::ErrorClass::Config);
         assert!(
             err.message
@@ -583,7 +601,19 @@ mod tests {
             "{}",
             err.message
         );
-        assert!(two("s3://b/out", "s3://b/out-csv").is_ok());
+        assert!(same("s3://b/out", "s3://b/out-csv").is_ok());
+        // Parquet and CSV side by side, one file a run each: no clash.
+        assert!(two("s3://b/out", "s3://b/out/").is_ok());
+        // A folder a run beside one file: the rerun's removal of the folder is not the file's,
+        // but the layouts are kept apart all the same.
+        let batched = |a: &str, b: &str| {
+            let text = with_destination(&format!(
+                "type = \"export\"\nname = \"daily\"\nurl = \"{a}\"\nlayout = \"per_batch\"\n\
+                 [[destinations]]\ntype = \"export\"\nname = \"copy\"\nurl = \"{b}\"\nformat = \"csv\""
+            ));
+            Job::parse(&path, &text, &|_| None)
+        };
+        assert!(batched("s3://b/out", "s3://b/out").is_err());
     }
 
     #[test]

@@ -120,6 +120,8 @@ pub enum Target<'a> {
         field: &'static str,
         url: &'a url::Url,
         per_batch: bool,
+        /// The files' extension (`parquet`, `csv`, `ndjson`).
+        extension: &'static str,
     },
 }
 

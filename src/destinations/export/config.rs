@@ -122,6 +122,7 @@ impl Destination for Export {
             field: "url",
             url: &self.url,
             per_batch: self.layout == ExportLayout::PerBatch,
+            extension: self.format.extension(),
         }]
     }
 
