@@ -85,6 +85,9 @@ impl Upload {
             multipart.complete().await.map(drop)
         }
         .await;
+        if completed.is_ok() {
+            self.multipart = None;
+        }
         self.aborted_on(completed).await
     }
 
@@ -135,6 +138,20 @@ impl Upload {
             }
         }
         result
+    }
+}
+
+impl Drop for Upload {
+    /// An upload dropped before it completed or was given up (its task cancelled, or its
+    /// writer dropped on an error between puts) is aborted on the runtime, if one still runs.
+    fn drop(&mut self) {
+        if let Some(mut multipart) = self.multipart.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                let _ = multipart.abort().await;
+            });
+        }
     }
 }
 
@@ -333,6 +350,25 @@ mod tests {
         let err = upload.finish().await.unwrap_err();
         assert!(err.to_string().contains("failed earlier"), "{err}");
         assert!(store.head(&Path::from("out/file")).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn an_upload_dropped_unfinished_is_aborted_and_a_finished_one_is_not() {
+        let store = flaky(usize::MAX);
+        let mut upload = Upload::new(store.clone(), Path::from("out/file"), 1000);
+        upload.put(numbered(2500)).await.unwrap();
+        drop(upload);
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert_eq!(store.aborted.load(Ordering::SeqCst), 1);
+        send(store.clone(), &numbered(2500), 700).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert_eq!(
+            store.aborted.load(Ordering::SeqCst),
+            1,
+            "the finished one stays"
+        );
+        assert!(store.head(&Path::from("out/file")).await.is_ok());
     }
 
     #[tokio::test]

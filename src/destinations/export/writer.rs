@@ -158,7 +158,10 @@ impl FileWriter {
     pub async fn commit(self) -> Result<()> {
         match self {
             FileWriter::Parquet { mut writer, out } => {
-                writer.finish()?;
+                if let Err(e) = writer.finish() {
+                    out.abort().await.ok();
+                    return Err(e.into());
+                }
                 let last = std::mem::replace(writer.inner_mut(), AlignedBuf::with_capacity(0));
                 out.commit(last).await
             }
