@@ -90,10 +90,45 @@ impl<'a> Resolver<'a> {
 
     /// A URL (`s3://bucket/prefix`, `file:///abs`) or a path, relative to the job's folder.
     pub fn location(&self, s: &str, key: &str, folder: bool) -> Result<Url> {
-        let s = self.expand(s, key, true)?;
-        resolve_location(&s, self.dir, folder)
-            .map_err(|m| Error::config(format!("{}: {key}: {m}", self.at)))
+        let expanded = self.expand(s, key, true)?;
+        let url = resolve_location(&expanded, self.dir, folder)
+            .map_err(|m| Error::config(format!("{}: {key}: {m}", self.at)))?;
+        // Values harmless one by one may step out together (`${A}${B}` with `.` and `.`): the
+        // location must still begin with what is written before its later variables.
+        if let Some(fixed) = fixed_part(s) {
+            // Read again, not recorded again: `expand` above recorded what it read.
+            let fixed = interpolate(fixed, self.env).unwrap_or_default();
+            if let Ok(fixed) = resolve_location(&fixed, self.dir, false)
+                && !url.as_str().starts_with(fixed.as_str())
+            {
+                return Err(Error::config(format!(
+                    "{}: {key}: its variables lead from {fixed} to {url}, out of the folder \
+                     written before them; give them plain names",
+                    self.at
+                )));
+            }
+        }
+        Ok(url)
     }
+}
+
+/// The part of a location before its first variable after the start (a variable it begins
+/// with is its base), if it has one.
+fn fixed_part(s: &str) -> Option<&str> {
+    let s = s.trim_start();
+    let from = match s.strip_prefix("${") {
+        Some(rest) => s.len() - rest.len() + rest.find('}')? + 1,
+        None => 0,
+    };
+    let mut at = from;
+    while let Some(i) = s[at..].find("${") {
+        let i = at + i;
+        if i == 0 || s.as_bytes()[i - 1] != b'$' {
+            return Some(&s[..i]);
+        }
+        at = i + 2;
+    }
+    None
 }
 
 /// Whether a value put into a location could step out of the folder around it: a `..` step,
@@ -260,6 +295,8 @@ mod tests {
             "SLASH" => Some("a%2fb".to_string()),
             "PLAIN" => Some("spenders".to_string()),
             "DATA" => Some("../data".to_string()),
+            "DOT" => Some(".".to_string()),
+            "BUCKET" => Some("b".to_string()),
             _ => None,
         };
         let resolver = Resolver::new("jobs/j.toml", Path::new("/repo/jobs"), &env);
@@ -284,6 +321,17 @@ mod tests {
         let url = at("${NONE:-../testdata}/${PLAIN}").unwrap();
         assert_eq!(url.as_str(), "file:///repo/testdata/spenders/");
         assert!(at("${PLAIN}/${UP}").is_err());
+        // Harmless one by one, out together.
+        let err = at("s3://b/exports/${DOT}${DOT}/finance").unwrap_err();
+        assert!(err.message.contains("out of the folder"), "{}", err.message);
+        assert_eq!(
+            at("s3://${BUCKET}/exports/${PLAIN}").unwrap().as_str(),
+            "s3://b/exports/spenders/"
+        );
+        assert_eq!(
+            at("s3://b/exp$${X}-${PLAIN}").unwrap().as_str(),
+            "s3://b/exp$%7BX%7D-spenders/"
+        );
         // Other strings are not locations: any value goes.
         assert_eq!(
             resolver.interpolate("${UP}", "audience").unwrap(),
