@@ -24,11 +24,11 @@ pub struct Upload {
     /// Bytes not yet sent, fewer than a part.
     pending: Vec<Bytes>,
     pending_bytes: usize,
-    /// The multipart upload, once more than a part has come.
+    /// The multipart upload, once a part's worth of bytes has come.
     multipart: Option<Box<dyn MultipartUpload>>,
     parts: JoinSet<object_store::Result<()>>,
-    /// A put failed and the upload was aborted: nothing may complete it now (a put of the
-    /// bytes held would store a piece of the object as the whole).
+    /// A put or the completion failed and the upload was aborted: nothing may complete it now
+    /// (a put of the bytes held would store a piece of the object as the whole).
     failed: bool,
 }
 
