@@ -26,7 +26,6 @@
 //! the other of two buffers with the next row group (or text batch), one write at a time, so
 //! the bytes stay in order.
 
-use crate::destinations::export::sink::STALE_AFTER;
 use crate::error::{Error, Result};
 use bytes::Bytes;
 use std::fs::{File, OpenOptions};
@@ -450,6 +449,11 @@ impl DirectWriter {
         Ok(self.file)
     }
 }
+
+/// How old a staging file or folder must be to belong to no live run: the longest attempt the
+/// stack gives a job (`timeout_minutes`, 7 days at most). A younger one may be another run of
+/// the same date still writing (a `--force` beside the scheduled run).
+pub const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
 /// Removes the staging files of `target` that earlier runs left beside it (`staging_file`'s
 /// names: a process killed outright, or one that panicked, cannot remove its own), once they

@@ -578,21 +578,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("s.sql"), "SELECT 1").unwrap();
         let path = dir.path().join("j.toml");
-        let two = |a: &str, b: &str| {
+        // Exports `daily` (with the settings `daily`) to `a` and `copy` (CSV) to `b`.
+        let exports = |daily: &str, a: &str, b: &str| {
             let text = with_destination(&format!(
-                "type = \"export\"\nname = \"daily\"\nurl = \"{a}\"\n\
+                "type = \"export\"\nname = \"daily\"\nurl = \"{a}\"\n{daily}\n\
                  [[destinations]]\ntype = \"export\"\nname = \"copy\"\nurl = \"{b}\"\nformat = \"csv\""
             ));
             Job::parse(&path, &text, &|_| None)
         };
+        let two = |a: &str, b: &str| exports("", a, b);
         // Same format, one file a run each: the same file.
-        let same = |a: &str, b: &str| {
-            let text = with_destination(&format!(
-                "type = \"export\"\nname = \"daily\"\nurl = \"{a}\"\nformat = \"csv\"\n\
-                 [[destinations]]\ntype = \"export\"\nname = \"copy\"\nurl = \"{b}\"\nformat = \"csv\""
-            ));
-            Job::parse(&path, &text, &|_| None)
-        };
+        let same = |a: &str, b: &str| exports("format = \"csv\"", a, b);
         let err = same("s3://b/out", "s3://b/out/").unwrap_err();
         assert_eq!(err.class, crate::ErrorClass::Config);
         assert!(
@@ -606,14 +602,8 @@ mod tests {
         assert!(two("s3://b/out", "s3://b/out/").is_ok());
         // A folder a run beside one file: the rerun's removal of the folder is not the file's,
         // but the layouts are kept apart all the same.
-        let batched = |a: &str, b: &str| {
-            let text = with_destination(&format!(
-                "type = \"export\"\nname = \"daily\"\nurl = \"{a}\"\nlayout = \"per_batch\"\n\
-                 [[destinations]]\ntype = \"export\"\nname = \"copy\"\nurl = \"{b}\"\nformat = \"csv\""
-            ));
-            Job::parse(&path, &text, &|_| None)
-        };
-        assert!(batched("s3://b/out", "s3://b/out").is_err());
+        let batched = exports("layout = \"per_batch\"", "s3://b/out", "s3://b/out");
+        assert!(batched.is_err());
     }
 
     #[test]

@@ -295,9 +295,19 @@ mod tests {
             .into()
     }
 
+    /// Where the tests' uploads go.
+    fn file() -> Path {
+        Path::from("out/file")
+    }
+
+    /// An upload to `file()` in parts of 1,000 bytes.
+    fn upload_to(store: &Arc<Flaky>) -> Upload {
+        Upload::new(store.clone(), file(), 1000)
+    }
+
     /// Puts `bytes` in pieces of `piece` bytes, then finishes.
     async fn send(store: Arc<Flaky>, bytes: &Bytes, piece: usize) -> object_store::Result<()> {
-        let mut upload = Upload::new(store, Path::from("out/file"), 1000);
+        let mut upload = upload_to(&store);
         for i in (0..bytes.len()).step_by(piece) {
             upload
                 .put(bytes.slice(i..(i + piece).min(bytes.len())))
@@ -313,7 +323,7 @@ mod tests {
                 let store = flaky(usize::MAX);
                 let bytes = numbered(len);
                 send(store.clone(), &bytes, piece).await.unwrap();
-                let stored = store.get(&Path::from("out/file")).await.unwrap();
+                let stored = store.get(&file()).await.unwrap();
                 assert!(stored.bytes().await.unwrap() == bytes, "{len} in {piece}");
                 // A part's worth or more goes in parts; less, in one put.
                 let in_parts = store.begun.load(Ordering::SeqCst) == 1;
@@ -333,10 +343,7 @@ mod tests {
                 .unwrap_err();
             assert!(err.to_string().contains("the part was refused"), "{err}");
             assert_eq!(store.aborted.load(Ordering::SeqCst), 1, "part {fail_part}");
-            assert!(
-                store.head(&Path::from("out/file")).await.is_err(),
-                "part {fail_part}"
-            );
+            assert!(store.head(&file()).await.is_err(), "part {fail_part}");
         }
     }
 
@@ -345,20 +352,19 @@ mod tests {
         // The multipart upload cannot begin: the first part's bytes are still held, and a
         // single put of them would store a piece as the whole.
         let store = flaky(0);
-        let mut upload = Upload::new(store.clone(), Path::from("out/file"), 1000);
+        let mut upload = upload_to(&store);
         assert!(upload.put(numbered(1500)).await.is_err());
         let err = upload.finish().await.unwrap_err();
         assert!(err.to_string().contains("failed earlier"), "{err}");
-        assert!(store.head(&Path::from("out/file")).await.is_err());
+        assert!(store.head(&file()).await.is_err());
     }
 
     #[tokio::test]
     async fn an_upload_dropped_unfinished_is_aborted_and_a_finished_one_is_not() {
         let store = flaky(usize::MAX);
-        let mut upload = Upload::new(store.clone(), Path::from("out/file"), 1000);
+        let mut upload = upload_to(&store);
         upload.put(numbered(2500)).await.unwrap();
         drop(upload);
-        tokio::task::yield_now().await;
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         assert_eq!(store.aborted.load(Ordering::SeqCst), 1);
         send(store.clone(), &numbered(2500), 700).await.unwrap();
@@ -368,16 +374,16 @@ mod tests {
             1,
             "the finished one stays"
         );
-        assert!(store.head(&Path::from("out/file")).await.is_ok());
+        assert!(store.head(&file()).await.is_ok());
     }
 
     #[tokio::test]
     async fn an_upload_given_up_is_aborted_and_stores_nothing() {
         let store = flaky(usize::MAX);
-        let mut upload = Upload::new(store.clone(), Path::from("out/file"), 1000);
+        let mut upload = upload_to(&store);
         upload.put(numbered(2500)).await.unwrap();
         upload.abort().await.unwrap();
         assert_eq!(store.aborted.load(Ordering::SeqCst), 1);
-        assert!(store.head(&Path::from("out/file")).await.is_err());
+        assert!(store.head(&file()).await.is_err());
     }
 }

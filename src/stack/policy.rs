@@ -4,8 +4,8 @@
 //! - tables: DataFusion lists each table's prefix (with and without a delimiter, for partitions)
 //!   and reads its objects: `s3:ListBucket` with an `s3:prefix` condition, `s3:GetObject`;
 //! - state (`state/mod.rs`, below `{state}/{job}/`): get, put (plain, create-only, and multipart
-//!   through `BufWriter`), delete, list and list with a delimiter: `s3:GetObject`, `PutObject`,
-//!   `AbortMultipartUpload`, `DeleteObject`, `ListBucket`;
+//!   through `crate::upload::Upload`), delete, list and list with a delimiter: `s3:GetObject`,
+//!   `PutObject`, `AbortMultipartUpload`, `DeleteObject`, `ListBucket`;
 //! - exports (`destinations/export/sink.rs`): `per_run` is one multipart upload (`PutObject`,
 //!   `AbortMultipartUpload` when a run fails); `per_batch` also lists and deletes the date's
 //!   folder, moves the parts out of `_staging-…` folders and removes those earlier runs of the

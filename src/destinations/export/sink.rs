@@ -12,6 +12,7 @@ use super::config::{Export, ExportLayout};
 use super::writer::FileWriter;
 use crate::batch;
 use crate::destinations::{RunInfo, SinkReport};
+use crate::direct::STALE_AFTER;
 use crate::error::Result;
 use crate::storage;
 use arrow::array::RecordBatch;
@@ -239,11 +240,6 @@ async fn remove_prefix(store: &Arc<dyn ObjectStore>, prefix: &Path) -> Result<()
     Ok(())
 }
 
-/// How old a staging folder or file must be to belong to no live run: the longest attempt the
-/// stack gives a job (`timeout_minutes`, 7 days at most). A younger one may be another run of
-/// the same date still writing (a `--force` beside the scheduled run).
-pub const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
-
 /// Removes the staging folders earlier runs of the date left in `folder` (a killed run cannot
 /// remove its own) once they are `STALE_AFTER` old: their parts are whole objects, which no
 /// lifecycle rule for unfinished uploads removes. Best effort: what cannot be listed or removed
@@ -258,33 +254,28 @@ async fn sweep_staging(store: &Arc<dyn ObjectStore>, folder: &Path, stem: &str) 
             .strip_prefix("_staging-")
             .and_then(|n| n.strip_prefix(stem))
             .and_then(|n| n.strip_prefix('-'));
-        if left.is_some_and(|id| is_run_id(id) && started_before(id, STALE_AFTER)) {
+        if left
+            .and_then(run_started)
+            .is_some_and(|started| older_than(started, STALE_AFTER))
+        {
             tracing::info!(folder = %prefix, "removing the staging folder an earlier run of the date left");
             remove_prefix(store, &prefix).await.ok();
         }
     }
 }
 
-/// A run id as `run::new_run_id` makes them (`20261125T020304Z-0123456789ab`): another job's
-/// staging folder, whose name may begin with this one's stem, has the rest of its stem there.
-fn is_run_id(s: &str) -> bool {
-    let b = s.as_bytes();
-    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
-    b.len() == 29
-        && digits(0..8)
-        && b[8] == b'T'
-        && digits(9..15)
-        && &b[15..17] == b"Z-"
-        && b[17..]
-            .iter()
-            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+/// When the run of id `s` started, if `s` is a run id as `run::new_run_id` makes them
+/// (`20261125T020304Z-0123456789ab`): another job's staging folder, whose name may begin with
+/// this one's stem, has the rest of its stem there instead.
+fn run_started(s: &str) -> Option<chrono::NaiveDateTime> {
+    let (time, random) = s.split_at_checked(16)?;
+    let random = random.strip_prefix('-')?;
+    let lower_hex = |c: u8| c.is_ascii_digit() || (b'a'..=b'f').contains(&c);
+    (random.len() == 12 && random.bytes().all(lower_hex))
+        .then(|| chrono::NaiveDateTime::parse_from_str(time, "%Y%m%dT%H%M%SZ").ok())?
 }
 
-/// Whether the run `id` (a run id) started more than `age` ago.
-fn started_before(id: &str, age: std::time::Duration) -> bool {
-    let Ok(started) = chrono::NaiveDateTime::parse_from_str(&id[..16], "%Y%m%dT%H%M%SZ") else {
-        return false;
-    };
+fn older_than(started: chrono::NaiveDateTime, age: std::time::Duration) -> bool {
     let age = chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
     chrono::Utc::now().naive_utc() - started > age
 }
