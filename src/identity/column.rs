@@ -160,7 +160,10 @@ pub struct MemberBatch {
 /// The normalized values of one input column, packed.
 struct Normalized {
     data: Vec<u8>,
-    ends: Vec<u32>,
+    /// Each row's value in `data`, as (start, end). A repeated value points at the bytes of its
+    /// first row rather than a copy of them: copying the names, zips and countries that repeat
+    /// was a small `memcpy` call a row each.
+    spans: Vec<(u32, u32)>,
     outcome: Vec<Outcome>,
     /// For each row, an earlier row of the same raw value (so of the same normalized value and
     /// outcome), or `NOT_SEEN`: the output reuses that row's digest without hashing, or
@@ -173,18 +176,9 @@ struct Normalized {
 const NOT_SEEN: u32 = u32::MAX;
 
 impl Normalized {
-    fn range(&self, row: usize) -> (usize, usize) {
-        let start = if row == 0 {
-            0
-        } else {
-            self.ends[row - 1] as usize
-        };
-        (start, self.ends[row] as usize)
-    }
-
     fn value(&self, row: usize) -> &[u8] {
-        let (start, end) = self.range(row);
-        &self.data[start..end]
+        let (start, end) = self.spans[row];
+        &self.data[start as usize..end as usize]
     }
 
     fn present(&self, row: usize) -> bool {
@@ -323,7 +317,7 @@ impl<'p> ColumnNormalizer<'p> {
             by_region: matches!(input.kind, Kind::Phone | Kind::State | Kind::Zip),
             out: Normalized {
                 data: Vec::with_capacity(rows * 24),
-                ends: Vec::with_capacity(rows),
+                spans: Vec::with_capacity(rows),
                 outcome: Vec::with_capacity(rows),
                 same_as: Vec::with_capacity(rows),
             },
@@ -344,6 +338,8 @@ impl<'p> ColumnNormalizer<'p> {
     ) {
         let out = &mut self.out;
         let mut same_as = NOT_SEEN;
+        let start = out.data.len();
+        let mut span = None;
         let outcome = match key {
             None => Outcome::Missing,
             Some(key) => {
@@ -352,10 +348,8 @@ impl<'p> ColumnNormalizer<'p> {
                 match repeats.find_or_insert(key, row as u32) {
                     Some(earlier) => {
                         same_as = earlier;
-                        let earlier = earlier as usize;
-                        let (start, end) = out.range(earlier);
-                        out.data.extend_from_within(start..end);
-                        out.outcome[earlier]
+                        span = Some(out.spans[earlier as usize]);
+                        out.outcome[earlier as usize]
                     }
                     None => {
                         let outcome = normalize(
@@ -381,8 +375,9 @@ impl<'p> ColumnNormalizer<'p> {
             Outcome::Valid | Outcome::Missing => {}
         }
         // Within u32: at most three times MAX_TRANSFORM_BYTES of input (see `transform`).
-        out.ends
-            .push(u32::try_from(out.data.len()).expect("normalized values are below 4 GiB"));
+        let offset = |at: usize| u32::try_from(at).expect("normalized values are below 4 GiB");
+        out.spans
+            .push(span.unwrap_or_else(|| (offset(start), offset(out.data.len()))));
         out.outcome.push(outcome);
         out.same_as.push(same_as);
     }
@@ -421,7 +416,10 @@ fn output_column(
     offsets.push(0);
     let mut validity = Vec::with_capacity(members.len());
     // Values to hash, with where their digests go; hashed together once the layout is known.
-    let mut to_hash: Vec<(usize, &[u8])> = Vec::new();
+    let mut to_hash: Vec<(usize, &[u8])> = match field.treatment {
+        Treatment::Hashed => Vec::with_capacity(members.len()),
+        Treatment::Raw => vec![],
+    };
     // A value hashed earlier in this column: its digest is copied, (to, from), once written.
     let mut copies: Vec<(usize, usize)> = Vec::new();
     let mut repeats = Repeats::new();
