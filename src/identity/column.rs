@@ -250,9 +250,17 @@ fn for_each_str<'a>(array: &'a dyn Array, mut f: impl FnMut(usize, Option<&'a st
     }
 }
 
+/// Whether a column of `data_type` is text as it is (`text_bytes` counts it exactly).
+fn is_text(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    )
+}
+
 fn as_strings(array: &ArrayRef) -> Result<ArrayRef, arrow::error::ArrowError> {
     match array.data_type() {
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Ok(array.clone()),
+        t if is_text(t) => Ok(array.clone()),
         // Dates, timestamps and integer ids: their text form is what the rules read.
         _ => arrow::compute::cast(array, &DataType::Utf8),
     }
@@ -612,7 +620,7 @@ fn input_bytes(plan: &IdentityPlan, batch: &RecordBatch) -> usize {
         .iter()
         .filter_map(|input| batch.column_by_name(&input.column))
         .map(|a| match a.data_type() {
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => text_bytes(a.as_ref()),
+            t if is_text(t) => text_bytes(a.as_ref()),
             // Binary text, dictionaries: their values, as read whole (an overestimate for a
             // dictionary, whose values repeat).
             DataType::Binary | DataType::LargeBinary | DataType::BinaryView => a
@@ -688,6 +696,10 @@ fn normalize_rows(
         let c = batch.column_by_name(name).ok_or_else(|| {
             arrow::error::ArrowError::SchemaError(format!("segment result has no column `{name}`"))
         })?;
+        if is_text(c.data_type()) {
+            // Counted exactly in `bytes` above: within the limit.
+            return Ok(c.clone());
+        }
         let text = as_strings(c)?;
         // A column whose text form is larger than its type suggested (a dictionary of long
         // values, say): refused here rather than overflowing the 32-bit offsets below.
@@ -721,8 +733,7 @@ fn normalize_rows(
         );
         for (row, region) in regions.iter_mut().enumerate() {
             if countries.outcome[row] == Outcome::Valid {
-                *region =
-                    Region::from_code(std::str::from_utf8(countries.value(row)).unwrap_or(""));
+                *region = Region::from_ascii_pair(countries.value(row));
             }
         }
         tally.add(&region_tally);

@@ -28,16 +28,26 @@ impl Region {
             return None;
         }
         let b = c.as_bytes();
-        let region = Region([b[0].to_ascii_uppercase(), b[1].to_ascii_uppercase()]);
-        // Called for every row with a country (the phone's region), so a table lookup rather
-        // than `for_alpha2_caseless`, which allocates an upper-case copy and then walks a long
-        // match. Both agree on ASCII input (`alpha2_table_agrees_with_isocountry`).
         if b.is_ascii() {
-            return is_alpha2(region).then_some(region);
+            return Region::from_ascii_pair(b);
         }
+        let region = Region([b[0].to_ascii_uppercase(), b[1].to_ascii_uppercase()]);
         isocountry::CountryCode::for_alpha2_caseless(c)
             .is_ok()
             .then_some(region)
+    }
+
+    /// The region of two ASCII letters in either case, such as the country column's normalized
+    /// value; anything else is none. Called for every row with a country (the phone's region),
+    /// so a table lookup rather than `for_alpha2_caseless`, which allocates an upper-case copy
+    /// and then walks a long match. Both agree on ASCII input
+    /// (`alpha2_table_agrees_with_isocountry`).
+    pub fn from_ascii_pair(code: &[u8]) -> Option<Region> {
+        let &[a, b] = code else {
+            return None;
+        };
+        let region = Region([a.to_ascii_uppercase(), b.to_ascii_uppercase()]);
+        is_alpha2(region).then_some(region)
     }
 }
 
@@ -317,6 +327,13 @@ mod tests {
                     by_isocountry,
                     "{code:?}"
                 );
+                if code.trim() == code {
+                    assert_eq!(
+                        Region::from_ascii_pair(code.as_bytes()),
+                        Region::from_code(&code),
+                        "{code:?}"
+                    );
+                }
             }
         }
         assert_eq!(Region::from_code(" gb "), Some(Region(*b"GB")));

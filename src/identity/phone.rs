@@ -292,8 +292,10 @@ fn fast_e164(
     }
     push_decimal(code, out);
     // ASCII digits (`buf` takes nothing else), so their bytes are their text: pushed one `char`
-    // at a time they took 0.6% of B1's samples.
-    out.push_str(std::str::from_utf8(national).expect("the national number is ASCII digits"));
+    // at a time they took 0.6% of B1's samples, and checked again by `from_utf8` 0.3%.
+    debug_assert!(national.iter().all(u8::is_ascii_digit));
+    // SAFETY: `national` is part of `buf`, into which the loop above writes only ASCII digits.
+    out.push_str(unsafe { std::str::from_utf8_unchecked(national) });
     Some(Ok(()))
 }
 
