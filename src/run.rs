@@ -33,6 +33,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Debug, Default)]
@@ -449,7 +450,7 @@ fn new_run_id() -> String {
     let random = uuid::Uuid::new_v4().simple().to_string();
     format!(
         "{}-{}",
-        chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
+        chrono::Utc::now().format(destinations::RUN_ID_TIME),
         &random[..12]
     )
 }
@@ -781,7 +782,7 @@ struct Feeds {
     /// only then. A run dropped before (at a SIGTERM, once the grace period is over) drops the
     /// senders unasked, and each stream then ends with an error, so no export commits a part of
     /// the segment as if it were the whole, nor before the platforms sent while reading have.
-    complete: Vec<Arc<std::sync::atomic::AtomicBool>>,
+    complete: Vec<Arc<AtomicBool>>,
 }
 
 impl Feeds {
@@ -827,10 +828,10 @@ impl Feeds {
         T: std::future::Future<Output = Result<SinkReport>> + Send + 'static,
     {
         let (tx, rx) = futures::channel::mpsc::channel::<Result<RecordBatch>>(2);
-        let complete = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let complete = Arc::new(AtomicBool::new(false));
         self.complete.push(complete.clone());
         let cut_short = futures::stream::once(async move {
-            match complete.load(std::sync::atomic::Ordering::Acquire) {
+            match complete.load(Ordering::Acquire) {
                 true => None,
                 false => Some(Err(Error::transient(
                     "the run stopped before the segment was read whole",
@@ -863,9 +864,9 @@ impl Feeds {
             streamed,
             mut complete,
         } = self;
-        let completed = |flags: &[Arc<std::sync::atomic::AtomicBool>]| {
+        let completed = |flags: &[Arc<AtomicBool>]| {
             for flag in flags {
-                flag.store(true, std::sync::atomic::Ordering::Release);
+                flag.store(true, Ordering::Release);
             }
         };
         let exports = senders.len() - streamed.len();
@@ -1333,7 +1334,7 @@ async fn send(
                 .deliver(info, schema, members, &delivery)
                 .await?;
             if let Some(kept) = kept_identifiers {
-                report.identifiers_kept = kept.load(std::sync::atomic::Ordering::Relaxed);
+                report.identifiers_kept = kept.load(Ordering::Relaxed);
             }
             report.add_step(step);
         }
@@ -1547,7 +1548,7 @@ async fn without_held_identifiers(
     let stripped = removes
         .filter_map(move |batch| {
             let out = batch.and_then(|b| held.strip(&b)).map(|(b, n)| {
-                count.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                count.fetch_add(n, Ordering::Relaxed);
                 b
             });
             // A batch whose identifiers are all held leaves nothing to send.

@@ -293,12 +293,16 @@ impl SyncMode {
     }
 }
 
+/// The `chrono` format of the time a run id begins with (`20261125T021500Z`).
+pub const RUN_ID_TIME: &str = "%Y%m%dT%H%M%SZ";
+
 /// What a run tells its destinations.
 #[derive(Clone, Debug)]
 pub struct RunInfo {
     pub job: String,
     pub run_date: NaiveDate,
-    /// Unique per attempt; names staging areas.
+    /// Unique per attempt; names staging areas: the UTC time it started (`RUN_ID_TIME`), `-`,
+    /// and 12 random lower-case hex digits.
     pub run_id: String,
     /// The job's consent columns by role (`ad_user_data`, `ad_personalization`).
     pub consent_columns: Vec<(String, String)>,

@@ -554,14 +554,17 @@ impl Keys for RunFile {
     }
 }
 
+/// The record batches of a file being read.
+type Batches =
+    Box<dyn Iterator<Item = std::result::Result<RecordBatch, arrow::error::ArrowError>> + Send>;
+
 /// A keys file (`keys.arrow`, or an earlier build's `keys.parquet`), read in order. The diff
 /// trusts its order, so a file that does not read, or whose keys are not 16 bytes each in
 /// strictly increasing order, stops the run with an error naming it (exit 2): diffed as it is,
 /// it would remove and add members at random.
 struct KeysFile {
     path: PathBuf,
-    batches:
-        Box<dyn Iterator<Item = std::result::Result<RecordBatch, arrow::error::ArrowError>> + Send>,
+    batches: Batches,
     /// The batch being read: its keys and rows.
     batch: Option<(FixedSizeBinaryArray, UInt32Array)>,
     row: usize,
@@ -581,11 +584,7 @@ impl KeysFile {
         })
     }
 
-    fn reader(
-        path: &Path,
-    ) -> Result<
-        Box<dyn Iterator<Item = std::result::Result<RecordBatch, arrow::error::ArrowError>> + Send>,
-    > {
+    fn reader(path: &Path) -> Result<Batches> {
         Ok(if is_ipc(path)? {
             Box::new(ipc_reader(path)?)
         } else {

@@ -10,13 +10,13 @@
 //! (`copy_folio_from_iter_atomic`) 12.7%.
 //!
 //! Here a file is read a part at a time (16 MiB, the multipart upload's part size) and handed to
-//! the upload without a copy (`crate::upload::Upload`); a download is gathered and written 4 MiB at a
-//! time, each write on a blocking thread while the next chunks arrive. The page-cache copy fell
-//! to 2.9% of the samples, the switches out of the profile's top, and activator's CPU for the
-//! night from 10.2-11.0 s to 8.5-9.9 s (four alternating rounds each). The wall time did not
-//! move: moto, on the same two cores, is the bottleneck. The price is memory: up to eight parts
-//! are in flight (the writer's default), and the run's peak went from 630-654 MiB to 604-821
-//! MiB in those rounds, its upload now holding about as much as its read.
+//! the upload without a copy (`crate::upload::Upload`); a download is gathered and written 4 MiB at
+//! a time, each write on a blocking thread while the next chunks arrive. The page-cache copy fell
+//! to 2.9% of the samples, the switches out of the profile's top, and activator's CPU for the night
+//! from 10.2-11.0 s to 8.5-9.9 s (four alternating rounds each). The wall time did not move: moto,
+//! on the same two cores, is the bottleneck. The price is memory: up to eight parts are in flight
+//! (`Upload`'s `IN_FLIGHT`), and the run's peak went from 630-654 MiB to 604-821 MiB in those
+//! rounds, its upload now holding about as much as its read.
 //!
 //! An upload that fails is aborted, so S3 keeps no parts of it (the stack's lifecycle rule would
 //! remove them after a day).
@@ -32,8 +32,8 @@ use std::path::Path;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
 
-/// A multipart upload's part, read from the file in one go. Up to 8 are in flight (the
-/// writer's default) and one is being read, so an upload holds up to 144 MiB.
+/// A multipart upload's part, read from the file in one go. Up to 8 are in flight (`Upload`'s
+/// `IN_FLIGHT`) and one is being read, so an upload holds up to 144 MiB.
 pub const PART_BYTES: usize = 16 << 20;
 /// The bytes of a download gathered before they are written to the file.
 const WRITE_BYTES: usize = 4 << 20;

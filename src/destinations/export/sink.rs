@@ -11,7 +11,7 @@
 use super::config::{Export, ExportLayout};
 use super::writer::FileWriter;
 use crate::batch;
-use crate::destinations::{RunInfo, SinkReport};
+use crate::destinations::{RUN_ID_TIME, RunInfo, SinkReport};
 use crate::direct::STALE_AFTER;
 use crate::error::Result;
 use crate::storage;
@@ -264,15 +264,15 @@ async fn sweep_staging(store: &Arc<dyn ObjectStore>, folder: &Path, stem: &str) 
     }
 }
 
-/// When the run of id `s` started, if `s` is a run id as `run::new_run_id` makes them
-/// (`20261125T020304Z-0123456789ab`): another job's staging folder, whose name may begin with
+/// When the run of id `s` started, if `s` is a run id (`RunInfo::run_id`,
+/// `20261125T020304Z-0123456789ab`): another job's staging folder, whose name may begin with
 /// this one's stem, has the rest of its stem there instead.
 fn run_started(s: &str) -> Option<chrono::NaiveDateTime> {
     let (time, random) = s.split_at_checked(16)?;
     let random = random.strip_prefix('-')?;
     let lower_hex = |c: u8| c.is_ascii_digit() || (b'a'..=b'f').contains(&c);
     (random.len() == 12 && random.bytes().all(lower_hex))
-        .then(|| chrono::NaiveDateTime::parse_from_str(time, "%Y%m%dT%H%M%SZ").ok())?
+        .then(|| chrono::NaiveDateTime::parse_from_str(time, RUN_ID_TIME).ok())?
 }
 
 fn older_than(started: chrono::NaiveDateTime, age: std::time::Duration) -> bool {

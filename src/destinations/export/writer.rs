@@ -6,13 +6,13 @@
 //! completion of the same file). So a failed or killed run leaves no partial file under the
 //! final name.
 //!
-//! Parquet is encoded by the synchronous `ArrowWriter` into a buffer that is handed over at
-//! each row group, without a copy: whole to the upload (`crate::upload::Upload`, which aborts
-//! itself when any part fails, so no parts of a failed export stay in the bucket), or to a local file's
-//! direct write, which keeps back the bytes past its last whole block for the next buffer and
-//! gives the buffer back to be filled again (`AlignedBuf`). parquet's own
-//! `AsyncArrowWriter` regrows its buffer from nothing for every row group and copies it into
-//! the upload: a tenth of an export's CPU went to those copies and their page faults.
+//! Parquet is encoded by the synchronous `ArrowWriter` into a buffer that is handed over at each
+//! row group, without a copy: whole to the upload (`crate::upload::Upload`, which aborts itself
+//! when any part fails, so no parts of a failed export stay in the bucket), or to a local file's
+//! direct write, which keeps back the bytes past its last whole block for the next buffer and gives
+//! the buffer back to be filled again (`AlignedBuf`). parquet's own `AsyncArrowWriter` regrows its
+//! buffer from nothing for every row group and copies it into the upload: a tenth of an export's
+//! CPU went to those copies and their page faults.
 
 use super::config::ExportFormat;
 use super::encoder;
